@@ -1,0 +1,341 @@
+//! Broker configuration: one typed [`Config`], layered defaults < `quiver.toml` <
+//! `QUIVER_<SECTION>__<KEY>` environment variables < command-line flags.
+//!
+//! Everything is validated before the broker opens a port or touches its data
+//! directory, so a typo stops startup with a message naming the key, the value and why,
+//! instead of surfacing later as odd behaviour. Topic-level settings (the Kafka topic
+//! configs such as `retention.ms`) live in [`topic`]; their broker-wide defaults are the
+//! `[log]` section here.
+
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or a value had the wrong type or an unknown key.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A `--set` override was not of the form `section.key=value`.
+    #[error("invalid override `{0}`: expected section.key=value")]
+    BadOverride(String),
+    /// A value was read but is outside what the broker accepts.
+    #[error("invalid value {value:?} for `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `log.segment_bytes`.
+        key: String,
+        /// The offending value as written.
+        value: String,
+        /// What would be accepted.
+        reason: String,
+    },
+}
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and storage location of this broker.
+    pub broker: BrokerConfig,
+    /// The Kafka wire-protocol listener.
+    pub kafka: KafkaConfig,
+    /// Defaults for every partition log; topics may override most of them.
+    pub log: LogDefaults,
+}
+
+/// `[broker]`: who this broker is and where it keeps data.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// This broker's id, as Kafka clients see it in Metadata.
+    pub node_id: i32,
+    /// Directory holding partition logs and metadata.
+    pub data_dir: PathBuf,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            data_dir: PathBuf::from("./quiver-data"),
+        }
+    }
+}
+
+/// `[kafka]`: the Kafka protocol listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// Host clients are told to connect to; defaults to the listen address.
+    pub advertised_host: Option<String>,
+    /// Port clients are told to connect to; defaults to the listen port.
+    pub advertised_port: Option<u16>,
+    /// Create a topic when a Metadata request names one that does not exist.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics asking for the default.
+    pub default_partitions: i32,
+    /// Largest request frame accepted; a larger length prefix closes the connection.
+    pub max_frame_bytes: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            advertised_port: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_frame_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The host and port clients should use to reach this listener.
+    pub fn advertised(&self) -> (String, u16) {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string());
+        (host, self.advertised_port.unwrap_or(self.listen.port()))
+    }
+}
+
+/// `[log]`: broker-wide defaults for partition logs (Kafka's `log.*` settings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogDefaults {
+    /// Roll the active segment once it would grow past this many bytes.
+    pub segment_bytes: u64,
+    /// Roll the active segment once it is this old (ms).
+    pub segment_ms: i64,
+    /// Delete segments whose newest record is older than this (ms); -1 keeps forever.
+    pub retention_ms: i64,
+    /// Delete oldest segments while a partition is larger than this; -1 is unlimited.
+    pub retention_bytes: i64,
+    /// How often retention and time-based rolling are checked (ms).
+    pub retention_check_interval_ms: u64,
+    /// fsync a partition when this much time passed since its last fsync (ms); -1 never.
+    pub flush_interval_ms: i64,
+    /// fsync a partition after this many appended records.
+    pub flush_interval_messages: u64,
+    /// Bytes between sparse offset-index entries.
+    pub index_interval_bytes: u32,
+    /// Largest record batch a producer may send (Kafka's `message.max.bytes`).
+    pub max_message_bytes: i32,
+    /// `CreateTime` keeps the producer's timestamps, `LogAppendTime` stamps the broker's.
+    pub message_timestamp_type: String,
+    /// `producer` keeps batches as sent; a codec name recompresses on the broker.
+    pub compression_type: String,
+    /// `delete` (retention) or `compact`.
+    pub cleanup_policy: String,
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        Self {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * DAY_MS,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: -1,
+            retention_check_interval_ms: 300_000,
+            flush_interval_ms: 1000,
+            // Kafka's default (Long.MAX_VALUE): never fsync by count.
+            flush_interval_messages: i64::MAX as u64,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            message_timestamp_type: "CreateTime".into(),
+            compression_type: "producer".into(),
+            cleanup_policy: "delete".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (or `./quiver.toml` if it exists),
+    /// then `QUIVER_*` environment variables, then `overrides` (`section.key=value`).
+    /// The result is validated.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("quiver.toml")),
+        }
+        figment = figment.merge(Env::prefixed("QUIVER_").split("__"));
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .filter(|(k, _)| k.contains('.'))
+                .ok_or_else(|| ConfigError::BadOverride(item.clone()))?;
+            let value: figment::value::Value = value
+                .parse()
+                .map_err(|_| ConfigError::BadOverride(item.clone()))?;
+            figment = figment.merge(Serialized::global(key.trim(), value));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against what the broker accepts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: impl ToString, reason: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.into(),
+                value: value.to_string(),
+                reason: reason.into(),
+            }
+        }
+        if self.broker.node_id < 0 {
+            return Err(invalid(
+                "broker.node_id",
+                self.broker.node_id,
+                "must be >= 0",
+            ));
+        }
+        if self.broker.data_dir.as_os_str().is_empty() {
+            return Err(invalid("broker.data_dir", "", "must not be empty"));
+        }
+        if !(1..=100_000).contains(&self.kafka.default_partitions) {
+            return Err(invalid(
+                "kafka.default_partitions",
+                self.kafka.default_partitions,
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.kafka.max_frame_bytes < 1024 || self.kafka.max_frame_bytes > i32::MAX as u32 {
+            return Err(invalid(
+                "kafka.max_frame_bytes",
+                self.kafka.max_frame_bytes,
+                "must be between 1024 and 2147483647",
+            ));
+        }
+        if let Some(host) = &self.kafka.advertised_host {
+            if host.trim().is_empty() {
+                return Err(invalid("kafka.advertised_host", host, "must not be empty"));
+            }
+        }
+        // The log defaults are exactly the topic configs' defaults, so they are checked
+        // by the same rules a CreateTopics request is.
+        for (key, value) in self.log.as_topic_configs() {
+            if let Err(reason) = topic::validate(key, &value) {
+                let broker_key = format!("log.{}", key.replace('.', "_"));
+                return Err(invalid(&broker_key, value, &reason));
+            }
+        }
+        if self.log.retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "log.retention_check_interval_ms",
+                0,
+                "must be >= 1",
+            ));
+        }
+        if self.log.index_interval_bytes == 0 {
+            return Err(invalid("log.index_interval_bytes", 0, "must be >= 1"));
+        }
+        if self.log.flush_interval_messages == 0 {
+            return Err(invalid("log.flush_interval_messages", 0, "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+impl LogDefaults {
+    /// These defaults as Kafka topic config pairs, the form [`topic`] validates and
+    /// DescribeConfigs reports.
+    pub fn as_topic_configs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            ("retention.ms", self.retention_ms.to_string()),
+            ("retention.bytes", self.retention_bytes.to_string()),
+            ("flush.ms", self.flush_interval_ms.to_string()),
+            ("flush.messages", self.flush_interval_messages.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                self.message_timestamp_type.clone(),
+            ),
+            ("compression.type", self.compression_type.clone()),
+            ("cleanup.policy", self.cleanup_policy.clone()),
+        ]
+    }
+}
+
+#[cfg(test)]
+// figment's Jail hands back figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_single_node() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.broker.data_dir, PathBuf::from("./quiver-data"));
+        assert_eq!(config.kafka.advertised(), ("127.0.0.1".to_string(), 9092));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "q.toml",
+                "[log]\nsegment_bytes = 2048\nretention_ms = 5\n[kafka]\nlisten = \"127.0.0.1:1\"",
+            )?;
+            jail.set_env("QUIVER_LOG__RETENTION_MS", "6");
+            jail.set_env("QUIVER_KAFKA__LISTEN", "127.0.0.1:2");
+            let config = Config::load(
+                Some(Path::new("q.toml")),
+                &["kafka.listen=127.0.0.1:3".to_string()],
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.log.segment_bytes, 2048);
+            assert_eq!(config.log.retention_ms, 6);
+            assert_eq!(config.kafka.listen.port(), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_key_value_and_reason() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUIVER_LOG__SEGMENT_BYTES", "3");
+            let err = Config::load(None, &[]).unwrap_err().to_string();
+            assert!(err.contains("log.segment_bytes"), "{err}");
+            assert!(err.contains("\"3\""), "{err}");
+            assert!(err.contains("at least 14"), "{err}");
+
+            let err = Config::load(None, &["kafka.default_partitions=0".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kafka.default_partitions"), "{err}");
+
+            let err = Config::load(None, &["log.nonsense=1".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nonsense"), "{err}");
+
+            let err = Config::load(None, &["kafka.listen=not-an-address".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+}

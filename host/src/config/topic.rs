@@ -1,0 +1,320 @@
+//! Kafka topic configs (`retention.ms`, `segment.bytes`, …): their names, accepted
+//! values, and how a topic's overrides combine with the broker's `[log]` defaults.
+//!
+//! One table ([`DEFS`]) drives validation for CreateTopics, AlterConfigs,
+//! IncrementalAlterConfigs and the broker's own config file, and DescribeConfigs'
+//! answer, so the rules cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::records::Compression;
+
+use super::LogDefaults;
+use crate::log::LogConfig;
+
+/// What values a topic config accepts.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A signed integer in an inclusive range.
+    Long { min: i64, max: i64 },
+    /// One of a fixed list of words.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list, each element one of the words.
+    List(&'static [&'static str]),
+}
+
+/// One topic config: its name, accepted values and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDef {
+    /// The Kafka name, e.g. `retention.ms`.
+    pub name: &'static str,
+    kind: Kind,
+    /// One line for DescribeConfigs' documentation field.
+    pub doc: &'static str,
+}
+
+impl ConfigDef {
+    /// Kafka's DescribeConfigs type code (LONG=5, STRING=2, LIST=7, INT=3).
+    pub fn type_code(&self) -> i8 {
+        match self.kind {
+            Kind::Long { max, .. } if max <= i32::MAX as i64 => 3,
+            Kind::Long { .. } => 5,
+            Kind::Choice(_) => 2,
+            Kind::List(_) => 7,
+        }
+    }
+}
+
+const CODECS: &[&str] = &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
+
+/// Every topic config Quiver knows. Unknown names are refused, as Kafka does.
+pub const DEFS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "cleanup.policy",
+        kind: Kind::List(&["delete", "compact"]),
+        doc: "delete: drop old segments by retention; compact: keep the latest record per key",
+    },
+    ConfigDef {
+        name: "compression.type",
+        kind: Kind::Choice(CODECS),
+        doc: "producer keeps batches as sent; a codec name recompresses batches on the broker",
+    },
+    ConfigDef {
+        name: "flush.messages",
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+        doc: "fsync the partition after this many records",
+    },
+    ConfigDef {
+        name: "flush.ms",
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+        doc: "fsync the partition when this much time passed since the last fsync; -1 never",
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        kind: Kind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        doc: "bytes between sparse offset-index entries",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        kind: Kind::Long {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        doc: "largest record batch a producer may append",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),
+        doc: "CreateTime keeps the producer's timestamp; LogAppendTime stamps the broker's clock",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        kind: Kind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        doc: "replicas that must have a batch before acks=all completes",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+        doc: "delete oldest segments while the partition is larger than this; -1 unlimited",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        kind: Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+        doc: "delete segments whose newest record is older than this; -1 keeps forever",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        kind: Kind::Long {
+            min: 14,
+            max: i32::MAX as i64,
+        },
+        doc: "roll the active segment once it would grow past this size",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        kind: Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+        doc: "roll the active segment once it is this old",
+    },
+];
+
+/// Looks up a topic config by name.
+pub fn def(name: &str) -> Option<&'static ConfigDef> {
+    DEFS.iter().find(|d| d.name == name)
+}
+
+/// Checks one `name=value` pair; the error says what would be accepted.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let def = def(name).ok_or_else(|| format!("unknown topic config `{name}`"))?;
+    match def.kind {
+        Kind::Long { min, max } => {
+            let parsed: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{name}` must be an integer"))?;
+            if parsed < min {
+                return Err(format!("`{name}` must be at least {min}"));
+            }
+            if parsed > max {
+                return Err(format!("`{name}` must be at most {max}"));
+            }
+        }
+        Kind::Choice(words) => {
+            if !words.contains(&value.trim()) {
+                return Err(format!("`{name}` must be one of {}", words.join(", ")));
+            }
+        }
+        Kind::List(words) => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.is_empty() || items.iter().any(|i| !words.contains(i)) {
+                return Err(format!(
+                    "`{name}` must be a comma-separated list of {}",
+                    words.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a topic's batches are stored relative to how producers sent them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionPolicy {
+    /// Keep each batch exactly as the producer compressed it.
+    Producer,
+    /// Recompress batches that use another codec.
+    Codec(Compression),
+}
+
+/// A topic's effective settings: its overrides applied over the broker defaults.
+#[derive(Debug, Clone)]
+pub struct TopicSettings {
+    /// What the partition logs are given.
+    pub log: LogConfig,
+    /// Largest batch accepted from producers.
+    pub max_message_bytes: i32,
+    /// Whether the broker stamps append time.
+    pub log_append_time: bool,
+    /// Broker-side compression.
+    pub compression: CompressionPolicy,
+    /// Whether retention deletes segments (`delete` in cleanup.policy).
+    pub delete_retention: bool,
+    /// Whether the topic is compacted (`compact` in cleanup.policy).
+    pub compact: bool,
+}
+
+/// Where a reported value came from, with Kafka's DescribeConfigs source codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Set on the topic (DYNAMIC_TOPIC_CONFIG = 1).
+    Topic = 1,
+    /// The broker-wide default from `[log]` (DEFAULT_CONFIG = 5).
+    Default = 5,
+}
+
+/// Combines the broker defaults with a topic's (already validated) overrides.
+pub fn resolve(defaults: &LogDefaults, overrides: &BTreeMap<String, String>) -> TopicSettings {
+    let effective = effective(defaults, overrides);
+    let get = |name: &str| -> &str {
+        effective
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, v, _)| v.as_str())
+            .expect("every topic config has a default")
+    };
+    let long = |name: &str| -> i64 { get(name).trim().parse().unwrap_or(i64::MAX) };
+    let compression = match get("compression.type").trim() {
+        "uncompressed" => CompressionPolicy::Codec(Compression::None),
+        "gzip" => CompressionPolicy::Codec(Compression::Gzip),
+        "snappy" => CompressionPolicy::Codec(Compression::Snappy),
+        "lz4" => CompressionPolicy::Codec(Compression::Lz4),
+        "zstd" => CompressionPolicy::Codec(Compression::Zstd),
+        _ => CompressionPolicy::Producer,
+    };
+    let policy = get("cleanup.policy");
+    TopicSettings {
+        log: LogConfig {
+            segment_bytes: long("segment.bytes") as u64,
+            segment_ms: long("segment.ms"),
+            retention_bytes: long("retention.bytes"),
+            retention_ms: long("retention.ms"),
+            index_interval_bytes: long("index.interval.bytes") as u32,
+            flush_interval_messages: get("flush.messages").trim().parse().unwrap_or(u64::MAX),
+            flush_interval_ms: long("flush.ms"),
+        },
+        max_message_bytes: long("max.message.bytes") as i32,
+        log_append_time: get("message.timestamp.type").trim() == "LogAppendTime",
+        compression,
+        delete_retention: policy.split(',').any(|p| p.trim() == "delete"),
+        compact: policy.split(',').any(|p| p.trim() == "compact"),
+    }
+}
+
+/// Every topic config with its effective value and where that value came from.
+pub fn effective(
+    defaults: &LogDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(&'static str, String, Source)> {
+    let mut base: BTreeMap<&'static str, String> =
+        defaults.as_topic_configs().into_iter().collect();
+    base.insert("min.insync.replicas", "1".into());
+    DEFS.iter()
+        .map(|d| match overrides.get(d.name) {
+            Some(v) => (d.name, v.clone(), Source::Topic),
+            None => (
+                d.name,
+                base.get(d.name).cloned().unwrap_or_default(),
+                Source::Default,
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_rule() {
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert_eq!(
+            validate("retention.ms", "-2").unwrap_err(),
+            "`retention.ms` must be at least -1"
+        );
+        assert_eq!(
+            validate("segment.bytes", "abc").unwrap_err(),
+            "`segment.bytes` must be an integer"
+        );
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "compact,nope").is_err());
+        assert!(validate("compression.type", "zstd").is_ok());
+        assert!(validate("compression.type", "brotli").is_err());
+        assert_eq!(
+            validate("no.such", "1").unwrap_err(),
+            "unknown topic config `no.such`"
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let defaults = LogDefaults::default();
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.bytes".to_string(), "1000".to_string());
+        overrides.insert("compression.type".to_string(), "zstd".to_string());
+        overrides.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let s = resolve(&defaults, &overrides);
+        assert_eq!(s.log.retention_bytes, 1000);
+        assert_eq!(s.log.segment_bytes, defaults.segment_bytes);
+        assert_eq!(s.compression, CompressionPolicy::Codec(Compression::Zstd));
+        assert!(s.log_append_time);
+        assert!(s.delete_retention && !s.compact);
+        let described = effective(&defaults, &overrides);
+        assert_eq!(described.len(), DEFS.len());
+        assert!(described
+            .iter()
+            .any(|(n, v, s)| *n == "retention.bytes" && v == "1000" && *s == Source::Topic));
+    }
+}
