@@ -1,0 +1,405 @@
+//! One replica of one partition: its log, its high watermark and leader epoch, and the
+//! validation every produced batch passes before it is appended.
+//!
+//! What Kafka's LogValidator does lives here: a batch is checked (framing, CRC-32C,
+//! declared against actual record count, size against `max.message.bytes`) before a
+//! single byte is written, so a bad batch is refused with the Kafka error a client
+//! understands and never reaches the log. Batches are stored as produced unless the
+//! topic asks for broker-side compression or log-append time.
+
+pub mod murmur2;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+use parking_lot::RwLock;
+
+use crate::config::topic::{CompressionPolicy, TopicSettings};
+use crate::log::batch::{self, BatchError, Batches};
+use crate::log::{AppendInfo, Log, LogError, ReadResult};
+
+/// Why a produce to this partition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The request carried no record batch.
+    #[error("the produce request carried no records")]
+    Empty,
+    /// A batch is malformed or its CRC does not match.
+    #[error("batch {index}: {source}")]
+    Corrupt {
+        /// Position of the batch in the request.
+        index: usize,
+        /// What was wrong.
+        source: BatchError,
+    },
+    /// A batch declares a record count its body does not hold.
+    #[error("batch {index} declares {declared} records (last offset delta {last_offset_delta}) but holds {actual}")]
+    CountMismatch {
+        /// Position of the batch in the request.
+        index: usize,
+        /// The header's recordsCount.
+        declared: i32,
+        /// The header's lastOffsetDelta.
+        last_offset_delta: i32,
+        /// Records actually present.
+        actual: i32,
+    },
+    /// A batch is larger than the topic's `max.message.bytes`.
+    #[error("batch {index} is {size} bytes, larger than max.message.bytes {max}")]
+    TooLarge {
+        /// Position of the batch in the request.
+        index: usize,
+        /// Its size in bytes.
+        size: usize,
+        /// The topic's limit.
+        max: i32,
+    },
+    /// A batch has flags producers may not set.
+    #[error("batch {index}: {reason}")]
+    InvalidRecord {
+        /// Position of the batch in the request.
+        index: usize,
+        /// What is not allowed.
+        reason: &'static str,
+    },
+    /// Re-encoding for broker-side compression failed.
+    #[error("recompressing batch {index}: {reason}")]
+    Recompress {
+        /// Position of the batch in the request.
+        index: usize,
+        /// The codec's error.
+        reason: String,
+    },
+    /// The log could not store the batch.
+    #[error(transparent)]
+    Storage(#[from] LogError),
+}
+
+/// One partition replica hosted by this broker.
+#[derive(Debug)]
+pub struct Partition {
+    topic: Arc<str>,
+    index: i32,
+    log: Log,
+    settings: RwLock<Arc<TopicSettings>>,
+    leader_epoch: i32,
+}
+
+impl Partition {
+    /// Wraps an opened log.
+    pub fn new(topic: Arc<str>, index: i32, log: Log, settings: Arc<TopicSettings>) -> Self {
+        Self {
+            topic,
+            index,
+            log,
+            settings: RwLock::new(settings),
+            leader_epoch: 0,
+        }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition index.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The current leader epoch (constant until leadership can move).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// The log underneath.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<TopicSettings> {
+        self.settings.read().clone()
+    }
+
+    /// Applies changed topic settings.
+    pub fn set_settings(&self, settings: Arc<TopicSettings>) {
+        self.log.set_config(settings.log.clone());
+        *self.settings.write() = settings;
+    }
+
+    /// The offset below which records are committed and visible to consumers. A single
+    /// replica is its own in-sync set, so this is the log end offset.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// Validates `records` (one or more batches as produced) and appends them.
+    /// Returns the offsets assigned and the append time if the broker stamped one.
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<(AppendInfo, i64), AppendError> {
+        let settings = self.settings();
+        let mut out = validate(records, &settings)?;
+        let mut append_time = -1;
+        for range in batch_ranges(&out)? {
+            let slice = &mut out[range];
+            batch::set_partition_leader_epoch(slice, self.leader_epoch);
+            if settings.log_append_time {
+                batch::set_log_append_time(slice, now_ms);
+                append_time = now_ms;
+            }
+        }
+        let info = self.log.append(&mut out, now_ms)?;
+        Ok((info, append_time))
+    }
+
+    /// Reads committed batches starting at the one holding `offset`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.log
+            .read(offset, max_bytes, self.high_watermark(), min_one)
+    }
+}
+
+fn batch_ranges(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, AppendError> {
+    Batches::new(buf)
+        .enumerate()
+        .map(|(index, item)| {
+            item.map(|(_, range)| range)
+                .map_err(|source| AppendError::Corrupt { index, source })
+        })
+        .collect()
+}
+
+/// Checks every batch and returns the bytes to append (recompressed if the topic says
+/// so). Nothing is allocated from a length before it is checked against what is there.
+fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, AppendError> {
+    if records.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (index, item) in Batches::new(records).enumerate() {
+        let (header, range) = item.map_err(|source| AppendError::Corrupt { index, source })?;
+        let bytes = &records[range.clone()];
+        if bytes.len() > settings.max_message_bytes.max(0) as usize {
+            return Err(AppendError::TooLarge {
+                index,
+                size: bytes.len(),
+                max: settings.max_message_bytes,
+            });
+        }
+        batch::verify_crc(bytes).map_err(|source| AppendError::Corrupt { index, source })?;
+        if header.is_control() {
+            return Err(AppendError::InvalidRecord {
+                index,
+                reason: "producers may not write control batches",
+            });
+        }
+        if header.is_transactional() {
+            return Err(AppendError::InvalidRecord {
+                index,
+                reason: "transactional batches are not supported by this broker yet",
+            });
+        }
+        let actual =
+            batch::count_records(bytes).map_err(|source| AppendError::Corrupt { index, source })?;
+        if header.records_count <= 0
+            || actual != header.records_count
+            || header.last_offset_delta != header.records_count - 1
+        {
+            return Err(AppendError::CountMismatch {
+                index,
+                declared: header.records_count,
+                last_offset_delta: header.last_offset_delta,
+                actual,
+            });
+        }
+        match settings.compression {
+            CompressionPolicy::Codec(codec) if codec != header.compression() => {
+                recompress(records.slice(range), codec, &mut out)
+                    .map_err(|reason| AppendError::Recompress { index, reason })?;
+            }
+            _ => out.extend_from_slice(bytes),
+        }
+    }
+    Ok(out)
+}
+
+/// Re-encodes one batch with another codec, keeping producer id, epoch, sequences and
+/// timestamps, so broker-side compression is invisible to consumers except in size.
+fn recompress(batch: Bytes, codec: Compression, out: &mut Vec<u8>) -> Result<(), String> {
+    let mut input = batch;
+    let set = RecordBatchDecoder::decode(&mut input).map_err(|e| e.to_string())?;
+    let mut encoded = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut encoded,
+        set.records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: codec,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    out.extend_from_slice(&encoded);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::topic::resolve;
+    use crate::config::LogDefaults;
+    use crate::log::batch::BatchHeader;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{Record, TimestampType};
+    use std::collections::BTreeMap;
+
+    fn record(i: i64) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            // The encoder keeps records in one batch while offset - sequence is constant;
+            // this yields baseSequence -1, as a non-idempotent producer sends.
+            sequence: (i - 1) as i32,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: IndexMap::new(),
+        }
+    }
+
+    fn batch(n: i64, compression: Compression) -> Bytes {
+        let records: Vec<Record> = (0..n).map(record).collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn partition(dir: &std::path::Path, overrides: &[(&str, &str)]) -> Partition {
+        let overrides: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = Arc::new(resolve(&LogDefaults::default(), &overrides));
+        let log = Log::open(dir, settings.log.clone(), 0).unwrap();
+        Partition::new("t".into(), 0, log, settings)
+    }
+
+    fn read_all(p: &Partition) -> Vec<Record> {
+        let result = p.read(0, usize::MAX, true).unwrap();
+        let mut bytes = result.records;
+        RecordBatchDecoder::decode_all(&mut bytes)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.records)
+            .collect()
+    }
+
+    #[test]
+    fn appends_assign_consecutive_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[]);
+        let (a, t) = p.append(&batch(3, Compression::None), 5).unwrap();
+        assert_eq!((a.base_offset, a.last_offset, t), (0, 2, -1));
+        let (b, _) = p.append(&batch(2, Compression::Lz4), 6).unwrap();
+        assert_eq!((b.base_offset, b.last_offset), (3, 4));
+        let offsets: Vec<i64> = read_all(&p).iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+        assert_eq!(p.high_watermark(), 5);
+    }
+
+    #[test]
+    fn corrupt_and_lying_batches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[]);
+        let mut bad = batch(3, Compression::None).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(matches!(
+            p.append(&Bytes::from(bad), 0),
+            Err(AppendError::Corrupt { .. })
+        ));
+
+        // Claim 4 records where 3 are present, and fix the CRC so only the count lies.
+        let mut lying = batch(3, Compression::None).to_vec();
+        lying[57..61].copy_from_slice(&4i32.to_be_bytes());
+        let crc = crc32c::crc32c(&lying[21..]);
+        lying[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            p.append(&Bytes::from(lying), 0),
+            Err(AppendError::CountMismatch {
+                declared: 4,
+                actual: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p.append(&Bytes::new(), 0),
+            Err(AppendError::Empty)
+        ));
+        assert_eq!(p.log().log_end_offset(), 0);
+    }
+
+    #[test]
+    fn max_message_bytes_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[("max.message.bytes", "100")]);
+        assert!(matches!(
+            p.append(&batch(20, Compression::None), 0),
+            Err(AppendError::TooLarge { max: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn broker_side_compression_and_append_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(
+            dir.path(),
+            &[
+                ("compression.type", "zstd"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ],
+        );
+        let (_, t) = p.append(&batch(10, Compression::None), 42_000).unwrap();
+        assert_eq!(t, 42_000);
+        let stored = p.read(0, usize::MAX, true).unwrap().records;
+        let header = BatchHeader::parse(&stored).unwrap();
+        assert_eq!(
+            header.total_len(),
+            stored.len(),
+            "one batch in, one batch out"
+        );
+        assert_eq!(header.compression(), Compression::Zstd);
+        assert!(header.is_log_append_time());
+        assert_eq!(header.max_timestamp, 42_000);
+        assert_eq!(header.base_sequence, -1);
+        batch::verify_crc(&stored).unwrap();
+        let records = read_all(&p);
+        assert_eq!(records.len(), 10);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, i as i64);
+            assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+            assert_eq!(r.value.as_deref(), Some(format!("v{i}").as_bytes()));
+        }
+    }
+}
