@@ -1,0 +1,29 @@
+//! CreatePartitions (37): grows topics' partition counts.
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::{kstr, Context};
+
+/// Answers a CreatePartitions request.
+pub fn handle(
+    ctx: &Context<'_>,
+    request: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for wanted in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = wanted.name.clone();
+        if let Err(e) = ctx.broker.create_partitions(
+            wanted.name.0.as_str(),
+            wanted.count,
+            request.validate_only,
+        ) {
+            result.error_code = e.code().code();
+            result.error_message = Some(kstr(e.to_string()));
+        }
+        response.results.push(result);
+    }
+    response
+}

@@ -1,0 +1,67 @@
+//! DeleteTopics (20): removes topics and their data, by name or (v6) by id.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+
+use super::{kstr, Context};
+
+/// Answers a DeleteTopics request.
+pub fn handle(
+    ctx: &Context<'_>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let broker = ctx.broker;
+    let mut response = DeleteTopicsResponse::default();
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.as_str().to_string()), uuid::Uuid::nil()))
+        .collect();
+    targets.extend(request.topics.iter().map(|t| {
+        (
+            t.name.as_ref().map(|n| n.0.as_str().to_string()),
+            t.topic_id,
+        )
+    }));
+    for (name, id) in targets {
+        let mut result = DeletableTopicResult::default();
+        let resolved = match (&name, id.is_nil()) {
+            (Some(name), _) => Ok(name.clone()),
+            (None, false) => broker.topic_by_id(id).map(|t| t.meta.name.clone()).ok_or((
+                ResponseError::UnknownTopicId,
+                format!("no topic has id {id}"),
+            )),
+            (None, true) => Err((
+                ResponseError::InvalidRequest,
+                "neither a name nor an id was given".to_string(),
+            )),
+        };
+        let outcome = resolved.and_then(|name| {
+            broker
+                .delete_topic(&name)
+                .map_err(|e| (e.code(), e.to_string()))
+        });
+        match outcome {
+            Ok(meta) => {
+                result.name = Some(TopicName(kstr(meta.name)));
+                if version >= 6 {
+                    result.topic_id = meta.id;
+                }
+            }
+            Err((error, message)) => {
+                result.name = name.map(|n| TopicName(kstr(n)));
+                if version >= 6 {
+                    result.topic_id = id;
+                }
+                result.error_code = error.code();
+                if version >= 5 {
+                    result.error_message = Some(kstr(message));
+                }
+            }
+        }
+        response.responses.push(result);
+    }
+    response
+}

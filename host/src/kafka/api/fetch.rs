@@ -1,0 +1,158 @@
+//! Fetch (1): serves record batches straight from the log, without re-encoding, with
+//! long polling (`max_wait_ms` / `min_bytes`) and Kafka's byte limits.
+//!
+//! Limits follow KIP-74: the response stops at `max_bytes` and each partition at its
+//! `partition_max_bytes`, except that the first batch of the first partition with data is
+//! returned whole even if it is larger, so a consumer can always make progress. Fetch
+//! sessions (KIP-227) are not kept: the response's session id is 0, which tells clients
+//! to send full requests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::Context;
+use crate::broker::{Broker, Topic};
+use crate::log::LogError;
+
+/// Longest a fetch may park, whatever the client asks: keeps a hostile `max_wait_ms`
+/// from pinning a connection.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// Answers a Fetch, waiting for data up to `max_wait_ms` when there is less than
+/// `min_bytes`.
+pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> FetchResponse {
+    let broker = ctx.broker;
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before reading so an append between the read and the wait is seen.
+        let appended = broker.appended();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let (response, bytes, has_error) = collect(broker, &request, version);
+        let satisfied = bytes >= request.min_bytes.max(0) as usize || has_error;
+        if satisfied || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            _ = appended => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Reads every requested partition once. Returns the response, the record bytes in it,
+/// and whether any partition carries an error (errors answer immediately).
+fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut response = FetchResponse::default();
+    let mut budget = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0usize;
+    let mut has_error = false;
+    for wanted in &request.topics {
+        let topic = resolve(broker, wanted, version);
+        let mut out = FetchableTopicResponse::default();
+        if version >= 13 {
+            out.topic_id = wanted.topic_id;
+        } else {
+            out.topic = wanted.topic.clone();
+        }
+        for p in &wanted.partitions {
+            let mut data = PartitionData::default();
+            data.partition_index = p.partition;
+            data.records = Some(Bytes::new());
+            let partition = topic.as_ref().ok().and_then(|t| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            });
+            let Some(partition) = partition else {
+                data.error_code = match &topic {
+                    Err(e) => *e,
+                    Ok(_) => ResponseError::UnknownTopicOrPartition,
+                }
+                .code();
+                data.high_watermark = -1;
+                has_error = true;
+                out.partitions.push(data);
+                continue;
+            };
+            let hw = partition.high_watermark();
+            data.high_watermark = hw;
+            data.last_stable_offset = hw;
+            if version >= 5 {
+                data.log_start_offset = partition.log().log_start_offset();
+            }
+            if version < 4 || request.isolation_level == 0 {
+                data.aborted_transactions = None;
+            }
+            if version >= 9 && p.current_leader_epoch >= 0 {
+                let ours = partition.leader_epoch();
+                if p.current_leader_epoch > ours {
+                    data.error_code = ResponseError::UnknownLeaderEpoch.code();
+                    has_error = true;
+                    out.partitions.push(data);
+                    continue;
+                }
+                if p.current_leader_epoch < ours {
+                    data.error_code = ResponseError::FencedLeaderEpoch.code();
+                    has_error = true;
+                    out.partitions.push(data);
+                    continue;
+                }
+            }
+            let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+            // KIP-74: the first data in the response may exceed the limits.
+            let min_one = total == 0;
+            if limit == 0 && !min_one {
+                out.partitions.push(data);
+                continue;
+            }
+            match partition.read(p.fetch_offset, limit, min_one) {
+                Ok(read) => {
+                    let n = read.records.len();
+                    total += n;
+                    budget = budget.saturating_sub(n);
+                    data.records = Some(read.records);
+                }
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    data.error_code = ResponseError::OffsetOutOfRange.code();
+                    has_error = true;
+                }
+                Err(e) => {
+                    tracing::error!(topic = partition.topic(), partition = p.partition, error = %e, "fetch read failed");
+                    data.error_code = ResponseError::KafkaStorageError.code();
+                    has_error = true;
+                }
+            }
+            out.partitions.push(data);
+        }
+        response.responses.push(out);
+    }
+    (response, total, has_error)
+}
+
+/// Finds the topic a fetch names: by id from v13, by name before.
+fn resolve(
+    broker: &Broker,
+    wanted: &FetchTopic,
+    version: i16,
+) -> Result<std::sync::Arc<Topic>, ResponseError> {
+    if version >= 13 {
+        broker
+            .topic_by_id(wanted.topic_id)
+            .ok_or(ResponseError::UnknownTopicId)
+    } else {
+        broker
+            .topic(wanted.topic.0.as_str())
+            .ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+}

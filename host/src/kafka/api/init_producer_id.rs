@@ -1,0 +1,47 @@
+//! InitProducerId (22): hands idempotent producers a producer id and epoch.
+//!
+//! Ids come from the metadata store, which reserves them durably in blocks, so an id is
+//! never handed out twice across restarts. A producer re-initialising with its id gets
+//! the next epoch (KIP-360). Transactional ids are refused until transactions exist.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::Context;
+
+/// Answers an InitProducerId request.
+pub fn handle(
+    ctx: &Context<'_>,
+    request: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if request.transactional_id.is_some() {
+        tracing::info!(client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()), "refused a transactional producer: transactions are not supported yet");
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return response;
+    }
+    let (existing_id, existing_epoch) = if version >= 3 {
+        (request.producer_id.0, request.producer_epoch)
+    } else {
+        (-1, -1)
+    };
+    if existing_id >= 0 && (0..i16::MAX - 1).contains(&existing_epoch) {
+        response.producer_id = ProducerId(existing_id);
+        response.producer_epoch = existing_epoch + 1;
+        return response;
+    }
+    match ctx.broker.allocate_producer_id() {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not allocate a producer id");
+            response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        }
+    }
+    response
+}

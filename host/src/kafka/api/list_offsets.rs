@@ -1,0 +1,77 @@
+//! ListOffsets (2): earliest, latest, max-timestamp and by-timestamp offset lookups.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::Context;
+
+/// Kafka's special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+/// Answers a ListOffsets request.
+pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let broker = ctx.broker;
+    let mut response = ListOffsetsResponse::default();
+    for wanted in request.topics {
+        let topic = broker.topic(wanted.name.0.as_str());
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = wanted.name.clone();
+        for p in wanted.partitions {
+            let mut r = ListOffsetsPartitionResponse::default();
+            r.partition_index = p.partition_index;
+            r.timestamp = -1;
+            r.offset = -1;
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+            });
+            let Some(partition) = partition else {
+                r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                out.partitions.push(r);
+                continue;
+            };
+            if version >= 4 {
+                r.leader_epoch = partition.leader_epoch();
+            }
+            let log = partition.log();
+            let looked_up = match p.timestamp {
+                LATEST => Ok(Some((-1, partition.high_watermark()))),
+                EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, log.log_start_offset()))),
+                MAX_TIMESTAMP => log.max_timestamp(),
+                ts if ts >= 0 => log
+                    .offset_for_timestamp(ts)
+                    .map(|found| found.map(|(off, ts)| (ts, off))),
+                other => {
+                    r.error_code = ResponseError::InvalidRequest.code();
+                    tracing::debug!(
+                        timestamp = other,
+                        "ListOffsets with an unknown special timestamp"
+                    );
+                    out.partitions.push(r);
+                    continue;
+                }
+            };
+            match looked_up {
+                Ok(Some((ts, offset))) => {
+                    r.timestamp = ts;
+                    r.offset = offset;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(topic = partition.topic(), partition = p.partition_index, error = %e, "offset lookup failed");
+                    r.error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            out.partitions.push(r);
+        }
+        response.topics.push(out);
+    }
+    response
+}
