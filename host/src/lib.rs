@@ -1,1 +1,21 @@
-pub fn x(){}
+//! Quiver: a Kafka-compatible streaming broker.
+//!
+//! The host core owns what must be fast and correct: partition logs ([`log`]), the
+//! partitions a broker hosts ([`partition`], [`broker`]), the metadata every broker
+//! agrees on ([`controller`]) and the Kafka wire protocol ([`kafka`]). Policy — custom
+//! partitioners, transforms, quotas, connectors — arrives later as sandboxed plugins.
+//!
+//! Configuration is one typed [`config::Config`], loaded from defaults, `quiver.toml`,
+//! `QUIVER_*` environment variables and command-line flags, in that order.
+
+#![warn(missing_debug_implementations)]
+#![deny(unused_must_use)]
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod kafka;
+pub mod log;
+pub mod partition;
+pub mod server;

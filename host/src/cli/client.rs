@@ -1,0 +1,121 @@
+//! A small Kafka client on the broker's own codecs, used by the CLI. It speaks to any
+//! Kafka-compatible broker: it negotiates with ApiVersions and uses request versions
+//! that Kafka has supported since 2.x.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response the CLI accepts.
+const MAX_RESPONSE: i32 = 256 * 1024 * 1024;
+
+/// One connection to a broker.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+    versions: HashMap<i16, (i16, i16)>,
+    address: String,
+}
+
+impl Client {
+    /// Connects and learns the broker's API versions.
+    pub async fn connect(address: &str) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        let mut client = Client {
+            stream,
+            correlation_id: 0,
+            versions: HashMap::new(),
+            address: address.to_string(),
+        };
+        let response: ApiVersionsResponse =
+            client.request(ApiVersionsRequest::default(), 0).await?;
+        if response.error_code != 0 {
+            bail!(
+                "{address} refused ApiVersions with error {}",
+                response.error_code
+            );
+        }
+        client.versions = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(client)
+    }
+
+    /// The broker address this client is connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn request<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        let api = self.send_only(request, version).await?;
+        let length = self.stream.read_i32().await.context("reading a response")?;
+        if !(4..=MAX_RESPONSE).contains(&length) {
+            bail!("{} sent a response frame of {length} bytes", self.address);
+        }
+        let mut body = vec![0u8; length as usize];
+        self.stream.read_exact(&mut body).await?;
+        let mut body = Bytes::from(body);
+        let header_version = <R::Response as HeaderVersion>::header_version(version);
+        let response_header = ResponseHeader::decode(&mut body, header_version)?;
+        if response_header.correlation_id != self.correlation_id {
+            bail!(
+                "response correlation id {} does not match request {}",
+                response_header.correlation_id,
+                self.correlation_id
+            );
+        }
+        R::Response::decode(&mut body, version)
+            .with_context(|| format!("decoding the {api:?} v{version} response"))
+    }
+
+    /// Sends `request` at `version` without waiting for a response (Produce with acks=0).
+    pub async fn send_only<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<ApiKey> {
+        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown API key {}", R::KEY))?;
+        if api != ApiKey::ApiVersions {
+            match self.versions.get(&R::KEY) {
+                Some(&(min, max)) if (min..=max).contains(&version) => {}
+                Some(&(min, max)) => bail!(
+                    "{} supports {api:?} v{min}..=v{max}, not the v{version} this CLI uses",
+                    self.address
+                ),
+                None => bail!("{} does not support {api:?}", self.address),
+            }
+        }
+        self.correlation_id += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(StrBytes::from_static_str("quiver-cli"));
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        header.encode(&mut frame, R::header_version(version))?;
+        request.encode(&mut frame, version)?;
+        let length = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        self.stream.write_all(&frame).await?;
+        Ok(api)
+    }
+}

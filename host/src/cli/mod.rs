@@ -1,0 +1,141 @@
+//! The `quiver` command line: `serve` runs the broker; every other sub-command is a
+//! Kafka client (on the broker's own codecs) for operators.
+
+pub mod client;
+mod consume;
+mod produce;
+mod topic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Quiver: a Kafka-compatible streaming broker.
+#[derive(Debug, Parser)]
+#[command(name = "quiver", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (single node with embedded defaults when given nothing).
+    Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce lines from stdin or a file as records.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print them.
+    Consume(consume::ConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (default: ./quiver.toml if it exists).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Data directory (broker.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address (kafka.listen).
+    #[arg(long)]
+    kafka_listen: Option<String>,
+    /// Any setting as section.key=value, e.g. --set log.retention_ms=60000.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// Where CLI clients connect.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Connection {
+    /// Broker address.
+    #[arg(
+        long,
+        short = 'b',
+        default_value = "127.0.0.1:9092",
+        env = "QUIVER_BOOTSTRAP",
+        global = true
+    )]
+    bootstrap: String,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut overrides = Vec::new();
+            if let Some(dir) = args.data_dir {
+                overrides.push(format!("broker.data_dir={}", dir.display()));
+            }
+            if let Some(listen) = args.kafka_listen {
+                overrides.push(format!("kafka.listen={listen}"));
+            }
+            overrides.extend(args.set);
+            // Validated before logging starts or any port opens.
+            let config = Config::load(args.config.as_deref(), &overrides)
+                .context("invalid configuration")?;
+            init_tracing();
+            crate::server::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topic(cmd) => block_on(topic::run(cmd)),
+        Command::Produce(args) => block_on(produce::run(args)),
+        Command::Consume(args) => block_on(consume::run(args)),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Parses `k=v` pairs.
+pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{what} `{p}` is not of the form key=value"))
+        })
+        .collect()
+}
+
+/// Turns a Kafka error code into an error naming it.
+pub(crate) fn check(
+    code: i16,
+    message: Option<&str>,
+    what: impl std::fmt::Display,
+) -> anyhow::Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    let name = kafka_protocol::error::ResponseError::try_from_code(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|| format!("error {code}"));
+    match message {
+        Some(m) if !m.is_empty() => anyhow::bail!("{what}: {name}: {m}"),
+        _ => anyhow::bail!("{what}: {name}"),
+    }
+}

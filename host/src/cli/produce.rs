@@ -1,0 +1,216 @@
+//! `quiver produce`: lines from stdin or a file become records.
+//!
+//! Each line is a record value, or `key<SEP>value` with `--key-separator`. Records are
+//! routed like the Java client does (murmur2 of the key; keyless records spread round
+//! robin a batch at a time), sent in batches, and acknowledged before the command exits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use clap::Args;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::client::Client;
+use super::{check, parse_pairs, topic, Connection};
+use crate::partition::murmur2::partition_for_key;
+
+/// Records per produce request.
+const BATCH_RECORDS: usize = 1000;
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// Topic to produce to.
+    topic: String,
+    /// Split each line into key and value at the first occurrence of this string.
+    #[arg(long, short = 'K')]
+    key_separator: Option<String>,
+    /// Header added to every record, e.g. --header source=cli (repeatable).
+    #[arg(long, short = 'H')]
+    header: Vec<String>,
+    /// Send every record to this partition instead of routing by key.
+    #[arg(long, short)]
+    partition: Option<i32>,
+    /// Read lines from this file instead of stdin.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// Acknowledgements to wait for: 0, 1 or all (-1).
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Compression codec: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, short = 'z', default_value = "none")]
+    compression: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let acks: i16 = match args.acks.as_str() {
+        "all" | "-1" => -1,
+        "1" => 1,
+        "0" => 0,
+        other => bail!("--acks must be 0, 1 or all, not `{other}`"),
+    };
+    let compression = match args.compression.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => bail!("--compression must be none, gzip, snappy, lz4 or zstd, not `{other}`"),
+    };
+    let headers: IndexMap<StrBytes, Option<Bytes>> = parse_pairs(&args.header, "header")?
+        .into_iter()
+        .map(|(k, v)| (StrBytes::from_string(k), Some(Bytes::from(v))))
+        .collect();
+    let mut client = Client::connect(&args.connection.bootstrap).await?;
+    let partitions = topic::partition_count(&mut client, &args.topic).await?;
+    if let Some(p) = args.partition {
+        if p < 0 || p >= partitions {
+            bail!(
+                "topic '{}' has partitions 0..{}; there is no partition {p}",
+                args.topic,
+                partitions
+            );
+        }
+    }
+
+    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match &args.file {
+        Some(path) => Box::new(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let mut lines = BufReader::new(input).lines();
+    let mut sender = Sender {
+        client,
+        topic: args.topic.clone(),
+        acks,
+        compression,
+        pending: BTreeMap::new(),
+        pending_count: 0,
+        sent: 0,
+        round_robin: 0,
+        partitions,
+    };
+    while let Some(line) = lines.next_line().await? {
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
+                None => (None, Bytes::from(line)),
+            },
+            None => (None, Bytes::from(line)),
+        };
+        let partition = match (args.partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, partitions as u32) as i32,
+            (None, None) => sender.round_robin,
+        };
+        sender.add(partition, key, value, headers.clone());
+        if sender.pending_count >= BATCH_RECORDS {
+            sender.flush().await?;
+        }
+    }
+    sender.flush().await?;
+    eprintln!("produced {} records to '{}'", sender.sent, args.topic);
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Sender {
+    client: Client,
+    topic: String,
+    acks: i16,
+    compression: Compression,
+    pending: BTreeMap<i32, Vec<Record>>,
+    pending_count: usize,
+    sent: u64,
+    round_robin: i32,
+    partitions: i32,
+}
+
+impl Sender {
+    fn add(
+        &mut self,
+        partition: i32,
+        key: Option<Bytes>,
+        value: Bytes,
+        headers: IndexMap<StrBytes, Option<Bytes>>,
+    ) {
+        let records = self.pending.entry(partition).or_default();
+        records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: records.len() as i64,
+            // One batch per partition needs offset - sequence constant; starting at -1
+            // gives baseSequence -1, i.e. a non-idempotent batch.
+            sequence: records.len() as i32 - 1,
+            timestamp: crate::broker::now_ms(),
+            key,
+            value: Some(value),
+            headers,
+        });
+        self.pending_count += 1;
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut topic = TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_string(self.topic.clone()));
+        for (partition, records) in std::mem::take(&mut self.pending) {
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: self.compression,
+                },
+            )?;
+            let mut data = PartitionProduceData::default();
+            data.index = partition;
+            data.records = Some(buf.freeze());
+            topic.partition_data.push(data);
+        }
+        let mut request = ProduceRequest::default();
+        request.acks = self.acks;
+        request.timeout_ms = 30_000;
+        request.topic_data = vec![topic];
+        if self.acks == 0 {
+            // No response will come; send and move on.
+            self.client.send_only(request, 8).await?;
+        } else {
+            let response = self.client.request(request, 8).await?;
+            for t in &response.responses {
+                for p in &t.partition_responses {
+                    check(
+                        p.error_code,
+                        p.error_message.as_deref(),
+                        format!("producing to {}-{}", self.topic, p.index),
+                    )?;
+                }
+            }
+        }
+        self.sent += self.pending_count as u64;
+        self.pending_count = 0;
+        self.round_robin = (self.round_robin + 1) % self.partitions;
+        Ok(())
+    }
+}
