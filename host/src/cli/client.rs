@@ -54,6 +54,18 @@ impl Client {
         Ok(client)
     }
 
+    /// The highest version of `api` both this CLI (`ours`) and the broker speak.
+    pub fn version(&self, api: ApiKey, ours: i16) -> anyhow::Result<i16> {
+        match self.versions.get(&(api as i16)) {
+            Some(&(min, max)) if min <= ours => Ok(max.min(ours)),
+            Some(&(min, _)) => bail!(
+                "{} requires {api:?} v{min} or newer; this CLI speaks up to v{ours}",
+                self.address
+            ),
+            None => bail!("{} does not support {api:?}", self.address),
+        }
+    }
+
     /// The broker address this client is connected to.
     pub fn address(&self) -> &str {
         &self.address

@@ -12,6 +12,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
@@ -240,7 +241,15 @@ pub(crate) async fn metadata(
         vec![t]
     });
     request.allow_auto_topic_creation = false;
-    let response = client.request(request, 9).await?;
+    // v10+ carries topic ids; v4+ lets the client forbid auto-creation.
+    let version = client.version(ApiKey::Metadata, 12)?;
+    if version < 4 {
+        bail!(
+            "{} only speaks Metadata v{version}; v4 or newer is needed",
+            client.address()
+        );
+    }
+    let response = client.request(request, version).await?;
     if let Some(name) = topic {
         let t = response.topics.first().context("empty Metadata response")?;
         check(t.error_code, None, format!("topic '{name}'"))?;
@@ -329,6 +338,7 @@ async fn describe(client: &mut Client, name: &str) -> anyhow::Result<()> {
     let mut resource = DescribeConfigsResource::default();
     resource.resource_type = 2;
     resource.resource_name = StrBytes::from_string(name.to_string());
+    resource.configuration_keys = None;
     let mut request = DescribeConfigsRequest::default();
     request.resources = vec![resource];
     let response = client.request(request, 3).await?;

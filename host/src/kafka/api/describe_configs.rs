@@ -64,7 +64,11 @@ pub fn handle(
         };
         match entries {
             Ok(entries) => {
-                let wanted = resource.configuration_keys.as_ref();
+                // Null and empty both mean every config, as in Kafka.
+                let wanted = resource
+                    .configuration_keys
+                    .as_ref()
+                    .filter(|k| !k.is_empty());
                 for (key, value, source, type_code, doc) in entries {
                     if wanted.is_some_and(|w| !w.iter().any(|k| k.as_str() == key)) {
                         continue;
