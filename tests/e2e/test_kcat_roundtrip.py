@@ -120,30 +120,53 @@ def test_kcat_roundtrip_every_record_in_order(broker, rng, codec):
         f"kcat produced with compression.codec={codec} but the log holds batches with {codecs_on_disk} "
         f"(the client may have stopped compressing because of the advertised Produce versions)")
 
-    # from the end: only records produced after the consumer reached the end
-    fresh = [(f"fresh-{i}", f"fresh-value-{i}") for i in range(3)]
-    cons = subprocess.Popen(["kcat", "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "end",
-                             "-c", str(len(fresh)), "-u", "-f", FMT],
+    # from the end: kcat -o end prints only records produced after it started.
+    # Fresh records are produced one at a time until kcat prints the first one
+    # (that is how we know it sits at the end), then three more.
+    check_from_end(broker.bootstrap, topic, codec)
+
+
+def check_from_end(bootstrap, topic, codec):
+    cons = subprocess.Popen(["kcat", "-b", bootstrap, "-C", "-t", topic, "-p", "0", "-o", "end", "-u", "-f", FMT],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = producer(bootstrap, **{"compression.codec": codec, "linger.ms": 0})
+    sent = 0
+    out = bytearray()
+
+    def send(value):
+        nonlocal sent
+        p.produce(topic, key=b"fresh", value=value.encode(), partition=0)
+        flush_all(p, 30)
+        sent += 1
+
+    def read_for(seconds):
+        ready, _, _ = select.select([cons.stdout], [], [], seconds)
+        if ready:
+            out.extend(os.read(cons.stdout.fileno(), 1 << 20))
+
     try:
-        # kcat reports "Reached end of topic ... at offset N" on stderr once it sits at the end
-        err_buf = bytearray()
         deadline = time.monotonic() + 30
-        while b"Reached end of topic" not in err_buf:
-            assert cons.poll() is None, f"kcat -o end exited early: {bytes(err_buf).decode(errors='replace')}"
-            assert time.monotonic() < deadline, f"kcat -o end never reached the end: {bytes(err_buf)!r}"
-            ready, _, _ = select.select([cons.stderr], [], [], 0.5)
-            if ready:
-                err_buf += os.read(cons.stderr.fileno(), 65536)
-        assert f"at offset {N}".encode() in err_buf, bytes(err_buf)
-        produce_kcat(broker.bootstrap, topic, fresh, codec)
-        out, err = cons.communicate(timeout=30)
+        while not out:
+            assert cons.poll() is None, f"kcat -o end exited: {cons.stderr.read().decode(errors='replace')}"
+            assert time.monotonic() < deadline, "kcat -o end printed nothing while fresh records arrived"
+            send(f"fresh-{sent}")
+            read_for(0.3)
+        tail = [f"fresh-{sent + i}" for i in range(3)]
+        for v in tail:
+            send(v)
+        deadline = time.monotonic() + 30
+        while (tail[-1] + "\t").encode() not in out or not out.endswith(b"\n"):
+            assert time.monotonic() < deadline, f"kcat -o end did not print the last fresh records: {bytes(out)!r}"
+            read_for(0.3)
     finally:
-        if cons.poll() is None:
-            cons.kill()
-            cons.wait()
-    rows = parse(out)
-    assert [(o, k, v) for o, k, v, _h, _t in rows] == [(N + i, k, v) for i, (k, v) in enumerate(fresh)]
+        cons.kill()
+        cons.wait()
+    rows = parse(bytes(out))
+    assert rows, "kcat -o end printed nothing"
+    first = rows[0][0]
+    assert N <= first < N + sent, f"kcat -o end started at offset {first}; the log ended at {N} before it started"
+    assert [(o, k, v) for o, k, v, _h, _t in rows] == [
+        (N + i, "fresh", f"fresh-{i}") for i in range(first - N, sent)], rows
 
 
 @pytest.mark.timeout(180)
