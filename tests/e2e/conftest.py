@@ -42,14 +42,17 @@ def broker_factory(request, tmp_path):
     factory = BrokerFactory(tmp_path)
     yield factory
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    panics = []
+    panics, errors = [], []
     for b in factory.brokers:
         try:
             b.close()
-        finally:
-            panics += [f"{b.bootstrap}: {line}" for line in b.panics()]
-            if failed:
-                print(f"\n--- {b.bootstrap} ({b.workdir}) stderr tail ---\n{tail(b.stderr_path, 60)}")
+        except Exception as e:  # keep killing the others
+            errors.append(f"{b.bootstrap}: {e!r}")
+        panics += [f"{b.bootstrap}: {line}" for line in b.panics()]
+        if failed:
+            print(f"\n--- {b.bootstrap} ({b.workdir}) stderr tail ---\n{tail(b.stderr_path, 60)}")
+    if errors:
+        pytest.fail("could not stop brokers: " + "; ".join(errors), pytrace=False)
     if panics:
         pytest.fail("broker panicked during the test:\n" + "\n".join(panics[:20]), pytrace=False)
 

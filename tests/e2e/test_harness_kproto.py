@@ -65,3 +65,15 @@ def test_corrupted_and_lying_batches_are_what_they_claim():
 def test_request_frame_layout():
     frame = kproto.request_frame(18, 0, 7, b"", client_id="c")
     assert frame == struct.pack(">ihhih", 11, 18, 0, 7, 1) + b"c"
+
+
+def test_murmur2_matches_the_java_client():
+    vectors = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
+    assert {k: kproto.murmur2(k) for k in vectors} == vectors
