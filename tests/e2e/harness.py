@@ -167,7 +167,10 @@ class Broker:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("broker already running")
         self.starts += 1
-        env = dict(os.environ)
+        # the harness's own QUIVER_BIN / QUIVER_E2E_* variables are not broker
+        # configuration (which is QUIVER_<SECTION>__<KEY>); keep them away from it
+        env = {k: v for k, v in os.environ.items()
+               if not (k == "QUIVER_BIN" or k.startswith("QUIVER_E2E_"))}
         env.setdefault("RUST_BACKTRACE", "1")
         env.update(self.env)
         out = open(self.stdout_path, "wb")
