@@ -11,6 +11,7 @@
 #![warn(missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -18,4 +19,5 @@ pub mod controller;
 pub mod kafka;
 pub mod log;
 pub mod partition;
+pub mod plugin;
 pub mod server;

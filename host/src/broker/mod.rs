@@ -6,6 +6,8 @@
 //! only then applied to the logs, so after a crash the logs can always be brought in
 //! line with the metadata (missing partition directories are created on startup).
 
+pub mod produce;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 
 pub mod client;
 mod consume;
+mod http;
+mod plugin;
 mod produce;
 mod topic;
 
@@ -33,6 +35,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// Deploy and manage plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +51,9 @@ struct ServeArgs {
     /// Kafka listener address (kafka.listen).
     #[arg(long)]
     kafka_listen: Option<String>,
+    /// Admin API address (admin.listen).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Any setting as section.key=value, e.g. --set log.retention_ms=60000.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -76,6 +84,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(listen) = args.kafka_listen {
                 overrides.push(format!("kafka.listen={listen}"));
             }
+            if let Some(listen) = args.admin_listen {
+                overrides.push(format!("admin.listen={listen}"));
+            }
             overrides.extend(args.set);
             // Validated before logging starts or any port opens.
             let config = Config::load(args.config.as_deref(), &overrides)
@@ -87,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(cmd) => block_on(topic::run(cmd)),
         Command::Produce(args) => block_on(produce::run(args)),
         Command::Consume(args) => block_on(consume::run(args)),
+        Command::Plugin(cmd) => block_on(plugin::run(cmd)),
     }
 }
 

@@ -47,6 +47,76 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Defaults for every partition log; topics may override most of them.
     pub log: LogDefaults,
+    /// The HTTP admin API.
+    pub admin: AdminConfig,
+    /// Plugin sandbox limits and native plugins.
+    pub plugins: PluginsConfig,
+}
+
+/// `[admin]`: the HTTP admin API (plugin deploys, HTTP produce, health).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether the admin API runs.
+    pub enabled: bool,
+    /// Address the admin API binds.
+    pub listen: SocketAddr,
+    /// Largest request body (plugin uploads, HTTP produce), bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[plugins]`: defaults for every plugin's sandbox; a deploy may lower them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Memory cap of one plugin instance, bytes (also the most a deploy may ask for).
+    pub max_memory_bytes: u64,
+    /// Deadline of one call, ms.
+    pub call_timeout_ms: u64,
+    /// Largest output of one call, bytes.
+    pub max_output_bytes: u64,
+    /// Consecutive traps after which a plugin is marked failed.
+    pub max_traps: u32,
+    /// Plugin instances the broker can hold at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Initialised instances kept per plugin for reuse.
+    pub idle_instances: usize,
+    /// Trusted native plugins.
+    pub native: NativePluginsConfig,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 * 1024 * 1024,
+            call_timeout_ms: 500,
+            max_output_bytes: 16 * 1024 * 1024,
+            max_traps: 3,
+            max_instances: 64,
+            idle_instances: 4,
+            native: NativePluginsConfig::default(),
+        }
+    }
+}
+
+/// `[plugins.native]`: shared libraries loaded into the broker, without a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativePluginsConfig {
+    /// Off unless set: native code runs with the broker's privileges.
+    pub enabled: bool,
+    /// The only directories native plugins are loaded from.
+    pub dirs: Vec<PathBuf>,
 }
 
 /// `[broker]`: who this broker is and where it keeps data.
@@ -232,6 +302,25 @@ impl Config {
                 let broker_key = format!("log.{}", key.replace('.', "_"));
                 return Err(invalid(&broker_key, value, &reason));
             }
+        }
+        let p = &self.plugins;
+        if !(1024 * 1024..=4 * 1024 * 1024 * 1024).contains(&p.max_memory_bytes) {
+            return Err(invalid("plugins.max_memory_bytes", p.max_memory_bytes, "must be between 1 MiB and 4 GiB"));
+        }
+        if !(1..=600_000).contains(&p.call_timeout_ms) {
+            return Err(invalid("plugins.call_timeout_ms", p.call_timeout_ms, "must be between 1 and 600000"));
+        }
+        if p.max_output_bytes == 0 {
+            return Err(invalid("plugins.max_output_bytes", 0, "must be >= 1"));
+        }
+        if p.max_traps == 0 {
+            return Err(invalid("plugins.max_traps", 0, "must be >= 1"));
+        }
+        if !(1..=10_000).contains(&p.max_instances) {
+            return Err(invalid("plugins.max_instances", p.max_instances, "must be between 1 and 10000"));
+        }
+        if p.native.enabled && p.native.dirs.is_empty() {
+            return Err(invalid("plugins.native.dirs", "[]", "must name at least one directory when plugins.native.enabled is true"));
         }
         if self.log.retention_check_interval_ms == 0 {
             return Err(invalid(

@@ -21,6 +21,8 @@ enum Kind {
     Choice(&'static [&'static str]),
     /// A comma-separated list, each element one of the words.
     List(&'static [&'static str]),
+    /// A name: empty, or up to 64 of a-z, 0-9, '-' and '_'.
+    Name,
 }
 
 /// One topic config: its name, accepted values and meaning.
@@ -41,6 +43,7 @@ impl ConfigDef {
             Kind::Long { .. } => 5,
             Kind::Choice(_) => 2,
             Kind::List(_) => 7,
+            Kind::Name => 2,
         }
     }
 }
@@ -105,6 +108,16 @@ pub const DEFS: &[ConfigDef] = &[
         doc: "replicas that must have a batch before acks=all completes",
     },
     ConfigDef {
+        name: "partitioner",
+        kind: Kind::Name,
+        doc: "partitioner plugin for records that arrive without a partition; empty: built-in murmur2",
+    },
+    ConfigDef {
+        name: "partitioner.fallback",
+        kind: Kind::Choice(&["fail", "murmur2"]),
+        doc: "when the partitioner plugin fails: fail the produce, or use the built-in murmur2",
+    },
+    ConfigDef {
         name: "retention.bytes",
         kind: Kind::Long {
             min: -1,
@@ -164,6 +177,17 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(format!("`{name}` must be one of {}", words.join(", ")));
             }
         }
+        Kind::Name => {
+            let ok = value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "`{name}` must be empty or a plugin name (a-z, 0-9, '-', '_'; at most 64)"
+                ));
+            }
+        }
         Kind::List(words) => {
             let items: Vec<&str> = value.split(',').map(str::trim).collect();
             if items.is_empty() || items.iter().any(|i| !words.contains(i)) {
@@ -201,6 +225,10 @@ pub struct TopicSettings {
     pub delete_retention: bool,
     /// Whether the topic is compacted (`compact` in cleanup.policy).
     pub compact: bool,
+    /// The partitioner plugin for records without a partition; `None`: built-in murmur2.
+    pub partitioner: Option<String>,
+    /// Whether a failing partitioner plugin falls back to murmur2 instead of failing.
+    pub partitioner_fallback: bool,
 }
 
 /// Where a reported value came from, with Kafka's DescribeConfigs source codes.
@@ -247,6 +275,8 @@ pub fn resolve(defaults: &LogDefaults, overrides: &BTreeMap<String, String>) -> 
         compression,
         delete_retention: policy.split(',').any(|p| p.trim() == "delete"),
         compact: policy.split(',').any(|p| p.trim() == "compact"),
+        partitioner: Some(get("partitioner").trim().to_string()).filter(|p| !p.is_empty()),
+        partitioner_fallback: get("partitioner.fallback").trim() == "murmur2",
     }
 }
 
@@ -258,6 +288,8 @@ pub fn effective(
     let mut base: BTreeMap<&'static str, String> =
         defaults.as_topic_configs().into_iter().collect();
     base.insert("min.insync.replicas", "1".into());
+    base.insert("partitioner", String::new());
+    base.insert("partitioner.fallback", "fail".into());
     DEFS.iter()
         .map(|d| match overrides.get(d.name) {
             Some(v) => (d.name, v.clone(), Source::Topic),
