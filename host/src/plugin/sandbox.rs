@@ -171,6 +171,7 @@ impl HostWallClock for FrozenClock {
 }
 
 /// The data of one plugin instance's store.
+#[allow(missing_debug_implementations)] // WasiCtx has no Debug; nothing to show anyway.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
