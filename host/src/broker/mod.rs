@@ -398,12 +398,39 @@ impl Broker {
         Ok(())
     }
 
-    /// Retention, time-based rolling and due fsyncs for every partition.
+    /// Compaction, retention, time-based rolling and due fsyncs for every partition.
+    /// Compaction and retention run only when `enforce_retention` is set (every
+    /// `retention_check_interval_ms`); with `cleanup.policy=compact,delete` the log is
+    /// compacted first and retention then deletes whole expired segments, as in Kafka.
+    /// Runs on a blocking thread: a compaction pass reads and rewrites whole segments.
     pub fn maintain(&self, enforce_retention: bool) {
         let now = now_ms();
         for topic in self.topics() {
             for partition in &topic.partitions {
                 let log = partition.log();
+                if enforce_retention && topic.settings.compact {
+                    match log.compact(now) {
+                        Ok(None) => {}
+                        Ok(Some(stats)) => tracing::info!(
+                            topic = %topic.meta.name,
+                            partition = partition.index(),
+                            cleaned_up_to = stats.cleaned_up_to,
+                            segments_before = stats.segments_before,
+                            segments_after = stats.segments_after,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            records_removed = stats.records_removed,
+                            tombstones_removed = stats.tombstones_removed,
+                            "compacted log"
+                        ),
+                        Err(e) => tracing::error!(
+                            topic = %topic.meta.name,
+                            partition = partition.index(),
+                            error = %e,
+                            "compaction failed"
+                        ),
+                    }
+                }
                 if enforce_retention && topic.settings.delete_retention {
                     match log.enforce_retention(now) {
                         Ok(0) => {}

@@ -9,6 +9,9 @@
 //! - `<base>.timeindex`: sparse time index, entries (i64 max timestamp so far, u32
 //!   relative offset);
 //! - `log-start-offset` and `recovery-point` checkpoints;
+//! - `cleaner-offset-checkpoint` and `cleaner-tombstone-expiry`, the compaction state of
+//!   [`Log::compact`], and while a compaction pass swaps segments, `.cleaned` and `.swap`
+//!   files (see [`cleaner`] for how a crash between them is resolved);
 //! - `.clean-shutdown`, written by [`Log::close`] and removed by [`Log::open`].
 //!
 //! # Durability
@@ -34,6 +37,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod index;
 mod segment;
 
@@ -46,6 +50,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, Batches};
+pub use cleaner::CleanStats;
 use segment::{HeaderScan, Segment, SegmentView};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -103,6 +108,12 @@ pub struct LogConfig {
     /// [`Log::flush_if_due`] fsyncs once this much time passed since the last flush
     /// (-1 = never).
     pub flush_interval_ms: i64,
+    /// Compaction: how long a tombstone stays readable after the cleaner first keeps it.
+    pub delete_retention_ms: i64,
+    /// Compaction runs once dirty bytes are at least this share of the cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Compaction leaves dirty segments alone until their newest record is this old.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -116,6 +127,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush_interval_messages: u64::MAX,
             flush_interval_ms: 1000,
+            delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -154,6 +168,10 @@ pub struct Log {
     /// Serialises flushes so recovery-point checkpoints are written in order, without
     /// holding the state lock across fsync.
     flush_lock: Mutex<()>,
+    /// Serialises compaction passes, which do their I/O without the state lock.
+    clean_lock: Mutex<()>,
+    #[cfg(test)]
+    crash_at: Mutex<Option<cleaner::CrashPoint>>,
 }
 
 struct State {
@@ -170,6 +188,10 @@ struct State {
     dir_dirty: bool,
     /// The clean-shutdown marker is on disk and must go before the log changes again.
     marker_written: bool,
+    /// Compaction checkpoint: offsets below it were compacted by the last pass.
+    cleaned_up_to: i64,
+    /// Earliest delete horizon of a tombstone the cleaner kept, if any.
+    tombstone_expiry: Option<i64>,
 }
 
 impl State {
@@ -254,6 +276,7 @@ impl Log {
             std::fs::remove_file(&marker)
                 .map_err(|e| io_error(&marker, "remove clean-shutdown marker", e))?;
         }
+        cleaner::finish_interrupted_swaps(dir)?;
         let bases = Self::scan_dir(dir)?;
 
         let checkpointed_start = checkpoint::read(&dir.join(LOG_START_OFFSET_FILE))?;
@@ -348,6 +371,7 @@ impl Log {
             checkpoint::sync_dir(dir)?;
         }
         checkpoint::write(&dir.join(RECOVERY_POINT_FILE), log_end_offset)?;
+        let (cleaned_up_to, tombstone_expiry) = cleaner::read_state(dir, log_end_offset)?;
 
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -361,8 +385,13 @@ impl Log {
                 last_flush_ms: now_ms,
                 dir_dirty: false,
                 marker_written: false,
+                cleaned_up_to,
+                tombstone_expiry,
             }),
             flush_lock: Mutex::new(()),
+            clean_lock: Mutex::new(()),
+            #[cfg(test)]
+            crash_at: Mutex::new(None),
         })
     }
 

@@ -34,6 +34,23 @@ pub(super) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBu
     dir.join(format!("{}.{suffix}", file_stem(base_offset)))
 }
 
+/// `path` with `.<extra>` appended to its file name.
+pub(super) fn with_extension(path: &Path, extra: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(extra);
+    PathBuf::from(name)
+}
+
+/// `path` without its last `.<extension>`.
+pub(super) fn without_extension(path: &Path) -> PathBuf {
+    path.with_extension("")
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
+    std::fs::rename(from, to).map_err(|e| io_error(from, "rename segment file", e))
+}
+
 /// Where recovery stopped trusting a segment, and why.
 #[derive(Debug)]
 pub(super) struct Truncation {
@@ -71,7 +88,32 @@ pub(super) struct SegmentView {
 impl Segment {
     /// Creates an empty segment, replacing any files left at that base offset.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
-        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        Self::create_with_paths(dir, base_offset, None, now_ms)
+    }
+
+    /// Creates an empty segment whose three files carry `extra` after their usual names
+    /// (`<base>.log.<extra>` …), so the directory scan does not take it for a live
+    /// segment until [`Segment::rename_files`] gives it its final names.
+    pub fn create_staged(
+        dir: &Path,
+        base_offset: i64,
+        extra: &str,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        Self::create_with_paths(dir, base_offset, Some(extra), now_ms)
+    }
+
+    fn create_with_paths(
+        dir: &Path,
+        base_offset: i64,
+        extra: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let path = |suffix: &str| {
+            let path = segment_path(dir, base_offset, suffix);
+            extra.map_or(path.clone(), |extra| with_extension(&path, extra))
+        };
+        let log_path = path(LOG_SUFFIX);
         let log = OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,16 +130,42 @@ impl Segment {
             max_timestamp: None,
             first_append_ms: None,
             last_modified_ms: now_ms,
-            offset_index: IndexFile::create(
-                segment_path(dir, base_offset, INDEX_SUFFIX),
-                Vec::new(),
-            )?,
-            time_index: IndexFile::create(
-                segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
-                Vec::new(),
-            )?,
+            offset_index: IndexFile::create(path(INDEX_SUFFIX), Vec::new())?,
+            time_index: IndexFile::create(path(TIME_INDEX_SUFFIX), Vec::new())?,
             bytes_since_index_entry: 0,
         })
+    }
+
+    /// Renames the segment's three files to `to(current path)`, index files first, so
+    /// that the log file's rename is the step that completes the move. Open descriptors,
+    /// including those held by readers, stay valid.
+    pub fn rename_files(&mut self, to: impl Fn(&Path) -> PathBuf) -> Result<(), LogError> {
+        let index_to = to(self.offset_index.path());
+        rename(self.offset_index.path(), &index_to)?;
+        self.offset_index.set_path(index_to);
+        let time_to = to(self.time_index.path());
+        rename(self.time_index.path(), &time_to)?;
+        self.time_index.set_path(time_to);
+        let log_to = to(&self.log_path);
+        rename(&self.log_path, &log_to)?;
+        self.log_path = log_to;
+        Ok(())
+    }
+
+    /// Gives the log file the modification time of the data it was built from, so a
+    /// rewritten segment without record timestamps is retained as long as the original.
+    pub fn set_last_modified(&mut self, ms: i64) -> Result<(), LogError> {
+        let time = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        self.log
+            .set_modified(time)
+            .map_err(|e| io_error(&self.log_path, "set segment modification time", e))?;
+        self.last_modified_ms = ms;
+        Ok(())
+    }
+
+    /// Wall clock of the last write (or the file's modification time after a restart).
+    pub fn last_modified_ms(&self) -> i64 {
+        self.last_modified_ms
     }
 
     /// Opens a segment whose data is trusted (fsynced, or written before a clean
@@ -244,7 +312,9 @@ impl Segment {
             if header.base_offset < next_offset || header.last_offset_delta < 0 {
                 return Ok(false);
             }
-            if max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+            if header.records_count > 0
+                && max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts)
+            {
                 max_timestamp = Some((header.max_timestamp, header.base_offset));
             }
             next_offset = header.last_offset() + 1;
@@ -365,9 +435,12 @@ impl Segment {
     /// Updates metadata and indexes for a batch just written at `position`. An index entry
     /// is added once at least `index_interval` bytes were written since the previous one.
     fn track_batch(&mut self, header: &BatchHeader, position: u64, index_interval: u32) {
-        if self
-            .max_timestamp
-            .is_none_or(|(ts, _)| header.max_timestamp > ts)
+        // An empty batch (kept by the cleaner for its producer metadata) carries its
+        // original max timestamp but no record has it, so it must not be found by time.
+        if header.records_count > 0
+            && self
+                .max_timestamp
+                .is_none_or(|(ts, _)| header.max_timestamp > ts)
         {
             self.max_timestamp = Some((header.max_timestamp, header.base_offset));
         }
