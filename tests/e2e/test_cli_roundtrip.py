@@ -70,7 +70,7 @@ def test_cli_produce_consume_round_trip(broker):
     keys = [f"user-{i}" for i in range(60)]
     cli(broker, "produce", topic, "--key-separator", ":", input="".join(f"{k}:v-{k}\n" for k in keys).encode())
     out = cli(broker, "consume", topic, "--from-beginning", "--format", r"%p %k %v\n").stdout.decode()
-    placed = {k: int(p) for p, k, v in (line.split(" ") for line in out.splitlines()) if k.startswith("user-")}
+    placed = {k: int(p) for p, k, v in (line.split(" ", 2) for line in out.splitlines()) if k.startswith("user-")}
     assert placed == {k: kproto.java_partition(k.encode(), 3) for k in keys}
 
     # a partition that does not exist is an error that names it
