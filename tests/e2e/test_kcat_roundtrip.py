@@ -119,11 +119,15 @@ def test_kcat_roundtrip_every_record_in_order(broker, rng, codec):
     assert batches[0].base_offset == 0 and batches[-1].last_offset == N - 1
     for a, b in zip(batches, batches[1:]):
         assert b.base_offset == a.last_offset + 1, f"gap/overlap between batches {a} and {b}"
+    # librdkafka sends a batch uncompressed when compressing does not shrink it
+    # (tiny batches), so: only this codec or none, and most records compressed
     codecs_on_disk = {b.compression for b in batches}
-    assert codecs_on_disk == {codec}, (
-        f"kcat produced with compression.codec={codec} but the log holds batches with {codecs_on_disk} "
-        f"(librdkafka silently stops compressing when the advertised APIs lack what it checks for a codec, "
-        f"e.g. LZ4 needs FindCoordinator v0 and compression needs Produce from v0)")
+    compressed = sum(b.records_count for b in batches if b.compression == codec)
+    assert codecs_on_disk <= {codec, "none"} and compressed >= N // 2, (
+        f"kcat produced with compression.codec={codec}; the log holds batches with {codecs_on_disk}, "
+        f"{compressed} of {N} records in {codec} batches (librdkafka silently stops compressing when the "
+        f"advertised APIs lack what it checks for a codec, e.g. LZ4 needs FindCoordinator v0, and every "
+        f"codec needs Produce advertised from v0)")
 
     # from the end: kcat -o end prints only records produced after it started.
     # Fresh records are produced one at a time until kcat prints the first one
