@@ -89,7 +89,9 @@ pub(crate) async fn run(command: GroupCommand) -> anyhow::Result<ExitCode> {
         GroupCommand::List { connection } => {
             let mut client = Client::connect(&connection.bootstrap).await?;
             let version = client.version(ApiKey::ListGroups, 4)?;
-            let response = client.request(ListGroupsRequest::default(), version).await?;
+            let response = client
+                .request(ListGroupsRequest::default(), version)
+                .await?;
             check(response.error_code, None, "listing groups")?;
             let mut groups: Vec<_> = response.groups.into_iter().collect();
             groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
@@ -123,7 +125,10 @@ pub(crate) async fn run(command: GroupCommand) -> anyhow::Result<ExitCode> {
             request.groups_names = vec![group_id(&group)];
             let version = coordinator.version(ApiKey::DeleteGroups, 2)?;
             let response = coordinator.request(request, version).await?;
-            let result = response.results.first().context("empty DeleteGroups response")?;
+            let result = response
+                .results
+                .first()
+                .context("empty DeleteGroups response")?;
             check(result.error_code, None, format!("deleting group '{group}'"))?;
             println!("deleted group {group}");
         }
@@ -158,8 +163,15 @@ async fn describe_group(
     request.groups = vec![group_id(group)];
     let version = client.version(ApiKey::DescribeGroups, 5)?;
     let response = client.request(request, version).await?;
-    let described = response.groups.first().context("empty DescribeGroups response")?;
-    check(described.error_code, None, format!("describing group '{group}'"))?;
+    let described = response
+        .groups
+        .first()
+        .context("empty DescribeGroups response")?;
+    check(
+        described.error_code,
+        None,
+        format!("describing group '{group}'"),
+    )?;
     Ok(response)
 }
 
@@ -188,13 +200,24 @@ async fn committed(
         bail!("{} only speaks OffsetFetch v{version}", client.address());
     }
     let response = client.request(request, version).await?;
-    check(response.error_code, None, format!("fetching offsets of '{group}'"))?;
+    check(
+        response.error_code,
+        None,
+        format!("fetching offsets of '{group}'"),
+    )?;
     let mut out = BTreeMap::new();
     for t in response.topics {
         for p in t.partitions {
-            check(p.error_code, None, format!("offset of {}-{}", t.name.0.as_str(), p.partition_index))?;
+            check(
+                p.error_code,
+                None,
+                format!("offset of {}-{}", t.name.0.as_str(), p.partition_index),
+            )?;
             if p.committed_offset >= 0 {
-                out.insert((t.name.0.to_string(), p.partition_index), p.committed_offset);
+                out.insert(
+                    (t.name.0.to_string(), p.partition_index),
+                    p.committed_offset,
+                );
             }
         }
     }
@@ -255,8 +278,7 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
             described.protocol_data.as_str()
         }
     );
-    let partitions: BTreeSet<(String, i32)> =
-        offsets.keys().chain(owner.keys()).cloned().collect();
+    let partitions: BTreeSet<(String, i32)> = offsets.keys().chain(owner.keys()).cloned().collect();
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in &partitions {
         by_topic.entry(topic.clone()).or_default().push(*partition);
@@ -459,7 +481,9 @@ fn parse_datetime(text: &str) -> anyhow::Result<i64> {
     let (hour, minute, second): (i64, i64, i64) = (
         t.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
         t.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
-        t.next().map_or(Some(0), |v| v.parse().ok()).ok_or_else(bad)?,
+        t.next()
+            .map_or(Some(0), |v| v.parse().ok())
+            .ok_or_else(bad)?,
     );
     if !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
@@ -472,7 +496,11 @@ fn parse_datetime(text: &str) -> anyhow::Result<i64> {
     }
     let millis: i64 = format!("{frac:0<3}")[..3].parse().map_err(|_| bad())?;
     // Days from 1970-01-01 in the proleptic Gregorian calendar.
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + day - 1;
@@ -501,7 +529,12 @@ mod tests {
             parse_datetime("2000-02-29T00:00:00").unwrap(),
             951_782_400_000
         );
-        for bad in ["yesterday", "2024-13-01T00:00:00Z", "2024-05-01", "2024-05-01T25:00:00Z"] {
+        for bad in [
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01",
+            "2024-05-01T25:00:00Z",
+        ] {
             assert!(parse_datetime(bad).is_err(), "{bad}");
         }
     }

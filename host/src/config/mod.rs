@@ -402,11 +402,6 @@ mod tests {
                 .to_string();
             assert!(err.contains("kafka.default_partitions"), "{err}");
 
-            let err = Config::load(None, &["group.max_session_timeout_ms=5".into()])
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("group.max_session_timeout_ms"), "{err}");
-
             let err = Config::load(None, &["log.nonsense=1".into()])
                 .unwrap_err()
                 .to_string();
@@ -418,5 +413,21 @@ mod tests {
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn group_settings_are_checked() {
+        let mut config = Config::default();
+        assert_eq!(config.group.offsets_topic_partitions, 50);
+        assert_eq!(config.group.initial_rebalance_delay_ms, 3000);
+        config.group.max_session_timeout_ms = 5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.max_session_timeout_ms"), "{err}");
+        config.group = GroupConfig {
+            offsets_topic_partitions: 0,
+            ..GroupConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.offsets_topic_partitions"), "{err}");
     }
 }
