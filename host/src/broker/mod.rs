@@ -501,7 +501,7 @@ impl Broker {
     pub fn shutdown(&self) {
         for topic in self.topics() {
             for partition in &topic.partitions {
-                if let Err(e) = partition.log().close() {
+                if let Err(e) = partition.close(now_ms()) {
                     tracing::error!(topic = %topic.meta.name, partition = partition.index(), error = %e, "closing log failed");
                 }
             }
@@ -546,12 +546,13 @@ impl Broker {
                 partition: index,
                 source,
             })?;
-        Ok(Partition::new(
-            Arc::from(meta.name.as_str()),
-            index,
-            log,
-            settings.clone(),
-        ))
+        Partition::open(Arc::from(meta.name.as_str()), index, log, settings.clone()).map_err(
+            |source| TopicError::Storage {
+                topic: meta.name.clone(),
+                partition: index,
+                source,
+            },
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A source could not be read or a value had the wrong type or an unknown key.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] Box<figment::Error>),
     /// A `--set` override was not of the form `section.key=value`.
     #[error("invalid override `{0}`: expected section.key=value")]
@@ -218,7 +218,13 @@ impl Config {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("quiver.toml")),
         }
-        figment = figment.merge(Env::prefixed("QUIVER_").split("__"));
+        // Only QUIVER_<SECTION>__<KEY> variables are settings; other QUIVER_* variables
+        // (the CLI's QUIVER_BOOTSTRAP, say) are not the broker's business.
+        figment = figment.merge(
+            Env::prefixed("QUIVER_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
@@ -376,6 +382,8 @@ mod tests {
             )?;
             jail.set_env("QUIVER_LOG__RETENTION_MS", "6");
             jail.set_env("QUIVER_KAFKA__LISTEN", "127.0.0.1:2");
+            jail.set_env("QUIVER_BOOTSTRAP", "not-a-setting");
+            jail.set_env("QUIVER_LOG", "debug");
             let config = Config::load(
                 Some(Path::new("q.toml")),
                 &["kafka.listen=127.0.0.1:3".to_string()],

@@ -23,8 +23,11 @@
 //! Without the clean-shutdown marker, every segment that may hold data past the
 //! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point,
 //! and truncated at the first torn or invalid batch; later segments are then dropped.
-//! Segments wholly below the recovery point (and all segments after a clean shutdown)
-//! are trusted, and only their indexes are sanity-checked.
+//! After a clean shutdown the active segment is still walked (framing of every batch,
+//! CRC-32C of the last one), because a tail cut or overwritten while the broker was down
+//! must be truncated rather than served. Other segments wholly below the recovery point
+//! (or all closed segments after a clean shutdown) are trusted, and only their indexes
+//! are sanity-checked.
 //!
 //! # Concurrency
 //! All state sits behind one mutex. Appends write under it (they must be serialised
@@ -46,7 +49,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, Batches};
-use segment::{HeaderScan, Segment, SegmentView};
+use segment::{HeaderScan, Segment, SegmentView, Verify};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -286,10 +289,19 @@ impl Log {
             // A segment can hold unsynced data only if data after it could: the next
             // segment's base bounds its last offset.
             let may_be_unsynced = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
-            let segment = if !clean && may_be_unsynced {
+            let active = i + 1 == bases.len();
+            // The active segment is walked even after a clean shutdown: a tail cut or
+            // damaged while the broker was down must be truncated, not served.
+            let verify = if !clean && may_be_unsynced {
+                Some(Verify::From(recovery_point))
+            } else if active {
+                Some(Verify::LastBatch)
+            } else {
+                None
+            };
+            let segment = if let Some(verify) = verify {
                 recovered.push(base);
-                let (segment, truncation) =
-                    Segment::recover(dir, base, recovery_point, interval, now_ms)?;
+                let (segment, truncation) = Segment::recover(dir, base, verify, interval, now_ms)?;
                 if truncation.is_some() && i + 1 < bases.len() {
                     truncated_at = Some(segment.next_offset());
                 }

@@ -41,6 +41,19 @@ pub(super) struct Truncation {
     pub reason: String,
 }
 
+/// Which batches' CRC-32C a recovery walk checks (every batch's framing is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verify {
+    /// None: the data is trusted.
+    Nothing,
+    /// Every batch whose last offset is at or after this offset.
+    From(i64),
+    /// Only the last batch: after a clean shutdown the tail is still the likeliest place
+    /// for damage (a file cut or overwritten while the broker was down), and checking
+    /// one batch keeps restarts fast.
+    LastBatch,
+}
+
 pub(super) struct Segment {
     base_offset: i64,
     log_path: PathBuf,
@@ -118,7 +131,7 @@ impl Segment {
             file = %segment.log_path.display(),
             "index files missing or malformed, rebuilding them"
         );
-        if let Some(stop) = segment.rebuild(index_interval, None)? {
+        if let Some(stop) = segment.rebuild(index_interval, Verify::Nothing)? {
             return Err(LogError::Corrupt {
                 path: segment.log_path.clone(),
                 reason: format!(
@@ -131,18 +144,19 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Opens a segment that may hold data never fsynced: walks every batch, checks the
-    /// CRC-32C of each batch ending at or after `verify_from`, truncates the file at the
-    /// first torn or invalid batch and rebuilds the indexes to match.
+    /// Opens a segment that may hold data never fsynced, or was damaged while the broker
+    /// was down: walks every batch header, checks the CRC-32C of the batches `verify`
+    /// selects, truncates the file at the first torn or invalid batch and rebuilds the
+    /// indexes to match.
     pub fn recover(
         dir: &Path,
         base_offset: i64,
-        verify_from: i64,
+        verify: Verify,
         index_interval: u32,
         now_ms: i64,
     ) -> Result<(Segment, Option<Truncation>), LogError> {
         let (mut segment, _) = Self::open_files(dir, base_offset, now_ms)?;
-        let stop = segment.rebuild(index_interval, Some(verify_from))?;
+        let stop = segment.rebuild(index_interval, verify)?;
         if let Some(stop) = &stop {
             tracing::warn!(
                 file = %segment.log_path.display(),
@@ -271,7 +285,7 @@ impl Segment {
     fn rebuild(
         &mut self,
         index_interval: u32,
-        verify_from: Option<i64>,
+        verify: Verify,
     ) -> Result<Option<Truncation>, LogError> {
         let file_len = self.size;
         self.size = 0;
@@ -285,6 +299,7 @@ impl Segment {
         let path = self.log_path.clone();
         let mut scan = HeaderScan::new(&log, &path, 0, file_len);
         let mut stop = None;
+        let mut last_batch = None;
         while let Some(item) = scan.next_header() {
             let (header, position) = match item {
                 Ok(found) => found,
@@ -301,7 +316,7 @@ impl Segment {
                 stop = Some(Truncation { position, reason });
                 break;
             }
-            if verify_from.is_some_and(|from| header.last_offset() >= from) {
+            if matches!(verify, Verify::From(from) if header.last_offset() >= from) {
                 let mut bytes = vec![0; header.total_len()];
                 log.read_exact_at(&mut bytes, position)
                     .map_err(|e| io_error(&path, "read segment", e))?;
@@ -314,9 +329,21 @@ impl Segment {
                 }
             }
             self.track_batch(&header, position, index_interval);
+            last_batch = Some((header, position));
         }
         self.offset_index.write_pending()?;
         self.time_index.write_pending()?;
+        if let (Verify::LastBatch, Some((header, position))) = (verify, last_batch) {
+            let mut bytes = vec![0; header.total_len()];
+            log.read_exact_at(&mut bytes, position)
+                .map_err(|e| io_error(&path, "read segment", e))?;
+            if batch::verify_crc(&bytes).is_err() {
+                // Walk again, this time checking from that batch on, so the state and the
+                // indexes end before it (and a torn batch after it goes too).
+                self.size = file_len;
+                return self.rebuild(index_interval, Verify::From(header.base_offset));
+            }
+        }
         Ok(stop)
     }
 

@@ -8,6 +8,7 @@
 //! topic asks for broker-side compression or log-append time.
 
 pub mod murmur2;
+pub mod producer_state;
 
 use std::sync::Arc;
 
@@ -15,11 +16,19 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::topic::{CompressionPolicy, TopicSettings};
-use crate::log::batch::{self, BatchError, Batches};
+use crate::log::batch::{self, BatchError, BatchHeader, Batches};
 use crate::log::{AppendInfo, Log, LogError, ReadResult};
+use producer_state::{ProducerStates, SequenceError, Snapshot, Verdict};
+
+/// File in the partition directory holding the producer-state snapshot.
+const PRODUCER_SNAPSHOT: &str = "producer-state.json";
+/// Kafka's `producer.id.expiration.ms` default: producers silent this long are forgotten.
+const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+/// How much log a replay reads at a time.
+const REPLAY_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Why a produce to this partition was refused.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +82,9 @@ pub enum AppendError {
         /// The codec's error.
         reason: String,
     },
+    /// An idempotent producer's batch is out of sequence or from a fenced epoch.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     /// The log could not store the batch.
     #[error(transparent)]
     Storage(#[from] LogError),
@@ -86,18 +98,29 @@ pub struct Partition {
     log: Log,
     settings: RwLock<Arc<TopicSettings>>,
     leader_epoch: i32,
+    /// Held across check, append and record so that a producer's retries and its next
+    /// batches are judged against exactly the batches before them.
+    producers: Mutex<ProducerStates>,
 }
 
 impl Partition {
-    /// Wraps an opened log.
-    pub fn new(topic: Arc<str>, index: i32, log: Log, settings: Arc<TopicSettings>) -> Self {
-        Self {
+    /// Wraps an opened log and rebuilds its idempotent producer state: from the snapshot
+    /// if one is usable, then by replaying the batch headers after it.
+    pub fn open(
+        topic: Arc<str>,
+        index: i32,
+        log: Log,
+        settings: Arc<TopicSettings>,
+    ) -> Result<Self, LogError> {
+        let producers = rebuild_producer_state(&log)?;
+        Ok(Self {
             topic,
             index,
             log,
             settings: RwLock::new(settings),
             leader_epoch: 0,
-        }
+            producers: Mutex::new(producers),
+        })
     }
 
     /// The topic's name.
@@ -138,21 +161,97 @@ impl Partition {
     }
 
     /// Validates `records` (one or more batches as produced) and appends them.
-    /// Returns the offsets assigned and the append time if the broker stamped one.
+    /// Returns the offsets assigned and the append time if the broker stamped one. A retry
+    /// of a batch an idempotent producer already wrote returns the original offsets and
+    /// appends nothing.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<(AppendInfo, i64), AppendError> {
         let settings = self.settings();
         let mut out = validate(records, &settings)?;
         let mut append_time = -1;
-        for range in batch_ranges(&out)? {
-            let slice = &mut out[range];
+        let ranges = batch_ranges(&out)?;
+        for range in &ranges {
+            let slice = &mut out[range.clone()];
             batch::set_partition_leader_epoch(slice, self.leader_epoch);
             if settings.log_append_time {
                 batch::set_log_append_time(slice, now_ms);
                 append_time = now_ms;
             }
         }
+        let mut producers = self.producers.lock();
+        // Later batches of one request are judged as if the earlier ones were appended.
+        let mut pending = ProducerStates::default();
+        for range in &ranges {
+            let header = BatchHeader::parse(&out[range.clone()])
+                .map_err(|source| AppendError::Corrupt { index: 0, source })?;
+            if header.producer_id < 0 {
+                continue;
+            }
+            pending.adopt(header.producer_id, &producers);
+            match pending.check(&header)? {
+                Verdict::Duplicate(original) => {
+                    return Ok((
+                        AppendInfo {
+                            base_offset: original.base_offset,
+                            last_offset: original.last_offset,
+                            log_start_offset: self.log.log_start_offset(),
+                            max_timestamp: header.max_timestamp,
+                        },
+                        -1,
+                    ));
+                }
+                Verdict::Append => pending.record(&header),
+            }
+        }
+        let segments_before = self.log.segment_count();
         let info = self.log.append(&mut out, now_ms)?;
+        // The log wrote the final base offsets into `out`.
+        for range in ranges {
+            if let Ok(header) = BatchHeader::parse(&out[range]) {
+                producers.record(&header);
+            }
+        }
+        if self.log.segment_count() != segments_before {
+            // A roll bounds how much log a crash recovery replays.
+            self.write_producer_snapshot(&mut producers, now_ms);
+        }
         Ok((info, append_time))
+    }
+
+    /// Writes the producer-state snapshot and closes the log (clean shutdown).
+    pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
+        let mut producers = self.producers.lock();
+        self.log.flush()?;
+        self.write_producer_snapshot(&mut producers, now_ms);
+        self.log.close()
+    }
+
+    fn write_producer_snapshot(&self, producers: &mut ProducerStates, now_ms: i64) {
+        producers.expire(now_ms, PRODUCER_EXPIRATION_MS);
+        let snapshot = Snapshot {
+            version: 1,
+            offset: self.log.log_end_offset(),
+            producers: producers.clone(),
+        };
+        let path = self.log.dir().join(PRODUCER_SNAPSHOT);
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                use std::io::Write;
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            });
+        // A missing snapshot only makes the next recovery replay more of the log.
+        if let Err(e) = written {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "could not write the producer-state snapshot");
+        }
+    }
+
+    /// How many idempotent producers this partition tracks.
+    pub fn producer_count(&self) -> usize {
+        self.producers.lock().len()
     }
 
     /// Reads committed batches starting at the one holding `offset`.
@@ -165,6 +264,44 @@ impl Partition {
         self.log
             .read(offset, max_bytes, self.high_watermark(), min_one)
     }
+}
+
+/// Loads the producer-state snapshot (if it is readable and not beyond the log's end)
+/// and replays the batch headers after it.
+fn rebuild_producer_state(log: &Log) -> Result<ProducerStates, LogError> {
+    let path = log.dir().join(PRODUCER_SNAPSHOT);
+    let end = log.log_end_offset();
+    let (mut state, mut next) = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Snapshot>(&bytes) {
+            Ok(s) if s.version == 1 && s.offset <= end => (s.producers, s.offset),
+            Ok(s) => {
+                tracing::warn!(file = %path.display(), offset = s.offset, log_end_offset = end, "ignoring a producer-state snapshot that does not match the log");
+                (ProducerStates::default(), 0)
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable producer-state snapshot");
+                (ProducerStates::default(), 0)
+            }
+        },
+        Err(_) => (ProducerStates::default(), 0),
+    };
+    next = next.max(log.log_start_offset());
+    while next < end {
+        let read = log.read(next, REPLAY_CHUNK, end, true)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let before = next;
+        for item in Batches::new(&read.records) {
+            let (header, _) = item?;
+            state.record(&header);
+            next = next.max(header.last_offset() + 1);
+        }
+        if next == before {
+            break;
+        }
+    }
+    Ok(state)
 }
 
 fn batch_ranges(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, AppendError> {
@@ -255,7 +392,6 @@ mod tests {
     use super::*;
     use crate::config::topic::resolve;
     use crate::config::LogDefaults;
-    use crate::log::batch::BatchHeader;
     use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::records::{Record, TimestampType};
     use std::collections::BTreeMap;
@@ -302,7 +438,7 @@ mod tests {
             .collect();
         let settings = Arc::new(resolve(&LogDefaults::default(), &overrides));
         let log = Log::open(dir, settings.log.clone(), 0).unwrap();
-        Partition::new("t".into(), 0, log, settings)
+        Partition::open("t".into(), 0, log, settings).unwrap()
     }
 
     fn read_all(p: &Partition) -> Vec<Record> {
@@ -401,5 +537,84 @@ mod tests {
             assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
             assert_eq!(r.value.as_deref(), Some(format!("v{i}").as_bytes()));
         }
+    }
+
+    fn idempotent_batch(pid: i64, epoch: i16, first_seq: i32, n: i64) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                producer_id: pid,
+                producer_epoch: epoch,
+                sequence: first_seq + i as i32,
+                ..record(i)
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn idempotent_retries_get_their_original_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[]);
+        let first = idempotent_batch(9, 0, 0, 3);
+        let (a, _) = p.append(&first, 0).unwrap();
+        let (b, _) = p.append(&idempotent_batch(9, 0, 3, 2), 0).unwrap();
+        assert_eq!((a.base_offset, b.base_offset), (0, 3));
+        let (retry, _) = p.append(&first, 0).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
+        assert_eq!(p.log().log_end_offset(), 5, "a retry appends nothing");
+        assert!(matches!(
+            p.append(&idempotent_batch(9, 0, 9, 1), 0),
+            Err(AppendError::Sequence(SequenceError::OutOfOrder {
+                expected: 5,
+                got: 9,
+                ..
+            }))
+        ));
+        assert!(p.append(&idempotent_batch(9, 1, 0, 1), 0).is_ok());
+        assert!(matches!(
+            p.append(&idempotent_batch(9, 0, 5, 1), 0),
+            Err(AppendError::Sequence(SequenceError::InvalidEpoch { .. }))
+        ));
+    }
+
+    #[test]
+    fn producer_state_survives_clean_and_unclean_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = idempotent_batch(4, 0, 0, 2);
+        {
+            let p = partition(dir.path(), &[]);
+            p.append(&first, 0).unwrap();
+            p.close(0).unwrap();
+        }
+        {
+            // Clean restart: from the snapshot.
+            let p = partition(dir.path(), &[]);
+            assert_eq!(p.producer_count(), 1);
+            let (retry, _) = p.append(&first, 0).unwrap();
+            assert_eq!(retry.base_offset, 0);
+            p.append(&idempotent_batch(4, 0, 2, 2), 0).unwrap();
+            // Dropped without close: the next open replays the log after the snapshot.
+        }
+        let p = partition(dir.path(), &[]);
+        let (retry, _) = p.append(&idempotent_batch(4, 0, 2, 2), 0).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (2, 3));
+        assert_eq!(p.log().log_end_offset(), 4);
+        std::fs::write(dir.path().join(PRODUCER_SNAPSHOT), b"garbage").unwrap();
+        drop(p);
+        let p = partition(dir.path(), &[]);
+        assert!(matches!(
+            p.append(&idempotent_batch(4, 0, 9, 1), 0),
+            Err(AppendError::Sequence(_))
+        ));
     }
 }

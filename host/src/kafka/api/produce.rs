@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{kstr, Context};
 use crate::broker::now_ms;
+use crate::partition::producer_state::SequenceError;
 use crate::partition::AppendError;
 
 /// Appends every partition's batches; `None` when the client asked for no response.
@@ -87,6 +88,12 @@ fn append_error_code(error: &AppendError) -> ResponseError {
             ResponseError::InvalidRecord
         }
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
         AppendError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
