@@ -636,12 +636,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let log = Log::open(&dir.join(format!("p{i}")), settings.log.clone(), 0).unwrap();
-                Arc::new(Partition::new(
-                    OFFSETS_TOPIC.into(),
-                    i,
-                    log,
-                    settings.clone(),
-                ))
+                Arc::new(Partition::open(OFFSETS_TOPIC.into(), i, log, settings.clone()).unwrap())
             })
             .collect()
     }
