@@ -48,6 +48,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
     let maintenance = broker.spawn_maintenance();
+    let group_timers = broker.groups().spawn_timers();
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(crate::kafka::serve(
         listener,
@@ -62,6 +63,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await.context("the Kafka listener task failed")?;
     maintenance.abort();
+    group_timers.abort();
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.shutdown())
         .await

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::topic::{self, TopicSettings};
 use crate::config::Config;
 use crate::controller::{Command, Metadata, MetadataError, TopicMeta};
+use crate::group::{GroupCoordinator, GroupError, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 
@@ -117,6 +118,9 @@ pub enum StartError {
     /// A partition log could not be opened.
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// The consumer groups could not be loaded from `__consumer_offsets`.
+    #[error(transparent)]
+    Groups(#[from] GroupError),
 }
 
 /// A topic as hosted here: its metadata, effective settings and partitions.
@@ -138,6 +142,8 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Woken whenever records are appended anywhere; long-polling fetches wait on it.
     appended: Notify,
+    /// The consumer group coordinator, loaded from `__consumer_offsets` at startup.
+    groups: Arc<GroupCoordinator>,
     /// Held for the broker's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -166,6 +172,7 @@ impl Broker {
         remove_deleted_dirs(&dir);
         let metadata = Metadata::open(&dir)?;
         let broker = Broker {
+            groups: Arc::new(GroupCoordinator::new(config.group.limits())),
             config,
             metadata,
             topics: RwLock::new(HashMap::new()),
@@ -180,7 +187,47 @@ impl Broker {
                 .write()
                 .insert(topic.meta.name.clone(), Arc::new(topic));
         }
+        broker.load_groups()?;
         Ok(broker)
+    }
+
+    /// Creates `__consumer_offsets` if it is missing and rebuilds every group from it.
+    fn load_groups(&self) -> Result<(), StartError> {
+        let topic = match self.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+                ]);
+                let partitions = self.config.group.offsets_topic_partitions;
+                self.create_topic(OFFSETS_TOPIC, partitions, 1, configs, false)?;
+                self.topic(OFFSETS_TOPIC)
+                    .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?
+            }
+        };
+        if topic.meta.partitions != self.config.group.offsets_topic_partitions {
+            tracing::warn!(
+                existing = topic.meta.partitions,
+                configured = self.config.group.offsets_topic_partitions,
+                "{OFFSETS_TOPIC} exists with another partition count; keeping it, since groups are placed by it"
+            );
+        }
+        let started = std::time::Instant::now();
+        let stats = self.groups.load(topic.partitions.clone())?;
+        tracing::info!(
+            groups = stats.groups,
+            records = stats.records,
+            skipped = stats.skipped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups"
+        );
+        Ok(())
+    }
+
+    /// The consumer group coordinator.
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
     }
 
     /// The configuration the broker runs with.

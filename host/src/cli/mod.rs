@@ -3,6 +3,7 @@
 
 pub mod client;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -33,6 +34,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(cmd) => block_on(topic::run(cmd)),
         Command::Produce(args) => block_on(produce::run(args)),
         Command::Consume(args) => block_on(consume::run(args)),
+        Command::Group(cmd) => block_on(group::run(cmd)),
     }
 }
 

@@ -47,6 +47,53 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Defaults for every partition log; topics may override most of them.
     pub log: LogDefaults,
+    /// The consumer group coordinator.
+    pub group: GroupConfig,
+}
+
+/// `[group]`: the consumer group coordinator (Kafka's `group.*` and `offsets.*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` when it is created; a group's coordinator
+    /// partition depends on it, so it is fixed once the topic exists.
+    pub offsets_topic_partitions: i32,
+    /// How long the first rebalance of an empty group waits for more members (ms).
+    pub initial_rebalance_delay_ms: i32,
+    /// Smallest session timeout a consumer may ask for (ms).
+    pub min_session_timeout_ms: i32,
+    /// Largest session timeout a consumer may ask for (ms).
+    pub max_session_timeout_ms: i32,
+    /// Largest metadata string a committed offset may carry (bytes).
+    pub max_offset_metadata_bytes: u32,
+    /// Largest protocol metadata one member may send in a JoinGroup (bytes).
+    pub max_member_metadata_bytes: u32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_topic_partitions: 50,
+            initial_rebalance_delay_ms: 3_000,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_offset_metadata_bytes: 4096,
+            max_member_metadata_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// The limits the group protocol enforces.
+    pub fn limits(&self) -> crate::group::state::Limits {
+        crate::group::state::Limits {
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            max_member_metadata_bytes: self.max_member_metadata_bytes as usize,
+            max_offset_metadata_bytes: self.max_offset_metadata_bytes as usize,
+        }
+    }
 }
 
 /// `[broker]`: who this broker is and where it keeps data.
@@ -249,6 +296,35 @@ impl Config {
         if self.log.index_interval_bytes == 0 {
             return Err(invalid("log.index_interval_bytes", 0, "must be >= 1"));
         }
+        let group = &self.group;
+        if !(1..=1000).contains(&group.offsets_topic_partitions) {
+            return Err(invalid(
+                "group.offsets_topic_partitions",
+                group.offsets_topic_partitions,
+                "must be between 1 and 1000",
+            ));
+        }
+        if group.initial_rebalance_delay_ms < 0 {
+            return Err(invalid(
+                "group.initial_rebalance_delay_ms",
+                group.initial_rebalance_delay_ms,
+                "must be >= 0",
+            ));
+        }
+        if group.min_session_timeout_ms < 1 {
+            return Err(invalid(
+                "group.min_session_timeout_ms",
+                group.min_session_timeout_ms,
+                "must be >= 1",
+            ));
+        }
+        if group.max_session_timeout_ms < group.min_session_timeout_ms {
+            return Err(invalid(
+                "group.max_session_timeout_ms",
+                group.max_session_timeout_ms,
+                "must be >= group.min_session_timeout_ms",
+            ));
+        }
         if self.log.flush_interval_messages == 0 {
             return Err(invalid("log.flush_interval_messages", 0, "must be >= 1"));
         }
@@ -345,5 +421,21 @@ mod tests {
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn group_settings_are_checked() {
+        let mut config = Config::default();
+        assert_eq!(config.group.offsets_topic_partitions, 50);
+        assert_eq!(config.group.initial_rebalance_delay_ms, 3000);
+        config.group.max_session_timeout_ms = 5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.max_session_timeout_ms"), "{err}");
+        config.group = GroupConfig {
+            offsets_topic_partitions: 0,
+            ..GroupConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.offsets_topic_partitions"), "{err}");
     }
 }
