@@ -94,6 +94,7 @@ def machine_info():
     import confluent_kafka
     return {
         "nproc": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),   # the machine is shared: other work skews figures
         "mem_gib": round(mem_kib / MIB, 1) if mem_kib else None,
         "cpu_model": cpu_model,
         "kernel": platform.release(),
@@ -312,6 +313,12 @@ def consumer_conf(bootstrap):
         "max.partition.fetch.bytes": 16 << 20,
         "receive.message.max.bytes": 100_000_000,
         "queued.max.messages.kbytes": 256 << 10,      # 256 MiB of prefetch
+        # librdkafka >= 2.3 stops fetching a partition for fetch.queue.backoff.ms (default
+        # 1000 ms) whenever its local queue passes queued.min.messages (default 100,000):
+        # with the defaults a consumer that is a little slower than the broker stalls in
+        # 1 s steps and the figure measures the backoff, not the broker.
+        "queued.min.messages": 1_000_000,
+        "fetch.queue.backoff.ms": 10,
         "fetch.wait.max.ms": 100,
     }
 
@@ -758,6 +765,8 @@ def print_report(summary, machine, cfg, broker_info):
     print(f"machine: {machine['nproc']} CPUs ({machine.get('cpu_model')}), {machine['mem_gib']} GiB, "
           f"kernel {machine['kernel']}, librdkafka {machine['librdkafka']}; "
           f"broker {broker_info.get('where')}")
+    print("load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f}".format(
+        *machine["loadavg_start"], *machine["loadavg_end"]))
     hdr = ("metric", "median", "range (min – max)", "target")
     line = f"{hdr[0]:<{w[0]}}  {hdr[1]:>{w[1]}}  {hdr[2]:>{w[2]}}  {hdr[3]}"
     print(line)
@@ -914,6 +923,7 @@ def main(argv=None):
             "latency_p99_ms": target_mark("latency_p99_ms", summary["latency"]["p99_ms"]["median"]),
             "idle_rss_mib": target_mark("idle_rss_mib", broker_info.get("idle_rss_mib")),
         }
+        machine["loadavg_end"] = os.getloadavg()
         result.update(broker=broker_info, runs=runs, summary=summary, target_marks=marks,
                       elapsed_s=time.monotonic() - t_start, ok=True)
         print_report(summary, machine, cfg, broker_info)
