@@ -751,6 +751,10 @@ def print_report(summary, machine, cfg, broker_info):
     one = lambda v: None if v is None else {"median": v, "min": v, "max": v}
     row("broker idle RSS MiB (after start)", one(broker_info.get("idle_rss_mib")), target="idle_rss_mib")
     row("broker peak RSS MiB (VmHWM)", one(broker_info.get("peak_rss_mib")))
+    after = [v for v in S.get("rss_after_run_mib", []) if v is not None]
+    if after:
+        rows.append(("broker RSS MiB after each run", fmt(after[-1]),
+                     " → ".join(fmt(v, 0) for v in after), ""))
     row("  at end: RssAnon MiB", one(broker_info.get("end_RssAnon_mib")))
     row("  at end: RssFile MiB", one(broker_info.get("end_RssFile_mib")))
     row("disk seq. write MB/s (dd fdatasync)", S["disk_mb_s"])
@@ -891,6 +895,8 @@ def main(argv=None):
             delete_topic(bootstrap, topic)
             if broker:
                 broker.check_alive()
+            if pid:   # its topics are deleted by now: does the memory go back?
+                rr["broker_rss_mib_after_run"] = proc_status_kib(pid, "VmRSS") / 1024
             runs.append(rr)
         if pid:
             broker_info["peak_rss_mib"] = proc_status_kib(pid, "VmHWM") / 1024
@@ -899,7 +905,8 @@ def main(argv=None):
                 broker_info[f"end_{key}_mib"] = None if v is None else v / 1024
             broker_info["cpu_s_total"] = proc_cpu_seconds(pid)
 
-        summary = {"disk_mb_s": summarize([r["disk_mb_s"] for r in runs])}
+        summary = {"disk_mb_s": summarize([r["disk_mb_s"] for r in runs]),
+                   "rss_after_run_mib": [r.get("broker_rss_mib_after_run") for r in runs]}
         for p in cfg.partitions:
             k = f"p{p}"
             s = {}
