@@ -847,8 +847,12 @@ def main(argv=None):
         if cfg.bootstrap:
             bootstrap, pid = cfg.bootstrap, cfg.broker_pid
             host, port = bootstrap.rsplit(":", 1)
-            if not api_versions_probe(host, int(port), timeout=5):
-                raise BenchError(f"no ApiVersions answer from {bootstrap}")
+            try:
+                answered = api_versions_probe(host, int(port), timeout=5)
+            except OSError as e:
+                raise BenchError(f"no ApiVersions answer from {bootstrap}: {e}")
+            if not answered:
+                raise BenchError(f"ApiVersions to {bootstrap} answered with an error")
             data_dir = cfg.data_dir or (data_dir_of_pid(pid) if pid else None) or os.getcwd()
             broker_info["where"] = f"at {bootstrap}" + (f" (pid {pid})" if pid else " (no pid: no CPU/RSS)")
             if pid:
@@ -938,6 +942,11 @@ def main(argv=None):
     except BenchError as e:
         log(f"BENCHMARK FAILED: {e}")
         result.update(ok=False, error=str(e), broker=broker_info)
+        return 1
+    except Exception as e:
+        import traceback
+        log("BENCHMARK FAILED (unexpected error):\n" + traceback.format_exc())
+        result.update(ok=False, error=f"{type(e).__name__}: {e}", broker=broker_info)
         return 1
     finally:
         if broker:
