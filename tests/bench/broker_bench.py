@@ -332,6 +332,7 @@ def produce_worker(bootstrap, topic, partitions, count, size, linger_ms, ready_q
                    result_q, timeout_s):
     from confluent_kafka import Producer
     res = {"ok": False, "count": count, "errors": 0, "first_error": None}
+    _pdeathsig()                                      # die with the benchmark
     try:
         def on_delivery(err, msg):   # delivery.report.only.error: called for failures only
             if err is not None:
@@ -377,6 +378,7 @@ def consume_worker(bootstrap, topic, ranges, size, ready_q, start_evt, result_q,
     from confluent_kafka import Consumer, TopicPartition
     res = {"ok": False, "count": 0, "bytes": 0, "errors": 0, "gaps": 0, "dups": 0,
            "bad_size": 0, "first_error": None}
+    _pdeathsig()                                      # die with the benchmark
     try:
         c = Consumer(consumer_conf(bootstrap))
         c.list_topics(topic, timeout=30)
@@ -435,6 +437,7 @@ def latency_worker(bootstrap, topic, size, rate_bytes_s, duration_s, warmup_s, l
     from array import array
     from confluent_kafka import Producer
     res = {"ok": False, "errors": 0, "first_error": None}
+    _pdeathsig()                                      # die with the benchmark
     try:
         rate = rate_bytes_s / size                    # records per second
         total = int(rate * (duration_s + warmup_s))
