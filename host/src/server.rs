@@ -60,12 +60,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(
             TcpListener::bind(admin_config.listen)
                 .await
-                .with_context(|| format!("binding the admin API on {} (admin.listen)", admin_config.listen))?,
+                .with_context(|| {
+                    format!(
+                        "binding the admin API on {} (admin.listen)",
+                        admin_config.listen
+                    )
+                })?,
         )
     } else {
         None
     };
     let maintenance = broker.spawn_maintenance();
+    let group_timers = broker.groups().spawn_timers();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let server = tokio::spawn(crate::kafka::serve(
@@ -94,6 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = admin.await;
     }
     maintenance.abort();
+    group_timers.abort();
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.shutdown())
         .await

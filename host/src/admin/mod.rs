@@ -72,7 +72,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/plugins", get(plugins::list))
         .route(
             "/v1/plugins/{name}",
-            get(plugins::describe).put(plugins::deploy).delete(plugins::remove),
+            get(plugins::describe)
+                .put(plugins::deploy)
+                .delete(plugins::remove),
         )
         .route("/v1/plugins/{name}/logs", get(plugins::logs))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
@@ -81,7 +83,9 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn health(axum::extract::State(state): axum::extract::State<AdminState>) -> Json<serde_json::Value> {
+async fn health(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "node_id": state.broker.config().broker.node_id,
@@ -95,7 +99,10 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
@@ -104,7 +111,11 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("worker failed: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("worker failed: {e}"),
+        )
+    })
 }

@@ -39,7 +39,10 @@ pub(super) async fn list(State(state): State<AdminState>) -> Json<Value> {
 }
 
 /// `GET /v1/plugins/{name}`
-pub(super) async fn describe(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn describe(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let d = state
         .plugins
         .describe(&name)
@@ -87,22 +90,32 @@ pub(super) async fn deploy(
         match k.as_ref() {
             "kind" => kind = Some(v.parse::<Kind>().map_err(plugin_error)?),
             "config" => {
-                let (ck, cv) = v
-                    .split_once('=')
-                    .ok_or_else(|| ApiError::bad_request(format!("config '{v}' is not of the form key=value")))?;
+                let (ck, cv) = v.split_once('=').ok_or_else(|| {
+                    ApiError::bad_request(format!("config '{v}' is not of the form key=value"))
+                })?;
                 config.push((ck.to_string(), cv.to_string()));
             }
             "max_memory_bytes" => limits.max_memory_bytes = Some(number(&k, &v)?),
             "call_timeout_ms" => limits.call_timeout_ms = Some(number(&k, &v)?),
             "max_output_bytes" => limits.max_output_bytes = Some(number(&k, &v)?),
             "native" => native = Some(v.to_string()),
-            other => return Err(ApiError::bad_request(format!("unknown parameter '{other}'"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter '{other}'"
+                )))
+            }
         }
     }
-    let kind = kind.ok_or_else(|| ApiError::bad_request("kind is required (partitioner, transform, quota-policy, connector)"))?;
+    let kind = kind.ok_or_else(|| {
+        ApiError::bad_request("kind is required (partitioner, transform, quota-policy, connector)")
+    })?;
     let code = match native {
         Some(file) => Code::Native(file),
-        None if body.is_empty() => return Err(ApiError::bad_request("the body must be the plugin's WebAssembly component")),
+        None if body.is_empty() => {
+            return Err(ApiError::bad_request(
+                "the body must be the plugin's WebAssembly component",
+            ))
+        }
         None => Code::Wasm(body.to_vec()),
     };
     let plugins = state.plugins.clone();
@@ -117,18 +130,29 @@ pub(super) async fn deploy(
     })
     .await?
     .map_err(plugin_error)?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(outcome).expect("serialisable"))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(outcome).expect("serialisable")),
+    ))
 }
 
 /// `POST /v1/plugins/{name}/rollback`
-pub(super) async fn rollback(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn rollback(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let plugins = state.plugins.clone();
-    let version = blocking(move || plugins.rollback(&name)).await?.map_err(plugin_error)?;
+    let version = blocking(move || plugins.rollback(&name))
+        .await?
+        .map_err(plugin_error)?;
     Ok(Json(json!({ "active_version": version })))
 }
 
 /// `DELETE /v1/plugins/{name}`
-pub(super) async fn remove(State(state): State<AdminState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub(super) async fn remove(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let in_use: Vec<String> = state
         .broker
         .topics()
@@ -137,6 +161,8 @@ pub(super) async fn remove(State(state): State<AdminState>, Path(name): Path<Str
         .map(|t| t.meta.name.clone())
         .collect();
     let plugins = state.plugins.clone();
-    blocking(move || plugins.remove(&name, &in_use)).await?.map_err(plugin_error)?;
+    blocking(move || plugins.remove(&name, &in_use))
+        .await?
+        .map_err(plugin_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,8 +27,12 @@ fn produce_error(e: ProduceError) -> ApiError {
         ProduceError::UnknownPartition { .. } => (StatusCode::BAD_REQUEST, "unknown_partition"),
         ProduceError::Partitioner { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partitioner_failed"),
         ProduceError::Append { source, .. } => match source {
-            crate::partition::AppendError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
-            crate::partition::AppendError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
+            crate::partition::AppendError::Storage(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
+            }
+            crate::partition::AppendError::TooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large")
+            }
             _ => (StatusCode::BAD_REQUEST, "invalid_record"),
         },
     };
@@ -41,7 +45,11 @@ enum Encoding {
     Base64,
 }
 
-fn bytes_field(value: Option<&Value>, encoding: Encoding, what: &str) -> Result<Option<bytes::Bytes>, ApiError> {
+fn bytes_field(
+    value: Option<&Value>,
+    encoding: Encoding,
+    what: &str,
+) -> Result<Option<bytes::Bytes>, ApiError> {
     let decode = |s: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(s)
@@ -64,16 +72,22 @@ fn bytes_field(value: Option<&Value>, encoding: Encoding, what: &str) -> Result<
 }
 
 fn parse_records(body: &[u8], encoding: Encoding) -> Result<Vec<NewRecord>, ApiError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let list = doc
         .get("records")
         .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad_request("the body must be an object with a \"records\" array"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("the body must be an object with a \"records\" array")
+        })?;
     if list.is_empty() {
         return Err(ApiError::bad_request("\"records\" is empty"));
     }
     if list.len() > MAX_RECORDS {
-        return Err(ApiError::bad_request(format!("at most {MAX_RECORDS} records per request, not {}", list.len())));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_RECORDS} records per request, not {}",
+            list.len()
+        )));
     }
     list.iter()
         .enumerate()
@@ -82,29 +96,44 @@ fn parse_records(body: &[u8], encoding: Encoding) -> Result<Vec<NewRecord>, ApiE
                 .as_object()
                 .ok_or_else(|| ApiError::bad_request(format!("records[{i}] is not an object")))?;
             for field in obj.keys() {
-                if !["key", "value", "headers", "partition", "timestamp"].contains(&field.as_str()) {
-                    return Err(ApiError::bad_request(format!("records[{i}] has an unknown field \"{field}\"")));
+                if !["key", "value", "headers", "partition", "timestamp"].contains(&field.as_str())
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "records[{i}] has an unknown field \"{field}\""
+                    )));
                 }
             }
             let headers = match obj.get("headers") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Object(h)) => h
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), bytes_field(Some(v), encoding, &format!("records[{i}].headers.{k}"))?)))
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            bytes_field(Some(v), encoding, &format!("records[{i}].headers.{k}"))?,
+                        ))
+                    })
                     .collect::<Result<_, ApiError>>()?,
-                Some(_) => return Err(ApiError::bad_request(format!("records[{i}].headers must be an object"))),
+                Some(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "records[{i}].headers must be an object"
+                    )))
+                }
             };
             let int = |name: &str| -> Result<Option<i64>, ApiError> {
                 match obj.get(name) {
                     None | Some(Value::Null) => Ok(None),
-                    Some(v) => v
-                        .as_i64()
-                        .map(Some)
-                        .ok_or_else(|| ApiError::bad_request(format!("records[{i}].{name} must be an integer"))),
+                    Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                        ApiError::bad_request(format!("records[{i}].{name} must be an integer"))
+                    }),
                 }
             };
             let partition = int("partition")?
-                .map(|p| i32::try_from(p).map_err(|_| ApiError::bad_request(format!("records[{i}].partition is out of range"))))
+                .map(|p| {
+                    i32::try_from(p).map_err(|_| {
+                        ApiError::bad_request(format!("records[{i}].partition is out of range"))
+                    })
+                })
                 .transpose()?;
             Ok(NewRecord {
                 key: bytes_field(obj.get("key"), encoding, &format!("records[{i}].key"))?,
@@ -136,21 +165,35 @@ pub(super) async fn produce(
                     "0" => 0,
                     "1" => 1,
                     "all" | "-1" => -1,
-                    other => return Err(ApiError::bad_request(format!("acks must be 0, 1 or all, not '{other}'"))),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "acks must be 0, 1 or all, not '{other}'"
+                        )))
+                    }
                 }
             }
             "encoding" => {
                 encoding = match v.as_ref() {
                     "string" => Encoding::String,
                     "base64" => Encoding::Base64,
-                    other => return Err(ApiError::bad_request(format!("encoding must be string or base64, not '{other}'"))),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "encoding must be string or base64, not '{other}'"
+                        )))
+                    }
                 }
             }
             "key" => key = Some(bytes::Bytes::from(v.into_owned())),
             "partition" => {
-                partition = Some(v.parse::<i32>().map_err(|_| ApiError::bad_request(format!("partition must be an integer, not '{v}'")))?)
+                partition = Some(v.parse::<i32>().map_err(|_| {
+                    ApiError::bad_request(format!("partition must be an integer, not '{v}'"))
+                })?)
             }
-            other => return Err(ApiError::bad_request(format!("unknown parameter '{other}'"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter '{other}'"
+                )))
+            }
         }
     }
     let json_body = headers

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use quiver_plugin_sdk::columns::Columns;
 
 use super::{now_ms, Broker};
@@ -106,14 +108,27 @@ pub fn produce(
             }
         }
     }
-    let chosen = choose_partitions(plugins, topic_name, &topic.settings, &records, partitions as u32, now)?;
+    let chosen = choose_partitions(
+        plugins,
+        topic_name,
+        &topic.settings,
+        &records,
+        partitions as u32,
+        now,
+    )?;
 
     // Group by partition, keeping each record's position in the request.
     let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, &p) in chosen.iter().enumerate() {
         by_partition.entry(p).or_default().push(i);
     }
-    let mut placements = vec![Placement { partition: 0, offset: -1 }; records.len()];
+    let mut placements = vec![
+        Placement {
+            partition: 0,
+            offset: -1
+        };
+        records.len()
+    ];
     for (partition, indices) in by_partition {
         let batch = encode(&records, &indices, now);
         let (info, _) = topic.partitions[partition as usize]
@@ -140,7 +155,9 @@ fn choose_partitions(
     partitions: u32,
     now: i64,
 ) -> Result<Vec<i32>, ProduceError> {
-    let unplaced: Vec<usize> = (0..records.len()).filter(|&i| records[i].partition.is_none()).collect();
+    let unplaced: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].partition.is_none())
+        .collect();
     let mut chosen: Vec<i32> = records.iter().map(|r| r.partition.unwrap_or(-1)).collect();
     if unplaced.is_empty() {
         return Ok(chosen);
@@ -197,7 +214,11 @@ fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> C
         for (k, v) in &r.headers {
             c.header_key_lengths.push(k.len() as u32);
             c.header_keys.extend_from_slice(k.as_bytes());
-            push_optional(&mut c.header_value_lengths, &mut c.header_values, v.as_deref());
+            push_optional(
+                &mut c.header_value_lengths,
+                &mut c.header_values,
+                v.as_deref(),
+            );
         }
     }
     c

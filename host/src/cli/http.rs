@@ -15,11 +15,18 @@ pub(crate) struct Response {
 impl Response {
     /// The body as JSON, or an error that carries the API's message.
     pub(crate) fn json(&self) -> anyhow::Result<serde_json::Value> {
-        let value: serde_json::Value = serde_json::from_slice(&self.body)
-            .with_context(|| format!("the admin API answered {} with a body that is not JSON", self.status))?;
+        let value: serde_json::Value = serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "the admin API answered {} with a body that is not JSON",
+                self.status
+            )
+        })?;
         if self.status >= 400 {
             let message = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
-            let code = value.get("error").and_then(|m| m.as_str()).unwrap_or("error");
+            let code = value
+                .get("error")
+                .and_then(|m| m.as_str())
+                .unwrap_or("error");
             bail!("{message} ({code}, HTTP {})", self.status);
         }
         Ok(value)
@@ -60,10 +67,10 @@ pub(crate) async fn request(
         .and_then(|s| s.parse().ok())
         .context("the admin API sent no status code")?;
     let mut body = raw[split + 4..].to_vec();
-    if header
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"))
-    {
+    if header.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    }) {
         body = dechunk(&body)?;
     }
     Ok(Response { status, body })

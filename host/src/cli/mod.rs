@@ -3,6 +3,7 @@
 
 pub mod client;
 mod consume;
+mod group;
 mod http;
 mod plugin;
 mod produce;
@@ -38,6 +39,9 @@ enum Command {
     /// Deploy and manage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => block_on(produce::run(args)),
         Command::Consume(args) => block_on(consume::run(args)),
         Command::Plugin(cmd) => block_on(plugin::run(cmd)),
+        Command::Group(cmd) => block_on(group::run(cmd)),
     }
 }
 
@@ -114,7 +119,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

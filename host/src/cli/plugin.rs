@@ -13,7 +13,12 @@ use super::http::{encode, request};
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Admin {
     /// Admin API address.
-    #[arg(long, default_value = "127.0.0.1:9644", env = "QUIVER_ADMIN", global = true)]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9644",
+        env = "QUIVER_ADMIN",
+        global = true
+    )]
     admin: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -30,7 +35,12 @@ pub(crate) enum PluginCommand {
         #[arg(long, short)]
         kind: String,
         /// The WebAssembly component (.wasm).
-        #[arg(long, short, required_unless_present = "native", conflicts_with = "native")]
+        #[arg(
+            long,
+            short,
+            required_unless_present = "native",
+            conflicts_with = "native"
+        )]
         file: Option<PathBuf>,
         /// A native library file inside plugins.native.dirs (trusted plugins only).
         #[arg(long)]
@@ -122,7 +132,9 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             let body = match (&file, &native) {
-                (Some(path), _) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                (Some(path), _) => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
                 (None, Some(lib)) => {
                     query.push_str(&format!("&native={}", encode(lib)));
                     Vec::new()
@@ -137,7 +149,9 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 &body,
             )
             .await?;
-            let v = response.json().with_context(|| format!("deploying plugin '{name}'"))?;
+            let v = response
+                .json()
+                .with_context(|| format!("deploying plugin '{name}'"))?;
             if admin.json {
                 print_json(&v);
             } else {
@@ -151,11 +165,16 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PluginCommand::List { admin } => {
-            let v = request(&admin.admin, "GET", "/v1/plugins", None, b"").await?.json()?;
+            let v = request(&admin.admin, "GET", "/v1/plugins", None, b"")
+                .await?
+                .json()?;
             if admin.json {
                 print_json(&v);
             } else {
-                println!("{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}", "NAME", "KIND", "VERSION", "STATE", "CALLS", "ERRORS", "TRAPS");
+                println!(
+                    "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
+                    "NAME", "KIND", "VERSION", "STATE", "CALLS", "ERRORS", "TRAPS"
+                );
                 for p in v["plugins"].as_array().into_iter().flatten() {
                     println!(
                         "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
@@ -171,9 +190,15 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PluginCommand::Describe { name, admin } => {
-            let v = request(&admin.admin, "GET", &format!("/v1/plugins/{}", encode(&name)), None, b"")
-                .await?
-                .json()?;
+            let v = request(
+                &admin.admin,
+                "GET",
+                &format!("/v1/plugins/{}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
             if admin.json {
                 print_json(&v);
             } else {
@@ -181,7 +206,10 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 println!("kind:     {}", v["kind"].as_str().unwrap_or(""));
                 println!("version:  {} (serving)", v["active_version"]);
                 match v["status"]["state"].as_str() {
-                    Some("failed") => println!("status:   FAILED: {}", v["status"]["reason"].as_str().unwrap_or("")),
+                    Some("failed") => println!(
+                        "status:   FAILED: {}",
+                        v["status"]["reason"].as_str().unwrap_or("")
+                    ),
                     Some(s) => println!("status:   {s}"),
                     None => {}
                 }
@@ -201,7 +229,13 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|kv| format!("{}={}", kv[0].as_str().unwrap_or(""), kv[1].as_str().unwrap_or("")))
+                        .map(|kv| {
+                            format!(
+                                "{}={}",
+                                kv[0].as_str().unwrap_or(""),
+                                kv[1].as_str().unwrap_or("")
+                            )
+                        })
                         .collect();
                     println!(
                         "  v{:<4} api {}  config [{}]",
@@ -213,25 +247,49 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PluginCommand::Logs { name, lines, admin } => {
-            let v = request(&admin.admin, "GET", &format!("/v1/plugins/{}/logs?lines={lines}", encode(&name)), None, b"")
-                .await?
-                .json()?;
+            let v = request(
+                &admin.admin,
+                "GET",
+                &format!("/v1/plugins/{}/logs?lines={lines}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
             if admin.json {
                 print_json(&v);
             } else {
                 for l in v["lines"].as_array().into_iter().flatten() {
-                    println!("{} {:<6} {}", l["at_ms"], l["stream"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or(""));
+                    println!(
+                        "{} {:<6} {}",
+                        l["at_ms"],
+                        l["stream"].as_str().unwrap_or(""),
+                        l["line"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
         PluginCommand::Rollback { name, admin } => {
-            let v = request(&admin.admin, "POST", &format!("/v1/plugins/{}/rollback", encode(&name)), None, b"")
-                .await?
-                .json()?;
+            let v = request(
+                &admin.admin,
+                "POST",
+                &format!("/v1/plugins/{}/rollback", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
             println!("{name} now serves version {}", v["active_version"]);
         }
         PluginCommand::Remove { name, admin } => {
-            let r = request(&admin.admin, "DELETE", &format!("/v1/plugins/{}", encode(&name)), None, b"").await?;
+            let r = request(
+                &admin.admin,
+                "DELETE",
+                &format!("/v1/plugins/{}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?;
             if r.status >= 400 {
                 r.json()?;
             }

@@ -141,7 +141,9 @@ impl PluginEngine {
                     tracing::warn!(file = %path.display(), error = %e, "could not cache a compiled component");
                 }
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not serialise a compiled component"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not serialise a compiled component")
+            }
         }
         Ok((component, false))
     }
@@ -173,8 +175,9 @@ pub fn api_version(wasm: &[u8]) -> Result<Option<String>, PluginError> {
         let payload = payload.map_err(|e| PluginError::NotAComponent(e.to_string()))?;
         if let wasmparser::Payload::CustomSection(section) = payload {
             if section.name() == "quiver:api-version" {
-                let version = std::str::from_utf8(section.data())
-                    .map_err(|_| PluginError::NotAComponent("the quiver:api-version section is not UTF-8".into()))?;
+                let version = std::str::from_utf8(section.data()).map_err(|_| {
+                    PluginError::NotAComponent("the quiver:api-version section is not UTF-8".into())
+                })?;
                 return Ok(Some(version.trim().to_string()));
             }
         }

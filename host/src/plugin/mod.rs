@@ -197,7 +197,10 @@ pub struct Limits {
 impl Limits {
     fn resolve(defaults: &PluginsConfig, o: &LimitOverrides) -> Self {
         Self {
-            max_memory_bytes: o.max_memory_bytes.unwrap_or(defaults.max_memory_bytes).min(defaults.max_memory_bytes),
+            max_memory_bytes: o
+                .max_memory_bytes
+                .unwrap_or(defaults.max_memory_bytes)
+                .min(defaults.max_memory_bytes),
             call_timeout_ms: o.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
             max_output_bytes: o.max_output_bytes.unwrap_or(defaults.max_output_bytes),
             idle_instances: defaults.idle_instances,
@@ -397,10 +400,14 @@ impl Plugins {
     /// A stored plugin that no longer loads is kept and reported failed, not fatal.
     pub fn open(settings: &PluginsConfig, data_dir: &Path) -> Result<Self, PluginError> {
         let dir = data_dir.join("plugins");
-        fs::create_dir_all(&dir).map_err(|source| PluginError::Io { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let engine = PluginEngine::new(settings, &dir.join("cache"))?;
         let mut linker = Linker::new(engine.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let registry_path = dir.join("registry.json");
         let registry: Registry = match fs::read(&registry_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PluginError::Corrupt {
@@ -408,7 +415,12 @@ impl Plugins {
                 reason: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
-            Err(source) => return Err(PluginError::Io { path: registry_path, source }),
+            Err(source) => {
+                return Err(PluginError::Io {
+                    path: registry_path,
+                    source,
+                })
+            }
         };
         let plugins = Self {
             settings: settings.clone(),
@@ -424,7 +436,10 @@ impl Plugins {
             };
             match plugins.load(name, record.kind, version) {
                 Ok((deployment, _)) => {
-                    plugins.active.write().insert(name.clone(), Arc::new(deployment));
+                    plugins
+                        .active
+                        .write()
+                        .insert(name.clone(), Arc::new(deployment));
                 }
                 Err(e) => {
                     tracing::error!(plugin = %name, version = version.version, error = %e, "stored plugin does not load");
@@ -440,7 +455,12 @@ impl Plugins {
     }
 
     /// Compiles/links/initialises one stored or new version.
-    fn load(&self, name: &str, kind: Kind, version: &VersionRecord) -> Result<(Deployment, bool), PluginError> {
+    fn load(
+        &self,
+        name: &str,
+        kind: Kind,
+        version: &VersionRecord,
+    ) -> Result<(Deployment, bool), PluginError> {
         if kind != Kind::Partitioner {
             return Err(PluginError::UnsupportedKind(format!(
                 "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner can"
@@ -453,13 +473,21 @@ impl Plugins {
                 let path = self.wasm_path(name, sha256);
                 let wasm = fs::read(&path).map_err(|source| PluginError::Io { path, source })?;
                 let (component, cached) = self.engine.load(&wasm)?;
-                (Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?), cached)
+                (
+                    Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
+                    cached,
+                )
             }
             Source::Native { path } => {
                 if !self.settings.native.enabled {
-                    return Err(PluginError::NativeNotAllowed("disabled (set plugins.native.enabled = true)".into()));
+                    return Err(PluginError::NativeNotAllowed(
+                        "disabled (set plugins.native.enabled = true)".into(),
+                    ));
                 }
-                (Runner::NativePartitioner(NativePartitioner::load(path, &version.config)?), false)
+                (
+                    Runner::NativePartitioner(NativePartitioner::load(path, &version.config)?),
+                    false,
+                )
             }
         };
         let deployment = Deployment {
@@ -476,14 +504,25 @@ impl Plugins {
             runner,
         };
         if let Runner::WasmPartitioner(runner) = &deployment.runner {
-            runner.warm_up(&self.engine, &deployment).map_err(|e| match e {
-                CallError::Init(m) => PluginError::Init(m),
-                other => PluginError::Init(other.to_string()),
-            })?;
+            runner
+                .warm_up(&self.engine, &deployment)
+                .map_err(|e| match e {
+                    CallError::Init(m) => PluginError::Init(m),
+                    other => PluginError::Init(other.to_string()),
+                })?;
         }
-        deployment
-            .log
-            .push("host", &format!("version {} loaded ({})", version.version, if cached { "compiled code from cache" } else { "compiled" }));
+        deployment.log.push(
+            "host",
+            &format!(
+                "version {} loaded ({})",
+                version.version,
+                if cached {
+                    "compiled code from cache"
+                } else {
+                    "compiled"
+                }
+            ),
+        );
         Ok((deployment, cached))
     }
 
@@ -509,7 +548,10 @@ impl Plugins {
                 let sha256 = engine::sha256_hex(bytes);
                 let path = self.wasm_path(&request.name, &sha256);
                 if !path.exists() {
-                    let io = |source| PluginError::Io { path: path.clone(), source };
+                    let io = |source| PluginError::Io {
+                        path: path.clone(),
+                        source,
+                    };
                     fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
                     let tmp = path.with_extension("tmp");
                     fs::write(&tmp, bytes).map_err(io)?;
@@ -519,7 +561,9 @@ impl Plugins {
             }
             Code::Native(file) => {
                 if !self.settings.native.enabled {
-                    return Err(PluginError::NativeNotAllowed("disabled (set plugins.native.enabled = true)".into()));
+                    return Err(PluginError::NativeNotAllowed(
+                        "disabled (set plugins.native.enabled = true)".into(),
+                    ));
                 }
                 let path = native::resolve(file, &self.settings.native.dirs)?;
                 (Source::Native { path }, "0.1.0".to_string())
@@ -553,11 +597,14 @@ impl Plugins {
         let mut next = Registry {
             plugins: registry.plugins.clone(),
         };
-        let record = next.plugins.entry(request.name.clone()).or_insert_with(|| PluginRecord {
-            kind: request.kind,
-            active: next_version,
-            versions: Vec::new(),
-        });
+        let record = next
+            .plugins
+            .entry(request.name.clone())
+            .or_insert_with(|| PluginRecord {
+                kind: request.kind,
+                active: next_version,
+                versions: Vec::new(),
+            });
         record.active = next_version;
         record.versions.push(version);
         self.persist(&next)?;
@@ -570,8 +617,13 @@ impl Plugins {
             deploy_us: started.elapsed().as_micros() as u64,
             instantiate_us: deployment.instantiate_us.load(Ordering::Relaxed),
         };
-        deployment.log.push("host", &format!("version {next_version} deployed and serving"));
-        self.active.write().insert(request.name.clone(), Arc::new(deployment));
+        deployment.log.push(
+            "host",
+            &format!("version {next_version} deployed and serving"),
+        );
+        self.active
+            .write()
+            .insert(request.name.clone(), Arc::new(deployment));
         tracing::info!(plugin = %request.name, version = next_version, kind = %request.kind, deploy_us = outcome.deploy_us, "plugin deployed");
         Ok(outcome)
     }
@@ -579,7 +631,10 @@ impl Plugins {
     /// Serves the version before the active one again.
     pub fn rollback(&self, name: &str) -> Result<u32, PluginError> {
         let mut registry = self.registry.lock();
-        let record = registry.plugins.get(name).ok_or_else(|| PluginError::Unknown(name.to_string()))?;
+        let record = registry
+            .plugins
+            .get(name)
+            .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
         let previous = record
             .versions
             .iter()
@@ -594,9 +649,18 @@ impl Plugins {
         next.plugins.get_mut(name).expect("present").active = previous.version;
         self.persist(&next)?;
         *registry = next;
-        deployment.log.push("host", &format!("rolled back to version {}", previous.version));
-        self.active.write().insert(name.to_string(), Arc::new(deployment));
-        tracing::info!(plugin = name, version = previous.version, "plugin rolled back");
+        deployment.log.push(
+            "host",
+            &format!("rolled back to version {}", previous.version),
+        );
+        self.active
+            .write()
+            .insert(name.to_string(), Arc::new(deployment));
+        tracing::info!(
+            plugin = name,
+            version = previous.version,
+            "plugin rolled back"
+        );
         Ok(previous.version)
     }
 
@@ -632,7 +696,10 @@ impl Plugins {
 
     fn persist(&self, registry: &Registry) -> Result<(), PluginError> {
         let path = self.dir.join("registry.json");
-        let io = |source| PluginError::Io { path: path.clone(), source };
+        let io = |source| PluginError::Io {
+            path: path.clone(),
+            source,
+        };
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(registry).expect("registry serialises");
         {
@@ -688,10 +755,15 @@ impl Plugins {
     }
 
     /// Runs the partitioner `name` over `batch`.
-    pub fn partition(&self, name: &str, batch: Columns, partitions: u32) -> Result<Vec<u32>, CallError> {
-        let deployment = self
-            .get(name)
-            .ok_or_else(|| CallError::Failed(format!("partitioner plugin '{name}' is not deployed")))?;
+    pub fn partition(
+        &self,
+        name: &str,
+        batch: Columns,
+        partitions: u32,
+    ) -> Result<Vec<u32>, CallError> {
+        let deployment = self.get(name).ok_or_else(|| {
+            CallError::Failed(format!("partitioner plugin '{name}' is not deployed"))
+        })?;
         deployment.partition(&self.engine, batch, partitions, self.settings.max_traps)
     }
 }
@@ -702,7 +774,13 @@ impl Deployment {
         self.status.lock().clone()
     }
 
-    fn partition(&self, engine: &PluginEngine, batch: Columns, partitions: u32, max_traps: u32) -> Result<Vec<u32>, CallError> {
+    fn partition(
+        &self,
+        engine: &PluginEngine,
+        batch: Columns,
+        partitions: u32,
+        max_traps: u32,
+    ) -> Result<Vec<u32>, CallError> {
         if let Status::Failed { reason, .. } = self.status() {
             return Err(CallError::Failed(reason));
         }
@@ -727,7 +805,10 @@ impl Deployment {
                     let reason = format!("{traps} consecutive traps; last: {reason}");
                     self.log.push("host", &format!("marked failed: {reason}"));
                     tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
-                    *self.status.lock() = Status::Failed { reason, at_ms: now_ms() };
+                    *self.status.lock() = Status::Failed {
+                        reason,
+                        at_ms: now_ms(),
+                    };
                 }
             }
             Err(e) => self.log.push("host", &format!("call failed: {e}")),

@@ -18,7 +18,8 @@ use super::{CallError, Deployment, PluginError};
 
 type VersionFn = unsafe extern "C" fn() -> u32;
 type KindFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
-type InitFn = unsafe extern "C" fn(*const QuiverStr, *const QuiverStr, usize, *mut QuiverBuf) -> i32;
+type InitFn =
+    unsafe extern "C" fn(*const QuiverStr, *const QuiverStr, usize, *mut QuiverBuf) -> i32;
 type PartitionFn = unsafe extern "C" fn(*const QuiverBatch, u32, *mut u32, *mut QuiverBuf) -> i32;
 
 /// API version 0.1.0 as the C ABI encodes it.
@@ -38,22 +39,31 @@ pub struct NativePartitioner {
 
 impl std::fmt::Debug for NativePartitioner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativePartitioner").field("path", &self.path).finish()
+        f.debug_struct("NativePartitioner")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 /// Resolves `file` inside one of `dirs`, refusing anything that escapes them.
 pub fn resolve(file: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
     for dir in dirs {
-        let Ok(dir) = dir.canonicalize() else { continue };
-        let Ok(candidate) = dir.join(file).canonicalize() else { continue };
+        let Ok(dir) = dir.canonicalize() else {
+            continue;
+        };
+        let Ok(candidate) = dir.join(file).canonicalize() else {
+            continue;
+        };
         if candidate.starts_with(&dir) && candidate.is_file() {
             return Ok(candidate);
         }
     }
     Err(PluginError::NativeNotAllowed(format!(
         "'{file}' is not a file inside plugins.native.dirs ({})",
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
@@ -68,7 +78,8 @@ impl NativePartitioner {
         let bad = |what: String| PluginError::Native(format!("{}: {what}", path.display()));
         // SAFETY: loading runs the library's initialisers. Native plugins are trusted by
         // configuration (off by default, only from configured directories).
-        let library = unsafe { Library::new(path) }.map_err(|e| bad(format!("cannot load: {e}")))?;
+        let library =
+            unsafe { Library::new(path) }.map_err(|e| bad(format!("cannot load: {e}")))?;
         // SAFETY: the symbols are looked up with the types the C contract declares.
         unsafe {
             let version: Symbol<VersionFn> = library
@@ -99,8 +110,20 @@ impl NativePartitioner {
             let partition: Symbol<PartitionFn> = library
                 .get(b"quiver_partitioner_partition\0")
                 .map_err(|_| bad("does not export quiver_partitioner_partition".into()))?;
-            let keys: Vec<QuiverStr> = config.iter().map(|(k, _)| QuiverStr { ptr: k.as_ptr(), len: k.len() }).collect();
-            let values: Vec<QuiverStr> = config.iter().map(|(_, v)| QuiverStr { ptr: v.as_ptr(), len: v.len() }).collect();
+            let keys: Vec<QuiverStr> = config
+                .iter()
+                .map(|(k, _)| QuiverStr {
+                    ptr: k.as_ptr(),
+                    len: k.len(),
+                })
+                .collect();
+            let values: Vec<QuiverStr> = config
+                .iter()
+                .map(|(_, v)| QuiverStr {
+                    ptr: v.as_ptr(),
+                    len: v.len(),
+                })
+                .collect();
             let mut message = vec![0u8; ERROR_CAPACITY];
             let mut err = QuiverBuf {
                 ptr: message.as_mut_ptr(),
@@ -121,7 +144,12 @@ impl NativePartitioner {
     }
 
     /// Chooses a partition for every record of `batch`.
-    pub fn partition(&self, deployment: &Deployment, batch: &Columns, partitions: u32) -> Result<Vec<u32>, CallError> {
+    pub fn partition(
+        &self,
+        deployment: &Deployment,
+        batch: &Columns,
+        partitions: u32,
+    ) -> Result<Vec<u32>, CallError> {
         let records = batch.offsets.len();
         let abi = QuiverBatch::from_columns(batch);
         let mut out = vec![0u32; records];
@@ -138,7 +166,12 @@ impl NativePartitioner {
         if code != 0 {
             return Err(CallError::Plugin(error_text(&message, &err)));
         }
-        super::partitioner::check_output(&out, records, partitions, deployment.limits.max_output_bytes)?;
+        super::partitioner::check_output(
+            &out,
+            records,
+            partitions,
+            deployment.limits.max_output_bytes,
+        )?;
         Ok(out)
     }
 }

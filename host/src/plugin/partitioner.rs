@@ -53,12 +53,11 @@ impl WasmPartitioner {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = PartitionerPre::new(instance_pre)
-            .map_err(|e| {
-                PluginError::WrongKind(format!(
-                    "the component does not implement the partitioner world: {e:#}"
-                ))
-            })?;
+        let pre = PartitionerPre::new(instance_pre).map_err(|e| {
+            PluginError::WrongKind(format!(
+                "the component does not implement the partitioner world: {e:#}"
+            ))
+        })?;
         Ok(Self {
             pre,
             idle: Mutex::new(Vec::new()),
@@ -66,7 +65,11 @@ impl WasmPartitioner {
     }
 
     /// Creates and initialises a fresh instance (what deploy validation runs too).
-    fn instantiate(&self, engine: &PluginEngine, deployment: &Deployment) -> Result<Instance, CallError> {
+    fn instantiate(
+        &self,
+        engine: &PluginEngine,
+        deployment: &Deployment,
+    ) -> Result<Instance, CallError> {
         let started = Instant::now();
         let mut store = Store::new(
             engine.engine(),
@@ -85,9 +88,10 @@ impl WasmPartitioner {
             .call_init(&mut store, &deployment.config)
             .map_err(|e| CallError::Trap(format!("init: {e:#}")))?
             .map_err(|e| CallError::Init(describe(&e)))?;
-        deployment
-            .instantiate_us
-            .store(instantiated.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        deployment.instantiate_us.store(
+            instantiated.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(Instance { store, bindings })
     }
 
@@ -129,10 +133,11 @@ impl WasmPartitioner {
             header_value_lengths: batch.header_value_lengths,
             header_values: batch.header_values,
         };
-        let result = instance
-            .bindings
-            .quiver_plugin_partition()
-            .call_partition(&mut instance.store, &input, partitions);
+        let result = instance.bindings.quiver_plugin_partition().call_partition(
+            &mut instance.store,
+            &input,
+            partitions,
+        );
         let chosen = match result {
             // A trapped instance is dropped here, never returned to the pool.
             Err(trap) => return Err(CallError::Trap(format!("{trap:#}"))),
@@ -145,7 +150,12 @@ impl WasmPartitioner {
         }
         drop(idle);
         let chosen = chosen?;
-        check_output(&chosen, records, partitions, deployment.limits.max_output_bytes)?;
+        check_output(
+            &chosen,
+            records,
+            partitions,
+            deployment.limits.max_output_bytes,
+        )?;
         Ok(chosen)
     }
 }

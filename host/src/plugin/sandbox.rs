@@ -68,7 +68,11 @@ impl PluginLog {
     /// The most recent `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
         let lines = self.lines.lock();
-        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+        lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 
     fn writer(&self, stream: &'static str) -> LineWriter {
@@ -121,7 +125,11 @@ impl StdoutStream for LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }
