@@ -131,8 +131,9 @@ impl PluginEngine {
                 }
             }
         }
+        check_component_header(wasm)?;
         let component = Component::new(&self.engine, wasm)
-            .map_err(|e| PluginError::NotAComponent(format!("{e:#}")))?;
+            .map_err(|e| PluginError::NotAComponent(e.root_cause().to_string()))?;
         match component.serialize() {
             Ok(bytes) => {
                 let tmp = path.with_extension("tmp");
@@ -156,6 +157,22 @@ impl Drop for PluginEngine {
             let _ = ticker.join();
         }
     }
+}
+
+/// Explains the two common ways a file is not a component before the parser does.
+pub(crate) fn check_component_header(wasm: &[u8]) -> Result<(), PluginError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if !wasm.starts_with(MAGIC) {
+        return Err(PluginError::NotAComponent(
+            "the bytes do not start with the WebAssembly magic number".into(),
+        ));
+    }
+    if wasm.get(4..8) == Some(&[1, 0, 0, 0][..]) {
+        return Err(PluginError::NotAComponent(
+            "this is a core WebAssembly module, not a component; build the plugin with --target wasm32-wasip2".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The hex SHA-256 of `bytes`.

@@ -534,6 +534,7 @@ impl Plugins {
         }
         let (source, api_version) = match &request.code {
             Code::Wasm(bytes) => {
+                engine::check_component_header(bytes)?;
                 let api = engine::api_version(bytes)?.ok_or_else(|| {
                     PluginError::ApiVersion(
                         "the component declares no plugin API version (custom section quiver:api-version); build it with quiver-plugin-sdk".into(),

@@ -77,16 +77,15 @@ impl WasmPartitioner {
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError::Trap(format!("instantiating: {e:#}")))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            CallError::Trap(format!("instantiating: {}", trap_reason(&e, deployment)))
+        })?;
         let instantiated = started.elapsed();
         store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
         bindings
             .quiver_plugin_lifecycle()
             .call_init(&mut store, &deployment.config)
-            .map_err(|e| CallError::Trap(format!("init: {e:#}")))?
+            .map_err(|e| CallError::Trap(format!("init: {}", trap_reason(&e, deployment))))?
             .map_err(|e| CallError::Init(describe(&e)))?;
         deployment.instantiate_us.store(
             instantiated.as_micros() as u64,
@@ -140,7 +139,13 @@ impl WasmPartitioner {
         );
         let chosen = match result {
             // A trapped instance is dropped here, never returned to the pool.
-            Err(trap) => return Err(CallError::Trap(format!("{trap:#}"))),
+            Err(trap) => {
+                // The full wasm backtrace goes to the plugin's log; callers get the cause.
+                deployment
+                    .log
+                    .push("host", &format!("trap backtrace: {trap:?}"));
+                return Err(CallError::Trap(trap_reason(&trap, deployment)));
+            }
             Ok(Err(e)) => Err(CallError::Plugin(describe(&e))),
             Ok(Ok(chosen)) => Ok(chosen),
         };
@@ -157,6 +162,21 @@ impl WasmPartitioner {
             deployment.limits.max_output_bytes,
         )?;
         Ok(chosen)
+    }
+}
+
+/// The cause of a trap in one line: what an operator needs to act on.
+fn trap_reason(error: &wasmtime::Error, deployment: &Deployment) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "exceeded its {} ms call deadline",
+            deployment.limits.call_timeout_ms
+        ),
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "hit an unreachable instruction (a panic in Rust guests)".to_string()
+        }
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => error.root_cause().to_string(),
     }
 }
 
