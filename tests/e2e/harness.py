@@ -80,6 +80,10 @@ class PortSlot:
     def kafka_port(self) -> int:
         return self.base
 
+    @property
+    def admin_port(self) -> int:
+        return self.base + 1
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)
@@ -141,6 +145,11 @@ class Broker:
         return f"{self.host}:{self.port}"
 
     @property
+    def admin(self) -> str:
+        """host:port of the HTTP admin API."""
+        return f"{self.host}:{self.slot.admin_port}"
+
+    @property
     def stdout_path(self) -> Path:
         return self.workdir / f"stdout.{self.starts}.log"
 
@@ -150,7 +159,7 @@ class Broker:
 
     def command(self) -> list:
         cmd = [quiver_bin(), "serve", "--data-dir", str(self.data_dir),
-               "--kafka-listen", self.bootstrap]
+               "--kafka-listen", self.bootstrap, "--admin-listen", self.admin]
         for k, v in self.sets.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd + self.extra_args
