@@ -20,14 +20,21 @@ struct Described {
 
 fn describe(path: &Path) -> Described {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0", "{} is not a component", path.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\0asm\x0d\0\x01\0",
+        "{} is not a component",
+        path.display()
+    );
     let mut described = Described::default();
     // Nesting depth: only the outermost component's imports and exports are the
     // component's interface; nested components belong to the WASI adapter.
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(&bytes) {
         match payload.unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-            Payload::CustomSection(section) if section.name() == quiver_plugin_sdk::API_VERSION_SECTION => {
+            Payload::CustomSection(section)
+                if section.name() == quiver_plugin_sdk::API_VERSION_SECTION =>
+            {
                 described.api_versions.push(section.data().to_vec());
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
@@ -53,20 +60,30 @@ fn describe(path: &Path) -> Described {
 
 fn build_plugins() -> Vec<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build.sh");
-    let output = Command::new("bash").arg(&script).output().expect("run plugins/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run plugins/build.sh");
     assert!(
         output.status.success(),
         "plugins/build.sh failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap().lines().map(PathBuf::from).collect()
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .collect()
 }
 
 #[test]
 fn components_carry_the_api_version_and_their_world() {
     let wasm = build_plugins();
     assert_eq!(wasm.len(), 13, "{wasm:?}");
-    let partitioner = ["quiver:plugin/lifecycle@0.1.0", "quiver:plugin/partition@0.1.0"];
+    let partitioner = [
+        "quiver:plugin/lifecycle@0.1.0",
+        "quiver:plugin/partition@0.1.0",
+    ];
     for path in &wasm {
         let name = path.file_stem().unwrap().to_str().unwrap();
         let described = describe(path);
@@ -78,7 +95,10 @@ fn components_carry_the_api_version_and_their_world() {
         let mut exports = described.exports.clone();
         exports.sort();
         let expected: Vec<&str> = match name {
-            "quiver_test_plugin_wrong_kind" => vec!["quiver:plugin/lifecycle@0.1.0", "quiver:plugin/record-transform@0.1.0"],
+            "quiver_test_plugin_wrong_kind" => vec![
+                "quiver:plugin/lifecycle@0.1.0",
+                "quiver:plugin/record-transform@0.1.0",
+            ],
             _ => partitioner.to_vec(),
         };
         assert_eq!(exports, expected, "{name}: exports");
@@ -90,7 +110,11 @@ fn components_carry_the_api_version_and_their_world() {
             assert!(allowed, "{name} imports {import}");
         }
         if name == "quiver_test_plugin_bad_import" {
-            assert!(described.imports.iter().any(|i| i == "quiver:evil/thing"), "{:?}", described.imports);
+            assert!(
+                described.imports.iter().any(|i| i == "quiver:evil/thing"),
+                "{:?}",
+                described.imports
+            );
         }
     }
 }

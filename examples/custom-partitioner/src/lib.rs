@@ -35,14 +35,26 @@ impl Partitioner for RegionPartitioner {
         if let Some(separator) = config.get("separator") {
             match separator.as_bytes() {
                 [byte] => self.separator = *byte,
-                _ => return Err(ConfigError::invalid("separator", separator, "must be a single byte").into()),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "separator",
+                        separator,
+                        "must be a single byte",
+                    )
+                    .into())
+                }
             }
         }
         Ok(())
     }
 
     /// Pushes one partition per record, in order.
-    fn partition_batch(&mut self, batch: &Batch, partitions: u32, out: &mut Vec<u32>) -> Result<()> {
+    fn partition_batch(
+        &mut self,
+        batch: &Batch,
+        partitions: u32,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         let unkeyed = self.unkeyed.cursor(batch.topic());
         for record in batch {
             let partition = match record.key() {
@@ -69,7 +81,10 @@ mod tests {
     fn orders_of_a_region_share_a_partition() {
         let harness = PartitionerHarness::<RegionPartitioner>::init(&[]).unwrap();
         let chosen = harness
-            .partition_keys(&[Some(b"eu:1"), Some(b"eu:2"), Some(b"us:1"), None, None], 12)
+            .partition_keys(
+                &[Some(b"eu:1"), Some(b"eu:2"), Some(b"us:1"), None, None],
+                12,
+            )
             .unwrap();
         assert_eq!(chosen[0], chosen[1]);
         assert_eq!(chosen[0], murmur2_partition(b"eu", 12));
@@ -88,7 +103,8 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_refused_with_the_key() {
-        let err = PartitionerHarness::<RegionPartitioner>::init(&[("separator", "::")]).unwrap_err();
+        let err =
+            PartitionerHarness::<RegionPartitioner>::init(&[("separator", "::")]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid config: config key `separator` has invalid value \"::\": must be a single byte"

@@ -23,7 +23,9 @@ mod component {
 
     impl partition::Guest for OutOfRange {
         fn partition(batch: RecordBatch, partitions: u32) -> Result<Vec<u32>, PluginError> {
-            Ok((0..batch.offsets.len() as u32).map(|i| partitions.saturating_add(i)).collect())
+            Ok((0..batch.offsets.len() as u32)
+                .map(|i| partitions.saturating_add(i))
+                .collect())
         }
     }
 
