@@ -2,7 +2,8 @@
 //!
 //! The host core owns what must be fast and correct: partition logs ([`log`]), the
 //! partitions a broker hosts ([`partition`], [`broker`]), the metadata every broker
-//! agrees on ([`controller`]) and the Kafka wire protocol ([`kafka`]). Policy — custom
+//! agrees on ([`controller`]), the Kafka wire protocol ([`kafka`]) and consumer groups
+//! with their committed offsets ([`group`]). Policy — custom
 //! partitioners, transforms, quotas, connectors — arrives later as sandboxed plugins.
 //!
 //! Configuration is one typed [`config::Config`], loaded from defaults, `quiver.toml`,
@@ -11,11 +12,14 @@
 #![warn(missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod partition;
+pub mod plugin;
 pub mod server;

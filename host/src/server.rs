@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::plugin::Plugins;
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,24 +45,62 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered data directory"
     );
+    let plugin_settings = broker.config().plugins.clone();
+    let plugin_dir = broker.config().broker.data_dir.clone();
+    let plugins = tokio::task::spawn_blocking(move || Plugins::open(&plugin_settings, &plugin_dir))
+        .await
+        .context("loading plugins")?
+        .context("loading plugins")?;
+    let plugins = Arc::new(plugins);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
+    let admin_config = broker.config().admin.clone();
+    let admin_listener = if admin_config.enabled {
+        Some(
+            TcpListener::bind(admin_config.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the admin API on {} (admin.listen)",
+                        admin_config.listen
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
     let maintenance = broker.spawn_maintenance();
+    let group_timers = broker.groups().spawn_timers();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_admin = stop_rx.clone();
     let server = tokio::spawn(crate::kafka::serve(
         listener,
         broker.clone(),
         stop_rx,
         SHUTDOWN_GRACE,
     ));
-    tracing::info!(kafka = %listen, node_id = broker.config().broker.node_id, "quiver is ready");
+    let admin = admin_listener.map(|l| {
+        tokio::spawn(crate::admin::serve(
+            l,
+            crate::admin::AdminState {
+                broker: broker.clone(),
+                plugins: plugins.clone(),
+            },
+            stop_rx_admin,
+        ))
+    });
+    tracing::info!(kafka = %listen, admin = ?admin_config.enabled.then_some(admin_config.listen), node_id = broker.config().broker.node_id, "quiver is ready");
 
     wait_for_signal().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     server.await.context("the Kafka listener task failed")?;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     maintenance.abort();
+    group_timers.abort();
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.shutdown())
         .await

@@ -22,13 +22,32 @@ def cli(broker, *args, input: bytes | None = None, check: bool = True, timeout: 
     return proc
 
 
-@pytest.mark.timeout(120)
-def test_cli_topic_produce_consume_round_trip(broker):
+@pytest.mark.timeout(60)
+def test_cli_topic_create_list_describe_alter_delete(broker):
     topic = unique_topic("cli")
     cli(broker, "topic", "create", topic, "--partitions", "3", "--config", "retention.ms=86400000")
     assert topic in cli(broker, "topic", "list").stdout.decode().split()
+    a = admin(broker.bootstrap)  # keep the client alive until its futures resolve
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    assert a.describe_configs([res])[res].result(timeout=30)["retention.ms"].value == "86400000"
+    md = a.list_topics(topic=topic, timeout=10).topics[topic]
+    assert sorted(md.partitions) == [0, 1, 2]
+
     described = cli(broker, "topic", "describe", topic).stdout.decode()
-    assert "retention.ms" in described and "86400000" in described, described
+    assert "00000000-0000-0000-0000-000000000000" not in described, f"describe shows a zero topic id:\n{described}"
+    assert "retention.ms" in described and "86400000" in described, f"describe lacks the topic's config:\n{described}"
+
+    cli(broker, "topic", "alter", topic, "--config", "retention.ms=3600000")
+    assert a.describe_configs([res])[res].result(timeout=30)["retention.ms"].value == "3600000"
+
+    cli(broker, "topic", "delete", topic)
+    wait_until(lambda: topic not in cli(broker, "topic", "list").stdout.decode().split(), 30, f"{topic} deleted")
+
+
+@pytest.mark.timeout(120)
+def test_cli_produce_consume_round_trip(broker):
+    topic = unique_topic("cli")
+    cli(broker, "topic", "create", topic, "--partitions", "3")
 
     # produce to one partition: keys, values and headers come back exactly
     lines = [f"key{i},value {i} with spaces" for i in range(200)]
@@ -51,17 +70,9 @@ def test_cli_topic_produce_consume_round_trip(broker):
     keys = [f"user-{i}" for i in range(60)]
     cli(broker, "produce", topic, "--key-separator", ":", input="".join(f"{k}:v-{k}\n" for k in keys).encode())
     out = cli(broker, "consume", topic, "--from-beginning", "--format", r"%p %k %v\n").stdout.decode()
-    placed = {k: int(p) for p, k, v in (line.split(" ") for line in out.splitlines()) if k.startswith("user-")}
+    placed = {k: int(p) for p, k, v in (line.split(" ", 2) for line in out.splitlines()) if k.startswith("user-")}
     assert placed == {k: kproto.java_partition(k.encode(), 3) for k in keys}
-
-    # alter, seen by an admin client
-    cli(broker, "topic", "alter", topic, "--config", "retention.ms=3600000")
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    assert admin(broker.bootstrap).describe_configs([res])[res].result(timeout=30)["retention.ms"].value == "3600000"
 
     # a partition that does not exist is an error that names it
     bad = cli(broker, "produce", topic, "--partition", "7", input=b"x\n", check=False)
     assert bad.returncode != 0 and b"7" in bad.stderr, bad
-
-    cli(broker, "topic", "delete", topic)
-    wait_until(lambda: topic not in cli(broker, "topic", "list").stdout.decode().split(), 30, f"{topic} deleted")

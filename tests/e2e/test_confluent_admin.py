@@ -74,8 +74,9 @@ def test_admin_topic_lifecycle(broker):
     got = values(entries)
     assert got["retention.ms"] == "3600000"
     assert source(entries["retention.ms"]) == DYNAMIC
+    assert got["cleanup.policy"] == "delete"
     for k, v in DEFAULTS.items():
-        if k != "retention.ms":
+        if k not in ("retention.ms", "cleanup.policy"):  # the two set at creation
             assert got[k] == v, f"default {k}: got {got[k]!r}, want {v!r}"
             assert source(entries[k]) != DYNAMIC, (k, entries[k].source)
 
@@ -152,3 +153,27 @@ def test_admin_create_topic_with_default_partitions(broker_factory):
     a.create_topics([NewTopic(topic, -1, -1)])[topic].result(timeout=30)
     wait_until(lambda: topic_partitions(a, topic) == (None, [0, 1, 2, 3]), 30, f"{topic} with 4 partitions")
     create_topic(b.bootstrap, unique_topic("explicit"), 2)
+
+
+@pytest.mark.timeout(90)
+def test_admin_topic_ids_are_stable_and_distinct(broker):
+    """Fetch v13+ and Produce v13 address topics by ID: Metadata must give
+    every topic a non-zero ID that stays the same, also across a restart."""
+    from confluent_kafka import TopicCollection
+
+    names = [unique_topic("tid"), unique_topic("tid")]
+    for n in names:
+        create_topic(broker.bootstrap, n, 2)
+
+    def ids():
+        a = admin(broker.bootstrap)
+        futs = a.describe_topics(TopicCollection(names))
+        return {n: str(futs[n].result(timeout=30).topic_id) for n in names}
+
+    first = ids()
+    zero = {"AAAAAAAAAAAAAAAAAAAAAA", "00000000-0000-0000-0000-000000000000", "None", ""}
+    assert not set(first.values()) & zero, first
+    assert len(set(first.values())) == len(names), first
+    assert ids() == first
+    broker.restart()
+    assert ids() == first, "topic IDs changed across a restart"

@@ -21,12 +21,16 @@ HEADERS = [("trace", "t-1"), ("app", "quiver-e2e")]
 FMT = r"%o\t%k\t%s\t%h\t%T\n"
 
 
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+
+
 def make_records(rng, n, prefix="v"):
-    """[(key, value)] with unique values of varying length (no tab/newline/colon)."""
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    """[(key, value)] with unique values of varying length (no tab/newline/colon).
+    Values are words from a small vocabulary, so every codec really compresses
+    them (librdkafka sends a batch uncompressed when compressing does not help)."""
     out = []
     for i in range(n):
-        pad = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        pad = "-".join(rng.choice(WORDS) for _ in range(rng.randrange(0, 12)))
         out.append((f"key-{i % 997}", f"{prefix}{i:06d}-{pad}"))
     return out
 
@@ -115,10 +119,15 @@ def test_kcat_roundtrip_every_record_in_order(broker, rng, codec):
     assert batches[0].base_offset == 0 and batches[-1].last_offset == N - 1
     for a, b in zip(batches, batches[1:]):
         assert b.base_offset == a.last_offset + 1, f"gap/overlap between batches {a} and {b}"
+    # librdkafka sends a batch uncompressed when compressing does not shrink it
+    # (tiny batches), so: only this codec or none, and most records compressed
     codecs_on_disk = {b.compression for b in batches}
-    assert codecs_on_disk == {codec}, (
-        f"kcat produced with compression.codec={codec} but the log holds batches with {codecs_on_disk} "
-        f"(the client may have stopped compressing because of the advertised Produce versions)")
+    compressed = sum(b.records_count for b in batches if b.compression == codec)
+    assert codecs_on_disk <= {codec, "none"} and compressed >= N // 2, (
+        f"kcat produced with compression.codec={codec}; the log holds batches with {codecs_on_disk}, "
+        f"{compressed} of {N} records in {codec} batches (librdkafka silently stops compressing when the "
+        f"advertised APIs lack what it checks for a codec, e.g. LZ4 needs FindCoordinator v0, and every "
+        f"codec needs Produce advertised from v0)")
 
     # from the end: kcat -o end prints only records produced after it started.
     # Fresh records are produced one at a time until kcat prints the first one

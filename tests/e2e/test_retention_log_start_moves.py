@@ -102,7 +102,8 @@ def test_retention_ms_deletes_old_segments(broker_factory):
 
     res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
         ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)])
-    admin(b.bootstrap).incremental_alter_configs([res])[res].result(timeout=30)
+    a = admin(b.bootstrap)  # keep the client alive until its futures resolve
+    a.incremental_alter_configs([res])[res].result(timeout=30)
 
     # every closed segment is older than a minute: all but the active one go
     def moved():

@@ -6,6 +6,8 @@
 //! only then applied to the logs, so after a crash the logs can always be brought in
 //! line with the metadata (missing partition directories are created on startup).
 
+pub mod produce;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use uuid::Uuid;
 use crate::config::topic::{self, TopicSettings};
 use crate::config::Config;
 use crate::controller::{Command, Metadata, MetadataError, TopicMeta};
+use crate::group::{GroupCoordinator, GroupError, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 
@@ -117,6 +120,9 @@ pub enum StartError {
     /// A partition log could not be opened.
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// The consumer groups could not be loaded from `__consumer_offsets`.
+    #[error(transparent)]
+    Groups(#[from] GroupError),
 }
 
 /// A topic as hosted here: its metadata, effective settings and partitions.
@@ -138,6 +144,8 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Woken whenever records are appended anywhere; long-polling fetches wait on it.
     appended: Notify,
+    /// The consumer group coordinator, loaded from `__consumer_offsets` at startup.
+    groups: Arc<GroupCoordinator>,
     /// Held for the broker's lifetime: one process per data directory.
     _lock: fs::File,
 }
@@ -166,6 +174,7 @@ impl Broker {
         remove_deleted_dirs(&dir);
         let metadata = Metadata::open(&dir)?;
         let broker = Broker {
+            groups: Arc::new(GroupCoordinator::new(config.group.limits())),
             config,
             metadata,
             topics: RwLock::new(HashMap::new()),
@@ -180,7 +189,47 @@ impl Broker {
                 .write()
                 .insert(topic.meta.name.clone(), Arc::new(topic));
         }
+        broker.load_groups()?;
         Ok(broker)
+    }
+
+    /// Creates `__consumer_offsets` if it is missing and rebuilds every group from it.
+    fn load_groups(&self) -> Result<(), StartError> {
+        let topic = match self.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
+                ]);
+                let partitions = self.config.group.offsets_topic_partitions;
+                self.create_topic(OFFSETS_TOPIC, partitions, 1, configs, false)?;
+                self.topic(OFFSETS_TOPIC)
+                    .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?
+            }
+        };
+        if topic.meta.partitions != self.config.group.offsets_topic_partitions {
+            tracing::warn!(
+                existing = topic.meta.partitions,
+                configured = self.config.group.offsets_topic_partitions,
+                "{OFFSETS_TOPIC} exists with another partition count; keeping it, since groups are placed by it"
+            );
+        }
+        let started = std::time::Instant::now();
+        let stats = self.groups.load(topic.partitions.clone())?;
+        tracing::info!(
+            groups = stats.groups,
+            records = stats.records,
+            skipped = stats.skipped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups"
+        );
+        Ok(())
+    }
+
+    /// The consumer group coordinator.
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
     }
 
     /// The configuration the broker runs with.
@@ -398,12 +447,39 @@ impl Broker {
         Ok(())
     }
 
-    /// Retention, time-based rolling and due fsyncs for every partition.
+    /// Compaction, retention, time-based rolling and due fsyncs for every partition.
+    /// Compaction and retention run only when `enforce_retention` is set (every
+    /// `retention_check_interval_ms`); with `cleanup.policy=compact,delete` the log is
+    /// compacted first and retention then deletes whole expired segments, as in Kafka.
+    /// Runs on a blocking thread: a compaction pass reads and rewrites whole segments.
     pub fn maintain(&self, enforce_retention: bool) {
         let now = now_ms();
         for topic in self.topics() {
             for partition in &topic.partitions {
                 let log = partition.log();
+                if enforce_retention && topic.settings.compact {
+                    match log.compact(now) {
+                        Ok(None) => {}
+                        Ok(Some(stats)) => tracing::info!(
+                            topic = %topic.meta.name,
+                            partition = partition.index(),
+                            cleaned_up_to = stats.cleaned_up_to,
+                            segments_before = stats.segments_before,
+                            segments_after = stats.segments_after,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            records_removed = stats.records_removed,
+                            tombstones_removed = stats.tombstones_removed,
+                            "compacted log"
+                        ),
+                        Err(e) => tracing::error!(
+                            topic = %topic.meta.name,
+                            partition = partition.index(),
+                            error = %e,
+                            "compaction failed"
+                        ),
+                    }
+                }
                 if enforce_retention && topic.settings.delete_retention {
                     match log.enforce_retention(now) {
                         Ok(0) => {}

@@ -3,6 +3,9 @@
 
 pub mod client;
 mod consume;
+mod group;
+mod http;
+mod plugin;
 mod produce;
 mod topic;
 
@@ -33,6 +36,12 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// Deploy and manage plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +55,9 @@ struct ServeArgs {
     /// Kafka listener address (kafka.listen).
     #[arg(long)]
     kafka_listen: Option<String>,
+    /// Admin API address (admin.listen).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Any setting as section.key=value, e.g. --set log.retention_ms=60000.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -76,6 +88,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(listen) = args.kafka_listen {
                 overrides.push(format!("kafka.listen={listen}"));
             }
+            if let Some(listen) = args.admin_listen {
+                overrides.push(format!("admin.listen={listen}"));
+            }
             overrides.extend(args.set);
             // Validated before logging starts or any port opens.
             let config = Config::load(args.config.as_deref(), &overrides)
@@ -87,6 +102,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(cmd) => block_on(topic::run(cmd)),
         Command::Produce(args) => block_on(produce::run(args)),
         Command::Consume(args) => block_on(consume::run(args)),
+        Command::Plugin(cmd) => block_on(plugin::run(cmd)),
+        Command::Group(cmd) => block_on(group::run(cmd)),
     }
 }
 
@@ -102,7 +119,7 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUIVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

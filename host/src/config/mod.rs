@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A source could not be read or a value had the wrong type or an unknown key.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] Box<figment::Error>),
     /// A `--set` override was not of the form `section.key=value`.
     #[error("invalid override `{0}`: expected section.key=value")]
@@ -47,6 +47,123 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Defaults for every partition log; topics may override most of them.
     pub log: LogDefaults,
+    /// The HTTP admin API.
+    pub admin: AdminConfig,
+    /// Plugin sandbox limits and native plugins.
+    pub plugins: PluginsConfig,
+    /// The consumer group coordinator.
+    pub group: GroupConfig,
+}
+
+/// `[admin]`: the HTTP admin API (plugin deploys, HTTP produce, health).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether the admin API runs.
+    pub enabled: bool,
+    /// Address the admin API binds.
+    pub listen: SocketAddr,
+    /// Largest request body (plugin uploads, HTTP produce), bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[group]`: the consumer group coordinator (Kafka's `group.*` and `offsets.*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` when it is created; a group's coordinator
+    /// partition depends on it, so it is fixed once the topic exists.
+    pub offsets_topic_partitions: i32,
+    /// How long the first rebalance of an empty group waits for more members (ms).
+    pub initial_rebalance_delay_ms: i32,
+    /// Smallest session timeout a consumer may ask for (ms).
+    pub min_session_timeout_ms: i32,
+    /// Largest session timeout a consumer may ask for (ms).
+    pub max_session_timeout_ms: i32,
+    /// Largest metadata string a committed offset may carry (bytes).
+    pub max_offset_metadata_bytes: u32,
+    /// Largest protocol metadata one member may send in a JoinGroup (bytes).
+    pub max_member_metadata_bytes: u32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_topic_partitions: 50,
+            initial_rebalance_delay_ms: 3_000,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            max_offset_metadata_bytes: 4096,
+            max_member_metadata_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[plugins]`: defaults for every plugin's sandbox; a deploy may lower them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Memory cap of one plugin instance, bytes (also the most a deploy may ask for).
+    pub max_memory_bytes: u64,
+    /// Deadline of one call, ms.
+    pub call_timeout_ms: u64,
+    /// Largest output of one call, bytes.
+    pub max_output_bytes: u64,
+    /// Consecutive traps after which a plugin is marked failed.
+    pub max_traps: u32,
+    /// Plugin instances the broker can hold at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Initialised instances kept per plugin for reuse.
+    pub idle_instances: usize,
+    /// Trusted native plugins.
+    pub native: NativePluginsConfig,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 * 1024 * 1024,
+            call_timeout_ms: 500,
+            max_output_bytes: 16 * 1024 * 1024,
+            max_traps: 3,
+            max_instances: 64,
+            idle_instances: 4,
+            native: NativePluginsConfig::default(),
+        }
+    }
+}
+
+/// `[plugins.native]`: shared libraries loaded into the broker, without a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativePluginsConfig {
+    /// Off unless set: native code runs with the broker's privileges.
+    pub enabled: bool,
+    /// The only directories native plugins are loaded from.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl GroupConfig {
+    /// The limits the group protocol enforces.
+    pub fn limits(&self) -> crate::group::state::Limits {
+        crate::group::state::Limits {
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            max_member_metadata_bytes: self.max_member_metadata_bytes as usize,
+            max_offset_metadata_bytes: self.max_offset_metadata_bytes as usize,
+        }
+    }
 }
 
 /// `[broker]`: who this broker is and where it keeps data.
@@ -171,7 +288,13 @@ impl Config {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("quiver.toml")),
         }
-        figment = figment.merge(Env::prefixed("QUIVER_").split("__"));
+        // Only QUIVER_<SECTION>__<KEY> variables are settings; other QUIVER_* variables
+        // (the CLI's QUIVER_BOOTSTRAP, say) are not the broker's business.
+        figment = figment.merge(
+            Env::prefixed("QUIVER_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
@@ -233,6 +356,41 @@ impl Config {
                 return Err(invalid(&broker_key, value, &reason));
             }
         }
+        let p = &self.plugins;
+        if !(1024 * 1024..=4 * 1024 * 1024 * 1024).contains(&p.max_memory_bytes) {
+            return Err(invalid(
+                "plugins.max_memory_bytes",
+                p.max_memory_bytes,
+                "must be between 1 MiB and 4 GiB",
+            ));
+        }
+        if !(1..=600_000).contains(&p.call_timeout_ms) {
+            return Err(invalid(
+                "plugins.call_timeout_ms",
+                p.call_timeout_ms,
+                "must be between 1 and 600000",
+            ));
+        }
+        if p.max_output_bytes == 0 {
+            return Err(invalid("plugins.max_output_bytes", 0, "must be >= 1"));
+        }
+        if p.max_traps == 0 {
+            return Err(invalid("plugins.max_traps", 0, "must be >= 1"));
+        }
+        if !(1..=10_000).contains(&p.max_instances) {
+            return Err(invalid(
+                "plugins.max_instances",
+                p.max_instances,
+                "must be between 1 and 10000",
+            ));
+        }
+        if p.native.enabled && p.native.dirs.is_empty() {
+            return Err(invalid(
+                "plugins.native.dirs",
+                "[]",
+                "must name at least one directory when plugins.native.enabled is true",
+            ));
+        }
         if self.log.retention_check_interval_ms == 0 {
             return Err(invalid(
                 "log.retention_check_interval_ms",
@@ -242,6 +400,35 @@ impl Config {
         }
         if self.log.index_interval_bytes == 0 {
             return Err(invalid("log.index_interval_bytes", 0, "must be >= 1"));
+        }
+        let group = &self.group;
+        if !(1..=1000).contains(&group.offsets_topic_partitions) {
+            return Err(invalid(
+                "group.offsets_topic_partitions",
+                group.offsets_topic_partitions,
+                "must be between 1 and 1000",
+            ));
+        }
+        if group.initial_rebalance_delay_ms < 0 {
+            return Err(invalid(
+                "group.initial_rebalance_delay_ms",
+                group.initial_rebalance_delay_ms,
+                "must be >= 0",
+            ));
+        }
+        if group.min_session_timeout_ms < 1 {
+            return Err(invalid(
+                "group.min_session_timeout_ms",
+                group.min_session_timeout_ms,
+                "must be >= 1",
+            ));
+        }
+        if group.max_session_timeout_ms < group.min_session_timeout_ms {
+            return Err(invalid(
+                "group.max_session_timeout_ms",
+                group.max_session_timeout_ms,
+                "must be >= group.min_session_timeout_ms",
+            ));
         }
         if self.log.flush_interval_messages == 0 {
             return Err(invalid("log.flush_interval_messages", 0, "must be >= 1"));
@@ -300,6 +487,8 @@ mod tests {
             )?;
             jail.set_env("QUIVER_LOG__RETENTION_MS", "6");
             jail.set_env("QUIVER_KAFKA__LISTEN", "127.0.0.1:2");
+            jail.set_env("QUIVER_BOOTSTRAP", "not-a-setting");
+            jail.set_env("QUIVER_LOG", "debug");
             let config = Config::load(
                 Some(Path::new("q.toml")),
                 &["kafka.listen=127.0.0.1:3".to_string()],
@@ -337,5 +526,21 @@ mod tests {
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn group_settings_are_checked() {
+        let mut config = Config::default();
+        assert_eq!(config.group.offsets_topic_partitions, 50);
+        assert_eq!(config.group.initial_rebalance_delay_ms, 3000);
+        config.group.max_session_timeout_ms = 5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.max_session_timeout_ms"), "{err}");
+        config.group = GroupConfig {
+            offsets_topic_partitions: 0,
+            ..GroupConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("group.offsets_topic_partitions"), "{err}");
     }
 }

@@ -21,6 +21,10 @@ enum Kind {
     Choice(&'static [&'static str]),
     /// A comma-separated list, each element one of the words.
     List(&'static [&'static str]),
+    /// A name: empty, or up to 64 of a-z, 0-9, '-' and '_'.
+    Name,
+    /// A decimal number in an inclusive range.
+    Double { min: f64, max: f64 },
 }
 
 /// One topic config: its name, accepted values and meaning.
@@ -34,13 +38,15 @@ pub struct ConfigDef {
 }
 
 impl ConfigDef {
-    /// Kafka's DescribeConfigs type code (LONG=5, STRING=2, LIST=7, INT=3).
+    /// Kafka's DescribeConfigs type code (LONG=5, STRING=2, LIST=7, INT=3, DOUBLE=6).
     pub fn type_code(&self) -> i8 {
         match self.kind {
             Kind::Long { max, .. } if max <= i32::MAX as i64 => 3,
             Kind::Long { .. } => 5,
             Kind::Choice(_) => 2,
             Kind::List(_) => 7,
+            Kind::Name => 2,
+            Kind::Double { .. } => 6,
         }
     }
 }
@@ -58,6 +64,14 @@ pub const DEFS: &[ConfigDef] = &[
         name: "compression.type",
         kind: Kind::Choice(CODECS),
         doc: "producer keeps batches as sent; a codec name recompresses batches on the broker",
+    },
+    ConfigDef {
+        name: "delete.retention.ms",
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
+        doc: "compacted topics keep a tombstone readable this long after it is first compacted",
     },
     ConfigDef {
         name: "flush.messages",
@@ -97,12 +111,35 @@ pub const DEFS: &[ConfigDef] = &[
         doc: "CreateTime keeps the producer's timestamp; LogAppendTime stamps the broker's clock",
     },
     ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        kind: Kind::Double { min: 0.0, max: 1.0 },
+        doc: "compact once uncompacted bytes are at least this share of the compactable log",
+    },
+    ConfigDef {
+        name: "min.compaction.lag.ms",
+        kind: Kind::Long {
+            min: 0,
+            max: i64::MAX,
+        },
+        doc: "leave records uncompacted until their segment's newest record is this old",
+    },
+    ConfigDef {
         name: "min.insync.replicas",
         kind: Kind::Long {
             min: 1,
             max: i32::MAX as i64,
         },
         doc: "replicas that must have a batch before acks=all completes",
+    },
+    ConfigDef {
+        name: "partitioner",
+        kind: Kind::Name,
+        doc: "partitioner plugin for records that arrive without a partition; empty: built-in murmur2",
+    },
+    ConfigDef {
+        name: "partitioner.fallback",
+        kind: Kind::Choice(&["fail", "murmur2"]),
+        doc: "when the partitioner plugin fails: fail the produce, or use the built-in murmur2",
     },
     ConfigDef {
         name: "retention.bytes",
@@ -159,9 +196,29 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(format!("`{name}` must be at most {max}"));
             }
         }
+        Kind::Double { min, max } => {
+            let parsed: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{name}` must be a number"))?;
+            if !(min..=max).contains(&parsed) {
+                return Err(format!("`{name}` must be between {min} and {max}"));
+            }
+        }
         Kind::Choice(words) => {
             if !words.contains(&value.trim()) {
                 return Err(format!("`{name}` must be one of {}", words.join(", ")));
+            }
+        }
+        Kind::Name => {
+            let ok = value.len() <= 64
+                && value.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(format!(
+                    "`{name}` must be empty or a plugin name (a-z, 0-9, '-', '_'; at most 64)"
+                ));
             }
         }
         Kind::List(words) => {
@@ -201,6 +258,10 @@ pub struct TopicSettings {
     pub delete_retention: bool,
     /// Whether the topic is compacted (`compact` in cleanup.policy).
     pub compact: bool,
+    /// The partitioner plugin for records without a partition; `None`: built-in murmur2.
+    pub partitioner: Option<String>,
+    /// Whether a failing partitioner plugin falls back to murmur2 instead of failing.
+    pub partitioner_fallback: bool,
 }
 
 /// Where a reported value came from, with Kafka's DescribeConfigs source codes.
@@ -241,12 +302,20 @@ pub fn resolve(defaults: &LogDefaults, overrides: &BTreeMap<String, String>) -> 
             index_interval_bytes: long("index.interval.bytes") as u32,
             flush_interval_messages: get("flush.messages").trim().parse().unwrap_or(u64::MAX),
             flush_interval_ms: long("flush.ms"),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
         },
         max_message_bytes: long("max.message.bytes") as i32,
         log_append_time: get("message.timestamp.type").trim() == "LogAppendTime",
         compression,
         delete_retention: policy.split(',').any(|p| p.trim() == "delete"),
         compact: policy.split(',').any(|p| p.trim() == "compact"),
+        partitioner: Some(get("partitioner").trim().to_string()).filter(|p| !p.is_empty()),
+        partitioner_fallback: get("partitioner.fallback").trim() == "murmur2",
     }
 }
 
@@ -258,6 +327,12 @@ pub fn effective(
     let mut base: BTreeMap<&'static str, String> =
         defaults.as_topic_configs().into_iter().collect();
     base.insert("min.insync.replicas", "1".into());
+    base.insert("partitioner", String::new());
+    base.insert("partitioner.fallback", "fail".into());
+    // Kafka's defaults; the broker has no `[log]` setting for these yet.
+    base.insert("delete.retention.ms", "86400000".into());
+    base.insert("min.cleanable.dirty.ratio", "0.5".into());
+    base.insert("min.compaction.lag.ms", "0".into());
     DEFS.iter()
         .map(|d| match overrides.get(d.name) {
             Some(v) => (d.name, v.clone(), Source::Topic),
@@ -287,6 +362,17 @@ mod tests {
         );
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "compact,nope").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert_eq!(
+            validate("min.cleanable.dirty.ratio", "1.5").unwrap_err(),
+            "`min.cleanable.dirty.ratio` must be between 0 and 1"
+        );
+        assert_eq!(
+            validate("min.cleanable.dirty.ratio", "half").unwrap_err(),
+            "`min.cleanable.dirty.ratio` must be a number"
+        );
+        assert!(validate("delete.retention.ms", "-1").is_err());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
         assert!(validate("compression.type", "zstd").is_ok());
         assert!(validate("compression.type", "brotli").is_err());
         assert_eq!(
@@ -311,6 +397,16 @@ mod tests {
         assert_eq!(s.compression, CompressionPolicy::Codec(Compression::Zstd));
         assert!(s.log_append_time);
         assert!(s.delete_retention && !s.compact);
+        assert_eq!(s.log.delete_retention_ms, 86_400_000);
+        assert_eq!(s.log.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(s.log.min_compaction_lag_ms, 0);
+        overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "0.01".to_string());
+        overrides.insert("delete.retention.ms".to_string(), "500".to_string());
+        let s = resolve(&defaults, &overrides);
+        assert!(s.compact && s.delete_retention);
+        assert_eq!(s.log.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(s.log.delete_retention_ms, 500);
         let described = effective(&defaults, &overrides);
         assert_eq!(described.len(), DEFS.len());
         assert!(described

@@ -4,7 +4,8 @@
 //! infer behaviour from them (kafka-python guesses the broker release from them). Two
 //! deliberate details: Produce is advertised from v0, because librdkafka 2.0 silently
 //! stops compressing when a broker's Produce range does not start at v0; and versions
-//! older than the codec can decode (Produce v0–2, Fetch v0–3, …) are advertised but
+//! older than the codec can decode (Produce v0–2, Fetch v0–3, OffsetCommit v0–1,
+//! OffsetFetch v0, …) are advertised but
 //! answered by closing the connection with a logged reason — no current client sends
 //! them, since clients pick the highest version both sides support.
 
@@ -41,6 +42,17 @@ const TABLE: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2, 0),
     (ApiKey::CreatePartitions, 0, 3, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1, 0),
+    (ApiKey::FindCoordinator, 0, 4, 0),
+    (ApiKey::JoinGroup, 0, 9, 0),
+    (ApiKey::SyncGroup, 0, 5, 0),
+    (ApiKey::Heartbeat, 0, 4, 0),
+    (ApiKey::LeaveGroup, 0, 5, 0),
+    (ApiKey::OffsetCommit, 0, 9, 2),
+    (ApiKey::OffsetFetch, 0, 9, 1),
+    (ApiKey::DescribeGroups, 0, 5, 0),
+    (ApiKey::ListGroups, 0, 4, 0),
+    (ApiKey::DeleteGroups, 0, 2, 0),
+    (ApiKey::OffsetDelete, 0, 0, 0),
 ];
 
 /// Every advertised API with its advertised range.

@@ -3,13 +3,16 @@
 //! This room owns everything the broker needs to know about a batch without decoding its
 //! records: the fixed 61-byte header, CRC-32C verification, the in-place rewrites the
 //! leader performs on append (base offset, partition leader epoch, LogAppendTime), walking
-//! a buffer of concatenated batches, and counting the records a batch really holds. It
-//! does no I/O so the produce path, the log's recovery scan and tests can all share it.
+//! a buffer of concatenated batches, walking the records a batch really holds (to count
+//! them, or to find null keys a compacted topic must refuse), and building the smaller
+//! batches the log cleaner writes. It does no I/O so the produce path, the log's recovery
+//! scan, the cleaner and tests can all share it.
 //!
 //! Every length read from the wire is checked against the bytes actually left before it
 //! is used to slice or allocate, so a hostile or torn buffer yields an error rather than a
 //! panic or an oversized allocation.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use kafka_protocol::records::Compression;
@@ -42,6 +45,9 @@ const CODEC_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
+/// Set by the log cleaner (KIP-534) once a batch's tombstones have a removal time; the
+/// base timestamp then holds that time and record timestamp deltas are relative to it.
+const DELETE_HORIZON_BIT: i16 = 1 << 6;
 
 /// Why a batch (or a buffer of batches) could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,8 @@ pub enum BatchError {
     UnknownCodec(u8),
     #[error("record batch is corrupt: {0}")]
     Corrupt(String),
+    #[error("record batch could not be compressed with {codec:?}: {reason}")]
+    Compress { codec: Compression, reason: String },
 }
 
 /// The fixed header of a RecordBatch v2, decoded.
@@ -151,6 +159,11 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// When the log cleaner may drop this batch's tombstones, if it has set that time.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
     }
 }
 
@@ -256,15 +269,40 @@ impl Iterator for Batches<'_> {
 /// the records section if needed and checking every record's framing. The caller compares
 /// the result with `records_count` to reject a batch whose header lies.
 pub fn count_records(batch: &[u8]) -> Result<i32, BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    let records = &whole_batch(batch, &header)?[HEADER_LEN..];
-    match header.compression() {
-        Compression::None => walk_records(records),
-        codec => {
-            let plain = decompress(records, codec, MAX_DECOMPRESSED_BYTES)?;
-            walk_records(&plain)
+    let (_, plain) = records_section(batch)?;
+    let mut count: i32 = 0;
+    for record in Records::new(&plain) {
+        record?;
+        count = count
+            .checked_add(1)
+            .ok_or_else(|| corrupt("more than i32::MAX records".to_string()))?;
+    }
+    Ok(count)
+}
+
+/// Whether any record of the batch at the start of `batch` has a null key. Compacted
+/// topics keep the latest record per key, so Kafka refuses keyless records for them
+/// (INVALID_RECORD) rather than letting the cleaner silently discard them later.
+pub fn has_null_key(batch: &[u8]) -> Result<bool, BatchError> {
+    let (_, plain) = records_section(batch)?;
+    for record in Records::new(&plain) {
+        if record?.key.is_none() {
+            return Ok(true);
         }
     }
+    Ok(false)
+}
+
+/// The header and the records section of the batch at the start of `batch`, decompressed
+/// (within [`MAX_DECOMPRESSED_BYTES`]) if the batch is compressed.
+pub fn records_section(batch: &[u8]) -> Result<(BatchHeader, Cow<'_, [u8]>), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let records = &whole_batch(batch, &header)?[HEADER_LEN..];
+    let plain = match header.compression() {
+        Compression::None => Cow::Borrowed(records),
+        codec => Cow::Owned(decompress(records, codec, MAX_DECOMPRESSED_BYTES)?),
+    };
+    Ok((header, plain))
 }
 
 fn whole_batch<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], BatchError> {
@@ -356,41 +394,103 @@ fn snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BatchErro
     Ok(())
 }
 
-/// Walks `buf` record by record and returns how many it holds. Each record's fields must
-/// end exactly where its length prefix says, as Kafka's own decoder demands.
-fn walk_records(buf: &[u8]) -> Result<i32, BatchError> {
-    let mut cursor = Cursor { buf, pos: 0 };
-    let mut count: i32 = 0;
-    while cursor.pos < buf.len() {
-        let index = count;
-        let length = cursor.varint("record length")?;
-        let length = usize::try_from(length)
-            .map_err(|_| corrupt(format!("record {index} has negative length {length}")))?;
-        let body = cursor.take(length).map_err(|_| {
-            corrupt(format!(
-                "record {index} declares {length} bytes but only {} remain",
-                buf.len() - cursor.pos
-            ))
-        })?;
-        check_record_body(body).map_err(|e| corrupt(format!("record {index}: {e}")))?;
-        count = count
-            .checked_add(1)
-            .ok_or_else(|| corrupt("more than i32::MAX records".to_string()))?;
-    }
-    Ok(count)
+/// One record of a decompressed records section, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Added to the batch's base timestamp to give the record's timestamp.
+    pub timestamp_delta: i64,
+    /// Added to the batch's base offset to give the record's offset.
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    attributes: u8,
+    /// Key, value and headers exactly as stored.
+    tail: &'a [u8],
+    /// The whole record, length prefix included.
+    framed: &'a [u8],
 }
 
-fn check_record_body(body: &[u8]) -> Result<(), String> {
+impl RawRecord<'_> {
+    /// Appends the record to `out` as stored, or with another timestamp delta when the
+    /// batch it goes into has a different base timestamp.
+    pub fn write(&self, out: &mut Vec<u8>, timestamp_delta: i64) {
+        if timestamp_delta == self.timestamp_delta {
+            out.extend_from_slice(self.framed);
+            return;
+        }
+        let mut body = Vec::with_capacity(self.framed.len() + 8);
+        body.push(self.attributes);
+        put_varlong(&mut body, timestamp_delta);
+        put_varint(&mut body, i64::from(self.offset_delta));
+        body.extend_from_slice(self.tail);
+        put_varint(out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+}
+
+/// Walks a decompressed records section record by record. Each record's fields must end
+/// exactly where its length prefix says, as Kafka's own decoder demands; the first
+/// malformed record yields an error and ends the walk.
+#[derive(Debug)]
+pub struct Records<'a> {
+    cursor: Cursor<'a>,
+    index: usize,
+    failed: bool,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(plain: &'a [u8]) -> Self {
+        Records {
+            cursor: Cursor { buf: plain, pos: 0 },
+            index: 0,
+            failed: false,
+        }
+    }
+
+    fn read(&mut self) -> Result<RawRecord<'a>, BatchError> {
+        let index = self.index;
+        let start = self.cursor.pos;
+        let length = self.cursor.varint("record length")?;
+        let length = usize::try_from(length)
+            .map_err(|_| corrupt(format!("record {index} has negative length {length}")))?;
+        let left = self.cursor.buf.len() - self.cursor.pos;
+        let body = self.cursor.take(length).map_err(|_| {
+            corrupt(format!(
+                "record {index} declares {length} bytes but only {left} remain"
+            ))
+        })?;
+        let framed = &self.cursor.buf[start..self.cursor.pos];
+        parse_record_body(body, framed).map_err(|e| corrupt(format!("record {index}: {e}")))
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RawRecord<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.cursor.pos >= self.cursor.buf.len() {
+            return None;
+        }
+        let result = self.read();
+        self.failed = result.is_err();
+        self.index += 1;
+        Some(result)
+    }
+}
+
+fn parse_record_body<'a>(body: &'a [u8], framed: &'a [u8]) -> Result<RawRecord<'a>, String> {
     let mut c = Cursor { buf: body, pos: 0 };
     let to_string = |e: BatchError| match e {
         BatchError::Corrupt(reason) => reason,
         other => other.to_string(),
     };
-    c.take(1).map_err(|_| "missing attributes".to_string())?;
-    c.varlong("timestamp delta").map_err(to_string)?;
-    c.varint("offset delta").map_err(to_string)?;
-    c.nullable_bytes("key").map_err(to_string)?;
-    c.nullable_bytes("value").map_err(to_string)?;
+    let attributes = c.take(1).map_err(|_| "missing attributes".to_string())?[0];
+    let timestamp_delta = c.varlong("timestamp delta").map_err(to_string)?;
+    let offset_delta = c.varint("offset delta").map_err(to_string)?;
+    let tail_start = c.pos;
+    let key = c.nullable_bytes("key").map_err(to_string)?;
+    let value = c.nullable_bytes("value").map_err(to_string)?;
     let headers = c.varint("header count").map_err(to_string)?;
     if headers < 0 {
         return Err(format!("negative header count {headers}"));
@@ -410,14 +510,105 @@ fn check_record_body(body: &[u8]) -> Result<(), String> {
             body.len()
         ));
     }
-    Ok(())
+    Ok(RawRecord {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        attributes,
+        tail: &body[tail_start..],
+        framed,
+    })
 }
 
 fn corrupt(reason: String) -> BatchError {
     BatchError::Corrupt(reason)
 }
 
+/// Zigzag LEB128, the varint encoding of Kafka's record fields.
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    put_varlong(out, value)
+}
+
+/// Builds one batch from `header` and an uncompressed records section holding `count`
+/// records, compressing it with the header's codec and computing length and CRC-32C.
+/// Every other header field is written as given, so the caller decides what survives of
+/// the original batch (Kafka's cleaner keeps base offset, last offset delta, producer id,
+/// epoch and base sequence, so the producer's sequence bookkeeping still adds up).
+pub fn build_batch(
+    header: &BatchHeader,
+    plain: &[u8],
+    count: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), BatchError> {
+    use kafka_protocol::compression::{self as codecs, Compressor};
+
+    let codec = header.compression();
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    let fill = |buf: &mut bytes::BytesMut| -> anyhow::Result<()> {
+        bytes::BufMut::put_slice(buf, plain);
+        Ok(())
+    };
+    let compressed = match codec {
+        Compression::None => {
+            out.extend_from_slice(plain);
+            Ok(())
+        }
+        Compression::Gzip => <codecs::Gzip as Compressor<Vec<u8>>>::compress(out, fill),
+        Compression::Snappy => <codecs::Snappy as Compressor<Vec<u8>>>::compress(out, fill),
+        Compression::Lz4 => <codecs::Lz4 as Compressor<Vec<u8>>>::compress(out, fill),
+        Compression::Zstd => <codecs::Zstd as Compressor<Vec<u8>>>::compress(out, fill),
+    };
+    compressed.map_err(|e| BatchError::Compress {
+        codec,
+        reason: format!("{e:#}"),
+    })?;
+    let total = out.len() - start;
+    let batch_length = i32::try_from(total - LENGTH_PREFIX).map_err(|_| {
+        BatchError::Corrupt(format!(
+            "a batch of {total} bytes does not fit its length field"
+        ))
+    })?;
+    let b = &mut out[start..];
+    b[OFFSET_BASE_OFFSET..][..8].copy_from_slice(&header.base_offset.to_be_bytes());
+    b[OFFSET_LENGTH..][..4].copy_from_slice(&batch_length.to_be_bytes());
+    b[OFFSET_LEADER_EPOCH..][..4].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    b[OFFSET_MAGIC] = MAGIC_V2 as u8;
+    b[OFFSET_ATTRIBUTES..][..2].copy_from_slice(&header.attributes.to_be_bytes());
+    b[OFFSET_LAST_OFFSET_DELTA..][..4].copy_from_slice(&header.last_offset_delta.to_be_bytes());
+    b[OFFSET_BASE_TIMESTAMP..][..8].copy_from_slice(&header.base_timestamp.to_be_bytes());
+    b[OFFSET_MAX_TIMESTAMP..][..8].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    b[OFFSET_PRODUCER_ID..][..8].copy_from_slice(&header.producer_id.to_be_bytes());
+    b[OFFSET_PRODUCER_EPOCH..][..2].copy_from_slice(&header.producer_epoch.to_be_bytes());
+    b[OFFSET_BASE_SEQUENCE..][..4].copy_from_slice(&header.base_sequence.to_be_bytes());
+    b[OFFSET_RECORDS_COUNT..][..4].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[OFFSET_ATTRIBUTES..]);
+    b[OFFSET_CRC..][..4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Attribute bits with the codec replaced.
+pub fn with_codec(attributes: i16, codec: Compression) -> i16 {
+    (attributes & !CODEC_MASK) | codec as i16
+}
+
+/// Attribute bits with the delete-horizon flag set.
+pub fn with_delete_horizon(attributes: i16) -> i16 {
+    attributes | DELETE_HORIZON_BIT
+}
+
 /// A bounds-checked reader over the records section.
+#[derive(Debug)]
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -470,15 +661,15 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length followed by that many bytes; -1 means null.
-    fn nullable_bytes(&mut self, what: &str) -> Result<(), BatchError> {
+    fn nullable_bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint(what)?;
         if len == -1 {
-            return Ok(());
+            return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| corrupt(format!("{what} length {len}")))?;
         self.take(len)
-            .map_err(|_| corrupt(format!("{what} overruns the record")))?;
-        Ok(())
+            .map(Some)
+            .map_err(|_| corrupt(format!("{what} overruns the record")))
     }
 }
 
@@ -692,6 +883,71 @@ pub(crate) mod tests {
                 assert_eq!(count_records(&batch).unwrap(), count as i32, "{codec:?}");
             }
         }
+    }
+
+    #[test]
+    fn null_keys_are_found_in_every_codec() {
+        for codec in ALL_CODECS {
+            let keyed = make_batch(3, 0, codec);
+            assert!(!has_null_key(&keyed).unwrap(), "{codec:?}");
+            let mut buf = BytesMut::new();
+            let mut record = RecordBatchDecoder::decode(&mut Bytes::from(keyed))
+                .unwrap()
+                .records;
+            record[1].key = None;
+            RecordBatchEncoder::encode(
+                &mut buf,
+                record.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: codec,
+                },
+            )
+            .unwrap();
+            assert!(has_null_key(&buf).unwrap(), "{codec:?}");
+        }
+        let mut garbage = make_batch(3, 5, Compression::Gzip);
+        for b in &mut garbage[HEADER_LEN..] {
+            *b = 0xaa;
+        }
+        assert!(matches!(
+            has_null_key(&garbage),
+            Err(BatchError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn rebuilt_batches_round_trip() {
+        let original = make_batch(6, 1_000, Compression::Zstd);
+        let (header, plain) = records_section(&original).unwrap();
+        let kept: Vec<RawRecord> = Records::new(&plain)
+            .map(Result::unwrap)
+            .filter(|r| r.offset_delta % 2 == 1)
+            .collect();
+        let mut section = Vec::new();
+        let mut rebuilt = header;
+        rebuilt.base_timestamp = 5_000;
+        rebuilt.attributes = with_delete_horizon(header.attributes);
+        for r in &kept {
+            r.write(
+                &mut section,
+                r.timestamp_delta + header.base_timestamp - 5_000,
+            );
+        }
+        let mut out = Vec::new();
+        build_batch(&rebuilt, &section, kept.len() as i32, &mut out).unwrap();
+        verify_crc(&out).unwrap();
+        let parsed = BatchHeader::parse(&out).unwrap();
+        assert_eq!(parsed.compression(), Compression::Zstd);
+        assert_eq!(parsed.delete_horizon(), Some(5_000));
+        assert_eq!(count_records(&out).unwrap(), 3);
+        let decoded = RecordBatchDecoder::decode(&mut Bytes::from(out)).unwrap();
+        let got: Vec<(i64, i64)> = decoded
+            .records
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect();
+        assert_eq!(got, vec![(1, 1_001), (3, 1_003), (5, 1_005)]);
     }
 
     #[test]

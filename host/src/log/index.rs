@@ -168,6 +168,11 @@ impl<E: IndexEntry> IndexFile<E> {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Records that the file was renamed.
+    pub fn set_path(&mut self, path: PathBuf) {
+        self.path = path;
+    }
 }
 
 impl IndexFile<OffsetEntry> {

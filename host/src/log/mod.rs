@@ -9,6 +9,9 @@
 //! - `<base>.timeindex`: sparse time index, entries (i64 max timestamp so far, u32
 //!   relative offset);
 //! - `log-start-offset` and `recovery-point` checkpoints;
+//! - `cleaner-offset-checkpoint` and `cleaner-tombstone-expiry`, the compaction state of
+//!   [`Log::compact`], and while a compaction pass swaps segments, `.cleaned` and `.swap`
+//!   files (see [`cleaner`] for how a crash between them is resolved);
 //! - `.clean-shutdown`, written by [`Log::close`] and removed by [`Log::open`].
 //!
 //! # Durability
@@ -23,8 +26,11 @@
 //! Without the clean-shutdown marker, every segment that may hold data past the
 //! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point,
 //! and truncated at the first torn or invalid batch; later segments are then dropped.
-//! Segments wholly below the recovery point (and all segments after a clean shutdown)
-//! are trusted, and only their indexes are sanity-checked.
+//! After a clean shutdown the active segment is still walked (framing of every batch,
+//! CRC-32C of the last one), because a tail cut or overwritten while the broker was down
+//! must be truncated rather than served. Other segments wholly below the recovery point
+//! (or all closed segments after a clean shutdown) are trusted, and only their indexes
+//! are sanity-checked.
 //!
 //! # Concurrency
 //! All state sits behind one mutex. Appends write under it (they must be serialised
@@ -34,6 +40,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod index;
 mod segment;
 
@@ -46,7 +53,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, Batches};
-use segment::{HeaderScan, Segment, SegmentView};
+pub use cleaner::CleanStats;
+use segment::{HeaderScan, Segment, SegmentView, Verify};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -103,6 +111,12 @@ pub struct LogConfig {
     /// [`Log::flush_if_due`] fsyncs once this much time passed since the last flush
     /// (-1 = never).
     pub flush_interval_ms: i64,
+    /// Compaction: how long a tombstone stays readable after the cleaner first keeps it.
+    pub delete_retention_ms: i64,
+    /// Compaction runs once dirty bytes are at least this share of the cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Compaction leaves dirty segments alone until their newest record is this old.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -116,6 +130,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush_interval_messages: u64::MAX,
             flush_interval_ms: 1000,
+            delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -154,6 +171,10 @@ pub struct Log {
     /// Serialises flushes so recovery-point checkpoints are written in order, without
     /// holding the state lock across fsync.
     flush_lock: Mutex<()>,
+    /// Serialises compaction passes, which do their I/O without the state lock.
+    clean_lock: Mutex<()>,
+    #[cfg(test)]
+    crash_at: Mutex<Option<cleaner::CrashPoint>>,
 }
 
 struct State {
@@ -170,6 +191,10 @@ struct State {
     dir_dirty: bool,
     /// The clean-shutdown marker is on disk and must go before the log changes again.
     marker_written: bool,
+    /// Compaction checkpoint: offsets below it were compacted by the last pass.
+    cleaned_up_to: i64,
+    /// Earliest delete horizon of a tombstone the cleaner kept, if any.
+    tombstone_expiry: Option<i64>,
 }
 
 impl State {
@@ -254,6 +279,7 @@ impl Log {
             std::fs::remove_file(&marker)
                 .map_err(|e| io_error(&marker, "remove clean-shutdown marker", e))?;
         }
+        cleaner::finish_interrupted_swaps(dir)?;
         let bases = Self::scan_dir(dir)?;
 
         let checkpointed_start = checkpoint::read(&dir.join(LOG_START_OFFSET_FILE))?;
@@ -286,10 +312,19 @@ impl Log {
             // A segment can hold unsynced data only if data after it could: the next
             // segment's base bounds its last offset.
             let may_be_unsynced = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
-            let segment = if !clean && may_be_unsynced {
+            let active = i + 1 == bases.len();
+            // The active segment is walked even after a clean shutdown: a tail cut or
+            // damaged while the broker was down must be truncated, not served.
+            let verify = if !clean && may_be_unsynced {
+                Some(Verify::From(recovery_point))
+            } else if active {
+                Some(Verify::LastBatch)
+            } else {
+                None
+            };
+            let segment = if let Some(verify) = verify {
                 recovered.push(base);
-                let (segment, truncation) =
-                    Segment::recover(dir, base, recovery_point, interval, now_ms)?;
+                let (segment, truncation) = Segment::recover(dir, base, verify, interval, now_ms)?;
                 if truncation.is_some() && i + 1 < bases.len() {
                     truncated_at = Some(segment.next_offset());
                 }
@@ -348,6 +383,7 @@ impl Log {
             checkpoint::sync_dir(dir)?;
         }
         checkpoint::write(&dir.join(RECOVERY_POINT_FILE), log_end_offset)?;
+        let (cleaned_up_to, tombstone_expiry) = cleaner::read_state(dir, log_end_offset)?;
 
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -361,8 +397,13 @@ impl Log {
                 last_flush_ms: now_ms,
                 dir_dirty: false,
                 marker_written: false,
+                cleaned_up_to,
+                tombstone_expiry,
             }),
             flush_lock: Mutex::new(()),
+            clean_lock: Mutex::new(()),
+            #[cfg(test)]
+            crash_at: Mutex::new(None),
         })
     }
 

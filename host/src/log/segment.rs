@@ -34,11 +34,41 @@ pub(super) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBu
     dir.join(format!("{}.{suffix}", file_stem(base_offset)))
 }
 
+/// `path` with `.<extra>` appended to its file name.
+pub(super) fn with_extension(path: &Path, extra: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(extra);
+    PathBuf::from(name)
+}
+
+/// `path` without its last `.<extension>`.
+pub(super) fn without_extension(path: &Path) -> PathBuf {
+    path.with_extension("")
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
+    std::fs::rename(from, to).map_err(|e| io_error(from, "rename segment file", e))
+}
+
 /// Where recovery stopped trusting a segment, and why.
 #[derive(Debug)]
 pub(super) struct Truncation {
     pub position: u64,
     pub reason: String,
+}
+
+/// Which batches' CRC-32C a recovery walk checks (every batch's framing is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verify {
+    /// None: the data is trusted.
+    Nothing,
+    /// Every batch whose last offset is at or after this offset.
+    From(i64),
+    /// Only the last batch: after a clean shutdown the tail is still the likeliest place
+    /// for damage (a file cut or overwritten while the broker was down), and checking
+    /// one batch keeps restarts fast.
+    LastBatch,
 }
 
 pub(super) struct Segment {
@@ -71,7 +101,32 @@ pub(super) struct SegmentView {
 impl Segment {
     /// Creates an empty segment, replacing any files left at that base offset.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
-        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        Self::create_with_paths(dir, base_offset, None, now_ms)
+    }
+
+    /// Creates an empty segment whose three files carry `extra` after their usual names
+    /// (`<base>.log.<extra>` …), so the directory scan does not take it for a live
+    /// segment until [`Segment::rename_files`] gives it its final names.
+    pub fn create_staged(
+        dir: &Path,
+        base_offset: i64,
+        extra: &str,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        Self::create_with_paths(dir, base_offset, Some(extra), now_ms)
+    }
+
+    fn create_with_paths(
+        dir: &Path,
+        base_offset: i64,
+        extra: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let path = |suffix: &str| {
+            let path = segment_path(dir, base_offset, suffix);
+            extra.map_or(path.clone(), |extra| with_extension(&path, extra))
+        };
+        let log_path = path(LOG_SUFFIX);
         let log = OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,16 +143,42 @@ impl Segment {
             max_timestamp: None,
             first_append_ms: None,
             last_modified_ms: now_ms,
-            offset_index: IndexFile::create(
-                segment_path(dir, base_offset, INDEX_SUFFIX),
-                Vec::new(),
-            )?,
-            time_index: IndexFile::create(
-                segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
-                Vec::new(),
-            )?,
+            offset_index: IndexFile::create(path(INDEX_SUFFIX), Vec::new())?,
+            time_index: IndexFile::create(path(TIME_INDEX_SUFFIX), Vec::new())?,
             bytes_since_index_entry: 0,
         })
+    }
+
+    /// Renames the segment's three files to `to(current path)`, index files first, so
+    /// that the log file's rename is the step that completes the move. Open descriptors,
+    /// including those held by readers, stay valid.
+    pub fn rename_files(&mut self, to: impl Fn(&Path) -> PathBuf) -> Result<(), LogError> {
+        let index_to = to(self.offset_index.path());
+        rename(self.offset_index.path(), &index_to)?;
+        self.offset_index.set_path(index_to);
+        let time_to = to(self.time_index.path());
+        rename(self.time_index.path(), &time_to)?;
+        self.time_index.set_path(time_to);
+        let log_to = to(&self.log_path);
+        rename(&self.log_path, &log_to)?;
+        self.log_path = log_to;
+        Ok(())
+    }
+
+    /// Gives the log file the modification time of the data it was built from, so a
+    /// rewritten segment without record timestamps is retained as long as the original.
+    pub fn set_last_modified(&mut self, ms: i64) -> Result<(), LogError> {
+        let time = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        self.log
+            .set_modified(time)
+            .map_err(|e| io_error(&self.log_path, "set segment modification time", e))?;
+        self.last_modified_ms = ms;
+        Ok(())
+    }
+
+    /// Wall clock of the last write (or the file's modification time after a restart).
+    pub fn last_modified_ms(&self) -> i64 {
+        self.last_modified_ms
     }
 
     /// Opens a segment whose data is trusted (fsynced, or written before a clean
@@ -118,7 +199,7 @@ impl Segment {
             file = %segment.log_path.display(),
             "index files missing or malformed, rebuilding them"
         );
-        if let Some(stop) = segment.rebuild(index_interval, None)? {
+        if let Some(stop) = segment.rebuild(index_interval, Verify::Nothing)? {
             return Err(LogError::Corrupt {
                 path: segment.log_path.clone(),
                 reason: format!(
@@ -131,18 +212,19 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Opens a segment that may hold data never fsynced: walks every batch, checks the
-    /// CRC-32C of each batch ending at or after `verify_from`, truncates the file at the
-    /// first torn or invalid batch and rebuilds the indexes to match.
+    /// Opens a segment that may hold data never fsynced, or was damaged while the broker
+    /// was down: walks every batch header, checks the CRC-32C of the batches `verify`
+    /// selects, truncates the file at the first torn or invalid batch and rebuilds the
+    /// indexes to match.
     pub fn recover(
         dir: &Path,
         base_offset: i64,
-        verify_from: i64,
+        verify: Verify,
         index_interval: u32,
         now_ms: i64,
     ) -> Result<(Segment, Option<Truncation>), LogError> {
         let (mut segment, _) = Self::open_files(dir, base_offset, now_ms)?;
-        let stop = segment.rebuild(index_interval, Some(verify_from))?;
+        let stop = segment.rebuild(index_interval, verify)?;
         if let Some(stop) = &stop {
             tracing::warn!(
                 file = %segment.log_path.display(),
@@ -244,7 +326,9 @@ impl Segment {
             if header.base_offset < next_offset || header.last_offset_delta < 0 {
                 return Ok(false);
             }
-            if max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+            if header.records_count > 0
+                && max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts)
+            {
                 max_timestamp = Some((header.max_timestamp, header.base_offset));
             }
             next_offset = header.last_offset() + 1;
@@ -271,7 +355,7 @@ impl Segment {
     fn rebuild(
         &mut self,
         index_interval: u32,
-        verify_from: Option<i64>,
+        verify: Verify,
     ) -> Result<Option<Truncation>, LogError> {
         let file_len = self.size;
         self.size = 0;
@@ -285,6 +369,7 @@ impl Segment {
         let path = self.log_path.clone();
         let mut scan = HeaderScan::new(&log, &path, 0, file_len);
         let mut stop = None;
+        let mut last_batch = None;
         while let Some(item) = scan.next_header() {
             let (header, position) = match item {
                 Ok(found) => found,
@@ -301,7 +386,7 @@ impl Segment {
                 stop = Some(Truncation { position, reason });
                 break;
             }
-            if verify_from.is_some_and(|from| header.last_offset() >= from) {
+            if matches!(verify, Verify::From(from) if header.last_offset() >= from) {
                 let mut bytes = vec![0; header.total_len()];
                 log.read_exact_at(&mut bytes, position)
                     .map_err(|e| io_error(&path, "read segment", e))?;
@@ -314,9 +399,21 @@ impl Segment {
                 }
             }
             self.track_batch(&header, position, index_interval);
+            last_batch = Some((header, position));
         }
         self.offset_index.write_pending()?;
         self.time_index.write_pending()?;
+        if let (Verify::LastBatch, Some((header, position))) = (verify, last_batch) {
+            let mut bytes = vec![0; header.total_len()];
+            log.read_exact_at(&mut bytes, position)
+                .map_err(|e| io_error(&path, "read segment", e))?;
+            if batch::verify_crc(&bytes).is_err() {
+                // Walk again, this time checking from that batch on, so the state and the
+                // indexes end before it (and a torn batch after it goes too).
+                self.size = file_len;
+                return self.rebuild(index_interval, Verify::From(header.base_offset));
+            }
+        }
         Ok(stop)
     }
 
@@ -365,9 +462,12 @@ impl Segment {
     /// Updates metadata and indexes for a batch just written at `position`. An index entry
     /// is added once at least `index_interval` bytes were written since the previous one.
     fn track_batch(&mut self, header: &BatchHeader, position: u64, index_interval: u32) {
-        if self
-            .max_timestamp
-            .is_none_or(|(ts, _)| header.max_timestamp > ts)
+        // An empty batch (kept by the cleaner for its producer metadata) carries its
+        // original max timestamp but no record has it, so it must not be found by time.
+        if header.records_count > 0
+            && self
+                .max_timestamp
+                .is_none_or(|(ts, _)| header.max_timestamp > ts)
         {
             self.max_timestamp = Some((header.max_timestamp, header.base_offset));
         }

@@ -370,6 +370,48 @@ fn crash_recovery_truncates_torn_and_corrupt_tail() {
 }
 
 #[test]
+fn tail_damaged_after_a_clean_shutdown_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+    let mut positions = Vec::new();
+    for b in 0..10 {
+        positions.push(log.size_bytes());
+        append(&log, tagged(&format!("b{b}"), 4, 0), 0);
+    }
+    let end = log.size_bytes();
+    log.close().unwrap();
+    drop(log);
+
+    // While the broker is down: cut the last batch in half, then flip a byte in the
+    // batch that is now last.
+    let path = dir.path().join("00000000000000000000.log");
+    let mut data = std::fs::read(&path).unwrap();
+    data.truncate(((positions[9] + end) / 2) as usize);
+    data[positions[8] as usize + 70] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+
+    let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 32);
+    assert_eq!(
+        read_everything(&log).last().unwrap(),
+        &(31, "b7-3".to_string())
+    );
+    assert_eq!(append(&log, tagged("after", 1, 0), 0).base_offset, 32);
+    log.close().unwrap();
+    drop(log);
+
+    // Only a cut, nothing flipped: the torn batch alone goes.
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() - 3]).unwrap();
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 32);
+}
+
+#[test]
 fn crash_in_a_rolled_unsynced_segment_drops_later_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();

@@ -344,8 +344,22 @@ fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, Append
                 reason: "transactional batches are not supported by this broker yet",
             });
         }
-        let actual =
-            batch::count_records(bytes).map_err(|source| AppendError::Corrupt { index, source })?;
+        // One walk over the (decompressed) records serves both checks.
+        let (_, plain) = batch::records_section(bytes)
+            .map_err(|source| AppendError::Corrupt { index, source })?;
+        let mut actual: i32 = 0;
+        let mut null_key = false;
+        for record in batch::Records::new(&plain) {
+            let record = record.map_err(|source| AppendError::Corrupt { index, source })?;
+            null_key |= record.key.is_none();
+            actual = actual.saturating_add(1);
+        }
+        if settings.compact && null_key {
+            return Err(AppendError::InvalidRecord {
+                index,
+                reason: "compacted topics require a key on every record",
+            });
+        }
         if header.records_count <= 0
             || actual != header.records_count
             || header.last_offset_delta != header.records_count - 1
@@ -616,5 +630,32 @@ mod tests {
             p.append(&idempotent_batch(4, 0, 9, 1), 0),
             Err(AppendError::Sequence(_))
         ));
+    }
+
+    #[test]
+    fn compacted_topics_refuse_keyless_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[("cleanup.policy", "compact")]);
+        let keyless: Vec<Record> = (0..3)
+            .map(|i| Record {
+                key: None,
+                ..record(i)
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            keyless.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Snappy,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            p.append(&buf.freeze(), 0),
+            Err(AppendError::InvalidRecord { .. })
+        ));
+        assert!(p.append(&batch(3, Compression::Snappy), 0).is_ok());
     }
 }

@@ -6,15 +6,26 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::net::SocketAddr;
 
@@ -74,8 +85,41 @@ pub async fn dispatch(
         ApiKey::AlterConfigs => sync_api!(alter_configs),
         ApiKey::IncrementalAlterConfigs => sync_api!(incremental_alter_configs),
         ApiKey::InitProducerId => sync_api!(init_producer_id),
+        ApiKey::FindCoordinator => sync_api!(find_coordinator),
+        ApiKey::JoinGroup => {
+            let request = decode_request(api, version, body)?;
+            let response = join_group::handle(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let request = decode_request(api, version, body)?;
+            let response = sync_group::handle(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::Heartbeat => sync_api!(heartbeat),
+        ApiKey::LeaveGroup => sync_api!(leave_group),
+        ApiKey::OffsetCommit => sync_api!(offset_commit),
+        ApiKey::OffsetFetch => sync_api!(offset_fetch),
+        ApiKey::DescribeGroups => sync_api!(describe_groups),
+        ApiKey::ListGroups => sync_api!(list_groups),
+        ApiKey::DeleteGroups => sync_api!(delete_groups),
+        ApiKey::OffsetDelete => sync_api!(offset_delete),
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
     }
+}
+
+/// The client id from the request header ("" when absent).
+pub(crate) fn client_id(ctx: &Context<'_>) -> String {
+    ctx.header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default()
+}
+
+/// The client's host as Kafka reports it in group descriptions (`/address`).
+pub(crate) fn client_host(ctx: &Context<'_>) -> String {
+    format!("/{}", ctx.peer.ip())
 }
 
 /// A Kafka string from a Rust one.

@@ -1,0 +1,121 @@
+//! The HTTP admin API (default 127.0.0.1:9644): health, plugin lifecycle and HTTP
+//! produce, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
+//! status that says whose fault it was (4xx: the request; 5xx: the broker).
+//!
+//! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
+//! or a disk stall never holds up the Kafka listener's async threads.
+
+mod plugins;
+mod produce;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::plugin::Plugins;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Its plugins.
+    pub plugins: Arc<Plugins>,
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an HTTP status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// The admin API's routes.
+pub fn router(state: AdminState) -> Router {
+    let limit = state.broker.config().admin.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{name}",
+            get(plugins::describe)
+                .put(plugins::deploy)
+                .delete(plugins::remove),
+        )
+        .route("/v1/plugins/{name}/logs", get(plugins::logs))
+        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/v1/topics/{topic}/records", post(produce::produce))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn health(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "node_id": state.broker.config().broker.node_id,
+        "topics": state.broker.topics().len(),
+    }))
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    let app = router(state);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+/// Runs blocking work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("worker failed: {e}"),
+        )
+    })
+}

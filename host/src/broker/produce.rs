@@ -1,0 +1,279 @@
+//! Broker-side produce: records that arrive without a partition (HTTP produce today;
+//! transform outputs and mirror targets later) are routed by the topic's partitioner —
+//! a plugin named by the `partitioner` topic config, or the built-in murmur2 that
+//! matches the Java client — then appended, one batch per partition.
+//!
+//! Kafka-protocol produce never comes here: Kafka clients choose partitions themselves.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use quiver_plugin_sdk::columns::Columns;
+
+use super::{now_ms, Broker};
+use crate::partition::murmur2::partition_for_key;
+use crate::partition::AppendError;
+use crate::plugin::{CallError, Plugins};
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord {
+    /// Key, or null.
+    pub key: Option<Bytes>,
+    /// Value, or null (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// A partition chosen by the caller; `None` lets the topic's partitioner decide.
+    pub partition: Option<i32>,
+    /// Timestamp (ms); `None` is now.
+    pub timestamp: Option<i64>,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// Why a broker-side produce failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// No such topic.
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    /// A record names a partition the topic does not have.
+    #[error("topic '{topic}' has partitions 0..{partitions}; record {index} asks for partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        partitions: i32,
+        /// The record's position in the request.
+        index: usize,
+        /// The partition asked for.
+        partition: i32,
+    },
+    /// The topic's partitioner plugin failed and the topic does not fall back.
+    #[error("partitioner plugin '{plugin}' {error}")]
+    Partitioner {
+        /// The plugin.
+        plugin: String,
+        /// What went wrong.
+        error: CallError,
+    },
+    /// The partition refused the batch.
+    #[error("partition {partition}: {source}")]
+    Append {
+        /// The partition.
+        partition: i32,
+        /// Why.
+        source: AppendError,
+    },
+}
+
+/// Spreads keyless records over partitions, a request at a time.
+static ROUND_ROBIN: AtomicU32 = AtomicU32::new(0);
+
+/// Routes and appends `records` to `topic`; returns each record's placement, in order.
+pub fn produce(
+    broker: &Broker,
+    plugins: &Plugins,
+    topic_name: &str,
+    records: Vec<NewRecord>,
+) -> Result<Vec<Placement>, ProduceError> {
+    let topic = broker
+        .topic(topic_name)
+        .ok_or_else(|| ProduceError::UnknownTopic(topic_name.to_string()))?;
+    let partitions = topic.partitions.len() as i32;
+    let now = now_ms();
+    for (index, r) in records.iter().enumerate() {
+        if let Some(p) = r.partition {
+            if !(0..partitions).contains(&p) {
+                return Err(ProduceError::UnknownPartition {
+                    topic: topic_name.to_string(),
+                    partitions,
+                    index,
+                    partition: p,
+                });
+            }
+        }
+    }
+    let chosen = choose_partitions(
+        plugins,
+        topic_name,
+        &topic.settings,
+        &records,
+        partitions as u32,
+        now,
+    )?;
+
+    // Group by partition, keeping each record's position in the request.
+    let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, &p) in chosen.iter().enumerate() {
+        by_partition.entry(p).or_default().push(i);
+    }
+    let mut placements = vec![
+        Placement {
+            partition: 0,
+            offset: -1
+        };
+        records.len()
+    ];
+    for (partition, indices) in by_partition {
+        let batch = encode(&records, &indices, now);
+        let (info, _) = topic.partitions[partition as usize]
+            .append(&batch, now)
+            .map_err(|source| ProduceError::Append { partition, source })?;
+        for (n, &i) in indices.iter().enumerate() {
+            placements[i] = Placement {
+                partition,
+                offset: info.base_offset + n as i64,
+            };
+        }
+    }
+    broker.notify_appended();
+    Ok(placements)
+}
+
+/// One partition per record: the caller's choice where given, otherwise the topic's
+/// partitioner plugin, otherwise murmur2 of the key (keyless records round robin).
+fn choose_partitions(
+    plugins: &Plugins,
+    topic: &str,
+    settings: &crate::config::topic::TopicSettings,
+    records: &[NewRecord],
+    partitions: u32,
+    now: i64,
+) -> Result<Vec<i32>, ProduceError> {
+    let unplaced: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].partition.is_none())
+        .collect();
+    let mut chosen: Vec<i32> = records.iter().map(|r| r.partition.unwrap_or(-1)).collect();
+    if unplaced.is_empty() {
+        return Ok(chosen);
+    }
+    let builtin = |records: &[NewRecord], indices: &[usize], chosen: &mut Vec<i32>| {
+        let rr = ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) % partitions;
+        for &i in indices {
+            chosen[i] = match &records[i].key {
+                Some(key) => partition_for_key(key, partitions) as i32,
+                None => rr as i32,
+            };
+        }
+    };
+    match &settings.partitioner {
+        None => builtin(records, &unplaced, &mut chosen),
+        Some(plugin) => {
+            let columns = columns(topic, records, &unplaced, now);
+            match plugins.partition(plugin, columns, partitions) {
+                Ok(picked) => {
+                    for (&i, p) in unplaced.iter().zip(picked) {
+                        chosen[i] = p as i32;
+                    }
+                }
+                Err(error) if settings.partitioner_fallback => {
+                    tracing::warn!(topic, plugin = %plugin, %error, "partitioner plugin failed; falling back to murmur2");
+                    builtin(records, &unplaced, &mut chosen);
+                }
+                Err(error) => {
+                    return Err(ProduceError::Partitioner {
+                        plugin: plugin.clone(),
+                        error,
+                    })
+                }
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// The records at `indices` as plugin columns.
+fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> Columns {
+    let mut c = Columns {
+        topic: topic.to_string(),
+        partition: -1,
+        ..Columns::default()
+    };
+    for &i in indices {
+        let r = &records[i];
+        c.offsets.push(-1);
+        c.timestamps.push(r.timestamp.unwrap_or(now));
+        push_optional(&mut c.key_lengths, &mut c.keys, r.key.as_deref());
+        push_optional(&mut c.value_lengths, &mut c.values, r.value.as_deref());
+        c.header_counts.push(r.headers.len() as u32);
+        for (k, v) in &r.headers {
+            c.header_key_lengths.push(k.len() as u32);
+            c.header_keys.extend_from_slice(k.as_bytes());
+            push_optional(
+                &mut c.header_value_lengths,
+                &mut c.header_values,
+                v.as_deref(),
+            );
+        }
+    }
+    c
+}
+
+fn push_optional(lengths: &mut Vec<i32>, buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            lengths.push(b.len() as i32);
+            buf.extend_from_slice(b);
+        }
+        None => lengths.push(-1),
+    }
+}
+
+/// One RecordBatch v2 holding the records at `indices`.
+fn encode(records: &[NewRecord], indices: &[usize], now: i64) -> Bytes {
+    let batch: Vec<Record> = indices
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let r = &records[i];
+            let headers: IndexMap<StrBytes, Option<Bytes>> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
+                .collect();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: n as i64,
+                // The encoder keeps one batch while offset - sequence is constant; this
+                // yields baseSequence -1, a non-idempotent batch.
+                sequence: n as i32 - 1,
+                timestamp: r.timestamp.unwrap_or(now),
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        batch.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding an uncompressed batch of in-memory records cannot fail");
+    buf.freeze()
+}

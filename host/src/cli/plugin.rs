@@ -1,0 +1,300 @@
+//! `quiver plugin deploy|list|describe|logs|rollback|remove`, over the admin API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::http::{encode, request};
+
+/// Where the admin API is.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Admin {
+    /// Admin API address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9644",
+        env = "QUIVER_ADMIN",
+        global = true
+    )]
+    admin: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginCommand {
+    /// Deploy a new version of a plugin (validated before it serves).
+    Deploy {
+        /// Plugin name.
+        name: String,
+        /// partitioner, transform, quota-policy or connector.
+        #[arg(long, short)]
+        kind: String,
+        /// The WebAssembly component (.wasm).
+        #[arg(
+            long,
+            short,
+            required_unless_present = "native",
+            conflicts_with = "native"
+        )]
+        file: Option<PathBuf>,
+        /// A native library file inside plugins.native.dirs (trusted plugins only).
+        #[arg(long)]
+        native: Option<String>,
+        /// Plugin configuration, e.g. --config vip.partitions=8 (repeatable).
+        #[arg(long, short)]
+        config: Vec<String>,
+        /// Memory cap per instance, bytes.
+        #[arg(long)]
+        max_memory_bytes: Option<u64>,
+        /// Deadline per call, ms.
+        #[arg(long)]
+        call_timeout_ms: Option<u64>,
+        /// Largest output per call, bytes.
+        #[arg(long)]
+        max_output_bytes: Option<u64>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// List plugins.
+    List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Show a plugin's versions, status, limits and metrics.
+    Describe {
+        /// Plugin name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Show a plugin's recent log lines (its stdout/stderr and host events).
+    Logs {
+        /// Plugin name.
+        name: String,
+        /// How many lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Serve the previous version again.
+    Rollback {
+        /// Plugin name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Remove a plugin and all its versions.
+    Remove {
+        /// Plugin name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}
+
+pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Deploy {
+            name,
+            kind,
+            file,
+            native,
+            config,
+            max_memory_bytes,
+            call_timeout_ms,
+            max_output_bytes,
+            admin,
+        } => {
+            let mut query = format!("kind={}", encode(&kind));
+            for c in &config {
+                if !c.contains('=') {
+                    bail!("config `{c}` is not of the form key=value");
+                }
+                query.push_str(&format!("&config={}", encode(c)));
+            }
+            for (k, v) in [
+                ("max_memory_bytes", max_memory_bytes),
+                ("call_timeout_ms", call_timeout_ms),
+                ("max_output_bytes", max_output_bytes),
+            ] {
+                if let Some(v) = v {
+                    query.push_str(&format!("&{k}={v}"));
+                }
+            }
+            let body = match (&file, &native) {
+                (Some(path), _) => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
+                (None, Some(lib)) => {
+                    query.push_str(&format!("&native={}", encode(lib)));
+                    Vec::new()
+                }
+                (None, None) => bail!("give --file or --native"),
+            };
+            let response = request(
+                &admin.admin,
+                "PUT",
+                &format!("/v1/plugins/{}?{query}", encode(&name)),
+                Some("application/wasm"),
+                &body,
+            )
+            .await?;
+            let v = response
+                .json()
+                .with_context(|| format!("deploying plugin '{name}'"))?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "deployed {name} version {} ({}), serving after {:.1} ms (instantiate {} µs)",
+                    v["version"],
+                    v["kind"].as_str().unwrap_or(""),
+                    v["deploy_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                    v["instantiate_us"]
+                );
+            }
+        }
+        PluginCommand::List { admin } => {
+            let v = request(&admin.admin, "GET", "/v1/plugins", None, b"")
+                .await?
+                .json()?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
+                    "NAME", "KIND", "VERSION", "STATE", "CALLS", "ERRORS", "TRAPS"
+                );
+                for p in v["plugins"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["kind"].as_str().unwrap_or(""),
+                        p["active_version"],
+                        p["status"]["state"].as_str().unwrap_or(""),
+                        p["metrics"]["calls"],
+                        p["metrics"]["errors"],
+                        p["metrics"]["traps"]
+                    );
+                }
+            }
+        }
+        PluginCommand::Describe { name, admin } => {
+            let v = request(
+                &admin.admin,
+                "GET",
+                &format!("/v1/plugins/{}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!("plugin:   {}", v["name"].as_str().unwrap_or(""));
+                println!("kind:     {}", v["kind"].as_str().unwrap_or(""));
+                println!("version:  {} (serving)", v["active_version"]);
+                match v["status"]["state"].as_str() {
+                    Some("failed") => println!(
+                        "status:   FAILED: {}",
+                        v["status"]["reason"].as_str().unwrap_or("")
+                    ),
+                    Some(s) => println!("status:   {s}"),
+                    None => {}
+                }
+                let l = &v["limits"];
+                println!(
+                    "limits:   memory {} bytes, call timeout {} ms, output {} bytes",
+                    l["max_memory_bytes"], l["call_timeout_ms"], l["max_output_bytes"]
+                );
+                let m = &v["metrics"];
+                println!(
+                    "metrics:  {} calls, {} records, {} errors, {} traps, {} µs in calls",
+                    m["calls"], m["records"], m["errors"], m["traps"], m["call_time_us"]
+                );
+                println!("versions:");
+                for ver in v["versions"].as_array().into_iter().flatten() {
+                    let config: Vec<String> = ver["config"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|kv| {
+                            format!(
+                                "{}={}",
+                                kv[0].as_str().unwrap_or(""),
+                                kv[1].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  v{:<4} api {}  config [{}]",
+                        ver["version"],
+                        ver["api_version"].as_str().unwrap_or(""),
+                        config.join(", ")
+                    );
+                }
+            }
+        }
+        PluginCommand::Logs { name, lines, admin } => {
+            let v = request(
+                &admin.admin,
+                "GET",
+                &format!("/v1/plugins/{}/logs?lines={lines}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                for l in v["lines"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:<6} {}",
+                        l["at_ms"],
+                        l["stream"].as_str().unwrap_or(""),
+                        l["line"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        PluginCommand::Rollback { name, admin } => {
+            let v = request(
+                &admin.admin,
+                "POST",
+                &format!("/v1/plugins/{}/rollback", encode(&name)),
+                None,
+                b"",
+            )
+            .await?
+            .json()?;
+            println!("{name} now serves version {}", v["active_version"]);
+        }
+        PluginCommand::Remove { name, admin } => {
+            let r = request(
+                &admin.admin,
+                "DELETE",
+                &format!("/v1/plugins/{}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?;
+            if r.status >= 400 {
+                r.json()?;
+            }
+            println!("removed plugin '{name}'");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

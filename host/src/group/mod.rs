@@ -1,0 +1,755 @@
+//! The consumer group coordinator: group membership and rebalances (the classic
+//! protocol), and committed offsets, made durable in the internal compacted topic
+//! `__consumer_offsets`.
+//!
+//! The protocol itself is the pure state machine in [`state`]; this module is its
+//! runtime. It parks JoinGroup and SyncGroup responses on oneshot channels until the
+//! state machine completes them, drives its timers (sessions, rebalance deadlines, the
+//! initial rebalance delay) from one task, and persists what the state machine asks for
+//! in Kafka's own record schemas ([`records`]) before any response that depends on it
+//! goes out: an OffsetCommit is acknowledged only after its records are appended.
+//!
+//! A group lives in partition `abs(hashCode(group)) % N` of `__consumer_offsets`, as in
+//! Kafka. On startup every partition is replayed to rebuild groups and offsets before
+//! the coordinator answers (until then requests get COORDINATOR_LOAD_IN_PROGRESS); a
+//! failover in the cluster will load a partition the same way.
+//!
+//! FindCoordinator for *transaction* keys also names this broker: it will be the
+//! transaction coordinator, and a transactional client then learns from InitProducerId
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with a logged reason) that transactions are
+//! not supported yet, instead of retrying COORDINATOR_NOT_AVAILABLE until it times out.
+
+pub mod records;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::broker::now_ms;
+use crate::log::LogError;
+use crate::partition::{AppendError, Partition};
+use records::{GroupValue, OffsetValue, RecordKey};
+use state::{
+    GroupDescription, GroupState, Groups, JoinRequest, JoinResponse, Leaving, Limits, Output,
+    SyncRequest, SyncResponse, Token,
+};
+
+/// The internal topic holding offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The longest the timer task sleeps without looking, so a clock step is noticed.
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
+
+/// Why the coordinator could not load or store group state.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// Reading a partition of the offsets topic failed.
+    #[error("reading {OFFSETS_TOPIC}-{partition} at offset {offset}: {source}")]
+    Read {
+        /// The partition.
+        partition: i32,
+        /// Where the read started.
+        offset: i64,
+        /// What failed.
+        source: LogError,
+    },
+    /// A batch in the offsets topic does not decode.
+    #[error("decoding {OFFSETS_TOPIC}-{partition} at offset {offset}: {reason}")]
+    Decode {
+        /// The partition.
+        partition: i32,
+        /// Where the read started.
+        offset: i64,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Records could not be encoded into a batch.
+    #[error("encoding {OFFSETS_TOPIC} records: {0}")]
+    Encode(String),
+    /// The offsets topic refused the append.
+    #[error("appending to {OFFSETS_TOPIC}-{partition}: {source}")]
+    Append {
+        /// The partition.
+        partition: i32,
+        /// What failed.
+        source: AppendError,
+    },
+}
+
+impl GroupError {
+    /// The error a committing client receives when storing failed.
+    pub fn commit_code(&self) -> ResponseError {
+        match self {
+            GroupError::Append {
+                source: AppendError::TooLarge { .. },
+                ..
+            } => ResponseError::InvalidCommitOffsetSize,
+            _ => ResponseError::CoordinatorNotAvailable,
+        }
+    }
+}
+
+/// What a startup replay found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Records read.
+    pub records: u64,
+    /// Records whose key or value did not parse (skipped, logged).
+    pub skipped: u64,
+    /// Groups known afterwards.
+    pub groups: usize,
+}
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+struct Inner {
+    groups: Groups,
+    /// The offsets topic's partitions; empty until loaded.
+    partitions: Vec<Arc<Partition>>,
+    waiters: HashMap<Token, Waiter>,
+    next_token: Token,
+}
+
+/// The group coordinator of this broker.
+pub struct GroupCoordinator {
+    inner: Mutex<Inner>,
+    /// Wakes the timer task when a new deadline may be earlier than the one it sleeps to.
+    wake: Notify,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("GroupCoordinator")
+            .field("partitions", &inner.partitions.len())
+            .field("parked", &inner.waiters.len())
+            .finish()
+    }
+}
+
+impl GroupCoordinator {
+    /// A coordinator that answers COORDINATOR_LOAD_IN_PROGRESS until [`load`](Self::load).
+    pub fn new(limits: Limits) -> GroupCoordinator {
+        GroupCoordinator {
+            inner: Mutex::new(Inner {
+                groups: Groups::new(limits),
+                partitions: Vec::new(),
+                waiters: HashMap::new(),
+                next_token: 0,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Replays every partition of the offsets topic and starts serving.
+    pub fn load(&self, partitions: Vec<Arc<Partition>>) -> Result<LoadStats, GroupError> {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        let mut stats = LoadStats::default();
+        for partition in &partitions {
+            replay(partition, &mut inner.groups, now, &mut stats)?;
+        }
+        // Loading may have restored members whose sessions now run.
+        inner.groups.take_outputs();
+        inner.partitions = partitions;
+        stats.groups = inner.groups.list().len();
+        Ok(stats)
+    }
+
+    /// How many partitions the offsets topic has (0 until loaded).
+    pub fn partition_count(&self) -> usize {
+        self.inner.lock().partitions.len()
+    }
+
+    /// Handles a JoinGroup, waiting as long as the rebalance takes.
+    pub async fn join(&self, request: JoinRequest) -> JoinResponse {
+        let member = request.member_id.clone();
+        let receiver = {
+            let mut inner = self.inner.lock();
+            if inner.partitions.is_empty() {
+                return error_join(ResponseError::CoordinatorLoadInProgress, &member);
+            }
+            let token = inner.token();
+            let (tx, rx) = oneshot::channel();
+            inner.waiters.insert(token, Waiter::Join(tx));
+            inner.groups.join(now_ms(), token, request);
+            inner.run_outputs();
+            rx
+        };
+        self.wake.notify_one();
+        receiver.await.unwrap_or_else(|_| {
+            // The waiter is only dropped if the coordinator forgot it: a bug, but the
+            // client can retry.
+            error_join(ResponseError::UnknownServerError, &member)
+        })
+    }
+
+    /// Handles a SyncGroup, waiting for the leader's assignment when needed.
+    pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
+        let receiver = {
+            let mut inner = self.inner.lock();
+            if inner.partitions.is_empty() {
+                return error_sync(ResponseError::CoordinatorLoadInProgress);
+            }
+            let token = inner.token();
+            let (tx, rx) = oneshot::channel();
+            inner.waiters.insert(token, Waiter::Sync(tx));
+            inner.groups.sync(now_ms(), token, request);
+            inner.run_outputs();
+            rx
+        };
+        self.wake.notify_one();
+        receiver
+            .await
+            .unwrap_or_else(|_| error_sync(ResponseError::UnknownServerError))
+    }
+
+    /// Handles a Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+    ) -> Option<ResponseError> {
+        let mut inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Some(ResponseError::CoordinatorLoadInProgress);
+        }
+        inner
+            .groups
+            .heartbeat(now_ms(), group, generation, member, instance)
+    }
+
+    /// Handles a LeaveGroup; one result per member named.
+    pub fn leave(
+        &self,
+        group: &str,
+        leaving: &[Leaving],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let results = {
+            let mut inner = self.inner.lock();
+            if inner.partitions.is_empty() {
+                return Err(ResponseError::CoordinatorLoadInProgress);
+            }
+            let results = inner.groups.leave(now_ms(), group, leaving);
+            inner.run_outputs();
+            results
+        };
+        self.wake.notify_one();
+        Ok(results)
+    }
+
+    /// Validates a commit, appends its records and only then applies it.
+    pub fn commit(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), ResponseError> {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        inner
+            .groups
+            .validate_commit(now, group, generation, member, instance)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let records = offsets
+            .iter()
+            .map(|((topic, partition), value)| {
+                let key = RecordKey::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (key.encode(), Some(value.encode()))
+            })
+            .collect::<Vec<_>>();
+        inner.append(group, &records, now).map_err(|e| {
+            tracing::error!(group, error = %e, "storing committed offsets failed");
+            e.commit_code()
+        })?;
+        inner.groups.apply_offsets(
+            now,
+            group,
+            offsets.into_iter().map(|(tp, value)| (tp, Some(value))),
+        );
+        Ok(())
+    }
+
+    /// A group's committed offsets.
+    pub fn offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<(String, i32), OffsetValue>, ResponseError> {
+        let inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(inner.groups.offsets(group))
+    }
+
+    /// Describes a group (`None`: it does not exist).
+    pub fn describe(&self, group: &str) -> Result<Option<GroupDescription>, ResponseError> {
+        let inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(inner.groups.describe(group))
+    }
+
+    /// Every group with its protocol type and state.
+    pub fn list(&self) -> Result<Vec<(String, String, GroupState)>, ResponseError> {
+        let inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(inner.groups.list())
+    }
+
+    /// Deletes an empty group and its offsets (tombstones first, then forgotten).
+    pub fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let offsets = inner.groups.deletable(group)?;
+        let mut records: Vec<(Bytes, Option<Bytes>)> = offsets
+            .into_iter()
+            .map(|(topic, partition)| {
+                let key = RecordKey::Offset {
+                    group: group.to_string(),
+                    topic,
+                    partition,
+                };
+                (key.encode(), None)
+            })
+            .collect();
+        records.push((
+            RecordKey::Group {
+                group: group.to_string(),
+            }
+            .encode(),
+            None,
+        ));
+        inner.append(group, &records, now).map_err(|e| {
+            tracing::error!(group, error = %e, "storing a group deletion failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        inner.groups.remove_group(group);
+        tracing::info!(group, "deleted group");
+        Ok(())
+    }
+
+    /// Deletes committed offsets of partitions the group no longer consumes.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        if inner.partitions.is_empty() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let verdicts = inner.groups.deletable_offsets(group, partitions)?;
+        let doomed: Vec<(String, i32)> = partitions
+            .iter()
+            .zip(&verdicts)
+            .filter(|(tp, verdict)| {
+                verdict.is_none() && inner.groups.offset(group, &tp.0, tp.1).is_some()
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if !doomed.is_empty() {
+            let records: Vec<(Bytes, Option<Bytes>)> = doomed
+                .iter()
+                .map(|(topic, partition)| {
+                    let key = RecordKey::Offset {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (key.encode(), None)
+                })
+                .collect();
+            inner.append(group, &records, now).map_err(|e| {
+                tracing::error!(group, error = %e, "storing offset deletions failed");
+                ResponseError::CoordinatorNotAvailable
+            })?;
+            inner
+                .groups
+                .apply_offsets(now, group, doomed.into_iter().map(|tp| (tp, None)));
+        }
+        Ok(verdicts)
+    }
+
+    /// Drives session expiry and rebalance deadlines until the coordinator is dropped.
+    pub fn spawn_timers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                let woken = this.wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let next = {
+                    let mut inner = this.inner.lock();
+                    let now = now_ms();
+                    inner.groups.tick(now);
+                    inner.run_outputs();
+                    inner.groups.next_deadline().map(|d| d - now)
+                };
+                let sleep = next
+                    .map(|ms| Duration::from_millis(ms.max(0) as u64))
+                    .unwrap_or(MAX_TIMER_SLEEP)
+                    .min(MAX_TIMER_SLEEP);
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        })
+    }
+}
+
+impl Inner {
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Carries out the state machine's outputs in order: group metadata is stored
+    /// before the responses that follow it are released.
+    fn run_outputs(&mut self) {
+        let now = now_ms();
+        for output in self.groups.take_outputs() {
+            match output {
+                Output::Persist { group, value } => {
+                    let record = (
+                        RecordKey::Group {
+                            group: group.clone(),
+                        }
+                        .encode(),
+                        value.as_ref().map(GroupValue::encode),
+                    );
+                    if let Err(e) = self.append(&group, &[record], now) {
+                        // The membership is still valid in memory; only a restart
+                        // before the next successful store loses this generation.
+                        tracing::error!(group, error = %e, "storing group metadata failed");
+                    }
+                }
+                Output::Join(token, response) => {
+                    if let Some(Waiter::Join(tx)) = self.waiters.remove(&token) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Output::Sync(token, response) => {
+                    if let Some(Waiter::Sync(tx)) = self.waiters.remove(&token) {
+                        let _ = tx.send(response);
+                    }
+                }
+            }
+        }
+    }
+
+    fn append(
+        &self,
+        group: &str,
+        records: &[(Bytes, Option<Bytes>)],
+        now: i64,
+    ) -> Result<(), GroupError> {
+        let index = records::partition_for(group, self.partitions.len() as i32);
+        let partition = &self.partitions[index as usize];
+        let batch = encode_batch(records, now)?;
+        partition
+            .append(&batch, now)
+            .map_err(|source| GroupError::Append {
+                partition: index,
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// One uncompressed batch of keyed records.
+fn encode_batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<Bytes, GroupError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch while offset - sequence stays
+            // constant; this gives baseSequence -1 (no idempotent producer).
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| GroupError::Encode(e.to_string()))?;
+    Ok(out.freeze())
+}
+
+/// Applies every record of one offsets partition, oldest first.
+fn replay(
+    partition: &Partition,
+    groups: &mut Groups,
+    now: i64,
+    stats: &mut LoadStats,
+) -> Result<(), GroupError> {
+    let index = partition.index();
+    let mut offset = partition.log().log_start_offset();
+    let end = partition.high_watermark();
+    while offset < end {
+        let read = partition
+            .read(offset, 1024 * 1024, true)
+            .map_err(|source| GroupError::Read {
+                partition: index,
+                offset,
+                source,
+            })?;
+        let mut bytes = read.records;
+        if bytes.is_empty() {
+            break;
+        }
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| GroupError::Decode {
+            partition: index,
+            offset,
+            reason: e.to_string(),
+        })?;
+        let mut next = offset;
+        for set in sets {
+            for record in set.records {
+                next = next.max(record.offset + 1);
+                if record.offset < offset || record.control {
+                    continue;
+                }
+                stats.records += 1;
+                if let Err(reason) = apply_record(groups, now, &record) {
+                    stats.skipped += 1;
+                    tracing::warn!(partition = index, offset = record.offset, %reason, "skipped an unreadable group record");
+                }
+            }
+        }
+        if next == offset {
+            break;
+        }
+        offset = next;
+    }
+    Ok(())
+}
+
+fn apply_record(groups: &mut Groups, now: i64, record: &Record) -> Result<(), String> {
+    let key = record.key.as_ref().ok_or("record without a key")?;
+    match RecordKey::decode(key).map_err(|e| e.to_string())? {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let value = match &record.value {
+                Some(v) => Some(OffsetValue::decode(v).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            groups.apply_offsets(now, &group, [((topic, partition), value)]);
+        }
+        RecordKey::Group { group } => {
+            let value = match &record.value {
+                Some(v) => Some(GroupValue::decode(v).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            groups.load_group(now, &group, value);
+        }
+    }
+    Ok(())
+}
+
+fn error_join(error: ResponseError, member: &str) -> JoinResponse {
+    JoinResponse {
+        error: Some(error),
+        generation: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        skip_assignment: false,
+        member_id: member.to_string(),
+        members: Vec::new(),
+    }
+}
+
+fn error_sync(error: ResponseError) -> SyncResponse {
+    SyncResponse {
+        error: Some(error),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::topic::resolve;
+    use crate::config::LogDefaults;
+    use crate::log::Log;
+
+    fn offsets_partitions(dir: &std::path::Path, n: i32) -> Vec<Arc<Partition>> {
+        let settings = Arc::new(resolve(&LogDefaults::default(), &BTreeMap::new()));
+        (0..n)
+            .map(|i| {
+                let log = Log::open(&dir.join(format!("p{i}")), settings.log.clone(), 0).unwrap();
+                Arc::new(Partition::open(OFFSETS_TOPIC.into(), i, log, settings.clone()).unwrap())
+            })
+            .collect()
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            initial_rebalance_delay_ms: 0,
+            ..Limits::default()
+        }
+    }
+
+    fn join_request(group: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: group.into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+            require_known_member_id: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn state_survives_a_reload_from_the_offsets_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = GroupCoordinator::new(limits());
+        assert_eq!(
+            coordinator.heartbeat("g", 0, "m", None),
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        coordinator.load(offsets_partitions(dir.path(), 3)).unwrap();
+
+        let joined = coordinator.join(join_request("g")).await;
+        assert_eq!(joined.error, None);
+        let synced = coordinator
+            .sync(SyncRequest {
+                group_id: "g".into(),
+                generation: joined.generation,
+                member_id: joined.member_id.clone(),
+                instance_id: None,
+                protocol_type: None,
+                protocol_name: None,
+                assignments: vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+            })
+            .await;
+        assert_eq!(synced.assignment, Bytes::from_static(b"a"));
+        let value = |offset| OffsetValue {
+            offset,
+            leader_epoch: 4,
+            metadata: "meta".into(),
+            commit_timestamp: 1,
+        };
+        coordinator
+            .commit(
+                "g",
+                joined.generation,
+                &joined.member_id,
+                None,
+                vec![(("t".into(), 0), value(10)), (("t".into(), 1), value(11))],
+            )
+            .unwrap();
+        coordinator
+            .commit("solo", -1, "", None, vec![(("t".into(), 0), value(5))])
+            .unwrap();
+        coordinator
+            .commit("gone", -1, "", None, vec![(("t".into(), 0), value(6))])
+            .unwrap();
+        coordinator.delete_group("gone").unwrap();
+        coordinator
+            .delete_offsets("solo", &[("t".into(), 0)])
+            .unwrap();
+        assert_eq!(
+            coordinator.commit("g", joined.generation + 1, &joined.member_id, None, vec![]),
+            Err(ResponseError::IllegalGeneration)
+        );
+
+        let reloaded = GroupCoordinator::new(limits());
+        let stats = reloaded.load(offsets_partitions(dir.path(), 3)).unwrap();
+        assert_eq!(stats.skipped, 0);
+        let offsets = reloaded.offsets("g").unwrap();
+        assert_eq!(offsets[&("t".to_string(), 0)], value(10));
+        assert_eq!(offsets[&("t".to_string(), 1)], value(11));
+        assert!(reloaded.offsets("solo").unwrap().is_empty());
+        assert!(reloaded.describe("gone").unwrap().is_none());
+        let described = reloaded.describe("g").unwrap().unwrap();
+        assert_eq!(described.state, GroupState::Stable);
+        assert_eq!(described.members[0].assignment, Bytes::from_static(b"a"));
+        assert_eq!(
+            reloaded.heartbeat("g", joined.generation, &joined.member_id, None),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn parked_joins_are_released_by_the_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = Arc::new(GroupCoordinator::new(Limits {
+            initial_rebalance_delay_ms: 50,
+            ..Limits::default()
+        }));
+        coordinator.load(offsets_partitions(dir.path(), 1)).unwrap();
+        let timers = coordinator.spawn_timers();
+        let (a, b) = tokio::join!(
+            coordinator.join(join_request("g")),
+            coordinator.join(join_request("g"))
+        );
+        timers.abort();
+        assert_eq!(a.generation, 1);
+        assert_eq!(b.generation, 1);
+        assert_eq!(a.leader, b.leader);
+    }
+}

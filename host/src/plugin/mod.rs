@@ -1,0 +1,818 @@
+//! Plugins: deploying, keeping and calling the WebAssembly components (and, when
+//! enabled, trusted native libraries) that carry Quiver's policy.
+//!
+//! A deploy is validated before it serves: the bytes must be a component, declare a
+//! plugin API version this host binds (`quiver:api-version`), link against the sandbox
+//! (no import the host does not provide), export the declared kind's world, and
+//! initialise with the given configuration. Only then is it stored (versioned, under
+//! `<data_dir>/plugins`) and swapped in; a refused deploy leaves the previous version
+//! serving. Calls hold an `Arc` of the version they started with, so a swap never
+//! drops an in-flight call.
+//!
+//! Failure policy: a trap discards the instance and the next call gets a fresh one; after
+//! `plugins.max_traps` consecutive traps the plugin is marked failed with the reason
+//! until it is redeployed or rolled back. What a failed call means for the caller is the
+//! caller's policy (a partitioner fails the produce, or falls back to murmur2).
+
+pub mod bindings;
+pub mod engine;
+pub mod metrics;
+pub mod native;
+pub mod partitioner;
+pub mod sandbox;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use quiver_plugin_sdk::columns::Columns;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::Linker;
+
+use crate::broker::now_ms;
+use crate::config::PluginsConfig;
+use engine::PluginEngine;
+use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
+use native::NativePartitioner;
+use partitioner::WasmPartitioner;
+use sandbox::{HostState, LogLine, PluginLog};
+
+/// Why a plugin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine could not be set up.
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    /// A file under the plugin directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The registry file is damaged.
+    #[error("plugin registry {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The name is not acceptable.
+    #[error("invalid plugin name '{0}': use 1-64 characters of a-z, 0-9, '-' and '_'")]
+    InvalidName(String),
+    /// The kind is unknown or not served by this broker yet.
+    #[error("{0}")]
+    UnsupportedKind(String),
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component declares no or an unsupported plugin API version.
+    #[error("{0}")]
+    ApiVersion(String),
+    /// The component imports something the sandbox does not provide.
+    #[error("the component cannot be linked in the sandbox: {0}")]
+    Link(String),
+    /// The component does not implement the declared kind.
+    #[error("{0}")]
+    WrongKind(String),
+    /// The plugin's `init` refused the configuration or trapped.
+    #[error("init failed: {0}")]
+    Init(String),
+    /// A native plugin could not be loaded.
+    #[error("native plugin: {0}")]
+    Native(String),
+    /// Native plugins are disabled or the file is outside the allowed directories.
+    #[error("native plugins: {0}")]
+    NativeNotAllowed(String),
+    /// No plugin (or version) by that name.
+    #[error("no plugin named '{0}'")]
+    Unknown(String),
+    /// Rollback with no earlier version.
+    #[error("plugin '{0}' has no earlier version to roll back to")]
+    NoPreviousVersion(String),
+    /// The plugin is still referenced.
+    #[error("plugin '{name}' is used by topic(s) {topics}; change their configs first")]
+    InUse {
+        /// The plugin.
+        name: String,
+        /// The topics using it.
+        topics: String,
+    },
+}
+
+/// Why one call into a plugin failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The instance trapped (panic, deadline, memory cap); it was discarded.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// `init` of a fresh instance failed.
+    #[error("init failed: {0}")]
+    Init(String),
+    /// The plugin returned an error.
+    #[error("returned an error: {0}")]
+    Plugin(String),
+    /// The plugin returned unusable output.
+    #[error("returned bad output: {0}")]
+    Output(String),
+    /// The plugin is marked failed and is not called.
+    #[error("is failed: {0}")]
+    Failed(String),
+    /// The plugin is not of the kind the caller needs.
+    #[error("{0}")]
+    WrongKind(String),
+}
+
+/// The kinds of plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Chooses partitions.
+    Partitioner,
+    /// Transforms records.
+    Transform,
+    /// Decides quotas.
+    QuotaPolicy,
+    /// Mirror policy.
+    Connector,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = PluginError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "partitioner" => Ok(Kind::Partitioner),
+            "transform" => Ok(Kind::Transform),
+            "quota-policy" => Ok(Kind::QuotaPolicy),
+            "connector" => Ok(Kind::Connector),
+            other => Err(PluginError::UnsupportedKind(format!(
+                "unknown plugin kind '{other}': expected partitioner, transform, quota-policy or connector"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Partitioner => "partitioner",
+            Kind::Transform => "transform",
+            Kind::QuotaPolicy => "quota-policy",
+            Kind::Connector => "connector",
+        })
+    }
+}
+
+/// Per-plugin limits; unset fields take the `[plugins]` defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Memory cap per instance, bytes.
+    pub max_memory_bytes: Option<u64>,
+    /// Deadline per call, ms.
+    pub call_timeout_ms: Option<u64>,
+    /// Largest output per call, bytes.
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Effective limits of one deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Memory cap per instance, bytes.
+    pub max_memory_bytes: u64,
+    /// Deadline per call, ms.
+    pub call_timeout_ms: u64,
+    /// Largest output per call, bytes.
+    pub max_output_bytes: u64,
+    /// Initialised instances kept for reuse.
+    pub idle_instances: usize,
+}
+
+impl Limits {
+    fn resolve(defaults: &PluginsConfig, o: &LimitOverrides) -> Self {
+        Self {
+            max_memory_bytes: o
+                .max_memory_bytes
+                .unwrap_or(defaults.max_memory_bytes)
+                .min(defaults.max_memory_bytes),
+            call_timeout_ms: o.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
+            max_output_bytes: o.max_output_bytes.unwrap_or(defaults.max_output_bytes),
+            idle_instances: defaults.idle_instances,
+        }
+    }
+
+    /// The per-call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// Where a version's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A WebAssembly component stored under the plugin directory.
+    Wasm {
+        /// SHA-256 of the component.
+        sha256: String,
+    },
+    /// A native library inside `plugins.native.dirs`.
+    Native {
+        /// The library's path.
+        path: PathBuf,
+    },
+}
+
+/// One stored version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// 1, 2, …
+    pub version: u32,
+    /// The code.
+    pub source: Source,
+    /// Configuration passed to init.
+    pub config: Vec<(String, String)>,
+    /// Limit overrides.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// The plugin API version the code declares.
+    pub api_version: String,
+    /// When it was deployed.
+    pub deployed_at_ms: i64,
+}
+
+/// A plugin's stored versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// Its kind.
+    pub kind: Kind,
+    /// The version serving.
+    pub active: u32,
+    /// Every version deployed and still kept, oldest first.
+    pub versions: Vec<VersionRecord>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Registry {
+    plugins: BTreeMap<String, PluginRecord>,
+}
+
+/// A request to deploy a plugin version.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The plugin's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its code.
+    pub code: Code,
+    /// Configuration for init.
+    pub config: Vec<(String, String)>,
+    /// Limit overrides.
+    pub limits: LimitOverrides,
+}
+
+/// Code to deploy.
+#[derive(Debug, Clone)]
+pub enum Code {
+    /// Component bytes.
+    Wasm(Vec<u8>),
+    /// A library file name inside `plugins.native.dirs`.
+    Native(String),
+}
+
+/// What a successful deploy reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployOutcome {
+    /// The plugin.
+    pub name: String,
+    /// The version now serving.
+    pub version: u32,
+    /// Its kind.
+    pub kind: Kind,
+    /// Whether the compiled component came from the cache.
+    pub cached: bool,
+    /// Time from receiving the bytes to serving, µs.
+    pub deploy_us: u64,
+    /// Time to instantiate one instance, µs (WASM only).
+    pub instantiate_us: u64,
+}
+
+/// The running code of a deployment.
+#[derive(Debug)]
+enum Runner {
+    WasmPartitioner(WasmPartitioner),
+    NativePartitioner(NativePartitioner),
+}
+
+/// Health of a deployment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Status {
+    /// Serving.
+    Active,
+    /// Not called until redeployed or rolled back.
+    Failed {
+        /// Why.
+        reason: String,
+        /// When, ms since the epoch.
+        at_ms: i64,
+    },
+}
+
+/// One serving version of a plugin and everything its calls need.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The plugin.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The version.
+    pub version: u32,
+    /// Configuration given to init.
+    pub config: Vec<(String, String)>,
+    /// Effective limits.
+    pub limits: Limits,
+    /// The plugin's log ring.
+    pub log: PluginLog,
+    /// Counters.
+    pub metrics: PluginMetrics,
+    /// Time the last fresh instance took to instantiate, µs.
+    pub instantiate_us: AtomicU64,
+    status: Mutex<Status>,
+    consecutive_traps: AtomicU32,
+    runner: Runner,
+}
+
+/// What `describe` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    /// The plugin.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The version serving.
+    pub active_version: u32,
+    /// Health of the serving version.
+    pub status: Status,
+    /// Effective limits.
+    pub limits: Limits,
+    /// Counters of the serving version.
+    pub metrics: MetricsSnapshot,
+    /// Every stored version.
+    pub versions: Vec<VersionRecord>,
+}
+
+/// Every plugin of the broker.
+pub struct Plugins {
+    settings: PluginsConfig,
+    dir: PathBuf,
+    engine: PluginEngine,
+    linker: Linker<HostState>,
+    registry: Mutex<Registry>,
+    active: RwLock<BTreeMap<String, Arc<Deployment>>>,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugins")
+            .field("dir", &self.dir)
+            .field("active", &self.active.read().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Plugins {
+    /// Opens the plugin directory under `data_dir` and brings every active version back.
+    /// A stored plugin that no longer loads is kept and reported failed, not fatal.
+    pub fn open(settings: &PluginsConfig, data_dir: &Path) -> Result<Self, PluginError> {
+        let dir = data_dir.join("plugins");
+        fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let engine = PluginEngine::new(settings, &dir.join("cache"))?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let registry_path = dir.join("registry.json");
+        let registry: Registry = match fs::read(&registry_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PluginError::Corrupt {
+                path: registry_path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Registry::default(),
+            Err(source) => {
+                return Err(PluginError::Io {
+                    path: registry_path,
+                    source,
+                })
+            }
+        };
+        let plugins = Self {
+            settings: settings.clone(),
+            dir,
+            engine,
+            linker,
+            registry: Mutex::new(Registry::default()),
+            active: RwLock::new(BTreeMap::new()),
+        };
+        for (name, record) in &registry.plugins {
+            let Some(version) = record.versions.iter().find(|v| v.version == record.active) else {
+                continue;
+            };
+            match plugins.load(name, record.kind, version) {
+                Ok((deployment, _)) => {
+                    plugins
+                        .active
+                        .write()
+                        .insert(name.clone(), Arc::new(deployment));
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %name, version = version.version, error = %e, "stored plugin does not load");
+                }
+            }
+        }
+        *plugins.registry.lock() = registry;
+        Ok(plugins)
+    }
+
+    fn wasm_path(&self, name: &str, sha256: &str) -> PathBuf {
+        self.dir.join(name).join(format!("{sha256}.wasm"))
+    }
+
+    /// Compiles/links/initialises one stored or new version.
+    fn load(
+        &self,
+        name: &str,
+        kind: Kind,
+        version: &VersionRecord,
+    ) -> Result<(Deployment, bool), PluginError> {
+        if kind != Kind::Partitioner {
+            return Err(PluginError::UnsupportedKind(format!(
+                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner can"
+            )));
+        }
+        let limits = Limits::resolve(&self.settings, &version.limits);
+        let log = PluginLog::default();
+        let (runner, cached) = match &version.source {
+            Source::Wasm { sha256 } => {
+                let path = self.wasm_path(name, sha256);
+                let wasm = fs::read(&path).map_err(|source| PluginError::Io { path, source })?;
+                let (component, cached) = self.engine.load(&wasm)?;
+                (
+                    Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
+                    cached,
+                )
+            }
+            Source::Native { path } => {
+                if !self.settings.native.enabled {
+                    return Err(PluginError::NativeNotAllowed(
+                        "disabled (set plugins.native.enabled = true)".into(),
+                    ));
+                }
+                (
+                    Runner::NativePartitioner(NativePartitioner::load(path, &version.config)?),
+                    false,
+                )
+            }
+        };
+        let deployment = Deployment {
+            name: name.to_string(),
+            kind,
+            version: version.version,
+            config: version.config.clone(),
+            limits,
+            log,
+            metrics: PluginMetrics::default(),
+            instantiate_us: AtomicU64::new(0),
+            status: Mutex::new(Status::Active),
+            consecutive_traps: AtomicU32::new(0),
+            runner,
+        };
+        if let Runner::WasmPartitioner(runner) = &deployment.runner {
+            runner
+                .warm_up(&self.engine, &deployment)
+                .map_err(|e| match e {
+                    CallError::Init(m) => PluginError::Init(m),
+                    other => PluginError::Init(other.to_string()),
+                })?;
+        }
+        deployment.log.push(
+            "host",
+            &format!(
+                "version {} loaded ({})",
+                version.version,
+                if cached {
+                    "compiled code from cache"
+                } else {
+                    "compiled"
+                }
+            ),
+        );
+        Ok((deployment, cached))
+    }
+
+    /// Validates and deploys a new version; on success it serves immediately.
+    pub fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, PluginError> {
+        let started = Instant::now();
+        if !valid_name(&request.name) {
+            return Err(PluginError::InvalidName(request.name));
+        }
+        let (source, api_version) = match &request.code {
+            Code::Wasm(bytes) => {
+                let api = engine::api_version(bytes)?.ok_or_else(|| {
+                    PluginError::ApiVersion(
+                        "the component declares no plugin API version (custom section quiver:api-version); build it with quiver-plugin-sdk".into(),
+                    )
+                })?;
+                if !bindings::SUPPORTED_API_VERSIONS.contains(&api.as_str()) {
+                    return Err(PluginError::ApiVersion(format!(
+                        "the component implements plugin API {api}; this broker supports {}",
+                        bindings::SUPPORTED_API_VERSIONS.join(", ")
+                    )));
+                }
+                let sha256 = engine::sha256_hex(bytes);
+                let path = self.wasm_path(&request.name, &sha256);
+                if !path.exists() {
+                    let io = |source| PluginError::Io {
+                        path: path.clone(),
+                        source,
+                    };
+                    fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+                    let tmp = path.with_extension("tmp");
+                    fs::write(&tmp, bytes).map_err(io)?;
+                    fs::rename(&tmp, &path).map_err(io)?;
+                }
+                (Source::Wasm { sha256 }, api)
+            }
+            Code::Native(file) => {
+                if !self.settings.native.enabled {
+                    return Err(PluginError::NativeNotAllowed(
+                        "disabled (set plugins.native.enabled = true)".into(),
+                    ));
+                }
+                let path = native::resolve(file, &self.settings.native.dirs)?;
+                (Source::Native { path }, "0.1.0".to_string())
+            }
+        };
+        let mut registry = self.registry.lock();
+        let next_version = registry
+            .plugins
+            .get(&request.name)
+            .and_then(|r| r.versions.iter().map(|v| v.version).max())
+            .unwrap_or(0)
+            + 1;
+        if let Some(existing) = registry.plugins.get(&request.name) {
+            if existing.kind != request.kind {
+                return Err(PluginError::UnsupportedKind(format!(
+                    "plugin '{}' is a {}; a {} cannot replace it (remove it first)",
+                    request.name, existing.kind, request.kind
+                )));
+            }
+        }
+        let version = VersionRecord {
+            version: next_version,
+            source,
+            config: request.config,
+            limits: request.limits,
+            api_version,
+            deployed_at_ms: now_ms(),
+        };
+        // Validation: everything up to a successful init, before anything is recorded.
+        let (deployment, cached) = self.load(&request.name, request.kind, &version)?;
+        let mut next = Registry {
+            plugins: registry.plugins.clone(),
+        };
+        let record = next
+            .plugins
+            .entry(request.name.clone())
+            .or_insert_with(|| PluginRecord {
+                kind: request.kind,
+                active: next_version,
+                versions: Vec::new(),
+            });
+        record.active = next_version;
+        record.versions.push(version);
+        self.persist(&next)?;
+        *registry = next;
+        let outcome = DeployOutcome {
+            name: request.name.clone(),
+            version: next_version,
+            kind: request.kind,
+            cached,
+            deploy_us: started.elapsed().as_micros() as u64,
+            instantiate_us: deployment.instantiate_us.load(Ordering::Relaxed),
+        };
+        deployment.log.push(
+            "host",
+            &format!("version {next_version} deployed and serving"),
+        );
+        self.active
+            .write()
+            .insert(request.name.clone(), Arc::new(deployment));
+        tracing::info!(plugin = %request.name, version = next_version, kind = %request.kind, deploy_us = outcome.deploy_us, "plugin deployed");
+        Ok(outcome)
+    }
+
+    /// Serves the version before the active one again.
+    pub fn rollback(&self, name: &str) -> Result<u32, PluginError> {
+        let mut registry = self.registry.lock();
+        let record = registry
+            .plugins
+            .get(name)
+            .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
+        let previous = record
+            .versions
+            .iter()
+            .filter(|v| v.version < record.active)
+            .max_by_key(|v| v.version)
+            .cloned()
+            .ok_or_else(|| PluginError::NoPreviousVersion(name.to_string()))?;
+        let (deployment, _) = self.load(name, record.kind, &previous)?;
+        let mut next = Registry {
+            plugins: registry.plugins.clone(),
+        };
+        next.plugins.get_mut(name).expect("present").active = previous.version;
+        self.persist(&next)?;
+        *registry = next;
+        deployment.log.push(
+            "host",
+            &format!("rolled back to version {}", previous.version),
+        );
+        self.active
+            .write()
+            .insert(name.to_string(), Arc::new(deployment));
+        tracing::info!(
+            plugin = name,
+            version = previous.version,
+            "plugin rolled back"
+        );
+        Ok(previous.version)
+    }
+
+    /// Removes a plugin and all its versions. `in_use` lists the topics referencing it;
+    /// a plugin in use is not removed.
+    pub fn remove(&self, name: &str, in_use: &[String]) -> Result<(), PluginError> {
+        if !in_use.is_empty() {
+            return Err(PluginError::InUse {
+                name: name.to_string(),
+                topics: in_use.join(", "),
+            });
+        }
+        let mut registry = self.registry.lock();
+        if !registry.plugins.contains_key(name) {
+            return Err(PluginError::Unknown(name.to_string()));
+        }
+        let mut next = Registry {
+            plugins: registry.plugins.clone(),
+        };
+        next.plugins.remove(name);
+        self.persist(&next)?;
+        *registry = next;
+        self.active.write().remove(name);
+        let dir = self.dir.join(name);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(plugin = name, error = %e, "could not remove plugin files");
+            }
+        }
+        tracing::info!(plugin = name, "plugin removed");
+        Ok(())
+    }
+
+    fn persist(&self, registry: &Registry) -> Result<(), PluginError> {
+        let path = self.dir.join("registry.json");
+        let io = |source| PluginError::Io {
+            path: path.clone(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(registry).expect("registry serialises");
+        {
+            use std::io::Write;
+            let mut file = fs::File::create(&tmp).map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    /// Every plugin with its serving version.
+    pub fn list(&self) -> Vec<Description> {
+        let names: Vec<String> = self.registry.lock().plugins.keys().cloned().collect();
+        names.iter().filter_map(|n| self.describe(n)).collect()
+    }
+
+    /// One plugin in detail.
+    pub fn describe(&self, name: &str) -> Option<Description> {
+        let record = self.registry.lock().plugins.get(name).cloned()?;
+        let active = self.active.read().get(name).cloned();
+        let (status, limits, metrics) = match &active {
+            Some(d) => (d.status(), d.limits.clone(), d.metrics.snapshot()),
+            None => (
+                Status::Failed {
+                    reason: "the stored version does not load; see the broker log".into(),
+                    at_ms: 0,
+                },
+                Limits::resolve(&self.settings, &LimitOverrides::default()),
+                PluginMetrics::default().snapshot(),
+            ),
+        };
+        Some(Description {
+            name: name.to_string(),
+            kind: record.kind,
+            active_version: record.active,
+            status,
+            limits,
+            metrics,
+            versions: record.versions,
+        })
+    }
+
+    /// The last `n` lines of a plugin's log.
+    pub fn logs(&self, name: &str, n: usize) -> Option<Vec<LogLine>> {
+        self.active.read().get(name).map(|d| d.log.tail(n))
+    }
+
+    /// The serving version of a plugin.
+    pub fn get(&self, name: &str) -> Option<Arc<Deployment>> {
+        self.active.read().get(name).cloned()
+    }
+
+    /// Runs the partitioner `name` over `batch`.
+    pub fn partition(
+        &self,
+        name: &str,
+        batch: Columns,
+        partitions: u32,
+    ) -> Result<Vec<u32>, CallError> {
+        let deployment = self.get(name).ok_or_else(|| {
+            CallError::Failed(format!("partitioner plugin '{name}' is not deployed"))
+        })?;
+        deployment.partition(&self.engine, batch, partitions, self.settings.max_traps)
+    }
+}
+
+impl Deployment {
+    /// Health of this version.
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    fn partition(
+        &self,
+        engine: &PluginEngine,
+        batch: Columns,
+        partitions: u32,
+        max_traps: u32,
+    ) -> Result<Vec<u32>, CallError> {
+        if let Status::Failed { reason, .. } = self.status() {
+            return Err(CallError::Failed(reason));
+        }
+        let records = batch.offsets.len();
+        let started = Instant::now();
+        let result = match &self.runner {
+            Runner::WasmPartitioner(r) => r.partition(engine, self, batch, partitions),
+            Runner::NativePartitioner(r) => r.partition(self, &batch, partitions),
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(CallError::Trap(_)) => Outcome::Trap,
+            Err(_) => Outcome::Error,
+        };
+        self.metrics.record(records, started.elapsed(), outcome);
+        match &result {
+            Ok(_) => self.consecutive_traps.store(0, Ordering::Relaxed),
+            Err(CallError::Trap(reason)) => {
+                self.log.push("host", &format!("trap: {reason}"));
+                let traps = self.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
+                if traps >= max_traps {
+                    let reason = format!("{traps} consecutive traps; last: {reason}");
+                    self.log.push("host", &format!("marked failed: {reason}"));
+                    tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
+                    *self.status.lock() = Status::Failed {
+                        reason,
+                        at_ms: now_ms(),
+                    };
+                }
+            }
+            Err(e) => self.log.push("host", &format!("call failed: {e}")),
+        }
+        result
+    }
+}

@@ -1,0 +1,188 @@
+//! Running `partitioner` components: a small pool of initialised instances per
+//! deployment, one call per batch, and the checks on what comes back.
+//!
+//! An instance is used by one call at a time and returned to the pool afterwards, so
+//! `init` runs once per instance, not per call. An instance that traps is dropped, never
+//! reused: its memory may be in any state.
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use quiver_plugin_sdk::columns::Columns;
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+use super::bindings::partitioner::exports::quiver::plugin::lifecycle::PluginError as WitError;
+use super::bindings::partitioner::quiver::plugin::types::RecordBatch;
+use super::bindings::partitioner::{Partitioner, PartitionerPre};
+use super::engine::PluginEngine;
+use super::sandbox::HostState;
+use super::{CallError, Deployment, PluginError};
+
+/// Instances of one partitioner deployment.
+pub struct WasmPartitioner {
+    pre: PartitionerPre<HostState>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl std::fmt::Debug for WasmPartitioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmPartitioner")
+            .field("idle", &self.idle.lock().len())
+            .finish()
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Partitioner,
+}
+
+fn describe(e: &WitError) -> String {
+    match e {
+        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
+        WitError::InvalidInput(m) => format!("invalid input: {m}"),
+        WitError::Failed(m) => m.clone(),
+    }
+}
+
+impl WasmPartitioner {
+    /// Links `component` against the sandbox: fails if it imports anything the host does
+    /// not provide or lacks the partitioner world's exports.
+    pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let pre = PartitionerPre::new(instance_pre).map_err(|e| {
+            PluginError::WrongKind(format!(
+                "the component does not implement the partitioner world: {e:#}"
+            ))
+        })?;
+        Ok(Self {
+            pre,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Creates and initialises a fresh instance (what deploy validation runs too).
+    fn instantiate(
+        &self,
+        engine: &PluginEngine,
+        deployment: &Deployment,
+    ) -> Result<Instance, CallError> {
+        let started = Instant::now();
+        let mut store = Store::new(
+            engine.engine(),
+            HostState::new(&deployment.log, deployment.limits.max_memory_bytes),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::Trap(format!("instantiating: {e:#}")))?;
+        let instantiated = started.elapsed();
+        store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        bindings
+            .quiver_plugin_lifecycle()
+            .call_init(&mut store, &deployment.config)
+            .map_err(|e| CallError::Trap(format!("init: {e:#}")))?
+            .map_err(|e| CallError::Init(describe(&e)))?;
+        deployment.instantiate_us.store(
+            instantiated.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(Instance { store, bindings })
+    }
+
+    /// Validates a deployment by creating its first instance, kept for later calls.
+    pub fn warm_up(&self, engine: &PluginEngine, deployment: &Deployment) -> Result<(), CallError> {
+        let instance = self.instantiate(engine, deployment)?;
+        self.idle.lock().push(instance);
+        Ok(())
+    }
+
+    /// Chooses a partition for every record of `batch`.
+    pub fn partition(
+        &self,
+        engine: &PluginEngine,
+        deployment: &Deployment,
+        batch: Columns,
+        partitions: u32,
+    ) -> Result<Vec<u32>, CallError> {
+        let records = batch.offsets.len();
+        let mut instance = match self.idle.lock().pop() {
+            Some(instance) => instance,
+            None => self.instantiate(engine, deployment)?,
+        };
+        instance
+            .store
+            .set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        let input = RecordBatch {
+            topic: batch.topic,
+            partition: batch.partition,
+            offsets: batch.offsets,
+            timestamps: batch.timestamps,
+            key_lengths: batch.key_lengths,
+            keys: batch.keys,
+            value_lengths: batch.value_lengths,
+            values: batch.values,
+            header_counts: batch.header_counts,
+            header_key_lengths: batch.header_key_lengths,
+            header_keys: batch.header_keys,
+            header_value_lengths: batch.header_value_lengths,
+            header_values: batch.header_values,
+        };
+        let result = instance.bindings.quiver_plugin_partition().call_partition(
+            &mut instance.store,
+            &input,
+            partitions,
+        );
+        let chosen = match result {
+            // A trapped instance is dropped here, never returned to the pool.
+            Err(trap) => return Err(CallError::Trap(format!("{trap:#}"))),
+            Ok(Err(e)) => Err(CallError::Plugin(describe(&e))),
+            Ok(Ok(chosen)) => Ok(chosen),
+        };
+        let mut idle = self.idle.lock();
+        if idle.len() < deployment.limits.idle_instances {
+            idle.push(instance);
+        }
+        drop(idle);
+        let chosen = chosen?;
+        check_output(
+            &chosen,
+            records,
+            partitions,
+            deployment.limits.max_output_bytes,
+        )?;
+        Ok(chosen)
+    }
+}
+
+/// A partitioner must return one partition per record, each in range.
+pub(crate) fn check_output(
+    chosen: &[u32],
+    records: usize,
+    partitions: u32,
+    max_output_bytes: u64,
+) -> Result<(), CallError> {
+    if (chosen.len() as u64) * 4 > max_output_bytes {
+        return Err(CallError::Output(format!(
+            "returned {} bytes of output, more than the {max_output_bytes} allowed",
+            chosen.len() * 4
+        )));
+    }
+    if chosen.len() != records {
+        return Err(CallError::Output(format!(
+            "returned {} partitions for {records} records",
+            chosen.len()
+        )));
+    }
+    if let Some((i, p)) = chosen.iter().enumerate().find(|(_, &p)| p >= partitions) {
+        return Err(CallError::Output(format!(
+            "chose partition {p} for record {i}, but the topic has {partitions} partitions"
+        )));
+    }
+    Ok(())
+}
