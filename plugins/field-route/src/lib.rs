@@ -237,7 +237,14 @@ mod tests {
         PartitionerHarness::init(pairs).unwrap()
     }
 
-    fn batch(records: &[(Option<&str>, Option<&str>, &[(&str, Option<&str>)])]) -> Columns {
+    /// A test record: key, value and headers as text.
+    type TextRecord<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a [(&'a str, Option<&'a str>)],
+    );
+
+    fn batch(records: &[TextRecord<'_>]) -> Columns {
         let mut b = ColumnsBuilder::new("orders", -1);
         for (key, value, headers) in records {
             let headers: Vec<(&str, Option<&[u8]>)> = headers

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds every WASM plugin component: the built-in plugins, the starter example and
+# the hostile test plugins, for wasm32-wasip2 in release, and prints the .wasm paths.
+# Output: ${CARGO_TARGET_DIR:-<workspace>/target}/wasm32-wasip2/release/*.wasm
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+packages=(
+    quiver-plugin-murmur2
+    quiver-plugin-vip
+    quiver-plugin-hash
+    quiver-plugin-field-route
+    custom-partitioner
+    quiver-test-plugin-infinite-loop
+    quiver-test-plugin-memory-bomb
+    quiver-test-plugin-panic
+    quiver-test-plugin-out-of-range
+    quiver-test-plugin-huge-output
+    quiver-test-plugin-bad-import
+    quiver-test-plugin-wrong-kind
+    quiver-test-plugin-bad-config
+)
+
+args=()
+for package in "${packages[@]}"; do
+    args+=(-p "$package")
+done
+# One invocation, so wit-bindgen and the SDK compile once for all of them.
+cargo build --release --target wasm32-wasip2 "${args[@]}" >&2
+
+out="${CARGO_TARGET_DIR:-$root/target}/wasm32-wasip2/release"
+for package in "${packages[@]}"; do
+    wasm="$out/${package//-/_}.wasm"
+    if [[ ! -f "$wasm" ]]; then
+        echo "build.sh: expected $wasm was not produced" >&2
+        exit 1
+    fi
+    echo "$wasm"
+done
