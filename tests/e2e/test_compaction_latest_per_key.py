@@ -112,15 +112,17 @@ def test_compaction_keeps_latest_per_key_and_survives_kill_during_cleaning(broke
     items += [(key(k), None) for k in sorted(dead)]
     items += [(key(rng.choice(live)), b"v%06d" % i) for i in range(first + TOMBSTONED, UPDATES)]
     produce(p, topic, dl, written, items)
-    segments_written = len(b.segments(topic))
-    assert segments_written > 20
+    # The cleaner may already be merging segments while the producer runs, so the
+    # amount written is judged from what was produced, not from the segments left.
+    raw = sum(len(k) + len(v or b"") for k, v in items)
+    assert raw > 20 * SEGMENT, "the workload must span many segments uncompacted"
 
     # The cleaner catches up: few segments and one record per key below the active one,
     # and once delete.retention.ms has passed the tombstones are gone as well.
     def compacted():
         segs = b.segments(topic)
         total = sum(s.stat().st_size for s in segs)
-        return len(segs) < segments_written // 4 and total < 4 * SEGMENT and (len(segs), total)
+        return len(segs) <= 6 and total < 4 * SEGMENT and (len(segs), total)
 
     wait_until(compacted, 30, "the cleaner to compact the log")
     time.sleep(DELETE_RETENTION_MS / 1000 + 0.5)
