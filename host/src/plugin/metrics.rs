@@ -102,7 +102,7 @@ mod tests {
         let s = m.snapshot();
         assert_eq!((s.calls, s.records, s.errors, s.traps), (3, 12, 1, 1));
         assert_eq!(s.histogram[0], (Some(5), 1));
-        assert_eq!(s.histogram[4], (Some(100), 1));
+        assert_eq!(s.histogram[3], (Some(50), 1));
         assert_eq!(s.histogram[10], (None, 1));
     }
 }
