@@ -17,9 +17,10 @@ use kafka_protocol::records::{
 use quiver_plugin_sdk::columns::Columns;
 
 use super::{now_ms, Broker};
-use crate::partition::murmur2::partition_for_key;
+// The Java client's keyed choice; one implementation shared with the plugins.
 use crate::partition::AppendError;
 use crate::plugin::{CallError, Plugins};
+use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]

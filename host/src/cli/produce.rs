@@ -22,7 +22,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::Client;
 use super::{check, parse_pairs, topic, Connection};
-use crate::partition::murmur2::partition_for_key;
+// The Java client's keyed choice; one implementation shared with the plugins.
+use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 
 /// Records per produce request.
 const BATCH_RECORDS: usize = 1000;

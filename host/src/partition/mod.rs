@@ -7,7 +7,6 @@
 //! understands and never reaches the log. Batches are stored as produced unless the
 //! topic asks for broker-side compression or log-append time.
 
-pub mod murmur2;
 pub mod producer_state;
 
 use std::sync::Arc;
