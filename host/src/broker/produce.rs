@@ -8,16 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use quiver_plugin_sdk::columns::Columns;
 
 use super::{now_ms, Broker};
 // The Java client's keyed choice; one implementation shared with the plugins.
+use crate::partition::encode::{encode_batch, RecordData};
 use crate::partition::AppendError;
 use crate::plugin::{CallError, Plugins};
 use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
@@ -237,44 +234,18 @@ fn push_optional(lengths: &mut Vec<i32>, buf: &mut Vec<u8>, bytes: Option<&[u8]>
 
 /// One RecordBatch v2 holding the records at `indices`.
 fn encode(records: &[NewRecord], indices: &[usize], now: i64) -> Bytes {
-    let batch: Vec<Record> = indices
+    let data: Vec<RecordData> = indices
         .iter()
-        .enumerate()
-        .map(|(n, &i)| {
+        .map(|&i| {
             let r = &records[i];
-            let headers: IndexMap<StrBytes, Option<Bytes>> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-                .collect();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: n as i64,
-                // The encoder keeps one batch while offset - sequence is constant; this
-                // yields baseSequence -1, a non-idempotent batch.
-                sequence: n as i32 - 1,
-                timestamp: r.timestamp.unwrap_or(now),
+            RecordData {
                 key: r.key.clone(),
                 value: r.value.clone(),
-                headers,
+                headers: r.headers.clone(),
+                timestamp: r.timestamp.unwrap_or(now),
             }
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        batch.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding an uncompressed batch of in-memory records cannot fail");
-    buf.freeze()
+    encode_batch(&data, Compression::None)
+        .expect("encoding an uncompressed batch of in-memory records cannot fail")
 }

@@ -9,19 +9,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Args;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::Client;
 use super::{check, parse_pairs, topic, Connection};
+use crate::partition::encode::{encode_batch, RecordData};
 // The Java client's keyed choice; one implementation shared with the plugins.
 use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 
@@ -69,9 +67,9 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         "zstd" => Compression::Zstd,
         other => bail!("--compression must be none, gzip, snappy, lz4 or zstd, not `{other}`"),
     };
-    let headers: IndexMap<StrBytes, Option<Bytes>> = parse_pairs(&args.header, "header")?
+    let headers: Vec<(String, Option<Bytes>)> = parse_pairs(&args.header, "header")?
         .into_iter()
-        .map(|(k, v)| (StrBytes::from_string(k), Some(Bytes::from(v))))
+        .map(|(k, v)| (k, Some(Bytes::from(v))))
         .collect();
     let mut client = Client::connect(&args.connection.bootstrap).await?;
     let partitions = topic::partition_count(&mut client, &args.topic).await?;
@@ -118,7 +116,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             (None, Some(k)) => partition_for_key(k, partitions as u32) as i32,
             (None, None) => sender.round_robin,
         };
-        sender.add(partition, key, value, headers.clone());
+        sender.add(partition, key, value, &headers);
         if sender.pending_count >= BATCH_RECORDS {
             sender.flush().await?;
         }
@@ -133,7 +131,7 @@ struct Sender {
     topic: String,
     acks: i16,
     compression: Compression,
-    pending: BTreeMap<i32, Vec<Record>>,
+    pending: BTreeMap<i32, Vec<RecordData>>,
     pending_count: usize,
     sent: u64,
     round_robin: i32,
@@ -146,25 +144,13 @@ impl Sender {
         partition: i32,
         key: Option<Bytes>,
         value: Bytes,
-        headers: IndexMap<StrBytes, Option<Bytes>>,
+        headers: &[(String, Option<Bytes>)],
     ) {
-        let records = self.pending.entry(partition).or_default();
-        records.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: records.len() as i64,
-            // One batch per partition needs offset - sequence constant; starting at -1
-            // gives baseSequence -1, i.e. a non-idempotent batch.
-            sequence: records.len() as i32 - 1,
-            timestamp: crate::broker::now_ms(),
+        self.pending.entry(partition).or_default().push(RecordData {
             key,
             value: Some(value),
-            headers,
+            headers: headers.to_vec(),
+            timestamp: crate::broker::now_ms(),
         });
         self.pending_count += 1;
     }
@@ -176,18 +162,10 @@ impl Sender {
         let mut topic = TopicProduceData::default();
         topic.name = TopicName(StrBytes::from_string(self.topic.clone()));
         for (partition, records) in std::mem::take(&mut self.pending) {
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                records.iter(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: self.compression,
-                },
-            )?;
+            let batch = encode_batch(&records, self.compression).map_err(anyhow::Error::msg)?;
             let mut data = PartitionProduceData::default();
             data.index = partition;
-            data.records = Some(buf.freeze());
+            data.records = Some(batch);
             topic.partition_data.push(data);
         }
         let mut request = ProduceRequest::default();

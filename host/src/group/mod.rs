@@ -26,17 +26,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::broker::now_ms;
 use crate::log::LogError;
+use crate::partition::encode::{self, RecordData};
 use crate::partition::{AppendError, Partition};
 use records::{GroupValue, OffsetValue, RecordKey};
 use state::{
@@ -494,38 +492,16 @@ impl Inner {
 
 /// One uncompressed batch of keyed records.
 fn encode_batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<Bytes, GroupError> {
-    let records: Vec<Record> = records
+    let data: Vec<RecordData> = records
         .iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset - sequence stays
-            // constant; this gives baseSequence -1 (no idempotent producer).
-            sequence: i as i32 - 1,
-            timestamp: now,
+        .map(|(key, value)| RecordData {
             key: Some(key.clone()),
             value: value.clone(),
-            headers: IndexMap::new(),
+            headers: Vec::new(),
+            timestamp: now,
         })
         .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| GroupError::Encode(e.to_string()))?;
-    Ok(out.freeze())
+    encode::encode_batch(&data, Compression::None).map_err(GroupError::Encode)
 }
 
 /// Applies every record of one offsets partition, oldest first.

@@ -7,6 +7,7 @@
 //! understands and never reaches the log. Batches are stored as produced unless the
 //! topic asks for broker-side compression or log-append time.
 
+pub mod encode;
 pub mod producer_state;
 
 use std::sync::Arc;
