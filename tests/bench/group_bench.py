@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import random
 import signal
 import sys
 import time
@@ -161,7 +162,7 @@ def wait_settled(events, members, partitions, t0, timeout_s, pending=()):
     the assignments cover all partitions once, and each member has fetched a record since
     its latest assignment. Returns (last assign time, last first-record time, assignments
     seen, the member that fetched last, each member's own assign → first-record time)."""
-    latest, first = {}, {}
+    latest, first, revoked = {}, {}, {}
     assigns = 0
     deadline = time.monotonic() + timeout_s
     pending = list(pending)
@@ -177,12 +178,16 @@ def wait_settled(events, members, partitions, t0, timeout_s, pending=()):
             assigns += 1
         elif kind == "first" and idx in latest and t >= latest[idx][0]:
             first[idx] = t
+        elif kind == "revoke" and t >= t0 and idx in members:
+            revoked[idx] = t       # eager: on_revoke runs when the member hears of the rebalance
         if set(latest) == members and set(first) == members:
             owned = [p for _, ps in latest.values() for p in ps]
             if len(owned) == len(set(owned)) == partitions:
                 last = max(first, key=first.get)
                 lag = {i: first[i] - latest[i][0] for i in members}   # own assign → own first record
-                return (max(t for t, _ in latest.values()), max(first.values()), assigns, last, lag)
+                heard = max(revoked.values()) if revoked else None
+                return (max(t for t, _ in latest.values()), max(first.values()), assigns, last, lag,
+                        heard)
 
 
 def drain_quiet(events, seconds):
@@ -222,6 +227,7 @@ def phase_rebalance(ctx, cfg, bootstrap, meter, topic):
         log(f"rebalance: starting {n} members of {group} on {topic} ({cfg.rebalance_partitions} partitions)")
         wait_settled(events, standing, cfg.rebalance_partitions, 0.0, 120)
         drain_quiet(events, 1.0)
+        rng = random.Random(cfg.seed)
         cpu0 = meter.cpu()
         for i in range(cfg.rebalances):
             for kind, cmd, members in (("join", "join", standing | {n}), ("leave", "leave", standing)):
@@ -234,17 +240,22 @@ def phase_rebalance(ctx, cfg, bootstrap, meter, topic):
                         t0 = ev[2]
                     elif ev is not None:
                         seen.append(ev)
-                t_assign, t_first, assigns, last, lag = wait_settled(events, members, cfg.rebalance_partitions,
+                t_assign, t_first, assigns, last, lag, t_heard = wait_settled(events, members, cfg.rebalance_partitions,
                                                           t0, cfg.phase_timeout, seen)
                 sample = {"total_ms": (t_first - t0) * 1e3, "to_assign_ms": (t_assign - t0) * 1e3,
                           "assign_to_fetch_ms": (t_first - t_assign) * 1e3,
                           "assignments": assigns, "members": len(members),
+                          "to_all_heard_ms": None if t_heard is None else (t_heard - t0) * 1e3,
+                          "heard_to_assign_ms": None if t_heard is None else (t_assign - t_heard) * 1e3,
                           "last_to_fetch": "joiner" if last == n else "standing",
                           "own_assign_to_fetch_ms_standing_max": max(
                               v for i, v in lag.items() if i != n) * 1e3,
                           "own_assign_to_fetch_ms_joiner": lag[n] * 1e3 if n in lag else None}
                 out[kind].append(sample)
-                out["extra_assignments"] += drain_quiet(events, cfg.settle_s)
+                # The standing members heartbeat in step (their timers restart together at
+                # each assignment): a fixed pause would always hit the same heartbeat phase.
+                out["extra_assignments"] += drain_quiet(
+                    events, cfg.settle_s + rng.uniform(0, cfg.heartbeat_ms / 1e3))
             j, l_ = out["join"][-1], out["leave"][-1]
             log(f"  rebalance {i + 1}/{cfg.rebalances}: join {j['total_ms']:.0f} ms, "
                 f"leave {l_['total_ms']:.0f} ms")
@@ -524,6 +535,10 @@ def print_report(S, machine, cfg, broker_info):
         row(f"  p99 ms", r["total_ms"]["p99"], digits=0)
         row(f"  change → last on_assign, p50 ms", r["to_assign_ms"]["p50"], r["to_assign_ms"]["min"],
             r["to_assign_ms"]["max"], 0)
+        row(f"    change → every standing member heard (on_revoke)", r["to_all_heard_ms"]["p50"],
+            r["to_all_heard_ms"]["min"], r["to_all_heard_ms"]["max"], 0, "client heartbeat timing")
+        row(f"    last heard → last on_assign (JoinGroup+SyncGroup)", r["heard_to_assign_ms"]["p50"],
+            r["heard_to_assign_ms"]["min"], r["heard_to_assign_ms"]["max"], 1)
         row(f"  last on_assign → every member fetched, p50 ms", r["assign_to_fetch_ms"]["p50"],
             r["assign_to_fetch_ms"]["min"], r["assign_to_fetch_ms"]["max"], 0)
     rb = S["rebalance"]
@@ -558,7 +573,7 @@ def print_report(S, machine, cfg, broker_info):
     print()
     print(f"Quiver consumer group benchmark — rebalance: {cfg.members}+1 members, "
           f"{cfg.rebalance_partitions} partitions, {cfg.rebalances} joins + {cfg.rebalances} leaves, "
-          f"heartbeat.interval.ms={cfg.heartbeat_ms}, fetch.wait.max.ms={cfg.fetch_wait_ms}; commits: {cfg.runs} runs x {cfg.commit_seconds:g} s; "
+          f"{', '.join(f'{k}={v}' for k, v in cfg.client_conf.items())}; commits: {cfg.runs} runs x {cfg.commit_seconds:g} s; "
           f"read: {cfg.runs} runs x {cfg.records:,} x {cfg.record_size} B on {cfg.read_partitions} partitions")
     print(f"machine: {machine['nproc']} CPUs ({machine.get('cpu_model')}), {machine['mem_gib']} GiB, "
           f"librdkafka {machine['librdkafka']}; broker {broker_info.get('where')}")
@@ -604,6 +619,9 @@ def parse_args(argv):
     ap.add_argument("--rebalances", type=int, help="joins (and as many leaves) (default 20; quick 5)")
     ap.add_argument("--heartbeat-ms", type=int, default=500,
                     help="heartbeat.interval.ms of every member (how soon members hear of a rebalance)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the random pauses between changes")
+    ap.add_argument("--client-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra librdkafka setting for every consumer (repeatable)")
     ap.add_argument("--fetch-wait-ms", type=int, default=100,
                     help="fetch.wait.max.ms of every consumer (broker_bench uses 100)")
     ap.add_argument("--settle-s", type=float, default=0.3,
@@ -629,6 +647,9 @@ def parse_args(argv):
     cfg.set = cfg.set if cfg.set is not None else ["group.initial_rebalance_delay_ms=0"]
     cfg.client_conf = {"heartbeat.interval.ms": cfg.heartbeat_ms,
                        "fetch.wait.max.ms": cfg.fetch_wait_ms}
+    for kv in cfg.client_set:
+        k, _, v = kv.partition("=")
+        cfg.client_conf[k] = int(v) if v.lstrip("-").isdigit() else v
     cfg.skip = {s.strip() for s in cfg.skip.split(",") if s.strip()}
     if cfg.read_partitions % cfg.readers or cfg.read_partitions < cfg.readers:
         ap.error("--read-partitions must be a multiple of --readers")
@@ -638,7 +659,9 @@ def parse_args(argv):
 
 
 def summarize_samples(samples, key):
-    vals = [s[key] for s in samples]
+    vals = [s[key] for s in samples if s[key] is not None]
+    if not vals:
+        return {"p50": None, "p99": None, "min": None, "max": None, "mean": None}
     return {"p50": pct(vals, 50), "p99": pct(vals, 99), "min": min(vals), "max": max(vals),
             "mean": sum(vals) / len(vals)}
 
@@ -700,7 +723,8 @@ def main(argv=None):
             summary["rebalance"] = {
                 kind: {"n": len(rb[kind]),
                        **{k: summarize_samples(rb[kind], k)
-                          for k in ("total_ms", "to_assign_ms", "assign_to_fetch_ms")}}
+                          for k in ("total_ms", "to_assign_ms", "assign_to_fetch_ms",
+                                    "to_all_heard_ms", "heard_to_assign_ms")}}
                 for kind in ("join", "leave")}
             summary["rebalance"]["extra_assignments"] = rb["extra_assignments"]
             nreb = len(rb["join"]) + len(rb["leave"])
