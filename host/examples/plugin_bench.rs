@@ -12,7 +12,7 @@
 //! 1. **Partitioning cost, ns/record**, at batch sizes 1, 16, 256, 4096 (`--sizes`), for
 //!    three paths over the same records (keys of 16–32 random bytes, values of
 //!    `--value-bytes`, no headers, `--partitions` partitions):
-//!    - `builtin`: the broker's native murmur2 (`quiver::partition::murmur2::partition_for_key`)
+//!    - `builtin`: the broker's native murmur2 (`quiver_plugin_sdk::hash::murmur2_partition`)
 //!      over the batch's keys, collected into a `Vec` (what `choose_partitions` does
 //!      without a plugin). It needs no columns, so it has one figure.
 //!    - `wasm`: the murmur2 component through `Plugins::partition`, the broker's call path.
@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use quiver::config::PluginsConfig;
-use quiver::partition::murmur2::partition_for_key;
 use quiver::plugin::{Code, DeployRequest, Kind, LimitOverrides, Plugins};
 use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
+use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -139,7 +139,11 @@ struct Rec {
 }
 
 fn records(args: &Args, n: usize) -> Vec<Rec> {
-    let (value_bytes, lo, hi) = (args.value_bytes, args.key_min, args.key_max.max(args.key_min));
+    let (value_bytes, lo, hi) = (
+        args.value_bytes,
+        args.key_min,
+        args.key_max.max(args.key_min),
+    );
     let mut rng = Rng(args.seed);
     (0..n)
         .map(|i| {
@@ -214,13 +218,7 @@ fn stat_json(values: &[f64]) -> Value {
 
 fn fmt_stat(values: &[f64], digits: usize) -> String {
     let s = stat(values);
-    format!(
-        "{:.d$} ({:.d$}–{:.d$})",
-        s.median,
-        s.min,
-        s.max,
-        d = digits
-    )
+    format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,8 +354,11 @@ fn calls_for(args: &Args, size: usize) -> usize {
 
 fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let plugins = Plugins::open(&plugins_config(native_so.and_then(Path::parent)), tmp.path())
-        .expect("open plugins");
+    let plugins = Plugins::open(
+        &plugins_config(native_so.and_then(Path::parent)),
+        tmp.path(),
+    )
+    .expect("open plugins");
     deploy_wasm(&plugins, PLUGIN, wasm);
     let mut paths = vec![Path_::Builtin, Path_::Wasm];
     if let Some(so) = native_so {
@@ -374,7 +375,14 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     // Warm-up: one short pass over everything.
     for &size in &args.sizes {
         for &p in &paths {
-            measure(&plugins, p, &pool, size, (calls_for(args, size) / 10).max(2), args.partitions);
+            measure(
+                &plugins,
+                p,
+                &pool,
+                size,
+                (calls_for(args, size) / 10).max(2),
+                args.partitions,
+            );
         }
     }
 
@@ -385,12 +393,24 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     for run in 0..args.runs {
         for (si, &size) in args.sizes.iter().enumerate() {
             for (pi, &p) in paths.iter().enumerate() {
-                let (c, b) = measure(&plugins, p, &pool, size, calls_for(args, size), args.partitions);
+                let (c, b) = measure(
+                    &plugins,
+                    p,
+                    &pool,
+                    size,
+                    calls_for(args, size),
+                    args.partitions,
+                );
                 call[pi][si].push(c);
                 both[pi][si].push(b);
             }
         }
-        eprintln!("run {}/{} done ({:.1} s)", run + 1, args.runs, t0.elapsed().as_secs_f64());
+        eprintln!(
+            "run {}/{} done ({:.1} s)",
+            run + 1,
+            args.runs,
+            t0.elapsed().as_secs_f64()
+        );
     }
 
     println!();
@@ -404,7 +424,10 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     let mut header = String::from("| batch | builtin |");
     let mut rule = String::from("|---:|---:|");
     for &p in &paths[1..] {
-        header += &format!(" {0} call | {0} build+call | ×builtin (call / build+call) |", p.name());
+        header += &format!(
+            " {0} call | {0} build+call | ×builtin (call / build+call) |",
+            p.name()
+        );
         rule += "---:|---:|---:|";
     }
     header += " target ≤2x & ≤15 ns (wasm build+call) |";
@@ -422,8 +445,12 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
         let mut wasm_ratio_both = f64::NAN;
         let mut wasm_both = f64::NAN;
         for (pi, &p) in paths.iter().enumerate().skip(1) {
-            let rc: Vec<f64> = (0..args.runs).map(|r| call[pi][si][r] / call[0][si][r]).collect();
-            let rb: Vec<f64> = (0..args.runs).map(|r| both[pi][si][r] / call[0][si][r]).collect();
+            let rc: Vec<f64> = (0..args.runs)
+                .map(|r| call[pi][si][r] / call[0][si][r])
+                .collect();
+            let rb: Vec<f64> = (0..args.runs)
+                .map(|r| both[pi][si][r] / call[0][si][r])
+                .collect();
             line += &format!(
                 " {} | {} | {:.2}x / {:.2}x |",
                 fmt_stat(&call[pi][si], 1),
@@ -502,7 +529,11 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
 
 fn first_call_us(plugins: &Plugins, name: &str, cols: &Columns, partitions: u32) -> f64 {
     let t = Instant::now();
-    black_box(plugins.partition(name, cols.clone(), partitions).expect("first call"));
+    black_box(
+        plugins
+            .partition(name, cols.clone(), partitions)
+            .expect("first call"),
+    );
     t.elapsed().as_nanos() as f64 / 1000.0
 }
 
@@ -557,7 +588,7 @@ fn part_deploy(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     // Restart: open a data directory that holds the plugin (compiled code cached).
     let mut restart_ms = Vec::new();
     let mut restart_first = Vec::new();
-    for _ in 0..args.warm_deploys.min(7).max(3) {
+    for _ in 0..args.warm_deploys.clamp(3, 7) {
         let t = Instant::now();
         let plugins = Plugins::open(&config, dir.path()).expect("reopen");
         restart_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -574,7 +605,12 @@ fn part_deploy(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
             let t = Instant::now();
             deploy_native(&plugins, NATIVE_PLUGIN, file);
             native_wall.push(t.elapsed().as_secs_f64() * 1e3);
-            native_first.push(first_call_us(&plugins, NATIVE_PLUGIN, &cols, args.partitions));
+            native_first.push(first_call_us(
+                &plugins,
+                NATIVE_PLUGIN,
+                &cols,
+                args.partitions,
+            ));
         }
     }
 
@@ -646,7 +682,11 @@ fn profile_loop(args: &Args, wasm: &[u8], size: usize) {
     while Instant::now() < deadline {
         for _ in 0..64 {
             let columns = build_columns(batch(&pool, size, calls));
-            black_box(plugins.partition(PLUGIN, columns, args.partitions).expect("call"));
+            black_box(
+                plugins
+                    .partition(PLUGIN, columns, args.partitions)
+                    .expect("call"),
+            );
             calls += 1;
         }
     }
@@ -715,8 +755,16 @@ fn main() {
     println!();
     println!(
         "load average: {} at start, {} at end; {:.0} s",
-        load0.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        load1.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load0
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load1
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         started.elapsed().as_secs_f64()
     );
     if let Some(parent) = args.out.parent() {
