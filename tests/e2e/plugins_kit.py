@@ -465,11 +465,65 @@ def expect_log(bootstrap: str, topic: str, partitions: int, records: list, place
         c.close()
 
 
-def wait_failed(api: AdminApi, name: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        d = api.describe(name).body
-        if d["status"]["state"] == "failed":
-            return d
-        assert time.monotonic() < deadline, f"{name} not marked failed: {d['status']}"
-        time.sleep(0.05)
+class PluginTraffic:
+    """A healthy HTTP producer in a thread: requests of `batch` keyed records to a topic
+    routed by a healthy plugin, each checked against `expected_fn(key, partitions)`.
+    check() stops it and asserts every request succeeded, every placement was right
+    and the topic holds exactly the acknowledged records."""
+
+    def __init__(self, broker, topic: str, partitions: int, expected_fn, batch: int = 100):
+        self.broker, self.topic, self.partitions = broker, topic, partitions
+        self.expected_fn, self.batch = expected_fn, batch
+        self.api = AdminApi(broker.admin)
+        self.records, self.placements, self.failures = [], [], []
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"plugin-traffic-{topic}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        self.wait_progress(3)
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        self._stop.set()
+        self._thread.join(60)
+        if exc_type is None:
+            self.check()
+
+    def _run(self):
+        rng = random.Random(self.topic)
+        n = 0
+        while not self._stop.is_set():
+            recs = [Rec(b"healthy-%d-%d" % (i, rng.randrange(1 << 30)), b"v%d" % i, {"n": str(i)})
+                    for i in range(n, n + self.batch)]
+            n += self.batch
+            try:
+                r = self.api.produce(self.topic, [x.json() for x in recs])
+            except OSError as e:
+                self.failures.append(repr(e))
+                continue
+            if r.status != 200:
+                self.failures.append(r)
+                continue
+            self.records += recs
+            self.placements += [(o["partition"], o["offset"]) for o in r.body["offsets"]]
+            self.requests += 1
+            time.sleep(0.005)  # pace: bounded load
+
+    def wait_progress(self, n: int = 5, timeout: float = 30.0):
+        """Wait until n more requests have succeeded."""
+        want = self.requests + n
+        deadline = time.monotonic() + timeout
+        while self.requests < want:
+            assert not self.failures, f"healthy plugin topic {self.topic}: {self.failures[:3]}"
+            assert time.monotonic() < deadline, f"healthy plugin traffic stalled at {self.requests} requests"
+            time.sleep(0.02)
+
+    def check(self):
+        assert not self.failures, f"healthy plugin topic {self.topic}: {len(self.failures)} failed requests: " \
+                                  f"{self.failures[:3]}"
+        wrong = [(r.key, p) for r, (p, _) in zip(self.records, self.placements)
+                 if p != self.expected_fn(r.key, self.partitions)]
+        assert not wrong, f"healthy plugin topic {self.topic}: {len(wrong)} misplaced: {wrong[:5]}"
+        expect_log(self.broker.bootstrap, self.topic, self.partitions, self.records, self.placements)
