@@ -67,10 +67,10 @@ def wasm_path(plugin: str) -> Path:
 
 
 def native_murmur2_path() -> Path:
-    """The native murmur2 library: $QUIVER_NATIVE_PLUGINS, or <target>/release next to
-    the wasm32-wasip2 directory of $QUIVER_PLUGINS (where plugins/build.sh builds it)."""
+    """The native murmur2 library that plugins/build.sh builds: $QUIVER_NATIVE_PLUGINS,
+    or <target>/native-plugins next to the wasm32-wasip2 directory of $QUIVER_PLUGINS."""
     d = os.environ.get("QUIVER_NATIVE_PLUGINS")
-    p = Path(d) / NATIVE_MURMUR2 if d else plugins_dir().parent.parent / "release" / NATIVE_MURMUR2
+    p = Path(d) / NATIVE_MURMUR2 if d else plugins_dir().parent.parent / "native-plugins" / NATIVE_MURMUR2
     if not p.is_file():
         pytest.fail(f"native murmur2 plugin not built: {p} is missing; run `bash plugins/build.sh`",
                     pytrace=False)
