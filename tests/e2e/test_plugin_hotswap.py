@@ -79,7 +79,8 @@ def test_plugin_hot_swap_under_continuous_produce(broker):
         # v2 and v4 through the CLI, v3 over HTTP; v4 is another plugin's code
         for version, deploy in [
                 (2, lambda: deployed_version(deploy_cli(broker, "h", wasm_path("hash"), {"hash.algorithm": "fnv1a"}))),
-                (3, lambda: api.deploy("h", wasm_path("hash").read_bytes(), {"hash.algorithm": "crc32"}).body["version"]),
+                (3, lambda: api.deploy("h", wasm_path("hash").read_bytes(),
+                                       {"hash.algorithm": "crc32"}).body["version"]),
                 (4, lambda: deployed_version(deploy_cli(broker, "h", wasm_path("vip"), {
                     "vip.partitions": "3", "vip.keys": "hs-7", "vip.prefixes": "hs-1"})))]:
             started = time.monotonic()
