@@ -109,6 +109,13 @@ def test_plugin_refused_deploys_keep_the_serving_version(broker_factory, tmp_pat
     d = api.describe("p").body
     assert (d["active_version"], [v["version"] for v in d["versions"]], d["status"]) == (1, [1], {"state": "active"})
     assert [p["name"] for p in api.plugins()] == ["good", "p"]
+
+    # bad-config with its required key deploys, and puts everything on partition 0
+    r = api.deploy("configured", component("bad-config"), {"required.key": "x"})
+    assert r.status == 201 and (r.body["name"], r.body["version"]) == ("configured", 1), r
+    configured = unique_topic("configured")
+    create_topic(broker, configured, 3, {"partitioner": "configured"})
+    assert {p for p, _ in produce_all(api, configured, make_records(rng, 100))} == {0}
     more = make_records(rng, 300)
     more_placements = produce_all(api, topic, more, batch=100)
     assert [p for p, _ in more_placements] == [murmur2_partition(r.key, 6) for r in more]
