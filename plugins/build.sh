@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every WASM plugin component: the built-in plugins, the starter example and
-# the hostile test plugins, for wasm32-wasip2 in release, and prints the .wasm paths.
+# the hostile test plugins, for wasm32-wasip2 in release, and prints the .wasm paths;
+# then the murmur2 plugin as a native library (C ABI) and prints its path.
 # Output: ${CARGO_TARGET_DIR:-<workspace>/target}/wasm32-wasip2/release/*.wasm
+#         ${CARGO_TARGET_DIR:-<workspace>/target}/native-plugins/libquiver_plugin_murmur2.so
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,3 +45,19 @@ for package in "${packages[@]}"; do
     fi
     echo "$wasm"
 done
+
+# The native build of murmur2, for the native plugin path (plugins.native.*). A plain
+# `cargo build --release` of the workspace rebuilds release/libquiver_plugin_murmur2.so
+# without the `native` feature (no C ABI symbols), so the native library is copied to
+# native-plugins/, which no other build writes, and that copy's path is printed.
+cargo build --release -p quiver-plugin-murmur2 --features native >&2
+target="${CARGO_TARGET_DIR:-$root/target}"
+built="$target/release/libquiver_plugin_murmur2.so"
+if [[ ! -f "$built" ]]; then
+    echo "build.sh: expected $built was not produced" >&2
+    exit 1
+fi
+mkdir -p "$target/native-plugins"
+cp "$built" "$target/native-plugins/libquiver_plugin_murmur2.so.tmp"
+mv "$target/native-plugins/libquiver_plugin_murmur2.so.tmp" "$target/native-plugins/libquiver_plugin_murmur2.so"
+echo "$target/native-plugins/libquiver_plugin_murmur2.so"
