@@ -124,6 +124,9 @@ pub enum CallError {
     /// The plugin is marked failed and is not called.
     #[error("is failed: {0}")]
     Failed(String),
+    /// No plugin by that name is deployed.
+    #[error("is not deployed")]
+    NotDeployed,
     /// The plugin is not of the kind the caller needs.
     #[error("{0}")]
     WrongKind(String),
@@ -256,6 +259,19 @@ pub struct PluginRecord {
     pub active: u32,
     /// Every version deployed and still kept, oldest first.
     pub versions: Vec<VersionRecord>,
+    /// Set when the serving version was marked failed; kept across restarts until a
+    /// deploy or rollback replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failure>,
+}
+
+/// Why and when a serving version was marked failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The reason, as `describe` shows it.
+    pub reason: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -377,6 +393,9 @@ pub struct Plugins {
     linker: Linker<HostState>,
     registry: Mutex<Registry>,
     active: RwLock<BTreeMap<String, Arc<Deployment>>>,
+    /// Stored plugins whose serving version did not load at startup, with the reason
+    /// and a log holding it.
+    unloadable: RwLock<BTreeMap<String, (String, PluginLog)>>,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -429,6 +448,7 @@ impl Plugins {
             linker,
             registry: Mutex::new(Registry::default()),
             active: RwLock::new(BTreeMap::new()),
+            unloadable: RwLock::new(BTreeMap::new()),
         };
         for (name, record) in &registry.plugins {
             let Some(version) = record.versions.iter().find(|v| v.version == record.active) else {
@@ -436,6 +456,13 @@ impl Plugins {
             };
             match plugins.load(name, record.kind, version) {
                 Ok((deployment, _)) => {
+                    if let Some(failure) = &record.failed {
+                        // Failed before the restart: stays failed until replaced.
+                        *deployment.status.lock() = Status::Failed {
+                            reason: failure.reason.clone(),
+                            at_ms: failure.at_ms,
+                        };
+                    }
                     plugins
                         .active
                         .write()
@@ -443,6 +470,13 @@ impl Plugins {
                 }
                 Err(e) => {
                     tracing::error!(plugin = %name, version = version.version, error = %e, "stored plugin does not load");
+                    let reason = format!("version {} does not load: {e}", version.version);
+                    let log = PluginLog::default();
+                    log.push("host", &reason);
+                    plugins
+                        .unloadable
+                        .write()
+                        .insert(name.clone(), (reason, log));
                 }
             }
         }
@@ -605,8 +639,10 @@ impl Plugins {
                 kind: request.kind,
                 active: next_version,
                 versions: Vec::new(),
+                failed: None,
             });
         record.active = next_version;
+        record.failed = None;
         record.versions.push(version);
         self.persist(&next)?;
         *registry = next;
@@ -622,6 +658,7 @@ impl Plugins {
             "host",
             &format!("version {next_version} deployed and serving"),
         );
+        self.unloadable.write().remove(&request.name);
         self.active
             .write()
             .insert(request.name.clone(), Arc::new(deployment));
@@ -647,13 +684,16 @@ impl Plugins {
         let mut next = Registry {
             plugins: registry.plugins.clone(),
         };
-        next.plugins.get_mut(name).expect("present").active = previous.version;
+        let record = next.plugins.get_mut(name).expect("present");
+        record.active = previous.version;
+        record.failed = None;
         self.persist(&next)?;
         *registry = next;
         deployment.log.push(
             "host",
             &format!("rolled back to version {}", previous.version),
         );
+        self.unloadable.write().remove(name);
         self.active
             .write()
             .insert(name.to_string(), Arc::new(deployment));
@@ -685,6 +725,7 @@ impl Plugins {
         self.persist(&next)?;
         *registry = next;
         self.active.write().remove(name);
+        self.unloadable.write().remove(name);
         let dir = self.dir.join(name);
         if let Err(e) = fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -727,7 +768,12 @@ impl Plugins {
             Some(d) => (d.status(), d.limits.clone(), d.metrics.snapshot()),
             None => (
                 Status::Failed {
-                    reason: "the stored version does not load; see the broker log".into(),
+                    reason: self
+                        .unloadable
+                        .read()
+                        .get(name)
+                        .map(|(reason, _)| reason.clone())
+                        .unwrap_or_else(|| "the stored version does not load".into()),
                     at_ms: 0,
                 },
                 Limits::resolve(&self.settings, &LimitOverrides::default()),
@@ -747,7 +793,10 @@ impl Plugins {
 
     /// The last `n` lines of a plugin's log.
     pub fn logs(&self, name: &str, n: usize) -> Option<Vec<LogLine>> {
-        self.active.read().get(name).map(|d| d.log.tail(n))
+        if let Some(d) = self.active.read().get(name) {
+            return Some(d.log.tail(n));
+        }
+        self.unloadable.read().get(name).map(|(_, log)| log.tail(n))
     }
 
     /// The serving version of a plugin.
@@ -762,10 +811,40 @@ impl Plugins {
         batch: Columns,
         partitions: u32,
     ) -> Result<Vec<u32>, CallError> {
-        let deployment = self.get(name).ok_or_else(|| {
-            CallError::Failed(format!("partitioner plugin '{name}' is not deployed"))
-        })?;
-        deployment.partition(&self.engine, batch, partitions, self.settings.max_traps)
+        let Some(deployment) = self.get(name) else {
+            return Err(match self.unloadable.read().get(name) {
+                Some((reason, _)) => CallError::Failed(reason.clone()),
+                None => CallError::NotDeployed,
+            });
+        };
+        let result = deployment.partition(&self.engine, batch, partitions, self.settings.max_traps);
+        if result.is_err() {
+            if let Status::Failed { reason, at_ms } = deployment.status() {
+                self.persist_failure(name, deployment.version, reason, at_ms);
+            }
+        }
+        result
+    }
+
+    /// Records that the serving version of `name` failed, so a restart keeps it failed.
+    fn persist_failure(&self, name: &str, version: u32, reason: String, at_ms: i64) {
+        let mut registry = self.registry.lock();
+        let Some(record) = registry.plugins.get(name) else {
+            return;
+        };
+        if record.active != version || record.failed.is_some() {
+            return;
+        }
+        let mut next = Registry {
+            plugins: registry.plugins.clone(),
+        };
+        next.plugins.get_mut(name).expect("present").failed = Some(Failure { reason, at_ms });
+        match self.persist(&next) {
+            Ok(()) => *registry = next,
+            Err(e) => {
+                tracing::error!(plugin = name, error = %e, "could not record that the plugin failed")
+            }
+        }
     }
 }
 
@@ -799,11 +878,22 @@ impl Deployment {
         self.metrics.record(records, started.elapsed(), outcome);
         match &result {
             Ok(_) => self.consecutive_traps.store(0, Ordering::Relaxed),
-            Err(CallError::Trap(reason)) => {
-                self.log.push("host", &format!("trap: {reason}"));
-                let traps = self.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
-                if traps >= max_traps {
-                    let reason = format!("{traps} consecutive traps; last: {reason}");
+            // Traps and unusable answers are misbehaviour and count toward marking the
+            // plugin failed; an error the plugin returns is it speaking for itself.
+            Err(e @ (CallError::Trap(_) | CallError::Output(_))) => {
+                let (wording, last) = match e {
+                    CallError::Trap(reason) => {
+                        self.log.push("host", &format!("trap: {reason}"));
+                        ("traps", reason.clone())
+                    }
+                    other => {
+                        self.log.push("host", &format!("call failed: {other}"));
+                        ("failed calls", other.to_string())
+                    }
+                };
+                let count = self.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
+                if count >= max_traps {
+                    let reason = format!("{count} consecutive {wording}; last: {last}");
                     self.log.push("host", &format!("marked failed: {reason}"));
                     tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
                     *self.status.lock() = Status::Failed {
