@@ -234,16 +234,19 @@ def test_plugin_bad_output_fails_the_produce(broker_factory, rng, case):
     topic = unique_topic(plugin)
     create_topic(broker, topic, 3, {"partitioner": "p"})
     with HealthyTraffic(broker.bootstrap) as healthy:
-        for i in range(5):
+        # plugins.max_traps (3) bad answers in a row mark the plugin failed; up to then
+        # each produce gets the plugin's bad answer as the reason
+        for i in range(3):
             r = api.produce(topic, [{"key": f"k{i}", "value": "v"}])
             assert (r.status, r.code, r.message) == (503, "partitioner_failed", f"partitioner plugin 'p' {message}")
         # records with a partition of their own do not need the partitioner
         r = api.produce(topic, [{"key": "k", "value": "placed", "partition": 2}])
         assert r.status == 200 and r.body["offsets"] == [{"partition": 2, "offset": 0}], r
         d = api.describe("p").body
-        assert (d["metrics"]["calls"], d["metrics"]["errors"], d["metrics"]["traps"]) == (5, 5, 0), d["metrics"]
+        assert (d["metrics"]["calls"], d["metrics"]["errors"], d["metrics"]["traps"]) == (3, 3, 0), d["metrics"]
+        assert d["status"]["state"] == "failed", d["status"]
         logs = [line["line"] for line in api.logs("p").body["lines"]]
-        assert logs.count(f"call failed: {message}") == 5, logs[-10:]
+        assert logs.count(f"call failed: {message}") == 3, logs[-10:]
 
         alter_topic(broker, topic, {"partitioner.fallback": "murmur2"})
         recs = make_records(rng, 400)
@@ -255,9 +258,6 @@ def test_plugin_bad_output_fails_the_produce(broker_factory, rng, case):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="broker bug: a partitioner returning bad output (out-of-range partitions, "
-                                       "oversized output) is never marked failed; every produce keeps calling it "
-                                       "and `plugin describe` keeps showing it active")
 @pytest.mark.parametrize("plugin", ["out-of-range", "huge-output"])
 def test_plugin_bad_output_marks_the_plugin_failed(broker_factory, plugin):
     broker = broker_factory()
@@ -270,4 +270,8 @@ def test_plugin_bad_output_marks_the_plugin_failed(broker_factory, plugin):
         assert (r.status, r.code) == (503, "partitioner_failed"), r
     d = api.describe("p").body
     assert d["status"]["state"] == "failed", d["status"]
-    assert "returned bad output" in d["status"]["reason"], d["status"]
+    assert re.fullmatch("3 consecutive failed calls; last: returned bad output: .+", d["status"]["reason"]), d["status"]
+    # a failed plugin is not called again: produce is refused with the reason
+    r = api.produce(topic, [{"key": "k", "value": "v"}])
+    assert (r.status, r.code) == (503, "partitioner_failed") and " is failed: 3 consecutive failed calls" in r.message, r
+    assert api.describe("p").body["metrics"]["calls"] == 3

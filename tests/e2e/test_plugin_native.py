@@ -124,9 +124,6 @@ def test_plugin_native_deployment_that_no_longer_loads_is_failed(broker_factory,
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason="broker bug: for a listed plugin whose stored version does not load, "
-                                       "`plugin logs` answers 404 'no plugin named ...' and produce says the plugin "
-                                       "'is not deployed', while list/describe show it deployed (version 1)")
 def test_plugin_native_deployment_that_no_longer_loads_explains_itself(broker_factory, tmp_path):
     broker, topic, _ = native_broker_with_plugin(broker_factory, tmp_path)
     api = AdminApi(broker.admin)

@@ -87,9 +87,6 @@ def test_plugin_deployments_survive_restart(broker, rng, how):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="broker bug: the failed state of a plugin is not persisted; after a restart "
-                                       "a plugin marked failed (max_traps) is active and called again although "
-                                       "it was neither redeployed nor rolled back")
 def test_plugin_failed_state_survives_restart(broker):
     api = AdminApi(broker.admin)
     assert deployed_version(deploy_cli(broker, "p", wasm_path("panic"))) == 1
