@@ -1,7 +1,8 @@
 //! `POST /v1/topics/{topic}/records`: HTTP produce.
 //!
 //! JSON body: `{"records": [{"key": …, "value": …, "headers": {"name": …}, "partition":
-//! n, "timestamp": ms}]}` where each key, value and header value is a string (UTF-8), a
+//! n, "timestamp": ms}]}` (headers may also be a list of `[name, value]` pairs, each
+//! name once) where each key, value and header value is a string (UTF-8), a
 //! `{"base64": "…"}` object, or null; with `?encoding=base64` plain strings are base64.
 //! Any other content type is one record whose value is the body (`?key=` and
 //! `?partition=` optional). `?acks=0` answers 202 once the request is accepted;
@@ -105,6 +106,8 @@ fn parse_records(body: &[u8], encoding: Encoding) -> Result<Vec<NewRecord>, ApiE
             }
             let headers = match obj.get("headers") {
                 None | Some(Value::Null) => Vec::new(),
+                // An object keeps its order (serde_json's preserve_order); a list of
+                // [name, value] pairs is accepted too.
                 Some(Value::Object(h)) => h
                     .iter()
                     .map(|(k, v)| {
@@ -114,12 +117,38 @@ fn parse_records(body: &[u8], encoding: Encoding) -> Result<Vec<NewRecord>, ApiE
                         ))
                     })
                     .collect::<Result<_, ApiError>>()?,
+                Some(Value::Array(pairs)) => pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, pair)| match pair.as_array().map(Vec::as_slice) {
+                        Some([Value::String(k), v]) => Ok((
+                            k.clone(),
+                            bytes_field(Some(v), encoding, &format!("records[{i}].headers[{j}]"))?,
+                        )),
+                        _ => Err(ApiError::bad_request(format!(
+                            "records[{i}].headers[{j}] must be a [name, value] pair"
+                        ))),
+                    })
+                    .collect::<Result<_, ApiError>>()?,
                 Some(_) => {
                     return Err(ApiError::bad_request(format!(
-                        "records[{i}].headers must be an object"
+                        "records[{i}].headers must be an object or a list of [name, value] pairs"
                     )))
                 }
             };
+            let headers: Vec<(String, Option<bytes::Bytes>)> = headers;
+            if let Some(dup) = headers
+                .iter()
+                .enumerate()
+                .find(|(j, (k, _))| headers[..*j].iter().any(|(earlier, _)| earlier == k))
+            {
+                // The record encoder keeps one value per header name; refusing is better
+                // than silently dropping one.
+                return Err(ApiError::bad_request(format!(
+                    "records[{i}] has header \"{}\" more than once; give each name once",
+                    (dup.1).0
+                )));
+            }
             let int = |name: &str| -> Result<Option<i64>, ApiError> {
                 match obj.get(name) {
                     None | Some(Value::Null) => Ok(None),

@@ -180,11 +180,12 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                         "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
                         p["name"].as_str().unwrap_or(""),
                         p["kind"].as_str().unwrap_or(""),
-                        p["active_version"],
+                        // Numbers as strings: a JSON value ignores the column widths.
+                        p["active_version"].to_string(),
                         p["status"]["state"].as_str().unwrap_or(""),
-                        p["metrics"]["calls"],
-                        p["metrics"]["errors"],
-                        p["metrics"]["traps"]
+                        p["metrics"]["calls"].to_string(),
+                        p["metrics"]["errors"].to_string(),
+                        p["metrics"]["traps"].to_string()
                     );
                 }
             }
