@@ -155,3 +155,22 @@ def flush_all(p: Producer, timeout: float = 120.0):
 
 
 __all__ = ["KafkaError", "KafkaException", "TopicPartition"]
+
+
+def ack_log(path, err_as_int: bool = True):
+    """Reads a background producer's outcome file (lines `ok <i> <partition> <offset>`,
+    `err <i> <code>`, `done ...`): returns ({i: (partition, offset)}, {i: error}, done)."""
+    ok, errs, done = {}, {}, False
+    if not path.exists():
+        return ok, errs, done
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "ok" and len(parts) == 4:
+            ok[int(parts[1])] = (int(parts[2]), int(parts[3]))
+        elif parts[0] == "err" and len(parts) == 3:
+            errs[int(parts[1])] = int(parts[2]) if err_as_int else parts[2]
+        elif parts[0] == "done":
+            done = True
+    return ok, errs, done

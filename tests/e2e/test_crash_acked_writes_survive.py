@@ -10,27 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from clients import create_topic, read_partitions, unique_topic, watermarks
+from clients import ack_log, create_topic, read_partitions, unique_topic, watermarks
 from harness import wait_until
 
 PARTITIONS = 3
 
 
 def outcomes(path: Path):
-    ok, errs, done = {}, {}, False
-    if not path.exists():
-        return ok, errs, done
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "ok" and len(parts) == 4:
-            ok[int(parts[1])] = (int(parts[2]), int(parts[3]))
-        elif parts[0] == "err" and len(parts) == 3:
-            errs[int(parts[1])] = int(parts[2])
-        elif parts[0] == "done":
-            done = True
-    return ok, errs, done
+    return ack_log(path)
 
 
 @pytest.mark.timeout(240)
