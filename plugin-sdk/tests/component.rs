@@ -58,6 +58,8 @@ fn describe(path: &Path) -> Described {
     described
 }
 
+/// The components `plugins/build.sh` built (it also prints the native library, which is
+/// not a component).
 fn build_plugins() -> Vec<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build.sh");
     let output = Command::new("bash")
@@ -72,6 +74,7 @@ fn build_plugins() -> Vec<PathBuf> {
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
+        .filter(|line| line.ends_with(".wasm"))
         .map(PathBuf::from)
         .collect()
 }
