@@ -833,6 +833,22 @@ def parse_args(argv):
     return cfg
 
 
+def finish(result, broker, broker_info, out, t_start):
+    """The end of every benchmark run, failed or not: keep the broker's log tail, stop
+    the broker if the benchmark started it, and write the figures to `out`."""
+    if broker:
+        result.setdefault("broker", broker_info)["log_tail"] = broker.log_tail(20)
+        broker.close()
+    if out:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            with open(out, "w") as f:
+                json.dump(result, f, indent=2, default=str)
+            log(f"figures written to {out} ({time.monotonic() - t_start:.0f} s in all)")
+        except OSError as e:
+            log(f"could not write {out}: {e}")
+
+
 def main(argv=None):
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     ctx = mp.get_context("spawn")
@@ -953,17 +969,7 @@ def main(argv=None):
         result.update(ok=False, error=f"{type(e).__name__}: {e}", broker=broker_info)
         return 1
     finally:
-        if broker:
-            result.setdefault("broker", broker_info)["log_tail"] = broker.log_tail(20)
-            broker.close()
-        if cfg.out:
-            try:
-                os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
-                with open(cfg.out, "w") as f:
-                    json.dump(result, f, indent=2, default=str)
-                log(f"figures written to {cfg.out} ({time.monotonic() - t_start:.0f} s in all)")
-            except OSError as e:
-                log(f"could not write {cfg.out}: {e}")
+        finish(result, broker, broker_info, cfg.out, t_start)
 
 
 if __name__ == "__main__":
