@@ -11,13 +11,14 @@
 //! every other connection carry on.
 
 pub mod api;
+pub mod frame;
 pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
+use frame::{ChunkedBuf, ResponseFrame};
 
 /// Why a connection was closed by the broker.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +170,9 @@ async fn handle_connection(
         }
         let response = handle_frame(&broker, Bytes::from(frame), peer).await?;
         if let Some(response) = response {
-            writer.write_all(&response).await?;
+            for chunk in response.chunks() {
+                writer.write_all(chunk).await?;
+            }
         }
         // Flush once the client has no further request queued, so pipelined requests
         // share one write.
@@ -188,7 +192,7 @@ async fn handle_frame(
     broker: &Broker,
     mut frame: Bytes,
     peer: SocketAddr,
-) -> Result<Option<BytesMut>, ConnectionError> {
+) -> Result<Option<ResponseFrame>, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Malformed {
             what: "request header".into(),
@@ -254,22 +258,49 @@ pub(crate) fn encode_response<R: Encodable>(
     api: ApiKey,
     version: i16,
     response: &R,
-) -> Result<BytesMut, ConnectionError> {
+) -> Result<ResponseFrame, ConnectionError> {
+    encode_response_sharing(header, api, version, response, &[])
+}
+
+/// Like [`encode_response`], keeping the record sets in `shared` by reference.
+pub(crate) fn encode_response_sharing<R: Encodable>(
+    header: &RequestHeader,
+    api: ApiKey,
+    version: i16,
+    response: &R,
+    shared: &[Bytes],
+) -> Result<ResponseFrame, ConnectionError> {
     let encode_err = |e: anyhow::Error| ConnectionError::Encode {
         api,
         version,
         reason: e.to_string(),
     };
     let header_version = api.response_header_version(version);
-    let mut out = BytesMut::with_capacity(response.compute_size(version).unwrap_or(0) + 16);
-    out.put_i32(0);
     let mut response_header = ResponseHeader::default();
     response_header.correlation_id = header.correlation_id;
+    // The length goes first, so it is computed before anything is written.
+    let length = response_header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + response.compute_size(version)?))
+        .map_err(encode_err)?;
+    let shared_bytes: usize = shared.iter().map(Bytes::len).sum();
+    let mut out = ChunkedBuf::new((length + 4).saturating_sub(shared_bytes).max(64), shared);
+    out.put_i32(i32::try_from(length).map_err(|_| ConnectionError::Encode {
+        api,
+        version,
+        reason: format!("a response of {length} bytes does not fit a frame"),
+    })?);
     response_header
         .encode(&mut out, header_version)
         .map_err(encode_err)?;
     response.encode(&mut out, version).map_err(encode_err)?;
-    let length = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&length.to_be_bytes());
-    Ok(out)
+    let frame = out.finish();
+    if frame.len() != length + 4 {
+        return Err(ConnectionError::Encode {
+            api,
+            version,
+            reason: format!("encoded {} bytes, computed {}", frame.len(), length + 4),
+        });
+    }
+    Ok(frame)
 }

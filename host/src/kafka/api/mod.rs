@@ -29,11 +29,12 @@ pub mod sync_group;
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{decode_request, encode_response, ConnectionError};
+use super::frame::ResponseFrame;
+use super::{decode_request, encode_response, encode_response_sharing, ConnectionError};
 use crate::broker::Broker;
 
 /// What a handler knows about the request beyond its body.
@@ -53,7 +54,7 @@ pub async fn dispatch(
     api: ApiKey,
     version: i16,
     body: Bytes,
-) -> Result<Option<BytesMut>, ConnectionError> {
+) -> Result<Option<ResponseFrame>, ConnectionError> {
     macro_rules! sync_api {
         ($module:ident) => {{
             let request = decode_request(api, version, body)?;
@@ -74,7 +75,13 @@ pub async fn dispatch(
         ApiKey::Fetch => {
             let request = decode_request(api, version, body)?;
             let response = fetch::handle(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            let record_sets: Vec<Bytes> = response
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter_map(|p| p.records.clone())
+                .collect();
+            encode_response_sharing(ctx.header, api, version, &response, &record_sets).map(Some)
         }
         ApiKey::ListOffsets => sync_api!(list_offsets),
         ApiKey::CreateTopics => sync_api!(create_topics),
