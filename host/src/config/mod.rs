@@ -7,7 +7,10 @@
 //! configs such as `retention.ms`) live in [`topic`]; their broker-wide defaults are the
 //! `[log]` section here.
 
+pub mod cluster;
 pub mod topic;
+
+pub use cluster::{ClusterConfig, Seed};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The consumer group coordinator.
     pub group: GroupConfig,
+    /// Peers, controller voters, leases and replication.
+    pub cluster: ClusterConfig,
 }
 
 /// `[admin]`: the HTTP admin API (plugin deploys, HTTP produce, health).
@@ -174,6 +179,9 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Directory holding partition logs and metadata.
     pub data_dir: PathBuf,
+    /// Failure domain (rack, zone) of this broker; replica placement spreads a
+    /// partition's replicas over racks first.
+    pub rack: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -181,6 +189,7 @@ impl Default for BrokerConfig {
         Self {
             node_id: 0,
             data_dir: PathBuf::from("./quiver-data"),
+            rack: None,
         }
     }
 }
@@ -326,6 +335,7 @@ impl Config {
                 "must be >= 0",
             ));
         }
+        self.cluster.validate(self.broker.node_id)?;
         if self.broker.data_dir.as_os_str().is_empty() {
             return Err(invalid("broker.data_dir", "", "must not be empty"));
         }
