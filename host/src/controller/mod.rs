@@ -7,6 +7,8 @@
 //! document written atomically (temp file, fsync, rename, fsync of the directory); the
 //! cluster replaces that persistence with a replicated log of the same commands.
 
+pub mod state;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

@@ -1,0 +1,780 @@
+//! The metadata state machine: brokers, topics, partition replica sets, leaders, leader
+//! epochs and ISRs, and producer-id blocks.
+//!
+//! [`State::apply`] is pure and deterministic: every broker applies the same committed
+//! [`Command`]s in the same order and reaches the same state, so decisions that must be
+//! atomic with a change — which replica leads after a broker is fenced, whether an ISR
+//! change is still current — are made inside `apply`, not by whoever proposed it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// No leader: every in-sync replica is fenced (and unclean election is off).
+pub const NO_LEADER: i32 = -1;
+
+/// Why a metadata change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StateError {
+    /// CreateTopic for a name that is taken.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// A change names a topic that does not exist.
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    /// A change names a partition that does not exist.
+    #[error("partition {topic}-{partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// The partition count can only grow.
+    #[error(
+        "topic '{topic}' has {current} partitions; the count can only grow, not become {requested}"
+    )]
+    PartitionsCannotShrink {
+        /// The topic.
+        topic: String,
+        /// Its current partition count.
+        current: i32,
+        /// What was asked for.
+        requested: i32,
+    },
+    /// A change names a broker that never registered.
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    /// An ISR change from a leader that is no longer the leader, or that was based on an
+    /// older partition state.
+    #[error("stale ISR change for {topic}-{partition}: {reason}")]
+    StalePartitionChange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What did not match.
+        reason: String,
+    },
+    /// An ISR that is not a subset of the replicas, or names a fenced broker.
+    #[error("invalid ISR {isr:?} for {topic}-{partition}: {reason}")]
+    InvalidIsr {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The ISR asked for.
+        isr: Vec<i32>,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A broker as registered with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    /// The broker's id (`broker.node_id`).
+    pub id: i32,
+    /// Host Kafka clients connect to.
+    pub kafka_host: String,
+    /// Port Kafka clients connect to.
+    pub kafka_port: u16,
+    /// The broker's QUIC address for cluster RPC and replica fetch.
+    pub cluster_addr: SocketAddr,
+    /// Failure domain, if configured.
+    pub rack: Option<String>,
+    /// Changes every time the broker process starts; a registration from an older
+    /// incarnation is stale.
+    pub incarnation: u64,
+    /// A fenced broker leads nothing and is in no ISR it could be removed from.
+    pub fenced: bool,
+}
+
+/// One partition's replica set and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    /// The leader's broker id, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped whenever the leader changes; fences requests from older leaders.
+    pub leader_epoch: i32,
+    /// Bumped on every change of this partition; an ISR change must name the current one.
+    pub partition_epoch: i32,
+}
+
+impl PartitionState {
+    /// A new partition led by its preferred replica with every replica in sync.
+    pub fn new(replicas: Vec<i32>) -> PartitionState {
+        PartitionState {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
+/// A topic as every broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// The topic's name.
+    pub name: String,
+    /// Stable, non-zero id (Kafka topic IDs, used by Fetch v13+ and Metadata v10+).
+    pub id: Uuid,
+    /// Number of partitions, numbered 0..partitions.
+    pub partitions: i32,
+    /// Topic config overrides (only what was set explicitly).
+    pub configs: BTreeMap<String, String>,
+    /// Whether the topic is internal (e.g. `__consumer_offsets`).
+    #[serde(default)]
+    pub internal: bool,
+    /// Replica set and leadership of each partition, indexed by partition number.
+    #[serde(default)]
+    pub assignments: Vec<PartitionState>,
+}
+
+impl TopicMeta {
+    /// Whether an out-of-sync replica may become leader when no in-sync one is left.
+    pub fn unclean_election(&self) -> bool {
+        self.configs
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v.trim() == "true")
+    }
+}
+
+/// A change to the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a topic (its assignments decided by the controller that proposed it).
+    CreateTopic(TopicMeta),
+    /// Remove a topic.
+    DeleteTopic {
+        /// The topic's name.
+        name: String,
+    },
+    /// Grow a topic's partition count; `assignments` covers the new partitions.
+    SetPartitions {
+        /// The topic's name.
+        name: String,
+        /// The new count.
+        partitions: i32,
+        /// Replica sets of the added partitions, in order.
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
+    },
+    /// Replace a topic's config overrides.
+    SetConfigs {
+        /// The topic's name.
+        name: String,
+        /// The complete new set of overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Hand out the next `count` producer ids; the result is the first of them.
+    AllocateProducerIds {
+        /// How many ids.
+        count: i64,
+    },
+    /// A broker (re)joins: recorded unfenced, and leads partitions that had no leader
+    /// if it is in their ISR.
+    RegisterBroker(BrokerMeta),
+    /// A broker missed its lease or is shutting down: it loses every leadership (a new
+    /// leader is elected from the rest of the ISR) and leaves every ISR it is not the
+    /// last member of.
+    FenceBroker {
+        /// The broker.
+        id: i32,
+        /// Fence only this incarnation (a newer registration stays unfenced).
+        incarnation: u64,
+    },
+    /// A partition leader changes its ISR.
+    AlterPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The leader asking.
+        leader: i32,
+        /// Its leader epoch.
+        leader_epoch: i32,
+        /// The partition epoch its view is based on.
+        partition_epoch: i32,
+        /// The new ISR.
+        isr: Vec<i32>,
+    },
+    /// Move leadership back to the preferred replica where it is in sync and alive.
+    ElectPreferredLeaders {
+        /// Partitions to consider; empty means all.
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// What an applied command produced, for its proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Nothing beyond the change itself.
+    Done,
+    /// The first producer id of an allocated block.
+    ProducerIds(i64),
+    /// The partition's state after an ISR change.
+    Partition(PartitionState),
+    /// How many partitions changed leader.
+    LeadersChanged(usize),
+}
+
+/// The metadata state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct State {
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Registered brokers by id.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// Producer ids below this have been handed out.
+    pub producer_ids_reserved: i64,
+}
+
+impl State {
+    /// Brokers that are registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// One partition's state.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics
+            .get(topic)?
+            .assignments
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    /// Applies one command, or explains why it cannot apply; on error `self` is unchanged.
+    pub fn apply(&mut self, command: Command) -> Result<Applied, StateError> {
+        match command {
+            Command::CreateTopic(meta) => {
+                if self.topics.contains_key(&meta.name) {
+                    return Err(StateError::TopicExists(meta.name));
+                }
+                self.topics.insert(meta.name.clone(), meta);
+            }
+            Command::DeleteTopic { name } => {
+                self.topics
+                    .remove(&name)
+                    .ok_or(StateError::UnknownTopic(name))?;
+            }
+            Command::SetPartitions {
+                name,
+                partitions,
+                assignments,
+            } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                if partitions < topic.partitions {
+                    return Err(StateError::PartitionsCannotShrink {
+                        topic: name,
+                        current: topic.partitions,
+                        requested: partitions,
+                    });
+                }
+                topic.partitions = partitions;
+                topic
+                    .assignments
+                    .extend(assignments.into_iter().map(PartitionState::new));
+            }
+            Command::SetConfigs { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or(StateError::UnknownTopic(name))?;
+                topic.configs = configs;
+            }
+            Command::AllocateProducerIds { count } => {
+                let first = self.producer_ids_reserved;
+                self.producer_ids_reserved += count.max(1);
+                return Ok(Applied::ProducerIds(first));
+            }
+            Command::RegisterBroker(meta) => {
+                let id = meta.id;
+                if let Some(old) = self.brokers.get(&id) {
+                    if old.incarnation > meta.incarnation {
+                        // A late registration of an older process: the newer one stands.
+                        return Ok(Applied::Done);
+                    }
+                }
+                self.brokers.insert(
+                    id,
+                    BrokerMeta {
+                        fenced: false,
+                        ..meta
+                    },
+                );
+                let changed = self.elect_leaderless();
+                return Ok(Applied::LeadersChanged(changed));
+            }
+            Command::FenceBroker { id, incarnation } => {
+                let broker = self
+                    .brokers
+                    .get_mut(&id)
+                    .ok_or(StateError::UnknownBroker(id))?;
+                if broker.incarnation != incarnation || broker.fenced {
+                    return Ok(Applied::LeadersChanged(0));
+                }
+                broker.fenced = true;
+                let changed = self.remove_from_partitions(id);
+                return Ok(Applied::LeadersChanged(changed));
+            }
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                let state = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| StateError::UnknownTopic(topic.clone()))?
+                    .assignments
+                    .get_mut(usize::try_from(partition).unwrap_or(usize::MAX))
+                    .ok_or_else(|| StateError::UnknownPartition {
+                        topic: topic.clone(),
+                        partition,
+                    })?;
+                let stale = |reason: String| StateError::StalePartitionChange {
+                    topic: topic.clone(),
+                    partition,
+                    reason,
+                };
+                if state.leader != leader || state.leader_epoch != leader_epoch {
+                    return Err(stale(format!(
+                        "leader is {} at epoch {}, not {leader} at epoch {leader_epoch}",
+                        state.leader, state.leader_epoch
+                    )));
+                }
+                if state.partition_epoch != partition_epoch {
+                    return Err(stale(format!(
+                        "partition epoch is {}, not {partition_epoch}",
+                        state.partition_epoch
+                    )));
+                }
+                let invalid = |reason: &str| StateError::InvalidIsr {
+                    topic: topic.clone(),
+                    partition,
+                    isr: isr.clone(),
+                    reason: reason.into(),
+                };
+                if !isr.contains(&leader) {
+                    return Err(invalid("the ISR must contain the leader"));
+                }
+                if isr.iter().any(|r| !state.replicas.contains(r)) {
+                    return Err(invalid("every ISR member must be a replica"));
+                }
+                let added: Vec<i32> = isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !state.isr.contains(r))
+                    .collect();
+                if added.iter().any(|r| !live.contains(r)) {
+                    return Err(invalid("a fenced broker cannot join the ISR"));
+                }
+                let mut isr = isr;
+                isr.sort_by_key(|r| state.replicas.iter().position(|x| x == r));
+                isr.dedup();
+                state.isr = isr;
+                state.partition_epoch += 1;
+                return Ok(Applied::Partition(state.clone()));
+            }
+            Command::ElectPreferredLeaders { partitions } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                let mut changed = 0;
+                for (name, topic) in self.topics.iter_mut() {
+                    for (index, state) in topic.assignments.iter_mut().enumerate() {
+                        let wanted = partitions.is_empty()
+                            || partitions
+                                .iter()
+                                .any(|(t, p)| t == name && *p as usize == index);
+                        let Some(&preferred) = state.replicas.first() else {
+                            continue;
+                        };
+                        if wanted
+                            && state.leader != preferred
+                            && live.contains(&preferred)
+                            && state.isr.contains(&preferred)
+                        {
+                            state.leader = preferred;
+                            state.leader_epoch += 1;
+                            state.partition_epoch += 1;
+                            changed += 1;
+                        }
+                    }
+                }
+                return Ok(Applied::LeadersChanged(changed));
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Takes fenced broker `id` out of every partition: a new leader for what it led,
+    /// and out of every ISR where someone else remains.
+    fn remove_from_partitions(&mut self, id: i32) -> usize {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let mut changed = 0;
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_election();
+            for state in topic.assignments.iter_mut() {
+                if !state.replicas.contains(&id) {
+                    continue;
+                }
+                let mut touched = false;
+                // The last ISR member stays in the ISR: it holds every committed record,
+                // and only it may lead again without losing data.
+                if state.isr.contains(&id) && state.isr.len() > 1 {
+                    state.isr.retain(|r| *r != id);
+                    touched = true;
+                }
+                if state.leader == id {
+                    state.leader = elect(state, &live, unclean);
+                    if state.leader != NO_LEADER && !state.isr.contains(&state.leader) {
+                        // Unclean: the new leader's log is the truth from now on.
+                        state.isr = vec![state.leader];
+                    }
+                    state.leader_epoch += 1;
+                    changed += 1;
+                    touched = true;
+                }
+                if touched {
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Gives a leader to every partition that has none and now can have one.
+    fn elect_leaderless(&mut self) -> usize {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let mut changed = 0;
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_election();
+            for state in topic.assignments.iter_mut() {
+                if state.leader != NO_LEADER {
+                    continue;
+                }
+                let leader = elect(state, &live, unclean);
+                if leader == NO_LEADER {
+                    continue;
+                }
+                state.leader = leader;
+                if !state.isr.contains(&leader) {
+                    state.isr = vec![leader];
+                }
+                state.leader_epoch += 1;
+                state.partition_epoch += 1;
+                changed += 1;
+            }
+        }
+        changed
+    }
+}
+
+/// The new leader: the first live ISR member in replica order (the preferred replica
+/// first); with unclean election, failing that, the first live replica.
+fn elect(state: &PartitionState, live: &BTreeSet<i32>, unclean: bool) -> i32 {
+    let in_sync = state
+        .replicas
+        .iter()
+        .find(|r| state.isr.contains(r) && live.contains(r));
+    if let Some(&leader) = in_sync {
+        return leader;
+    }
+    if unclean {
+        if let Some(&leader) = state.replicas.iter().find(|r| live.contains(r)) {
+            return leader;
+        }
+    }
+    NO_LEADER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32) -> BrokerMeta {
+        BrokerMeta {
+            id,
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9000 + id as u16,
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], 9100 + id as u16)),
+            rack: None,
+            incarnation: 1,
+            fenced: false,
+        }
+    }
+
+    fn cluster(replicas: &[&[i32]]) -> State {
+        let mut state = State::default();
+        for id in 1..=3 {
+            state.apply(Command::RegisterBroker(broker(id))).unwrap();
+        }
+        state
+            .apply(Command::CreateTopic(TopicMeta {
+                name: "t".into(),
+                id: Uuid::new_v4(),
+                partitions: replicas.len() as i32,
+                configs: BTreeMap::new(),
+                internal: false,
+                assignments: replicas
+                    .iter()
+                    .map(|r| PartitionState::new(r.to_vec()))
+                    .collect(),
+            }))
+            .unwrap();
+        state
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_next_in_sync_replica() {
+        let mut state = cluster(&[&[1, 2, 3]]);
+        state
+            .apply(Command::FenceBroker {
+                id: 1,
+                incarnation: 1,
+            })
+            .unwrap();
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.isr, vec![2, 3]);
+        assert_eq!(p.leader_epoch, 1);
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_stays_in_the_isr_and_leads_again_on_return() {
+        let mut state = cluster(&[&[1, 2, 3]]);
+        for id in [2, 3] {
+            state
+                .apply(Command::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: state.partition("t", 0).unwrap().partition_epoch,
+                    isr: state
+                        .partition("t", 0)
+                        .unwrap()
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|r| *r != id)
+                        .collect(),
+                })
+                .unwrap();
+        }
+        state
+            .apply(Command::FenceBroker {
+                id: 1,
+                incarnation: 1,
+            })
+            .unwrap();
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!(p.leader, NO_LEADER, "out-of-sync replicas must not lead");
+        assert_eq!(p.isr, vec![1]);
+        // Broker 2 coming back changes nothing: it is not in sync.
+        state
+            .apply(Command::RegisterBroker(BrokerMeta {
+                incarnation: 2,
+                ..broker(2)
+            }))
+            .unwrap();
+        assert_eq!(state.partition("t", 0).unwrap().leader, NO_LEADER);
+        state
+            .apply(Command::RegisterBroker(BrokerMeta {
+                incarnation: 2,
+                ..broker(1)
+            }))
+            .unwrap();
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!(p.leader, 1);
+        assert_eq!(p.leader_epoch, 2);
+    }
+
+    #[test]
+    fn unclean_election_picks_a_live_replica_when_allowed() {
+        let mut state = cluster(&[&[1, 2]]);
+        state
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert("unclean.leader.election.enable".into(), "true".into());
+        state
+            .apply(Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: vec![1],
+            })
+            .unwrap();
+        state
+            .apply(Command::FenceBroker {
+                id: 1,
+                incarnation: 1,
+            })
+            .unwrap();
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.isr, vec![2]);
+    }
+
+    #[test]
+    fn stale_isr_changes_are_refused() {
+        let mut state = cluster(&[&[1, 2, 3]]);
+        let change =
+            |leader, leader_epoch, partition_epoch, isr: Vec<i32>| Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            };
+        assert!(matches!(
+            state.clone().apply(change(2, 0, 0, vec![2, 3])),
+            Err(StateError::StalePartitionChange { .. })
+        ));
+        assert!(matches!(
+            state.clone().apply(change(1, 0, 5, vec![1, 3])),
+            Err(StateError::StalePartitionChange { .. })
+        ));
+        assert!(matches!(
+            state.clone().apply(change(1, 0, 0, vec![2, 3])),
+            Err(StateError::InvalidIsr { .. })
+        ));
+        assert!(matches!(
+            state.clone().apply(change(1, 0, 0, vec![1, 4])),
+            Err(StateError::InvalidIsr { .. })
+        ));
+        let applied = state.apply(change(1, 0, 0, vec![3, 1])).unwrap();
+        let Applied::Partition(p) = applied else {
+            panic!("{applied:?}")
+        };
+        assert_eq!(p.isr, vec![1, 3], "kept in replica order");
+        assert_eq!(p.partition_epoch, 1);
+    }
+
+    #[test]
+    fn fenced_brokers_cannot_rejoin_the_isr() {
+        let mut state = cluster(&[&[1, 2, 3]]);
+        state
+            .apply(Command::FenceBroker {
+                id: 3,
+                incarnation: 1,
+            })
+            .unwrap();
+        let p = state.partition("t", 0).unwrap().clone();
+        assert_eq!(p.isr, vec![1, 2]);
+        let err = state
+            .apply(Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![1, 2, 3],
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::InvalidIsr { .. }), "{err}");
+    }
+
+    #[test]
+    fn fencing_an_older_incarnation_is_ignored() {
+        let mut state = cluster(&[&[1, 2, 3]]);
+        state
+            .apply(Command::RegisterBroker(BrokerMeta {
+                incarnation: 5,
+                ..broker(1)
+            }))
+            .unwrap();
+        state
+            .apply(Command::FenceBroker {
+                id: 1,
+                incarnation: 1,
+            })
+            .unwrap();
+        assert!(state.is_live(1));
+        assert_eq!(state.partition("t", 0).unwrap().leader, 1);
+    }
+
+    #[test]
+    fn preferred_leaders_return_when_in_sync() {
+        let mut state = cluster(&[&[1, 2, 3], &[2, 3, 1]]);
+        state
+            .apply(Command::FenceBroker {
+                id: 1,
+                incarnation: 1,
+            })
+            .unwrap();
+        assert_eq!(state.partition("t", 0).unwrap().leader, 2);
+        state
+            .apply(Command::RegisterBroker(BrokerMeta {
+                incarnation: 2,
+                ..broker(1)
+            }))
+            .unwrap();
+        // Not back in the ISR yet: stays with 2.
+        assert_eq!(
+            state
+                .apply(Command::ElectPreferredLeaders { partitions: vec![] })
+                .unwrap(),
+            Applied::LeadersChanged(0)
+        );
+        let p = state.partition("t", 0).unwrap().clone();
+        state
+            .apply(Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![2, 3, 1],
+            })
+            .unwrap();
+        assert_eq!(
+            state
+                .apply(Command::ElectPreferredLeaders { partitions: vec![] })
+                .unwrap(),
+            Applied::LeadersChanged(1)
+        );
+        let p = state.partition("t", 0).unwrap();
+        assert_eq!(p.leader, 1);
+        assert_eq!(p.leader_epoch, 2);
+    }
+
+    #[test]
+    fn producer_id_blocks_do_not_overlap() {
+        let mut state = State::default();
+        let a = state
+            .apply(Command::AllocateProducerIds { count: 1000 })
+            .unwrap();
+        let b = state
+            .apply(Command::AllocateProducerIds { count: 1000 })
+            .unwrap();
+        assert_eq!(a, Applied::ProducerIds(0));
+        assert_eq!(b, Applied::ProducerIds(1000));
+    }
+}
