@@ -15,10 +15,17 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::controller::{BoxFuture, BrokerMeta, Controller, RpcKind, Transport};
 use crate::plugin::Plugins;
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long startup waits for this broker's registration to be committed.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a controlled shutdown waits for the controller to move leadership away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a broker with `config` until a termination signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -39,6 +46,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("opening the broker")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
+    let controller = start_controller(&broker).await?;
+    let duties = controller.spawn();
+    if !controller.wait_registered(REGISTRATION_TIMEOUT).await {
+        tracing::warn!(
+            timeout_s = REGISTRATION_TIMEOUT.as_secs(),
+            "not registered with the controller yet; serving the metadata known so far"
+        );
+    } else {
+        broker.remove_stray_partitions();
+    }
+    broker
+        .reconcile_now()
+        .await
+        .context("opening the partitions assigned to this broker")?;
+    if let Err(e) = broker.ensure_offsets_topic().await {
+        tracing::debug!(error = %e, "__consumer_offsets not created yet");
+    }
+    let reconciler = spawn_reconciler(broker.clone());
     tracing::info!(
         data_dir = %data_dir.display(),
         topics = broker.topics().len(),
@@ -93,6 +118,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(kafka = %listen, admin = ?admin_config.enabled.then_some(admin_config.listen), node_id = broker.config().broker.node_id, "quiver is ready");
 
     wait_for_signal().await?;
+    tracing::info!("shutting down: moving leadership away");
+    controller.shut_down(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+    duties.abort();
+    reconciler.abort();
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     server.await.context("the Kafka listener task failed")?;
@@ -107,6 +136,74 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("closing logs")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Starts this broker's controller replica and attaches it to the broker.
+async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller>> {
+    let config = broker.config();
+    let (kafka_host, kafka_port) = config.kafka.advertised();
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let registration = BrokerMeta {
+        id: config.broker.node_id,
+        kafka_host,
+        kafka_port,
+        cluster_addr: config.cluster.advertised(),
+        rack: config.broker.rack.clone(),
+        incarnation,
+        fenced: false,
+    };
+    let transport: Arc<dyn Transport> = Arc::new(NoPeers);
+    let controller = Controller::start(
+        registration,
+        &config.cluster,
+        &config.broker.data_dir,
+        transport,
+    )
+    .await
+    .context("starting the controller")?;
+    broker.attach_controller(controller.clone());
+    Ok(controller)
+}
+
+/// Applies every committed metadata change to this broker's disk.
+fn spawn_reconciler(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    let mut changes = broker.controller().subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let state = changes.borrow_and_update().clone();
+            let b = broker.clone();
+            match tokio::task::spawn_blocking(move || b.reconcile(&state)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "applying metadata to local replicas failed")
+                }
+                Err(e) => tracing::error!(error = %e, "metadata reconciliation panicked"),
+            }
+        }
+    })
+}
+
+/// The transport of a single-node cluster: there is nobody to call.
+struct NoPeers;
+
+impl Transport for NoPeers {
+    fn call(
+        &self,
+        peer: i32,
+        _addr: std::net::SocketAddr,
+        _kind: RpcKind,
+        _request: bytes::Bytes,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        Box::pin(async move {
+            Err(format!(
+                "broker {peer} is not reachable from a single-node cluster"
+            ))
+        })
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

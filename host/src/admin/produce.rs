@@ -27,6 +27,7 @@ fn produce_error(e: ProduceError) -> ApiError {
         ProduceError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
         ProduceError::UnknownPartition { .. } => (StatusCode::BAD_REQUEST, "unknown_partition"),
         ProduceError::Partitioner { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partitioner_failed"),
+        ProduceError::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
         ProduceError::Append { source, .. } => match source {
             crate::partition::AppendError::Storage(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")

@@ -69,6 +69,16 @@ pub enum ProduceError {
         /// What went wrong.
         error: CallError,
     },
+    /// This broker does not lead the partition; HTTP produce goes to the leader.
+    #[error("partition {partition} of '{topic}' is led by broker {leader}, not this one")]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Its leader (-1 when it has none).
+        leader: i32,
+    },
     /// The partition refused the batch.
     #[error("partition {partition}: {source}")]
     Append {
@@ -92,7 +102,7 @@ pub fn produce(
     let topic = broker
         .topic(topic_name)
         .ok_or_else(|| ProduceError::UnknownTopic(topic_name.to_string()))?;
-    let partitions = topic.partitions.len() as i32;
+    let partitions = topic.meta.partitions;
     let now = now_ms();
     for (index, r) in records.iter().enumerate() {
         if let Some(p) = r.partition {
@@ -129,7 +139,17 @@ pub fn produce(
     ];
     for (partition, indices) in by_partition {
         let batch = encode(&records, &indices, now);
-        let (info, _) = topic.partitions[partition as usize]
+        let me = broker.config().broker.node_id;
+        let leader = topic.assignment(partition).map(|a| a.leader).unwrap_or(-1);
+        let replica = topic
+            .partition(partition)
+            .filter(|_| leader == me)
+            .ok_or_else(|| ProduceError::NotLeader {
+                topic: topic_name.to_string(),
+                partition,
+                leader,
+            })?;
+        let (info, _) = replica
             .append(&batch, now)
             .map_err(|source| ProduceError::Append { partition, source })?;
         for (n, &i) in indices.iter().enumerate() {

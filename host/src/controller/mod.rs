@@ -1,350 +1,673 @@
-//! Cluster metadata: which topics exist (name, stable id, partition count, config
-//! overrides) and which producer ids have been handed out.
+//! The controller: cluster metadata (brokers, topics, replica sets, leaders, leader
+//! epochs, ISRs, producer-id blocks) as a log of [`Command`]s replicated with openraft
+//! among the controller voters, applied by every broker to its own copy of the
+//! [`State`].
 //!
-//! Changes are [`Command`]s applied by a pure state machine ([`State::apply`]); the
-//! store persists the resulting state before the change becomes visible, so a crash
-//! never exposes metadata that was not durable. On a single node the store is one JSON
-//! document written atomically (temp file, fsync, rename, fsync of the directory); the
-//! cluster replaces that persistence with a replicated log of the same commands.
+//! The Raft leader is the controller. Besides committing what brokers propose, it holds
+//! the brokers' leases: every broker heartbeats it, and a broker whose lease runs out is
+//! fenced by a committed [`Command::FenceBroker`], which in the same step elects new
+//! leaders from the ISR. Brokers that are not voters follow the log as Raft learners, so
+//! every broker answers Metadata from its own replica.
+//!
+//! A single-node cluster is the same machinery with one voter.
 
+pub mod placement;
+pub mod raft;
 pub mod state;
+mod store;
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use tokio::sync::watch;
 
-/// Producer ids are reserved durably in blocks so that allocating one rarely writes.
-const PRODUCER_ID_BLOCK: i64 = 1000;
+use crate::config::ClusterConfig;
+use raft::{MetaRaft, NetworkFactory, NodeId};
+pub use state::{
+    Applied, BrokerMeta, Command, PartitionState, State, StateError, TopicMeta, NO_LEADER,
+};
+use store::{LogStore, StateMachineStore};
 
-/// Why a metadata change was refused or could not be stored.
+/// A boxed future, as the transport seam returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which controller RPC a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcKind {
+    /// Raft between controller voters (and to learners).
+    Raft,
+    /// Broker to controller: proposals and heartbeats.
+    Controller,
+}
+
+/// How the controller reaches peers: the QUIC endpoint in a broker, an in-memory
+/// switchboard in tests.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one request to broker `peer` at `addr` and returns its answer.
+    fn call(
+        &self,
+        peer: i32,
+        addr: SocketAddr,
+        kind: RpcKind,
+        request: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Why a controller operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    /// The metadata file could not be read or written.
-    #[error("metadata file {path}: {source}")]
-    Io {
-        /// The file involved.
+pub enum ControllerError {
+    /// The state machine refused the change.
+    #[error(transparent)]
+    Rejected(#[from] StateError),
+    /// No controller answered in time (no quorum, or the leader is unreachable).
+    #[error("the controller is not available: {0}")]
+    Unavailable(String),
+    /// The Raft storage could not be opened.
+    #[error("controller storage in {path}: {source}")]
+    Storage {
+        /// The directory.
         path: PathBuf,
-        /// The underlying error.
+        /// What failed.
         source: std::io::Error,
     },
-    /// The metadata file exists but is not valid.
-    #[error("metadata file {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The file involved.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// CreateTopic for a name that is taken.
-    #[error("topic '{0}' already exists")]
-    TopicExists(String),
-    /// A change names a topic that does not exist.
-    #[error("topic '{0}' does not exist")]
-    UnknownTopic(String),
-    /// The partition count can only grow.
-    #[error(
-        "topic '{topic}' has {current} partitions; the count can only grow, not become {requested}"
-    )]
-    PartitionsCannotShrink {
-        /// The topic.
-        topic: String,
-        /// Its current partition count.
-        current: i32,
-        /// What was asked for.
-        requested: i32,
-    },
+    /// openraft refused to start or stopped.
+    #[error("raft: {0}")]
+    Raft(String),
 }
 
-/// A topic as every broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMeta {
-    /// The topic's name.
-    pub name: String,
-    /// Stable, non-zero id (Kafka topic IDs, used by Fetch v13+ and Metadata v10+).
-    pub id: Uuid,
-    /// Number of partitions, numbered 0..partitions.
-    pub partitions: i32,
-    /// Topic config overrides (only what was set explicitly).
-    pub configs: BTreeMap<String, String>,
-    /// Whether the topic is internal (e.g. `__consumer_offsets`).
-    #[serde(default)]
-    pub internal: bool,
+/// A request on the controller channel.
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerRequest {
+    /// Commit a command (only the leader does; others answer `NotLeader`).
+    Propose(Command),
+    /// Renew a broker's lease.
+    Heartbeat { id: i32, incarnation: u64 },
 }
 
-/// A change to the metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Add a topic.
-    CreateTopic(TopicMeta),
-    /// Remove a topic.
-    DeleteTopic {
-        /// The topic's name.
-        name: String,
+/// The answer to a [`ControllerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerReply {
+    Applied {
+        index: u64,
+        result: Result<Applied, StateError>,
     },
-    /// Grow a topic's partition count.
-    SetPartitions {
-        /// The topic's name.
-        name: String,
-        /// The new count.
-        partitions: i32,
+    NotLeader {
+        leader: Option<i32>,
     },
-    /// Replace a topic's config overrides.
-    SetConfigs {
-        /// The topic's name.
-        name: String,
-        /// The complete new set of overrides.
-        configs: BTreeMap<String, String>,
+    Heartbeat {
+        /// False when the controller does not know this incarnation as live: the
+        /// broker must register (again).
+        registered: bool,
     },
-    /// Reserve producer ids below `end`.
-    ReserveProducerIds {
-        /// First id not reserved.
-        end: i64,
-    },
+    Failed(String),
 }
 
-/// The metadata state machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    /// Identifies this cluster to clients (Metadata's cluster_id).
-    pub cluster_id: String,
-    /// Topics by name.
-    pub topics: BTreeMap<String, TopicMeta>,
-    /// Producer ids below this have been handed out (or reserved) already.
-    pub producer_ids_reserved: i64,
+/// A summary of the Raft side, for `quiver cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaftStatus {
+    /// This broker's id.
+    pub id: i32,
+    /// The controller (Raft leader) as this broker knows it.
+    pub leader: Option<i32>,
+    /// Current Raft term.
+    pub term: u64,
+    /// Index of the last applied (hence committed) entry.
+    pub commit_index: u64,
+    /// The voters.
+    pub voters: Vec<i32>,
+    /// The learners.
+    pub learners: Vec<i32>,
 }
 
-impl State {
-    fn new() -> Self {
-        Self {
-            cluster_id: Uuid::new_v4().simple().to_string(),
-            topics: BTreeMap::new(),
-            producer_ids_reserved: 0,
-        }
-    }
+/// This broker's view of the controller.
+pub struct Controller {
+    id: i32,
+    registration: BrokerMeta,
+    raft: MetaRaft,
+    machine: StateMachineStore,
+    transport: Arc<dyn Transport>,
+    peers: BTreeMap<i32, SocketAddr>,
+    voters: Vec<i32>,
+    config: ClusterConfig,
+    leases: Mutex<Leases>,
+}
 
-    /// Applies one command, or explains why it cannot apply; on error `self` is unchanged.
-    pub fn apply(&mut self, command: Command) -> Result<(), MetadataError> {
-        match command {
-            Command::CreateTopic(meta) => {
-                if self.topics.contains_key(&meta.name) {
-                    return Err(MetadataError::TopicExists(meta.name));
-                }
-                self.topics.insert(meta.name.clone(), meta);
-            }
-            Command::DeleteTopic { name } => {
-                self.topics
-                    .remove(&name)
-                    .ok_or(MetadataError::UnknownTopic(name))?;
-            }
-            Command::SetPartitions { name, partitions } => {
-                let topic = self
-                    .topics
-                    .get_mut(&name)
-                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
-                if partitions < topic.partitions {
-                    return Err(MetadataError::PartitionsCannotShrink {
-                        topic: name,
-                        current: topic.partitions,
-                        requested: partitions,
-                    });
-                }
-                topic.partitions = partitions;
-            }
-            Command::SetConfigs { name, configs } => {
-                let topic = self
-                    .topics
-                    .get_mut(&name)
-                    .ok_or(MetadataError::UnknownTopic(name))?;
-                topic.configs = configs;
-            }
-            Command::ReserveProducerIds { end } => {
-                self.producer_ids_reserved = self.producer_ids_reserved.max(end);
-            }
-        }
-        Ok(())
+#[derive(Default)]
+struct Leases {
+    /// The term this node led in when the leases were last reset.
+    term: u64,
+    since: Option<Instant>,
+    /// Broker id -> (incarnation, last heartbeat).
+    renewed: HashMap<i32, (u64, Instant)>,
+    /// Fences proposed and not yet seen applied, so each is proposed once.
+    fencing: BTreeSet<(i32, u64)>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("id", &self.id)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
     }
 }
 
-/// The durable metadata store of a single-node cluster.
-#[derive(Debug)]
-pub struct Metadata {
-    path: PathBuf,
-    state: RwLock<State>,
-    /// Serialises writers so that persisted states follow each other in order.
-    write: Mutex<ProducerIds>,
-}
-
-#[derive(Debug)]
-struct ProducerIds {
-    next: i64,
-}
-
-impl Metadata {
-    /// Opens (or initialises) the metadata kept in `dir`.
-    pub fn open(dir: &Path) -> Result<Metadata, MetadataError> {
-        let path = dir.join("metadata.json");
-        let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let state = State::new();
-                persist(&path, &state)?;
-                state
-            }
-            Err(source) => return Err(MetadataError::Io { path, source }),
+impl Controller {
+    /// Opens the Raft storage under `data_dir/controller`, starts Raft and, on a voter
+    /// that has never been initialised, proposes the initial membership.
+    pub async fn start(
+        registration: BrokerMeta,
+        config: &ClusterConfig,
+        data_dir: &Path,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let id = registration.id;
+        let dir = data_dir.join("controller");
+        let storage = |source| ControllerError::Storage {
+            path: dir.clone(),
+            source,
         };
-        // Ids handed out before a restart may be in use; start after the reserved block.
-        let next = state.producer_ids_reserved;
-        Ok(Metadata {
-            path,
-            state: RwLock::new(state),
-            write: Mutex::new(ProducerIds { next }),
+        let log = LogStore::open(&dir).map_err(storage)?;
+        let machine = StateMachineStore::open(&dir).map_err(storage)?;
+        let seeds = config
+            .seeds(id)
+            .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let peers: BTreeMap<i32, SocketAddr> = seeds.iter().map(|s| (s.id, s.addr)).collect();
+        let voters = config
+            .controllers(id)
+            .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let election = config.election_timeout_ms;
+        let raft_config = openraft::Config {
+            cluster_name: config.id.clone(),
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            heartbeat_interval: (election / 4).max(20),
+            install_snapshot_timeout: 5_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(2_000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let raft = MetaRaft::new(
+            id as NodeId,
+            Arc::new(raft_config),
+            NetworkFactory {
+                transport: transport.clone(),
+            },
+            log,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        if voters.contains(&id) {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| ControllerError::Raft(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<NodeId, BasicNode> = voters
+                    .iter()
+                    .map(|v| (*v as NodeId, BasicNode::new(peers[v].to_string())))
+                    .collect();
+                // Every voter proposes the same membership; whichever is not first gets
+                // NotAllowed, which is fine.
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(error = %e, "controller membership already initialised");
+                }
+            }
+        }
+        Ok(Arc::new(Controller {
+            id,
+            registration,
+            raft,
+            machine,
+            transport,
+            peers,
+            voters,
+            config: config.clone(),
+            leases: Mutex::new(Leases::default()),
+        }))
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// This broker's registration (its incarnation changes with every start).
+    pub fn registration(&self) -> &BrokerMeta {
+        &self.registration
+    }
+
+    /// The metadata as applied here.
+    pub fn state(&self) -> Arc<State> {
+        self.machine.state()
+    }
+
+    /// Every newly applied metadata state.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.machine.subscribe()
+    }
+
+    /// The controller (Raft leader) as known here.
+    pub fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as i32)
+    }
+
+    /// Raft term, commit index and membership, as known here.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<i32> = membership.voter_ids().map(|v| v as i32).collect();
+        let learners: Vec<i32> = membership.learner_ids().map(|v| v as i32).collect();
+        RaftStatus {
+            id: self.id,
+            leader: metrics.current_leader.map(|l| l as i32),
+            term: metrics.current_term,
+            commit_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            voters,
+            learners,
+        }
+    }
+
+    /// Commits `command` through the controller and waits until this broker has
+    /// applied it, retrying across leader changes until `timeout`.
+    pub async fn submit(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Applied, ControllerError> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error;
+        let mut next_voter = 0usize;
+        loop {
+            let target = match self.leader() {
+                Some(leader) => leader,
+                None => {
+                    next_voter += 1;
+                    self.voters[next_voter % self.voters.len()]
+                }
+            };
+            let attempt = if target == self.id {
+                self.propose_local(command.clone()).await
+            } else {
+                self.forward(target, &command, deadline).await
+            };
+            match attempt {
+                Ok((index, result)) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let _ = self
+                        .raft
+                        .wait(Some(remaining.max(Duration::from_millis(100))))
+                        .metrics(
+                            |m| m.last_applied.map(|l| l.index) >= Some(index),
+                            "metadata applied locally",
+                        )
+                        .await;
+                    return result.map_err(ControllerError::Rejected);
+                }
+                Err(reason) => last_error = reason,
+            }
+            if Instant::now() >= deadline {
+                return Err(ControllerError::Unavailable(last_error));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn propose_local(
+        &self,
+        command: Command,
+    ) -> Result<(u64, Result<Applied, StateError>), String> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok((response.log_id.index, response.data.0)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(format!(
+                "broker {} is no longer the controller (leader now {:?})",
+                self.id, f.leader_id
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn forward(
+        &self,
+        target: i32,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<(u64, Result<Applied, StateError>), String> {
+        let request = ControllerRequest::Propose(command.clone());
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self
+            .call(target, &request, remaining.max(Duration::from_millis(100)))
+            .await?
+        {
+            ControllerReply::Applied { index, result } => Ok((index, result)),
+            ControllerReply::NotLeader { leader } => Err(format!(
+                "broker {target} is not the controller (it names {leader:?})"
+            )),
+            ControllerReply::Failed(reason) => Err(reason),
+            ControllerReply::Heartbeat { .. } => Err("unexpected heartbeat reply".into()),
+        }
+    }
+
+    async fn call(
+        &self,
+        target: i32,
+        request: &ControllerRequest,
+        timeout: Duration,
+    ) -> Result<ControllerReply, String> {
+        let addr = *self
+            .peers
+            .get(&target)
+            .ok_or_else(|| format!("broker {target} is not in cluster.seeds"))?;
+        let bytes = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
+        let reply = self
+            .transport
+            .call(target, addr, RpcKind::Controller, bytes, timeout)
+            .await?;
+        serde_json::from_slice(&reply).map_err(|e| format!("malformed controller reply: {e}"))
+    }
+
+    /// Serves a Raft RPC from a peer.
+    pub async fn handle_raft(&self, request: &[u8]) -> Result<Bytes, String> {
+        raft::serve(&self.raft, request).await
+    }
+
+    /// Serves a controller RPC (proposal or heartbeat) from broker `peer`.
+    pub async fn handle_controller(&self, peer: i32, request: &[u8]) -> Result<Bytes, String> {
+        let request: ControllerRequest = serde_json::from_slice(request)
+            .map_err(|e| format!("malformed controller request from broker {peer}: {e}"))?;
+        let reply = match request {
+            ControllerRequest::Propose(command) => match self.propose_local(command).await {
+                Ok((index, result)) => ControllerReply::Applied { index, result },
+                Err(_) => ControllerReply::NotLeader {
+                    leader: self.leader(),
+                },
+            },
+            ControllerRequest::Heartbeat { id, incarnation } => {
+                if self.leader() != Some(self.id) {
+                    ControllerReply::NotLeader {
+                        leader: self.leader(),
+                    }
+                } else {
+                    ControllerReply::Heartbeat {
+                        registered: self.renew_lease(id, incarnation),
+                    }
+                }
+            }
+        };
+        Ok(Bytes::from(
+            serde_json::to_vec(&reply).expect("replies serialise"),
+        ))
+    }
+
+    /// Records a heartbeat; true if `incarnation` is the live registration of `id`.
+    fn renew_lease(&self, id: i32, incarnation: u64) -> bool {
+        let state = self.state();
+        let registered = state
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.incarnation == incarnation && !b.fenced);
+        if registered {
+            self.leases
+                .lock()
+                .renewed
+                .insert(id, (incarnation, Instant::now()));
+        }
+        registered
+    }
+
+    /// Runs the background duties until the returned handle is aborted: this broker's
+    /// registration and heartbeats, and, while this broker is the controller, lease
+    /// expiry, learner membership and preferred-leader rebalancing.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(this.config.heartbeat_interval_ms);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_rebalance = Instant::now();
+            loop {
+                ticker.tick().await;
+                this.heartbeat().await;
+                if this.leader() == Some(this.id) {
+                    this.expire_leases();
+                    this.add_learners().await;
+                    let every = this.config.leader_rebalance_interval_ms;
+                    if every > 0 && last_rebalance.elapsed() >= Duration::from_millis(every) {
+                        last_rebalance = Instant::now();
+                        this.rebalance_leaders();
+                    }
+                }
+            }
         })
     }
 
-    /// This cluster's id.
-    pub fn cluster_id(&self) -> String {
-        self.state.read().cluster_id.clone()
-    }
-
-    /// Every topic, by name.
-    pub fn topics(&self) -> Vec<TopicMeta> {
-        self.state.read().topics.values().cloned().collect()
-    }
-
-    /// One topic by name.
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        self.state.read().topics.get(name).cloned()
-    }
-
-    /// One topic by id.
-    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
-        self.state
-            .read()
-            .topics
-            .values()
-            .find(|t| t.id == id)
-            .cloned()
-    }
-
-    /// Applies `command` durably: the change is visible only once it is on disk.
-    pub fn submit(&self, command: Command) -> Result<(), MetadataError> {
-        let _writer = self.write.lock();
-        let mut next = self.state.read().clone();
-        next.apply(command)?;
-        persist(&self.path, &next)?;
-        *self.state.write() = next;
-        Ok(())
-    }
-
-    /// Hands out a producer id never given before, across restarts.
-    pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
-        let mut ids = self.write.lock();
-        let reserved = self.state.read().producer_ids_reserved;
-        if ids.next >= reserved {
-            let mut next = self.state.read().clone();
-            next.apply(Command::ReserveProducerIds {
-                end: ids.next + PRODUCER_ID_BLOCK,
-            })?;
-            persist(&self.path, &next)?;
-            *self.state.write() = next;
+    /// One heartbeat to the controller; registers when the controller does not know
+    /// this incarnation.
+    async fn heartbeat(self: &Arc<Self>) {
+        let Some(leader) = self.leader() else {
+            // Not (yet) part of the quorum's view: ask a voter, which registers us and
+            // thereby makes us a learner.
+            if !self.voters.contains(&self.id) && !self.is_registered() {
+                let _ = self
+                    .submit(
+                        Command::RegisterBroker(self.registration.clone()),
+                        Duration::from_millis(self.config.heartbeat_interval_ms * 4),
+                    )
+                    .await;
+            }
+            return;
+        };
+        let registered = if leader == self.id {
+            self.renew_lease(self.id, self.registration.incarnation)
+        } else {
+            let request = ControllerRequest::Heartbeat {
+                id: self.id,
+                incarnation: self.registration.incarnation,
+            };
+            let timeout = Duration::from_millis(self.config.heartbeat_interval_ms.max(200));
+            match self.call(leader, &request, timeout).await {
+                Ok(ControllerReply::Heartbeat { registered }) => registered,
+                Ok(_) | Err(_) => return,
+            }
+        };
+        if !registered {
+            let this = self.clone();
+            // Registration waits for a commit; heartbeats must keep their rhythm.
+            tokio::spawn(async move {
+                match this
+                    .submit(
+                        Command::RegisterBroker(this.registration.clone()),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(_) => tracing::info!(
+                        broker = this.id,
+                        incarnation = this.registration.incarnation,
+                        "registered with the controller"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "registration with the controller failed"),
+                }
+            });
         }
-        let id = ids.next;
-        ids.next += 1;
-        Ok(id)
     }
-}
 
-fn persist(path: &Path, state: &State) -> Result<(), MetadataError> {
-    let io = |source| MetadataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(state).expect("metadata serialises");
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    /// Waits until this incarnation's registration is applied here; false on timeout.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let mut changes = self.subscribe();
+        let wait = async {
+            loop {
+                if self.is_registered() {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok() && self.is_registered()
     }
-    Ok(())
+
+    fn is_registered(&self) -> bool {
+        self.state()
+            .brokers
+            .get(&self.id)
+            .is_some_and(|b| b.incarnation == self.registration.incarnation && !b.fenced)
+    }
+
+    /// Fences every broker whose lease has run out (controller only).
+    fn expire_leases(self: &Arc<Self>) {
+        let term = self.raft.metrics().borrow().current_term;
+        let timeout = Duration::from_millis(self.config.session_timeout_ms);
+        let state = self.state();
+        let mut leases = self.leases.lock();
+        if leases.term != term || leases.since.is_none() {
+            // A new controller gives every broker a full lease before judging it.
+            leases.term = term;
+            leases.since = Some(Instant::now());
+            leases.renewed.clear();
+            leases.fencing.clear();
+        }
+        let since = leases.since.unwrap_or_else(Instant::now);
+        leases.fencing.retain(|(id, inc)| {
+            state
+                .brokers
+                .get(id)
+                .is_some_and(|b| b.incarnation == *inc && !b.fenced)
+        });
+        for broker in state.live_brokers() {
+            if broker.id == self.id {
+                continue;
+            }
+            let last = match leases.renewed.get(&broker.id) {
+                Some((inc, at)) if *inc == broker.incarnation => *at,
+                _ => since,
+            };
+            if last.elapsed() < timeout || !leases.fencing.insert((broker.id, broker.incarnation)) {
+                continue;
+            }
+            tracing::warn!(
+                broker = broker.id,
+                silent_ms = last.elapsed().as_millis() as u64,
+                "broker missed its lease; fencing it"
+            );
+            let this = self.clone();
+            let command = Command::FenceBroker {
+                id: broker.id,
+                incarnation: broker.incarnation,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = this.submit(command, Duration::from_secs(5)).await {
+                    tracing::warn!(error = %e, "fencing failed");
+                }
+            });
+        }
+    }
+
+    /// Makes every registered broker that is not a voter a Raft learner, so it gets the
+    /// metadata log (controller only).
+    async fn add_learners(&self) {
+        let members: BTreeSet<i32> = {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id as i32)
+                .collect()
+        };
+        let state = self.state();
+        for broker in state.live_brokers() {
+            if members.contains(&broker.id) {
+                continue;
+            }
+            let node = BasicNode::new(broker.cluster_addr.to_string());
+            match self
+                .raft
+                .add_learner(broker.id as NodeId, node, false)
+                .await
+            {
+                Ok(_) => tracing::info!(broker = broker.id, "added broker as a metadata learner"),
+                Err(e) => tracing::warn!(broker = broker.id, error = %e, "could not add learner"),
+            }
+        }
+    }
+
+    /// Proposes moving leadership back to preferred replicas where one is in sync and
+    /// alive but not leading (controller only).
+    fn rebalance_leaders(self: &Arc<Self>) {
+        let state = self.state();
+        let imbalanced = state.topics.values().any(|t| {
+            t.assignments.iter().any(|p| {
+                p.replicas.first().is_some_and(|&preferred| {
+                    p.leader != preferred && p.isr.contains(&preferred) && state.is_live(preferred)
+                })
+            })
+        });
+        if !imbalanced {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this
+                .submit(
+                    Command::ElectPreferredLeaders { partitions: vec![] },
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(Applied::LeadersChanged(n)) if n > 0 => {
+                    tracing::info!(
+                        partitions = n,
+                        "moved leadership back to preferred replicas"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "preferred leader election failed"),
+            }
+        });
+    }
+
+    /// Controlled shutdown: gives up this broker's leaderships and ISR memberships
+    /// through the controller before the process exits, so clients move on at once
+    /// instead of waiting for the lease to run out.
+    pub async fn shut_down(&self, timeout: Duration) {
+        let command = Command::FenceBroker {
+            id: self.id,
+            incarnation: self.registration.incarnation,
+        };
+        match self.submit(command, timeout).await {
+            Ok(Applied::LeadersChanged(n)) => {
+                tracing::info!(partitions = n, "controlled shutdown moved leadership away")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "controlled shutdown could not reach the controller")
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn topic(name: &str) -> TopicMeta {
-        TopicMeta {
-            name: name.into(),
-            id: Uuid::new_v4(),
-            partitions: 3,
-            configs: BTreeMap::new(),
-            internal: false,
-        }
-    }
-
-    #[test]
-    fn state_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Metadata::open(dir.path()).unwrap();
-        let cluster = meta.cluster_id();
-        let t = topic("orders");
-        meta.submit(Command::CreateTopic(t.clone())).unwrap();
-        meta.submit(Command::SetPartitions {
-            name: "orders".into(),
-            partitions: 6,
-        })
-        .unwrap();
-        let first = meta.allocate_producer_id().unwrap();
-        drop(meta);
-
-        let meta = Metadata::open(dir.path()).unwrap();
-        assert_eq!(meta.cluster_id(), cluster);
-        let stored = meta.topic("orders").unwrap();
-        assert_eq!(stored.id, t.id);
-        assert_eq!(stored.partitions, 6);
-        assert_eq!(meta.topic_by_id(t.id).unwrap().name, "orders");
-        assert!(meta.allocate_producer_id().unwrap() > first);
-    }
-
-    #[test]
-    fn refused_changes_leave_state_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Metadata::open(dir.path()).unwrap();
-        meta.submit(Command::CreateTopic(topic("a"))).unwrap();
-        assert!(matches!(
-            meta.submit(Command::CreateTopic(topic("a"))),
-            Err(MetadataError::TopicExists(_))
-        ));
-        assert!(matches!(
-            meta.submit(Command::SetPartitions {
-                name: "a".into(),
-                partitions: 1
-            }),
-            Err(MetadataError::PartitionsCannotShrink { .. })
-        ));
-        assert_eq!(meta.topic("a").unwrap().partitions, 3);
-        assert!(matches!(
-            meta.submit(Command::DeleteTopic { name: "b".into() }),
-            Err(MetadataError::UnknownTopic(_))
-        ));
-    }
-
-    #[test]
-    fn corrupt_file_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("metadata.json"), b"{not json").unwrap();
-        let err = Metadata::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("corrupt"), "{err}");
-    }
-}
+mod tests;

@@ -313,6 +313,16 @@ impl State {
                         return Ok(Applied::Done);
                     }
                 }
+                let mut changed = 0;
+                if let Some(old) = self.brokers.get_mut(&id) {
+                    if old.incarnation != meta.incarnation && !old.fenced {
+                        // A restarted broker lost what it held in memory (followers'
+                        // progress, pending acks): its old incarnation is fenced first,
+                        // exactly as if its lease had run out.
+                        old.fenced = true;
+                        changed += self.remove_from_partitions(id);
+                    }
+                }
                 self.brokers.insert(
                     id,
                     BrokerMeta {
@@ -320,7 +330,7 @@ impl State {
                         ..meta
                     },
                 );
-                let changed = self.elect_leaderless();
+                changed += self.elect_leaderless();
                 return Ok(Applied::LeadersChanged(changed));
             }
             Command::FenceBroker { id, incarnation } => {

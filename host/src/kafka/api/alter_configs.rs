@@ -11,7 +11,7 @@ use super::{kstr, Context};
 
 /// Answers an AlterConfigs request. Configs left out of the request return to their
 /// defaults, as in Kafka.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: AlterConfigsRequest,
     _version: i16,
@@ -39,6 +39,7 @@ pub fn handle(
                         configs,
                         request.validate_only,
                     )
+                    .await
                     .map_err(|e| (e.code(), e.to_string()))
             }
             RESOURCE_BROKER => Err(static_broker_configs()),

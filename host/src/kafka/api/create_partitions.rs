@@ -6,7 +6,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{kstr, Context};
 
 /// Answers a CreatePartitions request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: CreatePartitionsRequest,
     _version: i16,
@@ -15,11 +15,11 @@ pub fn handle(
     for wanted in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = wanted.name.clone();
-        if let Err(e) = ctx.broker.create_partitions(
-            wanted.name.0.as_str(),
-            wanted.count,
-            request.validate_only,
-        ) {
+        if let Err(e) = ctx
+            .broker
+            .create_partitions(wanted.name.0.as_str(), wanted.count, request.validate_only)
+            .await
+        {
             result.error_code = e.code().code();
             result.error_message = Some(kstr(e.to_string()));
         }

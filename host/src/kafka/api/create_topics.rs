@@ -14,7 +14,7 @@ use crate::broker::TopicError;
 use crate::config::topic;
 
 /// Answers a CreateTopics request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: CreateTopicsRequest,
     version: i16,
@@ -72,6 +72,7 @@ pub fn handle(
                     configs,
                     request.validate_only,
                 )
+                .await
                 .map_err(|e: TopicError| (e.code(), e.to_string()))
         };
         match outcome {
@@ -81,7 +82,11 @@ pub fn handle(
                 }
                 if version >= 5 {
                     result.num_partitions = meta.partitions;
-                    result.replication_factor = 1;
+                    result.replication_factor = meta
+                        .assignments
+                        .first()
+                        .map(|p| p.replicas.len() as i16)
+                        .unwrap_or(1);
                     let effective = topic::effective(&broker.config().log, &meta.configs);
                     result.configs = Some(
                         effective

@@ -24,11 +24,9 @@ pub fn handle(
             let mut r = DeleteRecordsPartitionResult::default();
             r.partition_index = p.partition_index;
             r.low_watermark = -1;
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index).cloned());
             match partition {
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 Some(partition) => {

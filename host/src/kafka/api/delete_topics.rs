@@ -7,7 +7,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use super::{kstr, Context};
 
 /// Answers a DeleteTopics request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: DeleteTopicsRequest,
     version: i16,
@@ -38,11 +38,13 @@ pub fn handle(
                 "neither a name nor an id was given".to_string(),
             )),
         };
-        let outcome = resolved.and_then(|name| {
-            broker
+        let outcome = match resolved {
+            Ok(name) => broker
                 .delete_topic(&name)
-                .map_err(|e| (e.code(), e.to_string()))
-        });
+                .await
+                .map_err(|e| (e.code(), e.to_string())),
+            Err(e) => Err(e),
+        };
         match outcome {
             Ok(meta) => {
                 result.name = Some(TopicName(kstr(meta.name)));

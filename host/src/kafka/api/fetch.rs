@@ -69,11 +69,10 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
             let mut data = PartitionData::default();
             data.partition_index = p.partition;
             data.records = Some(Bytes::new());
-            let partition = topic.as_ref().ok().and_then(|t| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
+            let partition = topic
+                .as_ref()
+                .ok()
+                .and_then(|t| t.partition(p.partition).cloned());
             let Some(partition) = partition else {
                 data.error_code = match &topic {
                     Err(e) => *e,

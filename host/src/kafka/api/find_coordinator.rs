@@ -1,5 +1,6 @@
-//! FindCoordinator (10): this broker coordinates every group, and answers transaction
-//! keys too (see [`crate::group`] for why). v4 batches keys in `coordinator_keys`.
+//! FindCoordinator (10): a group's coordinator is the leader of the `__consumer_offsets`
+//! partition the group hashes to; transaction keys are answered the same way (see
+//! [`crate::group`]). v4 batches keys in `coordinator_keys`.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -7,27 +8,51 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{kstr, Context};
+use crate::controller::NO_LEADER;
+use crate::group::records::partition_for;
+use crate::group::OFFSETS_TOPIC;
 
 /// Key types Kafka defines: 0 group, 1 transaction.
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-/// Answers a FindCoordinator request.
-pub fn handle(
+/// Answers a FindCoordinator request: a group's coordinator is the leader of its
+/// `__consumer_offsets` partition (created here on first use).
+pub async fn handle(
     ctx: &Context<'_>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let config = ctx.broker.config();
-    let node = config.broker.node_id;
-    let (host, port) = config.kafka.advertised();
-    let loaded = ctx.broker.groups().partition_count() > 0;
-    let verdict = |key_type: i8| -> Option<ResponseError> {
-        match key_type {
-            KEY_GROUP if !loaded => Some(ResponseError::CoordinatorNotAvailable),
-            KEY_GROUP | KEY_TRANSACTION => None,
-            _ => Some(ResponseError::InvalidRequest),
+    let broker = ctx.broker;
+    if let Err(e) = broker.ensure_offsets_topic().await {
+        tracing::debug!(error = %e, "{OFFSETS_TOPIC} cannot be created yet");
+    }
+    let state = broker.metadata();
+    let me = broker.config().broker.node_id;
+    let loaded = broker.groups().partition_count() > 0;
+    let coordinator = |key_type: i8, key: &str| -> Result<(i32, String, u16), ResponseError> {
+        if key_type != KEY_GROUP && key_type != KEY_TRANSACTION {
+            return Err(ResponseError::InvalidRequest);
         }
+        let topic = state
+            .topics
+            .get(OFFSETS_TOPIC)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let partition = partition_for(key, topic.partitions);
+        let leader = state
+            .partition(OFFSETS_TOPIC, partition)
+            .map(|p| p.leader)
+            .filter(|l| *l != NO_LEADER)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        if leader == me && !loaded {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let node = state
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((leader, node.kafka_host.clone(), node.kafka_port))
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -36,20 +61,20 @@ pub fn handle(
             .into_iter()
             .map(|key| {
                 let mut c = Coordinator::default();
-                c.key = key;
-                match verdict(request.key_type) {
-                    None => {
+                match coordinator(request.key_type, key.as_str()) {
+                    Ok((node, host, port)) => {
                         c.node_id = BrokerId(node);
-                        c.host = kstr(host.clone());
+                        c.host = kstr(host);
                         c.port = port as i32;
                     }
-                    Some(error) => {
+                    Err(error) => {
                         c.node_id = BrokerId(-1);
                         c.port = -1;
                         c.error_code = error.code();
                         c.error_message = Some(StrBytes::from_static_str(message(error)));
                     }
                 }
+                c.key = key;
                 c
             })
             .collect();
@@ -60,8 +85,8 @@ pub fn handle(
     } else {
         KEY_GROUP
     };
-    match verdict(key_type) {
-        None => {
+    match coordinator(key_type, request.key.as_str()) {
+        Ok((node, host, port)) => {
             response.node_id = BrokerId(node);
             response.host = kstr(host);
             response.port = port as i32;
@@ -69,7 +94,7 @@ pub fn handle(
                 response.error_message = None;
             }
         }
-        Some(error) => {
+        Err(error) => {
             response.error_code = error.code();
             response.node_id = BrokerId(-1);
             response.port = -1;

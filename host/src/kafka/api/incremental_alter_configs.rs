@@ -15,7 +15,7 @@ const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
 /// Answers an IncrementalAlterConfigs request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: IncrementalAlterConfigsRequest,
     _version: i16,
@@ -89,11 +89,13 @@ pub fn handle(
                             }
                         }
                     }
-                    applied.and_then(|_| {
-                        broker
+                    match applied {
+                        Ok(()) => broker
                             .set_topic_configs(name, configs, request.validate_only)
-                            .map_err(|e| (e.code(), e.to_string()))
-                    })
+                            .await
+                            .map_err(|e| (e.code(), e.to_string())),
+                        Err(e) => Err(e),
+                    }
                 }
             },
             RESOURCE_BROKER => Err(static_broker_configs()),

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::Context;
 
 /// Answers an InitProducerId request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: InitProducerIdRequest,
     version: i16,
@@ -33,7 +33,7 @@ pub fn handle(
         response.producer_epoch = existing_epoch + 1;
         return response;
     }
-    match ctx.broker.allocate_producer_id() {
+    match ctx.broker.allocate_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = 0;

@@ -27,11 +27,9 @@ pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> L
             r.partition_index = p.partition_index;
             r.timestamp = -1;
             r.offset = -1;
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index).cloned());
             let Some(partition) = partition else {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
                 out.partitions.push(r);

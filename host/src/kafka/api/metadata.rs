@@ -11,36 +11,31 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{kstr, Context};
-use crate::broker::{Topic, TopicError};
+use crate::controller::{State, TopicMeta, NO_LEADER};
 
-/// Answers a Metadata request.
-pub fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// Answers a Metadata request from this broker's replica of the cluster metadata.
+pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let broker = ctx.broker;
     let config = broker.config();
-    let node = config.broker.node_id;
-    let (host, port) = config.kafka.advertised();
+    let mut state = broker.metadata();
 
     let mut response = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(node);
-    b.host = kstr(host);
-    b.port = port as i32;
-    response.brokers = vec![b];
+    response.brokers = brokers(&state);
     if version >= 2 {
-        response.cluster_id = Some(kstr(broker.metadata().cluster_id()));
+        response.cluster_id = Some(kstr(broker.cluster_id().to_string()));
     }
     if version >= 1 {
-        response.controller_id = BrokerId(node);
+        response.controller_id = BrokerId(broker.controller().leader().unwrap_or(-1));
     }
 
     // v0: an empty list means every topic; v1+: null means every topic.
     let requested = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => topics,
         _ => {
-            response.topics = broker
-                .topics()
-                .iter()
-                .map(|t| topic_entry(t, node, version))
+            response.topics = state
+                .topics
+                .values()
+                .map(|t| topic_entry(t, &state, version))
                 .collect();
             return response;
         }
@@ -49,8 +44,8 @@ pub fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> Meta
         config.kafka.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     for wanted in requested {
         let entry = match (&wanted.name, version >= 10 && !wanted.topic_id.is_nil()) {
-            (_, true) => match broker.topic_by_id(wanted.topic_id) {
-                Some(topic) => topic_entry(&topic, node, version),
+            (_, true) => match state.topics.values().find(|t| t.id == wanted.topic_id) {
+                Some(topic) => topic_entry(topic, &state, version),
                 None => {
                     let mut t = MetadataResponseTopic::default();
                     t.error_code = ResponseError::UnknownTopicId.code();
@@ -60,9 +55,14 @@ pub fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> Meta
             },
             (Some(name), false) => {
                 let name = name.0.as_str();
-                match broker.topic(name) {
-                    Some(topic) => topic_entry(&topic, node, version),
-                    None if auto_create => auto_create_topic(ctx, name, node, version),
+                match state.topics.get(name) {
+                    Some(topic) => topic_entry(topic, &state, version),
+                    None if auto_create => {
+                        let entry = auto_create_topic(ctx, name, version).await;
+                        state = broker.metadata();
+                        response.brokers = brokers(&state);
+                        entry
+                    }
                     None => error_entry(name, ResponseError::UnknownTopicOrPartition),
                 }
             }
@@ -73,23 +73,37 @@ pub fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> Meta
     response
 }
 
-fn auto_create_topic(
-    ctx: &Context<'_>,
-    name: &str,
-    node: i32,
-    version: i16,
-) -> MetadataResponseTopic {
+/// Every live broker, as clients should reach it.
+fn brokers(state: &State) -> Vec<MetadataResponseBroker> {
+    state
+        .live_brokers()
+        .map(|meta| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(meta.id);
+            b.host = kstr(meta.kafka_host.clone());
+            b.port = meta.kafka_port as i32;
+            b.rack = meta.rack.clone().map(kstr);
+            b
+        })
+        .collect()
+}
+
+async fn auto_create_topic(ctx: &Context<'_>, name: &str, version: i16) -> MetadataResponseTopic {
     let broker = ctx.broker;
-    match broker.create_topic(name, -1, -1, BTreeMap::new(), false) {
+    match broker
+        .create_topic(name, -1, -1, BTreeMap::new(), false)
+        .await
+    {
         Ok(_) => {
             tracing::info!(topic = name, client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()), "auto-created topic");
         }
         // Another request created it in the meantime.
-        Err(TopicError::Exists(_)) => {}
+        Err(e) if e.code() == ResponseError::TopicAlreadyExists => {}
         Err(e) => return error_entry(name, e.code()),
     }
-    match broker.topic(name) {
-        Some(topic) => topic_entry(&topic, node, version),
+    let state = broker.metadata();
+    match state.topics.get(name) {
+        Some(topic) => topic_entry(topic, &state, version),
         None => error_entry(name, ResponseError::LeaderNotAvailable),
     }
 }
@@ -101,27 +115,40 @@ fn error_entry(name: &str, error: ResponseError) -> MetadataResponseTopic {
     t
 }
 
-fn topic_entry(topic: &Topic, node: i32, version: i16) -> MetadataResponseTopic {
+fn topic_entry(topic: &TopicMeta, state: &State, version: i16) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
-    t.name = Some(TopicName(kstr(topic.meta.name.clone())));
+    t.name = Some(TopicName(kstr(topic.name.clone())));
     if version >= 10 {
-        t.topic_id = topic.meta.id;
+        t.topic_id = topic.id;
     }
     if version >= 1 {
-        t.is_internal = topic.meta.internal;
+        t.is_internal = topic.internal;
     }
+    let ids = |ids: &[i32]| ids.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
     t.partitions = topic
-        .partitions
+        .assignments
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(index, p)| {
             let mut e = MetadataResponsePartition::default();
-            e.partition_index = p.index();
-            e.leader_id = BrokerId(node);
-            if version >= 7 {
-                e.leader_epoch = p.leader_epoch();
+            e.partition_index = index as i32;
+            e.leader_id = BrokerId(p.leader);
+            if p.leader == NO_LEADER {
+                e.error_code = ResponseError::LeaderNotAvailable.code();
             }
-            e.replica_nodes = vec![BrokerId(node)];
-            e.isr_nodes = vec![BrokerId(node)];
+            if version >= 7 {
+                e.leader_epoch = p.leader_epoch;
+            }
+            e.replica_nodes = ids(&p.replicas);
+            e.isr_nodes = ids(&p.isr);
+            if version >= 5 {
+                e.offline_replicas = ids(&p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !state.is_live(*r))
+                    .collect::<Vec<_>>());
+            }
             e
         })
         .collect();

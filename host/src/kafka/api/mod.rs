@@ -62,9 +62,16 @@ pub async fn dispatch(
             encode_response(ctx.header, api, version, &response).map(Some)
         }};
     }
+    macro_rules! async_api {
+        ($module:ident) => {{
+            let request = decode_request(api, version, body)?;
+            let response = $module::handle(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }};
+    }
     match api {
         ApiKey::ApiVersions => sync_api!(api_versions),
-        ApiKey::Metadata => sync_api!(metadata),
+        ApiKey::Metadata => async_api!(metadata),
         ApiKey::Produce => {
             let request = decode_request(api, version, body)?;
             match produce::handle(&ctx, request, version) {
@@ -84,15 +91,15 @@ pub async fn dispatch(
             encode_response_sharing(ctx.header, api, version, &response, &record_sets).map(Some)
         }
         ApiKey::ListOffsets => sync_api!(list_offsets),
-        ApiKey::CreateTopics => sync_api!(create_topics),
-        ApiKey::DeleteTopics => sync_api!(delete_topics),
-        ApiKey::CreatePartitions => sync_api!(create_partitions),
+        ApiKey::CreateTopics => async_api!(create_topics),
+        ApiKey::DeleteTopics => async_api!(delete_topics),
+        ApiKey::CreatePartitions => async_api!(create_partitions),
         ApiKey::DeleteRecords => sync_api!(delete_records),
         ApiKey::DescribeConfigs => sync_api!(describe_configs),
-        ApiKey::AlterConfigs => sync_api!(alter_configs),
-        ApiKey::IncrementalAlterConfigs => sync_api!(incremental_alter_configs),
-        ApiKey::InitProducerId => sync_api!(init_producer_id),
-        ApiKey::FindCoordinator => sync_api!(find_coordinator),
+        ApiKey::AlterConfigs => async_api!(alter_configs),
+        ApiKey::IncrementalAlterConfigs => async_api!(incremental_alter_configs),
+        ApiKey::InitProducerId => async_api!(init_producer_id),
+        ApiKey::FindCoordinator => async_api!(find_coordinator),
         ApiKey::JoinGroup => {
             let request = decode_request(api, version, body)?;
             let response = join_group::handle(&ctx, request, version).await;

@@ -27,11 +27,9 @@ pub fn handle(ctx: &Context<'_>, request: ProduceRequest, version: i16) -> Optio
         for partition_data in topic_data.partition_data {
             let mut p = PartitionProduceResponse::default();
             p.index = partition_data.index;
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(partition_data.index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            });
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partition(partition_data.index).cloned());
             let outcome = if !acks_valid {
                 Err((
                     ResponseError::InvalidRequiredAcks,

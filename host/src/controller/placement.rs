@@ -1,0 +1,187 @@
+//! Replica placement: which brokers hold each partition of a new topic.
+//!
+//! Kafka's rack-aware scheme: brokers are ordered so that racks alternate, partition `p`
+//! starts at position `start + p` of that order (its preferred leader), and its other
+//! replicas take the following brokers, skipping racks already used until every rack
+//! holds one. The start position comes from the topic name so that the preferred
+//! leaders of different topics do not all land on the same broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::state::BrokerMeta;
+
+/// Why replicas could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// More replicas than live brokers.
+    #[error(
+        "replication factor {requested} is larger than the {live} live broker(s) of this cluster"
+    )]
+    NotEnoughBrokers {
+        /// The replication factor asked for.
+        requested: i16,
+        /// Live brokers.
+        live: usize,
+    },
+    /// A replication factor below 1.
+    #[error("replication factor must be at least 1, not {0}")]
+    Invalid(i16),
+}
+
+/// Assigns `count` partitions, numbered from `first`, to `replication_factor` brokers
+/// each, chosen among `live`.
+pub fn assign(
+    topic: &str,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+    live: &[&BrokerMeta],
+) -> Result<Vec<Vec<i32>>, PlacementError> {
+    if replication_factor < 1 {
+        return Err(PlacementError::Invalid(replication_factor));
+    }
+    let rf = replication_factor as usize;
+    if rf > live.len() {
+        return Err(PlacementError::NotEnoughBrokers {
+            requested: replication_factor,
+            live: live.len(),
+        });
+    }
+    let order = rack_alternating(live);
+    let n = order.len();
+    let racks: BTreeSet<Option<&str>> = order.iter().map(|(_, rack)| *rack).collect();
+    let start = name_hash(topic) as usize % n;
+    let mut assignments = Vec::with_capacity(count.max(0) as usize);
+    for p in first..first + count {
+        let leader_pos = (start + p as usize) % n;
+        let mut replicas = vec![order[leader_pos].0];
+        let mut used_racks = BTreeSet::from([order[leader_pos].1]);
+        // A shift that grows every full round keeps followers of consecutive
+        // partitions from always pairing the same brokers.
+        let shift = 1 + (p as usize / n) % (n - 1).max(1);
+        let mut pos = leader_pos;
+        let mut tries = 0;
+        while replicas.len() < rf && tries < n * 2 {
+            pos = (pos + shift) % n;
+            tries += 1;
+            let (id, rack) = order[pos];
+            if replicas.contains(&id) {
+                continue;
+            }
+            if used_racks.len() < racks.len() && used_racks.contains(&rack) {
+                continue;
+            }
+            replicas.push(id);
+            used_racks.insert(rack);
+        }
+        // Whatever the rack rules left out is filled in broker order.
+        for (id, _) in &order {
+            if replicas.len() >= rf {
+                break;
+            }
+            if !replicas.contains(id) {
+                replicas.push(*id);
+            }
+        }
+        assignments.push(replicas);
+    }
+    Ok(assignments)
+}
+
+fn rack_alternating<'a>(live: &[&'a BrokerMeta]) -> Vec<(i32, Option<&'a str>)> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for broker in live {
+        by_rack
+            .entry(broker.rack.as_deref())
+            .or_default()
+            .push(broker.id);
+    }
+    for ids in by_rack.values_mut() {
+        ids.sort_unstable();
+    }
+    let mut order = Vec::with_capacity(live.len());
+    let mut round = 0;
+    while order.len() < live.len() {
+        for (rack, ids) in &by_rack {
+            if let Some(id) = ids.get(round) {
+                order.push((*id, *rack));
+            }
+        }
+        round += 1;
+    }
+    order
+}
+
+fn name_hash(name: &str) -> u32 {
+    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn broker(id: i32, rack: Option<&str>) -> BrokerMeta {
+        BrokerMeta {
+            id,
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9092,
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            rack: rack.map(String::from),
+            incarnation: 1,
+            fenced: false,
+        }
+    }
+
+    #[test]
+    fn leaders_spread_and_replicas_distinct() {
+        let brokers: Vec<_> = (1..=3).map(|i| broker(i, None)).collect();
+        let live: Vec<_> = brokers.iter().collect();
+        let a = assign("orders", 0, 6, 3, &live).unwrap();
+        for replicas in &a {
+            let set: BTreeSet<_> = replicas.iter().collect();
+            assert_eq!(set.len(), 3, "{replicas:?}");
+        }
+        let leaders: BTreeMap<i32, usize> = a.iter().fold(BTreeMap::new(), |mut m, r| {
+            *m.entry(r[0]).or_default() += 1;
+            m
+        });
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn replicas_cover_racks_first() {
+        let brokers = [
+            broker(1, Some("a")),
+            broker(2, Some("a")),
+            broker(3, Some("b")),
+            broker(4, Some("b")),
+            broker(5, Some("c")),
+            broker(6, Some("c")),
+        ];
+        let live: Vec<_> = brokers.iter().collect();
+        let rack = |id: i32| brokers.iter().find(|b| b.id == id).unwrap().rack.clone();
+        for replicas in assign("t", 0, 12, 3, &live).unwrap() {
+            let racks: BTreeSet<_> = replicas.iter().map(|id| rack(*id)).collect();
+            assert_eq!(racks.len(), 3, "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn too_few_brokers_is_refused() {
+        let brokers = [broker(1, None), broker(2, None)];
+        let live: Vec<_> = brokers.iter().collect();
+        let err = assign("t", 0, 1, 3, &live).unwrap_err();
+        assert_eq!(
+            err,
+            PlacementError::NotEnoughBrokers {
+                requested: 3,
+                live: 2
+            }
+        );
+        assert!(err.to_string().contains("larger than the 2 live"));
+    }
+}

@@ -1,0 +1,208 @@
+//! Three controllers in one process over an in-memory switchboard: formation, commits
+//! through followers, lease expiry, controller failover and durable restart.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+
+use super::*;
+
+/// Routes calls to the controllers registered in it; a cut broker is unreachable.
+#[derive(Default)]
+struct Switchboard {
+    nodes: Mutex<HashMap<i32, Weak<Controller>>>,
+    cut: Mutex<BTreeSet<i32>>,
+}
+
+struct Port {
+    from: i32,
+    board: Arc<Switchboard>,
+}
+
+impl Transport for Port {
+    fn call(
+        &self,
+        peer: i32,
+        _addr: SocketAddr,
+        kind: RpcKind,
+        request: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let board = self.board.clone();
+        let from = self.from;
+        Box::pin(async move {
+            let cut = board.cut.lock().clone();
+            if cut.contains(&peer) || cut.contains(&from) {
+                tokio::time::sleep(timeout.min(Duration::from_millis(50))).await;
+                return Err(format!("broker {peer} is unreachable"));
+            }
+            let target = board.nodes.lock().get(&peer).and_then(|w| w.upgrade());
+            let Some(target) = target else {
+                return Err(format!("broker {peer} is down"));
+            };
+            let call = async move {
+                match kind {
+                    RpcKind::Raft => target.handle_raft(&request).await,
+                    RpcKind::Controller => target.handle_controller(from, &request).await,
+                }
+            };
+            tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| "timed out".to_string())?
+        })
+    }
+}
+
+fn config() -> ClusterConfig {
+    ClusterConfig {
+        seeds: (1..=3)
+            .map(|i| format!("{i}@127.0.0.1:{}", 19000 + i))
+            .collect(),
+        tls_dir: Some("/unused".into()),
+        heartbeat_interval_ms: 50,
+        session_timeout_ms: 600,
+        election_timeout_ms: 150,
+        ..Default::default()
+    }
+}
+
+async fn start(board: &Arc<Switchboard>, dir: &Path, id: i32, incarnation: u64) -> Arc<Controller> {
+    let registration = BrokerMeta {
+        id,
+        kafka_host: "127.0.0.1".into(),
+        kafka_port: 9000 + id as u16,
+        cluster_addr: SocketAddr::from(([127, 0, 0, 1], 19000 + id as u16)),
+        rack: None,
+        incarnation,
+        fenced: false,
+    };
+    let port = Arc::new(Port {
+        from: id,
+        board: board.clone(),
+    });
+    let controller = Controller::start(registration, &config(), &dir.join(id.to_string()), port)
+        .await
+        .unwrap();
+    board.nodes.lock().insert(id, Arc::downgrade(&controller));
+    controller.spawn();
+    controller
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn topic(name: &str) -> Command {
+    Command::CreateTopic(TopicMeta {
+        name: name.into(),
+        id: uuid::Uuid::new_v4(),
+        partitions: 1,
+        configs: BTreeMap::new(),
+        internal: false,
+        assignments: vec![PartitionState::new(vec![1, 2, 3])],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_controllers_agree_and_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&board, dir.path(), id, 1).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    let leader = nodes[0].leader().unwrap();
+    assert!(nodes.iter().all(|n| n.leader() == Some(leader)));
+
+    // A proposal through a follower is committed and applied everywhere.
+    let follower = nodes.iter().find(|n| n.id() != leader).unwrap();
+    follower
+        .submit(topic("t"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    eventually("every broker applies the topic", || {
+        nodes.iter().all(|n| n.state().topics.contains_key("t"))
+    })
+    .await;
+    let err = follower
+        .submit(topic("t"), Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ControllerError::Rejected(StateError::TopicExists(_))),
+        "{err}"
+    );
+
+    // Cut off the partition leader's broker (1, the preferred replica): its lease runs
+    // out and the next in-sync replica leads.
+    board.cut.lock().insert(1);
+    let survivors: Vec<_> = nodes.iter().filter(|n| n.id() != 1).cloned().collect();
+    eventually("broker 1 fenced and partition led by 2", || {
+        survivors.iter().all(|n| {
+            let s = n.state();
+            s.brokers[&1].fenced && s.partition("t", 0).unwrap().leader == 2
+        })
+    })
+    .await;
+    let p = survivors[0].state().partition("t", 0).unwrap().clone();
+    assert_eq!(p.isr, vec![2, 3]);
+    assert_eq!(p.leader_epoch, 1);
+    // The survivors still commit, whoever the controller is now.
+    survivors[1]
+        .submit(topic("u"), Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Healed, broker 1 re-registers and catches up on the log.
+    board.cut.lock().clear();
+    eventually("broker 1 live again with both topics", || {
+        let s = nodes[0].state();
+        !s.brokers[&1].fenced && s.topics.contains_key("u")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_survives_a_full_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&board, dir.path(), id, 1).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    for name in ["a", "b", "c"] {
+        nodes[2]
+            .submit(topic(name), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    for node in nodes.drain(..) {
+        node.raft.shutdown().await.unwrap();
+    }
+    board.nodes.lock().clear();
+
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&board, dir.path(), id, 2).await);
+    }
+    eventually("the restarted quorum has every topic", || {
+        nodes.iter().all(|n| {
+            ["a", "b", "c"]
+                .iter()
+                .all(|t| n.state().topics.contains_key(*t))
+        })
+    })
+    .await;
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+}
