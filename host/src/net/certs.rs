@@ -479,6 +479,27 @@ pub fn ensure_dev_certs(
     Ok(dir)
 }
 
+/// Test hook: a leaf signed by `ca` with exactly `sans`, to play a peer whose
+/// certificate carries no identity (or a forged one).
+#[cfg(test)]
+pub(crate) fn issue_leaf_with_sans(ca: &CaMaterial, sans: Vec<SanType>) -> BrokerMaterial {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name("test leaf");
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    set_validity(&mut params);
+    let cert = params.signed_by(&key, &ca.issuer, &ca.key).unwrap();
+    BrokerMaterial {
+        broker_id: -1,
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Quiver");

@@ -29,11 +29,29 @@
 //!   each other); a [`Session`] keeps one stream for a long exchange such as a
 //!   follower's fetch loop. A malformed frame closes that one stream, never the
 //!   connection or the endpoint.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example(tls: quiver::net::ClusterTls, service: std::sync::Arc<dyn quiver::net::Service>)
+//! # -> Result<(), quiver::net::NetError> {
+//! use std::time::Duration;
+//! use quiver::net::{Channel, Endpoint};
+//!
+//! let endpoint = Endpoint::bind("127.0.0.1:9093".parse().unwrap(), tls, service, 16 << 20)?;
+//! let answer = endpoint
+//!     .call(2, "127.0.0.1:9094".parse().unwrap(), Channel::Raft, "vote".into(), Duration::from_secs(1))
+//!     .await?;
+//! # let _ = answer; Ok(()) }
+//! ```
 
 pub mod certs;
-// The crate-private configuration accessors serve the endpoint, which comes next.
-#[allow(dead_code)]
+mod endpoint;
+pub mod frame;
 pub mod tls;
+
+#[cfg(test)]
+mod endpoint_test;
 
 use std::fmt;
 use std::future::Future;
@@ -44,6 +62,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use endpoint::{Endpoint, Session};
 pub use tls::ClusterTls;
 
 /// A broker's id (`broker.node_id`).
