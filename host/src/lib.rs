@@ -2,8 +2,9 @@
 //!
 //! The host core owns what must be fast and correct: partition logs ([`log`]), the
 //! partitions a broker hosts ([`partition`], [`broker`]), the metadata every broker
-//! agrees on ([`controller`]), the Kafka wire protocol ([`kafka`]) and consumer groups
-//! with their committed offsets ([`group`]). Policy — custom
+//! agrees on ([`controller`]), the authenticated QUIC transport between brokers
+//! ([`net`]), the Kafka wire protocol ([`kafka`]) and consumer groups with their
+//! committed offsets ([`group`]). Policy — custom
 //! partitioners, transforms, quotas, connectors — arrives later as sandboxed plugins.
 //!
 //! Configuration is one typed [`config::Config`], loaded from defaults, `quiver.toml`,
@@ -20,6 +21,7 @@ pub mod controller;
 pub mod group;
 pub mod kafka;
 pub mod log;
+pub mod net;
 pub mod partition;
 pub mod plugin;
 pub mod server;

@@ -2,6 +2,7 @@
 //! Kafka client (on the broker's own codecs) for operators.
 
 pub mod client;
+mod cluster;
 mod consume;
 mod group;
 mod http;
@@ -42,6 +43,9 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Cluster administration: certificates for the cluster transport.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume(args) => block_on(consume::run(args)),
         Command::Plugin(cmd) => block_on(plugin::run(cmd)),
         Command::Group(cmd) => block_on(group::run(cmd)),
+        Command::Cluster(cmd) => block_on(cluster::run(cmd)),
     }
 }
 

@@ -1,0 +1,260 @@
+//! The cluster transport: one QUIC endpoint per broker, authenticated both ways with
+//! the cluster's own certificates, carrying request/response exchanges for the rooms
+//! that talk between brokers (the Raft log of the controller, controller RPC, replica
+//! fetch).
+//!
+//! # What this room owns and why
+//!
+//! - **Who the peer is.** Every broker holds a certificate signed by the cluster CA whose
+//!   subject-alternative-name URI is `quiver://<cluster-id>/broker/<id>` ([`certs`]).
+//!   Both sides present one (mutual TLS 1.3, ALPN `quiver-cluster/1`, [`tls`]). A
+//!   server accepts only clients whose chain ends at the cluster CA and whose URI names
+//!   its cluster; a client accepts only the broker id it meant to reach. Brokers are
+//!   addressed by id, never by DNS name, so no hostname is checked — the identity is.
+//!   The [`Service`] is told the verified broker id of every request's sender.
+//! - **Connections.** One QUIC connection per peer id, opened on first use and cached;
+//!   a call that finds it closed reconnects. Keep-alives every second and a five-second
+//!   idle timeout notice a dead peer quickly; the stateless-reset key is derived from
+//!   the broker's private key, so a restarted peer resets our stale connection on the
+//!   first packet instead of letting it idle out.
+//! - **Framing.** Each bidirectional stream carries frames (see [`frame`]):
+//!
+//!   ```text
+//!   u32 length (big endian, of what follows) | u8 version (1) | u8 channel | u8 kind | payload
+//!   kind: 0 request, 1 response ok, 2 response error (payload = UTF-8 message)
+//!   ```
+//!
+//!   Requests on one stream are answered in order. [`Endpoint::call`] is one request on
+//!   a fresh stream (streams are cheap in QUIC and independent, so calls do not wait on
+//!   each other); a [`Session`] keeps one stream for a long exchange such as a
+//!   follower's fetch loop. A malformed frame closes that one stream, never the
+//!   connection or the endpoint.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example(tls: quiver::net::ClusterTls, service: std::sync::Arc<dyn quiver::net::Service>)
+//! # -> Result<(), quiver::net::NetError> {
+//! use std::time::Duration;
+//! use quiver::net::{Channel, Endpoint};
+//!
+//! let endpoint = Endpoint::bind("127.0.0.1:9093".parse().unwrap(), tls, service, 16 << 20)?;
+//! let answer = endpoint
+//!     .call(2, "127.0.0.1:9094".parse().unwrap(), Channel::Raft, "vote".into(), Duration::from_secs(1))
+//!     .await?;
+//! # let _ = answer; Ok(()) }
+//! ```
+
+pub mod certs;
+mod endpoint;
+pub mod frame;
+pub mod tls;
+
+#[cfg(test)]
+mod endpoint_test;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use endpoint::{Endpoint, Session};
+pub use tls::ClusterTls;
+
+/// A broker's id (`broker.node_id`).
+pub type BrokerId = i32;
+
+/// Which room a message belongs to; the handler dispatches on it.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The controller's Raft log (votes, append entries, snapshots).
+    Raft = 1,
+    /// Requests to the controller (registration, heartbeats, metadata changes).
+    Controller = 2,
+    /// Partition replication (follower fetch).
+    Replica = 3,
+}
+
+impl Channel {
+    /// The channel a frame's channel byte names, if any.
+    pub fn from_u8(byte: u8) -> Option<Channel> {
+        match byte {
+            1 => Some(Channel::Raft),
+            2 => Some(Channel::Controller),
+            3 => Some(Channel::Replica),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Raft => "raft",
+            Channel::Controller => "controller",
+            Channel::Replica => "replica",
+        })
+    }
+}
+
+/// Handles requests from authenticated peers. Implemented by the broker.
+pub trait Service: Send + Sync + 'static {
+    /// One request from broker `peer` on `channel`; Ok bytes are sent back as the
+    /// response, Err(message) is sent back as an error frame the caller sees as
+    /// NetError::Remote(message).
+    fn handle(
+        &self,
+        peer: BrokerId,
+        channel: Channel,
+        request: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+}
+
+/// Why a cluster-transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// [`Endpoint::bind`] was called outside a tokio runtime.
+    #[error("the cluster endpoint needs a tokio runtime: call Endpoint::bind from within one")]
+    NoRuntime,
+    /// The UDP socket could not be created or bound.
+    #[error("cannot bind the cluster endpoint on udp {addr}: {source}")]
+    Bind {
+        /// The listen address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A certificate or key file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A certificate or key file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file (or directory).
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A certificate or key file is unusable: unparsable, for another broker or cluster,
+    /// not signed by the CA, or not matching its key.
+    #[error("{}: {reason}", path.display())]
+    Certificate {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An existing file would be overwritten.
+    #[error("{}: {reason}", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+        /// Why it is in the way, and what to do about it.
+        reason: String,
+    },
+    /// A cluster id or host name cannot go into a certificate.
+    #[error("invalid {what} `{value}`: {reason}")]
+    Invalid {
+        /// What was given (cluster id, host, broker id).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What would be accepted.
+        reason: String,
+    },
+    /// Making a key or certificate failed.
+    #[error("cannot generate {what}: {reason}")]
+    Generate {
+        /// Which key or certificate.
+        what: String,
+        /// The generator's error.
+        reason: String,
+    },
+    /// The TLS configuration could not be assembled from the loaded material.
+    #[error("cannot set up cluster TLS: {0}")]
+    Tls(String),
+    /// No connection to the peer could be established (unreachable, or the handshake
+    /// was refused by either side; the reason says which).
+    #[error("cannot connect to broker {peer} at {addr}: {reason}")]
+    Connect {
+        /// The broker dialled.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why, including a TLS refusal's reason.
+        reason: String,
+    },
+    /// The connection failed while a call was in flight.
+    #[error("connection to broker {peer} at {addr} lost: {reason}")]
+    ConnectionLost {
+        /// The peer.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// QUIC's reason (timed out, reset, closed by peer …).
+        reason: String,
+    },
+    /// The peer reset or stopped the stream of this call.
+    #[error("stream to broker {peer} at {addr} failed: {reason}")]
+    Stream {
+        /// The peer.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What happened to the stream.
+        reason: String,
+    },
+    /// The peer's answer did not arrive in time.
+    #[error("call to broker {peer} at {addr} timed out after {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The timeout given.
+        after: Duration,
+    },
+    /// The peer's [`Service`] (or its frame checks) answered with an error frame.
+    #[error("the peer answered with an error: {0}")]
+    Remote(String),
+    /// A frame would exceed `max_frame`; nothing was sent (or the received frame was
+    /// refused before its payload was read).
+    #[error("a frame of {size} bytes (3 header bytes + payload) exceeds max_frame ({max} bytes)")]
+    FrameTooLarge {
+        /// Length of the frame after its length prefix.
+        size: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The peer sent something that is not a valid response frame.
+    #[error("broker {peer} at {addr} sent a malformed frame: {reason}")]
+    Protocol {
+        /// The peer.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An earlier failure left a [`Session`]'s stream out of step.
+    #[error("the session with broker {peer} is unusable after an earlier failure ({reason}); open a new one")]
+    SessionBroken {
+        /// The peer.
+        peer: BrokerId,
+        /// The failure that broke it.
+        reason: String,
+    },
+    /// [`Endpoint::close`] was called.
+    #[error("the cluster endpoint is closed")]
+    Closed,
+}
