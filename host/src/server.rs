@@ -155,7 +155,28 @@ async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller
         incarnation,
         fenced: false,
     };
-    let transport: Arc<dyn Transport> = Arc::new(NoPeers);
+    let cluster = &config.cluster;
+    let tls_dir = match &cluster.tls_dir {
+        Some(dir) => dir.clone(),
+        None => crate::net::certs::ensure_dev_certs(
+            &config.broker.data_dir,
+            &cluster.id,
+            config.broker.node_id,
+        )
+        .context("creating development certificates for the single-node cluster")?,
+    };
+    let tls = crate::net::ClusterTls::load(&tls_dir, &cluster.id, config.broker.node_id)
+        .with_context(|| format!("loading cluster certificates from {}", tls_dir.display()))?;
+    let service = Arc::new(ClusterService::default());
+    let endpoint =
+        crate::net::Endpoint::bind(cluster.listen, tls, service.clone(), CLUSTER_MAX_FRAME)
+            .with_context(|| {
+                format!(
+                    "binding the cluster endpoint on udp {} (cluster.listen)",
+                    cluster.listen
+                )
+            })?;
+    let transport: Arc<dyn Transport> = Arc::new(QuicTransport(endpoint));
     let controller = Controller::start(
         registration,
         &config.cluster,
@@ -165,7 +186,66 @@ async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller
     .await
     .context("starting the controller")?;
     broker.attach_controller(controller.clone());
+    let _ = service.controller.set(controller.clone());
     Ok(controller)
+}
+
+/// Largest cluster message (a replica fetch response carries up to
+/// `cluster.replica_fetch_max_bytes` per partition).
+const CLUSTER_MAX_FRAME: u32 = 256 * 1024 * 1024;
+
+/// Dispatches requests arriving on the cluster endpoint to the room that owns them.
+#[derive(Default)]
+struct ClusterService {
+    controller: std::sync::OnceLock<Arc<Controller>>,
+}
+
+impl crate::net::Service for ClusterService {
+    fn handle(
+        &self,
+        peer: crate::net::BrokerId,
+        channel: crate::net::Channel,
+        request: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        let controller = self.controller.get().cloned();
+        Box::pin(async move {
+            let controller =
+                controller.ok_or_else(|| "this broker is still starting".to_string())?;
+            match channel {
+                crate::net::Channel::Raft => controller.handle_raft(&request).await,
+                crate::net::Channel::Controller => {
+                    controller.handle_controller(peer, &request).await
+                }
+                crate::net::Channel::Replica => Err("replica fetch is not served yet".to_string()),
+            }
+        })
+    }
+}
+
+/// Controller RPCs over the QUIC endpoint.
+struct QuicTransport(crate::net::Endpoint);
+
+impl Transport for QuicTransport {
+    fn call(
+        &self,
+        peer: i32,
+        addr: std::net::SocketAddr,
+        kind: RpcKind,
+        request: bytes::Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        let endpoint = self.0.clone();
+        let channel = match kind {
+            RpcKind::Raft => crate::net::Channel::Raft,
+            RpcKind::Controller => crate::net::Channel::Controller,
+        };
+        Box::pin(async move {
+            endpoint
+                .call(peer, addr, channel, request, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Applies every committed metadata change to this broker's disk.
@@ -184,26 +264,6 @@ fn spawn_reconciler(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
-}
-
-/// The transport of a single-node cluster: there is nobody to call.
-struct NoPeers;
-
-impl Transport for NoPeers {
-    fn call(
-        &self,
-        peer: i32,
-        _addr: std::net::SocketAddr,
-        _kind: RpcKind,
-        _request: bytes::Bytes,
-        _timeout: Duration,
-    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
-        Box::pin(async move {
-            Err(format!(
-                "broker {peer} is not reachable from a single-node cluster"
-            ))
-        })
-    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
