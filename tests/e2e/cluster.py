@@ -182,7 +182,9 @@ class Cluster:
         cluster.update(self.cluster_settings)
         doc = {
             "broker": {"node_id": node_id, "data_dir": str(b.data_dir), "rack": self.racks.get(node_id)},
-            "kafka": {"listen": b.bootstrap},
+            # topics exist only when a test creates them (a Metadata question
+            # about a missing topic must not create it)
+            "kafka": {"listen": b.bootstrap, "auto_create_topics": False},
             "admin": {"listen": b.admin},
             "cluster": cluster,
         }
@@ -293,7 +295,8 @@ class Cluster:
         raise AssertionError(f"no /v1/cluster answer (last error: {last!r})")
 
     def metadata(self, via: Optional[int] = None, topics: Optional[list] = None) -> kproto.Metadata:
-        """Metadata v1 as broker `via` (default: the first live one that answers) sees it."""
+        """Metadata v1 as broker `via` (default: the first live one that answers) sees it.
+        Name topics only if they exist: v1 has no way to say "do not auto-create"."""
         last = None
         for i in ([via] if via is not None else self.live_ids()):
             b = self.brokers[i]
@@ -304,7 +307,8 @@ class Cluster:
         raise AssertionError(f"no Metadata answer (last error: {last!r})")
 
     def partition(self, topic: str, p: int, via: Optional[int] = None) -> Optional[kproto.PartitionMeta]:
-        err, parts = self.metadata(via, [topic]).topics.get(topic, (3, {}))
+        # all topics, never a named one: Metadata v1 for a missing topic may auto-create it
+        err, parts = self.metadata(via).topics.get(topic, (3, {}))
         return parts.get(p) if err == 0 else None
 
     def leader_of(self, topic: str, p: int, via: Optional[int] = None) -> Optional[int]:
@@ -393,7 +397,7 @@ class Cluster:
         def ready():
             live = set(self.live_ids())
             for i in live:
-                err, parts = self.metadata(via=i, topics=[topic]).topics.get(topic, (3, {}))
+                err, parts = self.metadata(via=i).topics.get(topic, (3, {}))
                 if err != 0 or sorted(parts) != list(range(partitions)):
                     return None
                 for pm in parts.values():

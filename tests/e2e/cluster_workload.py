@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -110,7 +110,8 @@ def run_produce(args) -> int:
         if now < next_at:
             p.poll(next_at - now)  # serve delivery reports while pacing
             continue
-        value, partition = f"{args.worker}-{seq:08d}", seq % args.partitions
+        value = f"{args.worker}-{seq:08d}"
+        partition = seq % args.partitions if args.only_partition is None else args.only_partition
         key = f"k{seq % args.keys}"
         headers = [("w", args.worker), ("seq", str(seq))]
         rec.write("send", s=seq, topic=args.topic, p=partition, k=key, v=value,
@@ -261,6 +262,7 @@ def main(argv=None) -> int:
     pp.add_argument("--rate", type=float, default=200, help="records per second (0: as fast as possible)")
     pp.add_argument("--max-count", type=int, default=1_000_000)
     pp.add_argument("--keys", type=int, default=16)
+    pp.add_argument("--only-partition", type=int, default=None, help="send every record to this partition")
     pp.add_argument("--acks", default="all")
     pp.add_argument("--no-idempotence", dest="idempotence", action="store_false")
     pp.add_argument("--retries", type=int, default=None, help="librdkafka retries (default: its own)")
@@ -322,6 +324,7 @@ class Workload:
         self._tails: dict[str, _Tail] = {}
         self.acks = Counter()  # partition -> acks seen so far
         self.errors = Counter()  # send error name -> count
+        self.errors_by: dict[str, Counter] = defaultdict(Counter)  # worker -> error name -> count
         self.last_ack: dict[int, float] = {}  # partition -> wall time of the latest ack
         self.ack_times: list[tuple[float, float, int]] = []  # (send time, ack time, partition)
         self._sent_at: dict[str, float] = {}
@@ -376,7 +379,7 @@ class Workload:
     # -- progress
     def poll_progress(self):
         """Reads what the producers recorded since the last call."""
-        for tail in self._tails.values():
+        for worker, tail in self._tails.items():
             for ev in tail.new_events():
                 if ev["ev"] == "send":
                     self._sent_at[ev["v"]] = ev["t"]
@@ -386,6 +389,7 @@ class Workload:
                     self.ack_times.append((self._sent_at.pop(ev["v"], 0.0), ev["t"], ev["p"]))
                 elif ev["ev"] == "fail":
                     self.errors[ev["err"]] += 1
+                    self.errors_by[worker][ev["err"]] += 1
                     self._sent_at.pop(ev["v"], None)
 
     def acked(self) -> int:
@@ -411,6 +415,11 @@ class Workload:
                     f"{parts}{' ' + what if what else ''}; got {got}; send errors so far {dict(self.errors)}\n"
                     + "\n".join(f"--- {w} stderr\n{self.stderr_tail(w)}" for w in self._tails))
             time.sleep(0.1)
+
+    def acks_between(self, t0: float, t1: float, partitions=None) -> list[tuple[float, float, int]]:
+        """Acks that arrived between wall times t0 and t1: (send time, ack time, partition)."""
+        self.poll_progress()
+        return [a for a in self.ack_times if t0 <= a[1] < t1 and (partitions is None or a[2] in partitions)]
 
     def acks_sent_after(self, t: float, partitions=None) -> list[tuple[float, float, int]]:
         """Acks of sends made at or after wall time t: (send time, ack time, partition)."""
