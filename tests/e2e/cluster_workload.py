@@ -312,13 +312,15 @@ class Workload:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, dir: Path, launcher: Launcher = None,
                  producers: int = 2, consumers: int = 1, rate: float = 200, producer_args: list = (),
-                 consumer_args: list = ()):
+                 consumer_args: list = (), max_seconds: float = 600):
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.launcher = launcher or subprocess.Popen
         self.n_producers, self.n_consumers, self.rate = producers, consumers, rate
-        self.producer_args, self.consumer_args = list(producer_args), list(consumer_args)
+        # every process stops by itself after max_seconds, whatever happens to the test
+        limit = ["--max-seconds", str(max_seconds)]
+        self.producer_args, self.consumer_args = limit + list(producer_args), limit + list(consumer_args)
         self.stop_file = self.dir / "stop"
         self.procs: dict[str, subprocess.Popen] = {}
         self._tails: dict[str, _Tail] = {}

@@ -18,14 +18,14 @@ MIN_ISR = 2
 
 @contextmanager
 def recorded_run(c, dir: Path, seed: int, partitions: int = 3, producers: int = 2, consumers: int = 1,
-                 rate: float = 300, producer_args=(), prefix: str = "faults"):
+                 rate: float = 300, producer_args=(), prefix: str = "faults", max_seconds: float = 600):
     """Creates the topic, starts the workload and waits for it to be acknowledged
     on every partition; yields (topic, workload); kills the workload's processes
     on the way out whatever happened."""
     topic = unique_topic(prefix)
     c.create_topic(topic, partitions, rf=RF, config={"min.insync.replicas": str(MIN_ISR)})
     wl = c.workload(topic, partitions, dir, producers=producers, consumers=consumers, rate=rate,
-                    producer_args=list(producer_args))
+                    producer_args=list(producer_args), max_seconds=max_seconds)
     wl.fault("start", seed=seed, topic=topic, partitions=partitions, brokers=len(c.ids))
     try:
         wl.start()
