@@ -22,6 +22,7 @@ Broker ids are 1..N; broker i is `b<i>` in a topology.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -290,7 +291,7 @@ class Cluster:
             url = f"http://{self.brokers[i].admin}/v1/cluster"
             try:
                 return self.call(_http_json, url, timeout)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:
                 last = e
         raise AssertionError(f"no /v1/cluster answer (last error: {last!r})")
 

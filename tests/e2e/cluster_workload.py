@@ -13,7 +13,8 @@ produce   an idempotent producer (enable.idempotence=true, acks=all unless told
           flushes for up to --flush-timeout. Records send / ack / fail.
 consume   one consumer assigned every partition from the beginning, reading with
           auto.offset.reset=error so that a reset is an event the history sees (a
-          new consumer session), never a silent jump. Records poll events.
+          new consumer session reading that partition from the start), never a
+          silent jump. Records poll events.
 drain     after the faults: reads every partition from the start up to the high
           watermark it finds at the start. Records drain / drain_end.
 
@@ -180,9 +181,12 @@ def run_consume(args) -> int:
                 if err is not None:
                     rec.write("client_error", err=err.name(), fatal=err.fatal(), reason=err.str(),
                               p=m.partition())
-                    if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
-                        # the position vanished under us (truncation): go on from where
-                        # we were, as a new session, so the history shows the jump
+                    if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE,
+                                      KafkaError._LOG_TRUNCATION) and m.partition() in nxt:
+                        # our position vanished (the log was truncated under us; the
+                        # checker will say whether we had read lost data): read that
+                        # partition again from the start, as a new session
+                        nxt[m.partition()] = OFFSET_BEGINNING
                         new_session()
                         break
                     continue

@@ -111,7 +111,8 @@ def test_c_isolated_leader_acknowledges_nothing_and_truncates_after_healing(clus
         # the majority side elects another leader and goes on
         new = c.wait_leader(topic, p, exclude=[leader], via=others[0], timeout=30)
         wl.fault("elected", broker=new, topic=topic, p=p)
-        wl.wait_acked(10, 30, partitions=[p], what=f"on partition {p} on the majority side")
+        # (clients that still ask the old leader for metadata take a while to learn of this)
+        wl.wait_acked(10, 60, partitions=[p], what=f"on partition {p} on the majority side")
 
         # the old leader, still reachable by clients, must not acknowledge an acks=all
         # write; the probe's record goes into the history like any other send
