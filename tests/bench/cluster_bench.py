@@ -174,6 +174,10 @@ def check_cluster(c):
 def phase_throughput(ctx, cfg, c, single, runs_out):
     tag = uuid.uuid4().hex[:6]
     for run in range(cfg.runs):
+        # deleted topics free their space (if DeleteTopics works): check before every run
+        need, free = cfg.records * cfg.record_size * 4 * 1.3, shutil.disk_usage(single.tmp).free
+        if need > free:
+            raise BenchError(f"run {run + 1} needs about {need / GIB:.1f} GiB of disk, {free / GIB:.1f} GiB free")
         rr = {"run": run + 1}
         order = ["single", "cluster"] if run % 2 == 0 else ["cluster", "single"]
         for which in order:
