@@ -248,7 +248,10 @@ class Cluster:
 
     def stop(self, node_id: int, timeout: float = 30.0) -> int:
         """SIGTERM (a controlled shutdown); returns the exit code."""
-        return self.brokers[node_id].stop(timeout)
+        b = self.brokers[node_id]
+        if b.paused:  # a stopped process would only see the SIGTERM after a SIGCONT
+            b.resume()
+        return b.stop(timeout)
 
     def pause(self, node_id: int):
         self.brokers[node_id].pause()
