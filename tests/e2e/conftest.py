@@ -57,6 +57,47 @@ def broker_factory(request, tmp_path):
         pytest.fail("broker panicked during the test:\n" + "\n".join(panics[:20]), pytrace=False)
 
 
+class ClusterFactory:
+    def __init__(self, base: Path):
+        self.base = base
+        self.clusters: list = []
+
+    def __call__(self, n: int = 3, start: bool = True, **kwargs):
+        """A cluster of n brokers (ids 1..n; see cluster.Cluster for the keyword
+        arguments: netns, racks, cluster, extra, sets); started and formed
+        unless start=False."""
+        from cluster import Cluster
+        c = Cluster(self.base / f"cluster{len(self.clusters)}", n=n, **kwargs)
+        self.clusters.append(c)
+        if start:
+            c.start()
+        return c
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    factory = ClusterFactory(tmp_path)
+    yield factory
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    panics, errors = [], []
+    for c in factory.clusters:
+        if failed:
+            try:
+                print("\n" + c.describe())
+            except Exception as e:  # the description is a courtesy; teardown must go on
+                print(f"\n(no cluster description: {e!r})")
+            print(c.log_tails())
+        panics += c.panics()
+        try:
+            c.close()
+        except Exception as e:
+            errors.append(repr(e))
+    if errors:
+        pytest.fail("could not tear the cluster down: " + "; ".join(errors), pytrace=False)
+    if panics:
+        pytest.fail("broker panicked during the test:\n" + "\n".join(panics[:20]), pytrace=False)
+
+
 @pytest.fixture
 def broker(broker_factory) -> Broker:
     """A default single-node broker."""

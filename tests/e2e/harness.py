@@ -2,10 +2,11 @@
 processes on reserved ports, each with its own data directory.
 
 Ports: a test reserves a *slot* by taking an exclusive flock on
-<lock dir>/slot-<n>.lock; slot n owns ports 19100+10n .. 19100+10n+9.  The
-lock is held for as long as the Broker object lives, so parallel test runs
-(or parallel tests) never hand the same ports to two brokers.  A slot whose
-Kafka port is nevertheless busy (a foreign process) is skipped.
+<lock dir>/slot-<n>.lock; slot n owns ports 19100+10n .. 19100+10n+9: Kafka
+(TCP) at +0, admin (TCP) at +1, cluster QUIC (UDP) at +2.  The lock is held for
+as long as the Broker object lives, so parallel test runs (or parallel tests)
+never hand the same ports to two brokers.  A slot whose ports are nevertheless
+busy (a foreign process) is skipped.
 
 Readiness: a raw ApiVersions v0 request over TCP until the broker answers
 with error 0, with a deadline; on failure the broker's stderr tail is shown.
@@ -42,10 +43,11 @@ def quiver_bin() -> str:
     return path
 
 
-def _port_is_free(port: int) -> bool:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _port_is_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    s = socket.socket(socket.AF_INET, kind)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         return True
     except OSError:
@@ -69,7 +71,8 @@ class PortSlot:
                 os.close(fd)
                 continue
             base = PORT_BASE + SLOT_WIDTH * slot
-            if not all(_port_is_free(base + k) for k in range(3)):
+            if not (all(_port_is_free(base + k) for k in range(3))
+                    and _port_is_free(base + 2, socket.SOCK_DGRAM)):
                 os.close(fd)
                 continue
             self.slot, self.base, self._fd = slot, base, fd
@@ -83,6 +86,11 @@ class PortSlot:
     @property
     def admin_port(self) -> int:
         return self.base + 1
+
+    @property
+    def cluster_port(self) -> int:
+        """UDP: the broker's QUIC endpoint (cluster.listen)."""
+        return self.base + 2
 
     def release(self):
         if self._fd is not None:
@@ -158,8 +166,11 @@ class Broker:
         return self.workdir / f"stderr.{self.starts}.log"
 
     def command(self) -> list:
+        # cluster.listen too: every broker binds its QUIC endpoint, and the default
+        # (127.0.0.1:9093) would collide between brokers of parallel tests
         cmd = [quiver_bin(), "serve", "--data-dir", str(self.data_dir),
-               "--kafka-listen", self.bootstrap, "--admin-listen", self.admin]
+               "--kafka-listen", self.bootstrap, "--admin-listen", self.admin,
+               "--set", f"cluster.listen={self.host}:{self.slot.cluster_port}"]
         for k, v in self.sets.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd + self.extra_args
@@ -205,7 +216,7 @@ class Broker:
                 raise BrokerFailed(f"quiver serve exited with code {code} before becoming ready\n"
                                    f"command: {' '.join(self.command())}\n--- stderr tail ---\n"
                                    f"{tail(self.stderr_path)}")
-            res = ask_api_versions(self.host, self.port)
+            res = self.probe()
             if res is not None and res.error_code == 0:
                 self.api_ranges = res.ranges
                 return
@@ -214,6 +225,10 @@ class Broker:
                                    f"(last ApiVersions answer: {res})\n--- stderr tail ---\n"
                                    f"{tail(self.stderr_path)}")
             time.sleep(0.05)  # poll interval
+
+    def probe(self) -> Optional[kproto.ApiVersionsResult]:
+        """One readiness question (ApiVersions v0); None if nothing answered."""
+        return ask_api_versions(self.host, self.port)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -581,6 +581,51 @@ def metadata_v1(conn: Conn, topics: Optional[list[str]]) -> dict:
     return out
 
 
+@dataclass
+class PartitionMeta:
+    error_code: int
+    partition: int
+    leader: int
+    replicas: list
+    isr: list
+
+
+@dataclass
+class BrokerMeta:
+    node_id: int
+    host: str
+    port: int
+    rack: Optional[str]
+
+
+@dataclass
+class Metadata:
+    """A whole Metadata v1 answer: brokers, controller, topics with leaders, replicas, ISR."""
+    brokers: dict  # node_id -> BrokerMeta
+    controller_id: int
+    topics: dict  # name -> (error_code, {partition: PartitionMeta})
+
+
+def metadata_v1_full(conn: Conn, topics: Optional[list[str]] = None) -> Metadata:
+    """Metadata v1, every field kept (what one broker believes about the cluster).
+    topics=None asks for all topics."""
+    body = i32(-1) if topics is None else array([string(t) for t in topics])
+    r = conn.request(METADATA, 1, body)
+    brokers = {}
+    for node_id, host, port, rack in r.array(lambda b: (b.i32(), b.string(), b.i32(), b.string())):
+        brokers[node_id] = BrokerMeta(node_id, host, port, rack)
+    controller = r.i32()
+    out = {}
+    for _ in range(r.i32()):
+        err = r.i16()
+        name = r.string()
+        r.i8()  # is_internal
+        parts = r.array(lambda p: PartitionMeta(p.i16(), p.i32(), p.i32(), p.array(lambda a: a.i32()),
+                                                p.array(lambda a: a.i32())))
+        out[name] = (err, {p.partition: p for p in parts})
+    return Metadata(brokers, controller, out)
+
+
 def create_topics_v2(conn: Conn, name: str, partitions: int = 1, replication: int = 1,
                      configs: Optional[dict] = None, timeout_ms: int = 10000) -> tuple[int, Optional[str]]:
     """CreateTopics v2; returns (error_code, error_message) for the topic."""
