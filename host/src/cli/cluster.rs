@@ -1,6 +1,6 @@
 //! `quiver cluster …`: operator commands for the cluster itself.
 //!
-//! `certs` makes the certificates brokers authenticate each other with (see
+//! `status` asks a broker's admin API how the cluster looks. `certs` makes the certificates brokers authenticate each other with (see
 //! [`crate::net::certs`]); it works on files only and needs no running broker.
 
 use std::path::PathBuf;
@@ -16,6 +16,19 @@ pub(crate) enum ClusterCommand {
     /// Create the cluster CA and broker certificates for the cluster transport (or add
     /// brokers: an existing CA in --out signs the certificates of new broker ids).
     Certs(CertsArgs),
+    /// Show the controller, Raft term and commit index, brokers, and under-replicated
+    /// and offline partitions.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The admin API of any broker (host:port).
+    #[arg(long, env = "QUIVER_ADMIN", default_value = "127.0.0.1:9644")]
+    admin: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -40,7 +53,71 @@ pub(crate) struct CertsArgs {
 pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Certs(args) => certs(args),
+        ClusterCommand::Status(args) => status(args).await,
     }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let response = super::http::request(&args.admin, "GET", "/v1/cluster", None, &[]).await?;
+    let status = response.json()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let field = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("cluster     {}", field(&status["cluster_id"]));
+    println!("controller  {}", field(&status["controller"]));
+    println!(
+        "raft        term {}, commit index {}, voters {}, learners {}",
+        field(&status["raft"]["term"]),
+        field(&status["raft"]["commit_index"]),
+        field(&status["raft"]["voters"]),
+        field(&status["raft"]["learners"])
+    );
+    println!();
+    println!(
+        "{:>6}  {:<22} {:<22} {:<10} STATE",
+        "BROKER", "KAFKA", "CLUSTER", "RACK"
+    );
+    for b in status["brokers"].as_array().into_iter().flatten() {
+        let state = if b["fenced"].as_bool() == Some(true) {
+            "fenced"
+        } else {
+            "live"
+        };
+        println!(
+            "{:>6}  {:<22} {:<22} {:<10} {state}",
+            field(&b["id"]),
+            field(&b["kafka"]),
+            field(&b["cluster"]),
+            field(&b["rack"])
+        );
+    }
+    for (title, key) in [
+        ("under-replicated", "under_replicated"),
+        ("offline", "offline"),
+    ] {
+        let parts: Vec<String> = status[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}-{}", field(&p["topic"]), field(&p["partition"])))
+            .collect();
+        println!();
+        println!(
+            "{title} partitions: {}",
+            if parts.is_empty() {
+                "none".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {

@@ -43,7 +43,7 @@ enum Command {
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// Cluster administration: certificates for the cluster transport.
+    /// Cluster administration: status, and certificates for the cluster transport.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }

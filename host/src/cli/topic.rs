@@ -312,9 +312,15 @@ async fn describe(client: &mut Client, name: &str) -> anyhow::Result<()> {
         partitions.len()
     );
     println!(
-        "{:>9} {:>7} {:>12} {:>12} {:>12}",
-        "PARTITION", "LEADER", "START", "END", "RECORDS"
+        "{:>9} {:>7} {:>6} {:<14} {:<14} {:>12} {:>12} {:>12}",
+        "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "START", "END", "RECORDS"
     );
+    let ids = |ids: &[kafka_protocol::messages::BrokerId]| {
+        ids.iter()
+            .map(|id| id.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut sorted: Vec<_> = topic.partitions.iter().collect();
     sorted.sort_by_key(|p| p.partition_index);
     for p in sorted {
@@ -327,9 +333,12 @@ async fn describe(client: &mut Client, name: &str) -> anyhow::Result<()> {
             .find(|(i, _)| *i == p.partition_index)
             .map_or(-1, |x| x.1);
         println!(
-            "{:>9} {:>7} {:>12} {:>12} {:>12}",
+            "{:>9} {:>7} {:>6} {:<14} {:<14} {:>12} {:>12} {:>12}",
             p.partition_index,
             p.leader_id.0,
+            p.leader_epoch,
+            ids(&p.replica_nodes),
+            ids(&p.isr_nodes),
             start,
             end,
             end - start

@@ -712,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn fencing_an_older_incarnation_is_ignored() {
+    fn a_restart_fences_the_old_incarnation_and_later_fences_of_it_are_ignored() {
         let mut state = cluster(&[&[1, 2, 3]]);
         state
             .apply(Command::RegisterBroker(BrokerMeta {
@@ -720,6 +720,12 @@ mod tests {
                 ..broker(1)
             }))
             .unwrap();
+        // The restarted broker lost its in-memory replication state: it no longer
+        // leads, and rejoins the ISR only by catching up.
+        let p = state.partition("t", 0).unwrap().clone();
+        assert_eq!(p.leader, 2);
+        assert_eq!(p.isr, vec![2, 3]);
+        assert_eq!(p.leader_epoch, 1);
         state
             .apply(Command::FenceBroker {
                 id: 1,
@@ -727,7 +733,7 @@ mod tests {
             })
             .unwrap();
         assert!(state.is_live(1));
-        assert_eq!(state.partition("t", 0).unwrap().leader, 1);
+        assert_eq!(state.partition("t", 0).unwrap(), &p);
     }
 
     #[test]
