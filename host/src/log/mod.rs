@@ -44,6 +44,7 @@ pub mod batch;
 pub(crate) mod checkpoint;
 pub mod cleaner;
 mod epoch;
+mod follower;
 mod index;
 mod segment;
 
