@@ -67,7 +67,7 @@ pub async fn dispatch(
         ApiKey::Metadata => sync_api!(metadata),
         ApiKey::Produce => {
             let request = decode_request(api, version, body)?;
-            match produce::handle(&ctx, request, version) {
+            match produce::handle(&ctx, request, version).await {
                 Some(response) => encode_response(ctx.header, api, version, &response).map(Some),
                 None => Ok(None),
             }
