@@ -159,6 +159,11 @@ impl Log {
             return Err(state.out_of_range(offset));
         }
         if offset >= state.log_end_offset {
+            // No data to cut, but an epoch begun at the end and never written to goes:
+            // a follower must stop naming an epoch its leader says it diverged in.
+            if state.epochs.truncate_from_end(offset) {
+                state.epochs.persist()?;
+            }
             return Ok(state.log_end_offset);
         }
         if offset <= state.log_start_offset {
