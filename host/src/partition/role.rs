@@ -229,6 +229,20 @@ impl Partition {
         Ok(RoleChange::Became(new_role))
     }
 
+    /// Stops serving — no appends, consumer reads or replication — until the next
+    /// [`Partition::set_role`] (the replica left the partition, or the broker is going
+    /// down). Waiters are woken and find they are no longer on a leader.
+    pub fn go_offline(&self) {
+        let mut role = self.role.write();
+        if *role == Role::Offline {
+            return;
+        }
+        *role = Role::Offline;
+        self.replicas.lock().followers.clear();
+        drop(role);
+        self.changed.notify_waiters();
+    }
+
     /// Checks a request that must reach the leader: `current_leader_epoch` (-1 when the
     /// client sent none) must be ours, and we must lead. Returns our epoch.
     pub fn check_leader(&self, current_leader_epoch: i32) -> Result<i32, LeaderError> {
@@ -305,9 +319,15 @@ impl Partition {
     }
 
     /// Reads for a follower: whole batches from the one holding `offset`, up to the log
-    /// end offset (not the high watermark).
-    pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        self.log.read(offset, max_bytes, i64::MAX, true)
+    /// end offset (not the high watermark); with `min_one` a first batch larger than
+    /// `max_bytes` comes whole.
+    pub fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.log.read(offset, max_bytes, i64::MAX, min_one)
     }
 
     /// Records that `follower` fetched at `fetch_offset` (its log end offset), which the
