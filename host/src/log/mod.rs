@@ -10,7 +10,7 @@
 //!   relative offset);
 //! - `log-start-offset` and `recovery-point` checkpoints;
 //! - `leader-epoch-checkpoint`, the first offset of every leader epoch in the log (see
-//!   [`epoch`](self::epoch)), which replicas compare to find where their logs diverge;
+//!   `epoch.rs`), which replicas compare to find where their logs diverge;
 //! - `cleaner-offset-checkpoint` and `cleaner-tombstone-expiry`, the compaction state of
 //!   [`Log::compact`], and while a compaction pass swaps segments, `.cleaned` and `.swap`
 //!   files (see [`cleaner`] for how a crash between them is resolved);

@@ -24,6 +24,22 @@
 //!   leader committed is never cut.
 //! - Every request and every follower operation carries the leader epoch it was made
 //!   under; stale leaders and followers are fenced by it.
+//!
+//! # Wiring it into a broker
+//! 1. Inside the runtime: `ReplicaManager::new(own_id, config.cluster.clone(), isr,
+//!    links)`, where `isr` implements [`IsrChanger`] over the controller
+//!    (`Command::AlterPartition`, answering the partition's new state) and `links`
+//!    implements [`LinkFactory`] over the QUIC endpoint's replica channel
+//!    (`open_session(peer, addr, Channel::Replica)`, then `Session::call` per request).
+//! 2. After every metadata change, and once at startup before serving clients:
+//!    [`ReplicaManager::update`] with every hosted partition and its `PartitionState`,
+//!    and the registered brokers. Until then a partition leads alone at epoch 0.
+//! 3. Replica-channel requests from peer `id`: `manager.handle(id, bytes).await`; an
+//!    `Err` is a refused request (answer it as a transport-level error).
+//! 4. Nothing else on the produce path: acks=all goes through
+//!    [`Partition::append_with_acks`] and [`Partition::wait_for_commit`] already.
+//! 5. Controlled shutdown, once leadership has moved away: [`ReplicaManager::shutdown`],
+//!    then close the partitions (which checkpoints their high watermarks).
 
 pub mod fetcher;
 pub mod leader;
