@@ -1,10 +1,10 @@
 //! Quiver: a Kafka-compatible streaming broker.
 //!
 //! The host core owns what must be fast and correct: partition logs ([`log`]), the
-//! partitions a broker hosts ([`partition`], [`broker`]), the metadata every broker
-//! agrees on ([`controller`]), the authenticated QUIC transport between brokers
-//! ([`net`]), the Kafka wire protocol ([`kafka`]) and consumer groups with their
-//! committed offsets ([`group`]). Policy — custom
+//! partitions a broker hosts ([`partition`], [`broker`]), their replication between
+//! brokers ([`replication`]), the metadata every broker agrees on ([`controller`]), the
+//! authenticated QUIC transport between brokers ([`net`]), the Kafka wire protocol
+//! ([`kafka`]) and consumer groups with their committed offsets ([`group`]). Policy — custom
 //! partitioners, transforms, quotas, connectors — arrives later as sandboxed plugins.
 //!
 //! Configuration is one typed [`config::Config`], loaded from defaults, `quiver.toml`,
@@ -24,4 +24,5 @@ pub mod log;
 pub mod net;
 pub mod partition;
 pub mod plugin;
+pub mod replication;
 pub mod server;

@@ -262,6 +262,8 @@ pub struct TopicSettings {
     pub partitioner: Option<String>,
     /// Whether a failing partitioner plugin falls back to murmur2 instead of failing.
     pub partitioner_fallback: bool,
+    /// In-sync replicas an acks=all produce needs (`min.insync.replicas`).
+    pub min_insync_replicas: i32,
 }
 
 /// Where a reported value came from, with Kafka's DescribeConfigs source codes.
@@ -316,6 +318,7 @@ pub fn resolve(defaults: &LogDefaults, overrides: &BTreeMap<String, String>) -> 
         compact: policy.split(',').any(|p| p.trim() == "compact"),
         partitioner: Some(get("partitioner").trim().to_string()).filter(|p| !p.is_empty()),
         partitioner_fallback: get("partitioner.fallback").trim() == "murmur2",
+        min_insync_replicas: long("min.insync.replicas").clamp(1, i32::MAX as i64) as i32,
     }
 }
 

@@ -53,6 +53,7 @@ const TABLE: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4, 0),
     (ApiKey::DeleteGroups, 0, 2, 0),
     (ApiKey::OffsetDelete, 0, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4, 2),
 ];
 
 /// Every advertised API with its advertised range.

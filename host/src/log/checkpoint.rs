@@ -1,4 +1,6 @@
-//! Small durable files holding one offset each (`log-start-offset`, `recovery-point`).
+//! Small durable files holding one offset each (`log-start-offset`, `recovery-point`,
+//! a partition's `high-watermark`), and the atomic replacement the leader-epoch
+//! checkpoint shares with them.
 //!
 //! A checkpoint is replaced atomically: written to a `.tmp` sibling, fsynced, renamed over
 //! the old one and the directory fsynced, so after a crash it holds either the old or the
@@ -12,7 +14,7 @@ use super::{io_error, LogError};
 
 /// Reads a checkpoint. `Ok(None)` if it does not exist; `Err(Corrupt)` if it does not hold
 /// one decimal offset.
-pub(super) fn read(path: &Path) -> Result<Option<i64>, LogError> {
+pub(crate) fn read(path: &Path) -> Result<Option<i64>, LogError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -34,12 +36,18 @@ pub(super) fn read(path: &Path) -> Result<Option<i64>, LogError> {
 }
 
 /// Atomically replaces the checkpoint at `path` with `value`.
-pub(super) fn write(path: &Path, value: i64) -> Result<(), LogError> {
+pub(crate) fn write(path: &Path, value: i64) -> Result<(), LogError> {
+    replace(path, format!("{value}\n").as_bytes())
+}
+
+/// Atomically replaces the file at `path` with `contents`: after a crash it holds either
+/// the old or the new contents.
+pub(super) fn replace(path: &Path, contents: &[u8]) -> Result<(), LogError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
     let mut file = File::create(tmp).map_err(|e| io_error(tmp, "create checkpoint", e))?;
-    file.write_all(format!("{value}\n").as_bytes())
+    file.write_all(contents)
         .map_err(|e| io_error(tmp, "write checkpoint", e))?;
     file.sync_all()
         .map_err(|e| io_error(tmp, "fsync checkpoint", e))?;

@@ -161,6 +161,21 @@ impl<E: IndexEntry> IndexFile<E> {
         Ok(())
     }
 
+    /// Keeps the first `len` entries, cutting the file too if it held more.
+    pub fn truncate(&mut self, len: usize) -> Result<(), LogError> {
+        if len >= self.entries.len() {
+            return Ok(());
+        }
+        self.entries.truncate(len);
+        if self.persisted > len {
+            self.file
+                .set_len((len * E::SIZE) as u64)
+                .map_err(|e| io_error(&self.path, "truncate index", e))?;
+            self.persisted = len;
+        }
+        Ok(())
+    }
+
     pub fn file(&self) -> &Arc<File> {
         &self.file
     }

@@ -9,6 +9,8 @@
 //! - `<base>.timeindex`: sparse time index, entries (i64 max timestamp so far, u32
 //!   relative offset);
 //! - `log-start-offset` and `recovery-point` checkpoints;
+//! - `leader-epoch-checkpoint`, the first offset of every leader epoch in the log (see
+//!   `epoch.rs`), which replicas compare to find where their logs diverge;
 //! - `cleaner-offset-checkpoint` and `cleaner-tombstone-expiry`, the compaction state of
 //!   [`Log::compact`], and while a compaction pass swaps segments, `.cleaned` and `.swap`
 //!   files (see [`cleaner`] for how a crash between them is resolved);
@@ -39,8 +41,10 @@
 //! by in-flight reads valid.
 
 pub mod batch;
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod cleaner;
+mod epoch;
+mod follower;
 mod index;
 mod segment;
 
@@ -54,6 +58,8 @@ use parking_lot::Mutex;
 
 use batch::{BatchError, BatchHeader, Batches};
 pub use cleaner::CleanStats;
+use epoch::EpochCache;
+pub use epoch::EpochEntry;
 use segment::{HeaderScan, Segment, SegmentView, Verify};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -81,6 +87,10 @@ pub enum LogError {
     Batch(#[from] BatchError),
     #[error("{} is corrupt: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// A replicated append whose offsets do not follow the log: batches must start at or
+    /// after the log end offset and ascend.
+    #[error("replicated batch at offset {offset} does not follow offset {follows}")]
+    NonMonotonic { offset: i64, follows: i64 },
 }
 
 /// Wraps an I/O error with the file it concerns and the operation that failed, keeping
@@ -195,6 +205,8 @@ struct State {
     cleaned_up_to: i64,
     /// Earliest delete horizon of a tombstone the cleaner kept, if any.
     tombstone_expiry: Option<i64>,
+    /// First offset of every leader epoch; written before the data it describes.
+    epochs: EpochCache,
 }
 
 impl State {
@@ -262,6 +274,31 @@ impl State {
         if to > self.log_start_offset {
             checkpoint::write(&dir.join(LOG_START_OFFSET_FILE), to)?;
             self.log_start_offset = to;
+            self.trim_epochs()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets epochs wholly below the log start offset.
+    fn trim_epochs(&mut self) -> Result<(), LogError> {
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Records the epoch of every batch about to be written (the headers carry their
+    /// final base offsets) and persists the cache if that added an epoch, before the data
+    /// goes out: a crash then leaves the cache ahead of the log, never behind it.
+    fn note_epochs(&mut self, batches: &[(BatchHeader, Range<usize>)]) -> Result<(), LogError> {
+        let mut changed = false;
+        for (header, _) in batches {
+            changed |= self
+                .epochs
+                .assign(header.partition_leader_epoch, header.base_offset);
+        }
+        if changed {
+            self.epochs.persist()?;
         }
         Ok(())
     }
@@ -384,6 +421,7 @@ impl Log {
         }
         checkpoint::write(&dir.join(RECOVERY_POINT_FILE), log_end_offset)?;
         let (cleaned_up_to, tombstone_expiry) = cleaner::read_state(dir, log_end_offset)?;
+        let epochs = Self::load_epochs(dir, &segments, log_start_offset, log_end_offset)?;
 
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -399,12 +437,45 @@ impl Log {
                 marker_written: false,
                 cleaned_up_to,
                 tombstone_expiry,
+                epochs,
             }),
             flush_lock: Mutex::new(()),
             clean_lock: Mutex::new(()),
             #[cfg(test)]
             crash_at: Mutex::new(None),
         })
+    }
+
+    /// Loads the leader-epoch cache, or rebuilds it from the batch headers when it is
+    /// missing or unreadable, and drops entries the recovered log no longer backs.
+    fn load_epochs(
+        dir: &Path,
+        segments: &BTreeMap<i64, Segment>,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    ) -> Result<EpochCache, LogError> {
+        let (mut epochs, mut changed) = match EpochCache::load(dir)? {
+            Some(epochs) => (epochs, false),
+            None => {
+                let mut epochs = EpochCache::empty(dir);
+                for segment in segments.values() {
+                    let view = segment.view();
+                    let mut scan = HeaderScan::new(&view.file, &view.path, 0, view.size);
+                    while let Some(item) = scan.next_header() {
+                        let (header, _) = item?;
+                        epochs.assign(header.partition_leader_epoch, header.base_offset);
+                    }
+                }
+                tracing::info!(dir = %dir.display(), epochs = epochs.entries().len(), "rebuilt the leader-epoch cache from the log");
+                (epochs, true)
+            }
+        };
+        changed |= epochs.truncate_from_end(log_end_offset);
+        changed |= epochs.truncate_from_start(log_start_offset);
+        if changed {
+            epochs.persist()?;
+        }
+        Ok(epochs)
     }
 
     /// Lists segment base offsets in `dir`, removing leftovers of interrupted writes and
@@ -513,6 +584,7 @@ impl Log {
                 max_timestamp = max_timestamp.max(header.max_timestamp);
             }
             let last_offset = next - 1;
+            state.note_epochs(&parsed)?;
 
             let config = &state.config;
             let active = state.active();
@@ -654,6 +726,41 @@ impl Log {
         self.state.lock().log_end_offset
     }
 
+    /// OffsetsForLeaderEpoch: the largest epoch at most `epoch` this log holds and the
+    /// offset where it ends (the next epoch's start, or the log end offset for the latest
+    /// epoch); `None` if the epoch is newer than any here or the log has no epochs.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let state = self.state.lock();
+        state.epochs.end_offset_for(epoch, state.log_end_offset)
+    }
+
+    /// The epoch of the last batch written (or begun with [`Log::begin_epoch`]).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.state.lock().epochs.latest().map(|e| e.epoch)
+    }
+
+    /// The leader-epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.state.lock().epochs.entries().to_vec()
+    }
+
+    /// A new leader's epoch starts at the log end offset now, whether or not it ever
+    /// writes (as Kafka assigns it on becoming leader): followers asking where an older
+    /// epoch ended get this offset. Returns the epoch's start offset.
+    pub fn begin_epoch(&self, epoch: i32) -> Result<i64, LogError> {
+        let mut state = self.state.lock();
+        let end = state.log_end_offset;
+        if state.epochs.assign(epoch, end) {
+            state.epochs.persist()?;
+        }
+        // Set up already (the same epoch again): it started where it was first begun.
+        Ok(state
+            .epochs
+            .latest()
+            .filter(|e| e.epoch == epoch)
+            .map_or(end, |e| e.start_offset))
+    }
+
     /// Bytes held by all segments.
     pub fn size_bytes(&self) -> u64 {
         self.state.lock().segments.values().map(Segment::size).sum()
@@ -786,6 +893,7 @@ impl Log {
         if offset > state.log_start_offset {
             checkpoint::write(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
             state.log_start_offset = offset;
+            state.trim_epochs()?;
         }
         Self::delete_below_start(&mut state)?;
         Ok(state.log_start_offset)

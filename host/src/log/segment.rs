@@ -493,6 +493,65 @@ impl Segment {
         self.size = position + len;
     }
 
+    /// Removes every batch whose last offset is at or after `offset` (so a batch holding
+    /// `offset` goes whole), with their index entries, and fsyncs the file. Returns how
+    /// many bytes went.
+    pub fn truncate_to(&mut self, offset: i64, index_interval: u32) -> Result<u64, LogError> {
+        let mut scan = HeaderScan::new(
+            &self.log,
+            &self.log_path,
+            self.position_for(offset),
+            self.size,
+        );
+        let mut cut = None;
+        while let Some(item) = scan.next_header() {
+            let (header, position) = item?;
+            if header.last_offset() >= offset {
+                cut = Some((position, header.base_offset));
+                break;
+            }
+        }
+        let Some((position, first_removed)) = cut else {
+            return Ok(0);
+        };
+        let removed = self.size - position;
+        self.log
+            .set_len(position)
+            .map_err(|e| io_error(&self.log_path, "truncate segment", e))?;
+        self.log
+            .sync_data()
+            .map_err(|e| io_error(&self.log_path, "fsync segment", e))?;
+        let keep_offsets = self
+            .offset_index
+            .entries()
+            .partition_point(|e| u64::from(e.position) < position);
+        self.offset_index.truncate(keep_offsets)?;
+        let removed_relative = first_removed - self.base_offset;
+        let keep_times = self
+            .time_index
+            .entries()
+            .partition_point(|e| i64::from(e.relative_offset) < removed_relative);
+        self.time_index.truncate(keep_times)?;
+        // What is left is trusted: re-derive the metadata from the kept index entries and
+        // the batches after the last of them, as a restart would.
+        self.size = position;
+        if !self.load_indexes(index_interval)? {
+            if let Some(stop) = self.rebuild(index_interval, Verify::Nothing)? {
+                return Err(LogError::Corrupt {
+                    path: self.log_path.clone(),
+                    reason: format!(
+                        "invalid batch at position {}: {}",
+                        stop.position, stop.reason
+                    ),
+                });
+            }
+        }
+        if self.size == 0 {
+            self.first_append_ms = None;
+        }
+        Ok(removed)
+    }
+
     /// Whether appending `len` bytes ending at `last_offset` keeps every position and
     /// relative offset representable in the 32-bit index fields.
     pub fn can_hold(&self, len: u64, last_offset: i64) -> bool {

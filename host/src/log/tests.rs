@@ -44,14 +44,14 @@ fn batch(values: &[String], timestamps: &[i64], compression: Compression) -> Vec
 }
 
 /// A batch of `n` records tagged `tag-0..n` with timestamps from `ts`.
-fn tagged(tag: &str, n: usize, ts: i64) -> Vec<u8> {
+pub(super) fn tagged(tag: &str, n: usize, ts: i64) -> Vec<u8> {
     let values: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     let timestamps: Vec<i64> = (0..n as i64).map(|i| ts + i).collect();
     batch(&values, &timestamps, Compression::None)
 }
 
 /// Decodes returned bytes into (offset, value) pairs.
-fn records(bytes: &Bytes) -> Vec<(i64, String)> {
+pub(super) fn records(bytes: &Bytes) -> Vec<(i64, String)> {
     let mut buf = bytes.clone();
     RecordBatchDecoder::decode_all(&mut buf)
         .unwrap()
@@ -67,7 +67,7 @@ fn records(bytes: &Bytes) -> Vec<(i64, String)> {
 }
 
 /// Reads every record from the log start to the end.
-fn read_everything(log: &Log) -> Vec<(i64, String)> {
+pub(super) fn read_everything(log: &Log) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
@@ -80,7 +80,7 @@ fn read_everything(log: &Log) -> Vec<(i64, String)> {
     out
 }
 
-fn small_config() -> LogConfig {
+pub(super) fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 1024,
         index_interval_bytes: 128,

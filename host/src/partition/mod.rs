@@ -1,5 +1,14 @@
-//! One replica of one partition: its log, its high watermark and leader epoch, and the
+//! One replica of one partition: its log, its role (leader or follower) with the high
+//! watermark and in-sync replicas that go with it, its idempotent producer state, and the
 //! validation every produced batch passes before it is appended.
+//!
+//! The broker sets the role from the metadata ([`Partition::set_role`]); until it does, a
+//! partition leads alone at epoch 0 and its high watermark is its log end offset — what a
+//! single-node broker needs, unchanged. A leader stamps its epoch into every batch it
+//! appends; a follower appends what its leader sent ([`Partition::append_as_follower`]),
+//! feeding the same producer state so that it deduplicates idempotent retries once it
+//! leads. Consumers read below the high watermark only. The ISR arithmetic lives in
+//! [`replicas`]; the replication protocol around it in [`crate::replication`].
 //!
 //! What Kafka's LogValidator does lives here: a batch is checked (framing, CRC-32C,
 //! declared against actual record count, size against `max.message.bytes`) before a
@@ -9,6 +18,8 @@
 
 pub mod encode;
 pub mod producer_state;
+pub mod replicas;
+mod role;
 
 use std::sync::Arc;
 
@@ -17,11 +28,17 @@ use kafka_protocol::records::{
     Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use crate::config::topic::{CompressionPolicy, TopicSettings};
 use crate::log::batch::{self, BatchError, BatchHeader, Batches};
 use crate::log::{AppendInfo, Log, LogError, ReadResult};
 use producer_state::{ProducerStates, SequenceError, Snapshot, Verdict};
+use replicas::ReplicaState;
+pub use role::{CommitError, LeaderError, Role, RoleChange};
+
+/// File in the partition directory holding the last checkpointed high watermark.
+const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
 /// File in the partition directory holding the producer-state snapshot.
 const PRODUCER_SNAPSHOT: &str = "producer-state.json";
@@ -85,6 +102,22 @@ pub enum AppendError {
     /// An idempotent producer's batch is out of sequence or from a fenced epoch.
     #[error(transparent)]
     Sequence(#[from] SequenceError),
+    /// This replica does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`; nothing was
+    /// appended (NOT_ENOUGH_REPLICAS).
+    #[error("{isr} in-sync replicas, min.insync.replicas is {min}")]
+    NotEnoughReplicas {
+        /// Size of the ISR.
+        isr: usize,
+        /// The topic's minimum.
+        min: i32,
+    },
+    /// A replicated append or truncation for a role this replica no longer has (the
+    /// metadata moved on while the fetch was in flight).
+    #[error("this replica no longer follows that leader epoch")]
+    NotFollower,
     /// The log could not store the batch.
     #[error(transparent)]
     Storage(#[from] LogError),
@@ -97,15 +130,25 @@ pub struct Partition {
     index: i32,
     log: Log,
     settings: RwLock<Arc<TopicSettings>>,
-    leader_epoch: i32,
+    /// Read-held across every append and truncation, so none lands after a role change.
+    role: RwLock<Role>,
+    /// High watermark, ISR and follower progress; taken after `role`, before the log.
+    replicas: Mutex<ReplicaState>,
+    /// The high watermark last written to [`HIGH_WATERMARK_FILE`].
+    checkpointed_hw: Mutex<Option<i64>>,
     /// Held across check, append and record so that a producer's retries and its next
     /// batches are judged against exactly the batches before them.
     producers: Mutex<ProducerStates>,
+    /// Woken on every append, high watermark move, truncation and role or ISR change:
+    /// long-polling fetches and acks=all waiters wait on it.
+    changed: Notify,
 }
 
 impl Partition {
     /// Wraps an opened log and rebuilds its idempotent producer state: from the snapshot
-    /// if one is usable, then by replaying the batch headers after it.
+    /// if one is usable, then by replaying the batch headers after it. The partition
+    /// leads alone at epoch 0 until [`Partition::set_role`]; the high watermark it will
+    /// have then starts from the checkpointed one (the log end offset if there is none).
     pub fn open(
         topic: Arc<str>,
         index: i32,
@@ -113,13 +156,28 @@ impl Partition {
         settings: Arc<TopicSettings>,
     ) -> Result<Self, LogError> {
         let producers = rebuild_producer_state(&log)?;
+        let path = log.dir().join(HIGH_WATERMARK_FILE);
+        let checkpointed = match crate::log::checkpoint::read(&path) {
+            Ok(hw) => hw,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring the high-watermark checkpoint");
+                None
+            }
+        };
+        let end = log.log_end_offset();
+        let hw = checkpointed
+            .unwrap_or(end)
+            .clamp(log.log_start_offset(), end);
         Ok(Self {
             topic,
             index,
             log,
             settings: RwLock::new(settings),
-            leader_epoch: 0,
+            role: RwLock::new(Role::Leader { epoch: 0 }),
+            replicas: Mutex::new(ReplicaState::unmanaged(hw)),
+            checkpointed_hw: Mutex::new(checkpointed),
             producers: Mutex::new(producers),
+            changed: Notify::new(),
         })
     }
 
@@ -133,9 +191,9 @@ impl Partition {
         self.index
     }
 
-    /// The current leader epoch (constant until leadership can move).
+    /// The leader epoch this replica knows (0 until a role is set).
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.replicas.lock().leader_epoch
     }
 
     /// The log underneath.
@@ -154,24 +212,62 @@ impl Partition {
         *self.settings.write() = settings;
     }
 
-    /// The offset below which records are committed and visible to consumers. A single
-    /// replica is its own in-sync set, so this is the log end offset.
+    /// The offset below which records are committed and visible to consumers: on a
+    /// leader the smallest log end offset over the ISR, on a follower what its leader
+    /// last reported (within its own log). Before a role is set, the log end offset.
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        let replicas = self.replicas.lock();
+        if replicas.managed {
+            replicas.high_watermark
+        } else {
+            self.log.log_end_offset()
+        }
     }
 
-    /// Validates `records` (one or more batches as produced) and appends them.
-    /// Returns the offsets assigned and the append time if the broker stamped one. A retry
-    /// of a batch an idempotent producer already wrote returns the original offsets and
-    /// appends nothing.
+    /// Resolves after the next append, high watermark move, truncation or role change
+    /// (call `enable` on the pinned future before checking the condition it waits for).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// Validates `records` (one or more batches as produced) and appends them, as a
+    /// leader, for acks=0 or 1. Returns the offsets assigned and the append time if the
+    /// broker stamped one. A retry of a batch an idempotent producer already wrote
+    /// returns the original offsets and appends nothing.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<(AppendInfo, i64), AppendError> {
+        self.append_with_acks(records, now_ms, 1)
+    }
+
+    /// [`Partition::append`] for the given `acks`: with -1 the append is refused
+    /// (NOT_ENOUGH_REPLICAS) while the committed ISR is smaller than
+    /// `min.insync.replicas`. The caller then waits for the commit with
+    /// [`Partition::wait_for_commit`].
+    pub fn append_with_acks(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: i16,
+    ) -> Result<(AppendInfo, i64), AppendError> {
+        let role = self.role.read();
+        let Role::Leader { epoch } = *role else {
+            return Err(AppendError::NotLeader);
+        };
         let settings = self.settings();
+        if acks == -1 {
+            let isr = self.replicas.lock().isr_len();
+            if isr < settings.min_insync_replicas.max(1) as usize {
+                return Err(AppendError::NotEnoughReplicas {
+                    isr,
+                    min: settings.min_insync_replicas,
+                });
+            }
+        }
         let mut out = validate(records, &settings)?;
         let mut append_time = -1;
         let ranges = batch_ranges(&out)?;
         for range in &ranges {
             let slice = &mut out[range.clone()];
-            batch::set_partition_leader_epoch(slice, self.leader_epoch);
+            batch::set_partition_leader_epoch(slice, epoch);
             if settings.log_append_time {
                 batch::set_log_append_time(slice, now_ms);
                 append_time = now_ms;
@@ -214,15 +310,43 @@ impl Partition {
             // A roll bounds how much log a crash recovery replays.
             self.write_producer_snapshot(&mut producers, now_ms);
         }
+        drop(producers);
+        self.replicas
+            .lock()
+            .advance_high_watermark(self.log.log_end_offset());
+        drop(role);
+        self.changed.notify_waiters();
         Ok((info, append_time))
     }
 
-    /// Writes the producer-state snapshot and closes the log (clean shutdown).
+    /// Writes the producer-state snapshot and the high watermark and closes the log
+    /// (clean shutdown).
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         let mut producers = self.producers.lock();
         self.log.flush()?;
         self.write_producer_snapshot(&mut producers, now_ms);
+        self.checkpoint_high_watermark()?;
         self.log.close()
+    }
+
+    /// Writes the high watermark to its checkpoint if it moved since the last write, so
+    /// a restarted replica does not start from zero (or, worse, from its log end, which
+    /// may hold records that were never committed). Unmanaged partitions write nothing:
+    /// their high watermark is their log end offset.
+    pub fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
+        let hw = {
+            let replicas = self.replicas.lock();
+            if !replicas.managed {
+                return Ok(());
+            }
+            replicas.high_watermark
+        };
+        let mut written = self.checkpointed_hw.lock();
+        if *written != Some(hw) {
+            crate::log::checkpoint::write(&self.log.dir().join(HIGH_WATERMARK_FILE), hw)?;
+            *written = Some(hw);
+        }
+        Ok(())
     }
 
     fn write_producer_snapshot(&self, producers: &mut ProducerStates, now_ms: i64) {
@@ -263,6 +387,48 @@ impl Partition {
     ) -> Result<ReadResult, LogError> {
         self.log
             .read(offset, max_bytes, self.high_watermark(), min_one)
+    }
+}
+
+/// Waits for a change (see [`Partition::changed`]) on any of several partitions: a
+/// long-polling fetch registers before it reads, then waits on this.
+pub struct Changes<'a> {
+    waits: Vec<std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>>,
+}
+
+impl std::fmt::Debug for Changes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("partitions", &self.waits.len())
+            .finish()
+    }
+}
+
+impl<'a> Changes<'a> {
+    /// Registers for the next change of each partition; changes from now on count.
+    pub fn register(partitions: impl IntoIterator<Item = &'a Partition>) -> Changes<'a> {
+        let waits = partitions
+            .into_iter()
+            .map(|p| {
+                let mut wait = Box::pin(p.changed());
+                wait.as_mut().enable();
+                wait
+            })
+            .collect();
+        Changes { waits }
+    }
+
+    /// Resolves once any registered partition changed (never, for none).
+    pub async fn wait(&mut self) {
+        std::future::poll_fn(|cx| {
+            for wait in &mut self.waits {
+                if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 

@@ -1,4 +1,5 @@
-//! DeleteRecords (21): advances partitions' log start offsets.
+//! DeleteRecords (21): advances partitions' log start offsets, on the leader (followers
+//! take their log start from it).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -29,6 +30,10 @@ pub fn handle(
                 .and_then(|t| t.partition(p.partition_index).cloned());
             match partition {
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                // Followers take their log start from the leader, so only it deletes.
+                Some(partition) if partition.check_leader(-1).is_err() => {
+                    r.error_code = ResponseError::NotLeaderOrFollower.code()
+                }
                 Some(partition) => {
                     let hw = partition.high_watermark();
                     let offset = if p.offset == -1 { hw } else { p.offset };

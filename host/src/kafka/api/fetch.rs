@@ -1,5 +1,11 @@
-//! Fetch (1): serves record batches straight from the log, without re-encoding, with
-//! long polling (`max_wait_ms` / `min_bytes`) and Kafka's byte limits.
+//! Fetch (1): serves record batches straight from the leader's log, without
+//! re-encoding, with long polling (`max_wait_ms` / `min_bytes`) and Kafka's byte limits.
+//!
+//! Consumers read below the high watermark only, and only from the leader: a replica
+//! that does not lead answers NOT_LEADER_OR_FOLLOWER, and a `current_leader_epoch`
+//! older or newer than ours FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH. A long poll
+//! wakes on appends and on high watermark moves (a replicated write becomes visible
+//! when the followers have it, not when it is appended).
 //!
 //! Limits follow KIP-74: the response stops at `max_bytes` and each partition at its
 //! `partition_max_bytes`, except that the first batch of the first partition with data is
@@ -7,6 +13,7 @@
 //! sessions (KIP-227) are not kept: the response's session id is 0, which tells clients
 //! to send full requests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +25,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::Context;
 use crate::broker::{Broker, Topic};
 use crate::log::LogError;
+use crate::partition::{Changes, Partition};
 
 /// Longest a fetch may park, whatever the client asks: keeps a hostile `max_wait_ms`
 /// from pinning a connection.
@@ -34,6 +42,8 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
         let appended = broker.appended();
         tokio::pin!(appended);
         appended.as_mut().enable();
+        let partitions = requested(broker, &request, version);
+        let mut changes = Changes::register(partitions.iter().map(|p| &**p));
         let (response, bytes, has_error) = collect(broker, &request, version);
         let satisfied = bytes >= request.min_bytes.max(0) as usize || has_error;
         if satisfied || tokio::time::Instant::now() >= deadline {
@@ -41,6 +51,7 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
         }
         tokio::select! {
             _ = appended => {}
+            _ = changes.wait() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
@@ -84,29 +95,26 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
                 out.partitions.push(data);
                 continue;
             };
+            if version < 4 || request.isolation_level == 0 {
+                data.aborted_transactions = None;
+            }
+            let current_epoch = if version >= 9 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
+            if let Err(e) = partition.check_leader(current_epoch) {
+                data.error_code = e.code().code();
+                data.high_watermark = -1;
+                has_error = true;
+                out.partitions.push(data);
+                continue;
+            }
             let hw = partition.high_watermark();
             data.high_watermark = hw;
             data.last_stable_offset = hw;
             if version >= 5 {
                 data.log_start_offset = partition.log().log_start_offset();
-            }
-            if version < 4 || request.isolation_level == 0 {
-                data.aborted_transactions = None;
-            }
-            if version >= 9 && p.current_leader_epoch >= 0 {
-                let ours = partition.leader_epoch();
-                if p.current_leader_epoch > ours {
-                    data.error_code = ResponseError::UnknownLeaderEpoch.code();
-                    has_error = true;
-                    out.partitions.push(data);
-                    continue;
-                }
-                if p.current_leader_epoch < ours {
-                    data.error_code = ResponseError::FencedLeaderEpoch.code();
-                    has_error = true;
-                    out.partitions.push(data);
-                    continue;
-                }
             }
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
             // KIP-74: the first data in the response may exceed the limits.
@@ -139,12 +147,27 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
     (response, total, has_error)
 }
 
+/// The partitions a fetch names that exist here.
+fn requested(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
+    let mut found = Vec::new();
+    for wanted in &request.topics {
+        if let Ok(topic) = resolve(broker, wanted, version) {
+            found.extend(wanted.partitions.iter().filter_map(|p| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get(i).cloned())
+            }));
+        }
+    }
+    found
+}
+
 /// Finds the topic a fetch names: by id from v13, by name before.
 fn resolve(
     broker: &Broker,
     wanted: &FetchTopic,
     version: i16,
-) -> Result<std::sync::Arc<Topic>, ResponseError> {
+) -> Result<Arc<Topic>, ResponseError> {
     if version >= 13 {
         broker
             .topic_by_id(wanted.topic_id)

@@ -1,4 +1,5 @@
-//! ListOffsets (2): earliest, latest, max-timestamp and by-timestamp offset lookups.
+//! ListOffsets (2): earliest, latest, max-timestamp and by-timestamp offset lookups, on
+//! the partition's leader. "Latest" is the high watermark: what consumers can read.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -35,8 +36,19 @@ pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> L
                 out.partitions.push(r);
                 continue;
             };
-            if version >= 4 {
-                r.leader_epoch = partition.leader_epoch();
+            let current_epoch = if version >= 4 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
+            match partition.check_leader(current_epoch) {
+                Ok(epoch) if version >= 4 => r.leader_epoch = epoch,
+                Ok(_) => {}
+                Err(e) => {
+                    r.error_code = e.code().code();
+                    out.partitions.push(r);
+                    continue;
+                }
             }
             let log = partition.log();
             let looked_up = match p.timestamp {

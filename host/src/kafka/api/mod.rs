@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -74,7 +75,7 @@ pub async fn dispatch(
         ApiKey::Metadata => async_api!(metadata),
         ApiKey::Produce => {
             let request = decode_request(api, version, body)?;
-            match produce::handle(&ctx, request, version) {
+            match produce::handle(&ctx, request, version).await {
                 Some(response) => encode_response(ctx.header, api, version, &response).map(Some),
                 None => Ok(None),
             }
@@ -118,6 +119,7 @@ pub async fn dispatch(
         ApiKey::ListGroups => sync_api!(list_groups),
         ApiKey::DeleteGroups => sync_api!(delete_groups),
         ApiKey::OffsetDelete => sync_api!(offset_delete),
+        ApiKey::OffsetForLeaderEpoch => sync_api!(offset_for_leader_epoch),
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
     }
 }

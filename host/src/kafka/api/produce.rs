@@ -1,8 +1,15 @@
-//! Produce (0): validates and appends record batches; answers with the offsets
-//! assigned, or nothing at all for acks=0.
+//! Produce (0): validates and appends record batches on the partition's leader; answers
+//! with the offsets assigned, or nothing at all for acks=0.
 //!
-//! On a single replica acks=1 and acks=all complete at the same point: once the batch is
-//! in the log (and fsynced if the topic's flush policy says so).
+//! acks=0 and acks=1 complete once the batch is in the leader's log (and fsynced if the
+//! topic's flush policy says so). acks=all (-1) is refused up front with
+//! NOT_ENOUGH_REPLICAS while the ISR is smaller than `min.insync.replicas`, and
+//! otherwise answered once every in-sync replica has the batch (the high watermark
+//! passed it): NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum
+//! meanwhile, REQUEST_TIMED_OUT after the request's timeout. A partition with a single
+//! replica is its own ISR, so there acks=all completes with the append, as before.
+
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -11,14 +18,23 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{kstr, Context};
 use crate::broker::now_ms;
 use crate::partition::producer_state::SequenceError;
-use crate::partition::AppendError;
+use crate::partition::{AppendError, Partition};
+
+/// Longest an acks=all produce waits for replication, whatever the client asks.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Appends every partition's batches; `None` when the client asked for no response.
-pub fn handle(ctx: &Context<'_>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    ctx: &Context<'_>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let broker = ctx.broker;
     let acks_valid = matches!(request.acks, -1..=1);
     let mut appended_any = false;
     let mut response = ProduceResponse::default();
+    // acks=all: (topic index, partition index, partition, end offset to wait for).
+    let mut waits: Vec<(usize, usize, std::sync::Arc<Partition>, i64)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.as_str().to_string();
         let topic = broker.topic(&name);
@@ -35,10 +51,10 @@ pub fn handle(ctx: &Context<'_>, request: ProduceRequest, version: i16) -> Optio
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),
                 ))
-            } else if let Some(partition) = partition {
+            } else if let Some(partition) = &partition {
                 let records = partition_data.records.unwrap_or_default();
                 partition
-                    .append(&records, now_ms())
+                    .append_with_acks(&records, now_ms(), request.acks)
                     .map_err(|e| (append_error_code(&e), e.to_string()))
             } else {
                 Err((
@@ -56,15 +72,16 @@ pub fn handle(ctx: &Context<'_>, request: ProduceRequest, version: i16) -> Optio
                     if version >= 5 {
                         p.log_start_offset = info.log_start_offset;
                     }
-                }
-                Err((error, message)) => {
-                    tracing::debug!(topic = %name, partition = partition_data.index, %error, %message, "produce refused");
-                    p.error_code = error.code();
-                    p.base_offset = -1;
-                    if version >= 8 {
-                        p.error_message = Some(kstr(message));
+                    if let (-1, Some(partition)) = (request.acks, partition) {
+                        waits.push((
+                            response.responses.len(),
+                            topic_response.partition_responses.len(),
+                            partition,
+                            info.last_offset + 1,
+                        ));
                     }
                 }
+                Err((error, message)) => refuse(&mut p, version, &name, error, message),
             }
             topic_response.partition_responses.push(p);
         }
@@ -73,7 +90,39 @@ pub fn handle(ctx: &Context<'_>, request: ProduceRequest, version: i16) -> Optio
     if appended_any {
         broker.notify_appended();
     }
+    // One deadline for the whole request, as Kafka's delayed produce has.
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64).min(MAX_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (t, i, partition, end_offset) in waits {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(e) = partition.wait_for_commit(end_offset, left).await {
+            let topic = &mut response.responses[t];
+            let name = topic.name.0.as_str().to_string();
+            refuse(
+                &mut topic.partition_responses[i],
+                version,
+                &name,
+                e.code(),
+                e.to_string(),
+            );
+        }
+    }
     (request.acks != 0).then_some(response)
+}
+
+fn refuse(
+    p: &mut PartitionProduceResponse,
+    version: i16,
+    topic: &str,
+    error: ResponseError,
+    message: String,
+) {
+    tracing::debug!(topic, partition = p.index, %error, %message, "produce refused");
+    p.error_code = error.code();
+    p.base_offset = -1;
+    if version >= 8 {
+        p.error_message = Some(kstr(message));
+    }
 }
 
 /// The Kafka error a producer gets for each way an append can be refused.
@@ -92,6 +141,8 @@ fn append_error_code(error: &AppendError) -> ResponseError {
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+        AppendError::NotLeader | AppendError::NotFollower => ResponseError::NotLeaderOrFollower,
+        AppendError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         AppendError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
