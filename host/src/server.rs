@@ -15,8 +15,11 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::controller::{BoxFuture, BrokerMeta, Controller, RpcKind, Transport};
+use crate::controller::{
+    Applied, BoxFuture, BrokerMeta, Command, Controller, PartitionState, RpcKind, Transport,
+};
 use crate::plugin::Plugins;
+use crate::replication::{IsrChanger, LeaderLink, LinkFactory, ReplicaManager};
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -46,7 +49,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("opening the broker")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
-    let controller = start_controller(&broker).await?;
+    let (controller, endpoint, service) = start_controller(&broker).await?;
+    let replication = ReplicaManager::new(
+        broker.config().broker.node_id,
+        broker.config().cluster.clone(),
+        Arc::new(ControllerIsr(controller.clone())),
+        Arc::new(QuicLinks {
+            endpoint: endpoint.clone(),
+            timeout: Duration::from_millis(broker.config().cluster.replica_fetch_wait_max_ms)
+                + REPLICA_FETCH_GRACE,
+        }),
+    );
+    broker.attach_replication(replication.clone());
+    let _ = service.replication.set(replication.clone());
     let duties = controller.spawn();
     if !controller.wait_registered(REGISTRATION_TIMEOUT).await {
         tracing::warn!(
@@ -120,6 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("shutting down: moving leadership away");
     controller.shut_down(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+    replication.shutdown();
     duties.abort();
     reconciler.abort();
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -139,7 +155,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Starts this broker's controller replica and attaches it to the broker.
-async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller>> {
+async fn start_controller(
+    broker: &Arc<Broker>,
+) -> anyhow::Result<(Arc<Controller>, crate::net::Endpoint, Arc<ClusterService>)> {
     let config = broker.config();
     let (kafka_host, kafka_port) = config.kafka.advertised();
     let incarnation = std::time::SystemTime::now()
@@ -176,7 +194,7 @@ async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller
                     cluster.listen
                 )
             })?;
-    let transport: Arc<dyn Transport> = Arc::new(QuicTransport(endpoint));
+    let transport: Arc<dyn Transport> = Arc::new(QuicTransport(endpoint.clone()));
     let controller = Controller::start(
         registration,
         &config.cluster,
@@ -187,7 +205,85 @@ async fn start_controller(broker: &Arc<Broker>) -> anyhow::Result<Arc<Controller
     .context("starting the controller")?;
     broker.attach_controller(controller.clone());
     let _ = service.controller.set(controller.clone());
-    Ok(controller)
+    Ok((controller, endpoint, service))
+}
+
+/// How much longer than the leader's long-poll a replica fetch may take before the
+/// follower gives up on the session.
+const REPLICA_FETCH_GRACE: Duration = Duration::from_secs(5);
+
+/// ISR changes go through the controller as `AlterPartition` commands.
+struct ControllerIsr(Arc<Controller>);
+
+impl IsrChanger for ControllerIsr {
+    fn alter_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    ) -> BoxFuture<'static, Result<PartitionState, String>> {
+        let controller = self.0.clone();
+        let command = Command::AlterPartition {
+            topic: topic.to_string(),
+            partition,
+            leader: controller.id(),
+            leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        Box::pin(async move {
+            match controller.submit(command, ISR_CHANGE_TIMEOUT).await {
+                Ok(Applied::Partition(state)) => Ok(state),
+                Ok(other) => Err(format!("unexpected answer to an ISR change: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+/// How long an ISR change waits for the controller.
+const ISR_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Replica fetch sessions to leaders over the QUIC endpoint.
+struct QuicLinks {
+    endpoint: crate::net::Endpoint,
+    timeout: Duration,
+}
+
+impl LinkFactory for QuicLinks {
+    fn open(
+        &self,
+        leader: i32,
+        addr: std::net::SocketAddr,
+    ) -> BoxFuture<'static, Result<Box<dyn LeaderLink>, String>> {
+        let endpoint = self.endpoint.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let session = endpoint
+                .open_session(leader, addr, crate::net::Channel::Replica)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(QuicLink { session, timeout }) as Box<dyn LeaderLink>)
+        })
+    }
+}
+
+struct QuicLink {
+    session: crate::net::Session,
+    timeout: Duration,
+}
+
+impl LeaderLink for QuicLink {
+    fn call(&mut self, request: bytes::Bytes) -> BoxFuture<'_, Result<bytes::Bytes, String>> {
+        Box::pin(async move {
+            self.session
+                .call(request, self.timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Largest cluster message (a replica fetch response carries up to
@@ -198,6 +294,7 @@ const CLUSTER_MAX_FRAME: u32 = 256 * 1024 * 1024;
 #[derive(Default)]
 struct ClusterService {
     controller: std::sync::OnceLock<Arc<Controller>>,
+    replication: std::sync::OnceLock<Arc<ReplicaManager>>,
 }
 
 impl crate::net::Service for ClusterService {
@@ -207,6 +304,12 @@ impl crate::net::Service for ClusterService {
         channel: crate::net::Channel,
         request: bytes::Bytes,
     ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        if channel == crate::net::Channel::Replica {
+            return match self.replication.get() {
+                Some(manager) => manager.handle(peer, request),
+                None => Box::pin(async { Err("this broker is still starting".to_string()) }),
+            };
+        }
         let controller = self.controller.get().cloned();
         Box::pin(async move {
             let controller =
@@ -216,7 +319,7 @@ impl crate::net::Service for ClusterService {
                 crate::net::Channel::Controller => {
                     controller.handle_controller(peer, &request).await
                 }
-                crate::net::Channel::Replica => Err("replica fetch is not served yet".to_string()),
+                crate::net::Channel::Replica => unreachable!("answered above"),
             }
         })
     }

@@ -30,6 +30,7 @@ use crate::controller::{
 use crate::group::{GroupCoordinator, GroupError, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
+use crate::replication::ReplicaManager;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_NAME: usize = 249;
@@ -169,6 +170,7 @@ impl Topic {
 pub struct Broker {
     config: Config,
     controller: OnceLock<Arc<Controller>>,
+    replication: OnceLock<Arc<ReplicaManager>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises reconciliations so two never open the same log.
     reconciling: Mutex<()>,
@@ -206,6 +208,7 @@ impl Broker {
             groups: Arc::new(GroupCoordinator::new(config.group.limits())),
             config,
             controller: OnceLock::new(),
+            replication: OnceLock::new(),
             topics: RwLock::new(HashMap::new()),
             reconciling: Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -217,6 +220,17 @@ impl Broker {
     /// Connects the broker to its controller; done once, at startup.
     pub fn attach_controller(&self, controller: Arc<Controller>) {
         let _ = self.controller.set(controller);
+    }
+
+    /// Connects the broker to the replica manager; done once, at startup, before the
+    /// first reconciliation.
+    pub fn attach_replication(&self, manager: Arc<ReplicaManager>) {
+        let _ = self.replication.set(manager);
+    }
+
+    /// The replica manager, once attached.
+    pub fn replication(&self) -> Option<&Arc<ReplicaManager>> {
+        self.replication.get()
     }
 
     /// The controller handle.
@@ -559,6 +573,21 @@ impl Broker {
             .map(|(_, t)| t.clone())
             .collect();
         *self.topics.write() = next;
+        if let Some(manager) = self.replication.get() {
+            // Roles (leader, follower, offline) follow the metadata just applied.
+            let local: Vec<_> = self
+                .topics
+                .read()
+                .values()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter_map(|p| t.assignment(p.index()).map(|a| (p.clone(), a.clone())))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            manager.update(local, &state.brokers);
+        }
         for topic in removed {
             for partition in &topic.partitions {
                 self.remove_partition_dir(&topic.meta.name, partition.index());

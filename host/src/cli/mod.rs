@@ -126,8 +126,8 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // openraft narrates every election and membership step at info; its warnings are
     // what an operator needs, the rest is for RUST_LOG=openraft=info.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
