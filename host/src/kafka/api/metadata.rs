@@ -25,7 +25,10 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
         response.cluster_id = Some(kstr(broker.cluster_id().to_string()));
     }
     if version >= 1 {
-        response.controller_id = BrokerId(broker.controller().leader().unwrap_or(-1));
+        // Every broker forwards admin requests to the Raft leader, so, as in KRaft
+        // mode, clients are told to send them here: a client whose cached controller
+        // died would otherwise wait for a metadata refresh before creating a topic.
+        response.controller_id = BrokerId(config.broker.node_id);
     }
 
     // v0: an empty list means every topic; v1+: null means every topic.
