@@ -852,12 +852,14 @@ fn remove_deleted_dirs(dir: &Path) {
     }
 }
 
+/// A single-node broker with its controller, for unit tests elsewhere in the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use crate::controller::{BoxFuture, BrokerMeta, RpcKind, Transport};
 
-    struct Alone;
+    /// A transport with nobody on the other end.
+    pub(crate) struct Alone;
 
     impl Transport for Alone {
         fn call(
@@ -872,14 +874,21 @@ mod tests {
         }
     }
 
-    async fn broker(dir: &Path, incarnation: u64) -> Arc<Broker> {
+    /// Opens a single-node broker in `dir` (incarnation numbers restarts) once it has
+    /// registered and reconciled. Needs a multi-threaded runtime.
+    pub(crate) async fn single_node(
+        dir: &Path,
+        incarnation: u64,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Arc<Broker> {
         let mut config = Config::default();
         config.broker.data_dir = dir.to_path_buf();
         config.cluster.election_timeout_ms = 50;
         config.cluster.heartbeat_interval_ms = 20;
+        tweak(&mut config);
         let broker = Arc::new(Broker::open(config.clone()).unwrap());
         let registration = BrokerMeta {
-            id: 0,
+            id: config.broker.node_id,
             kafka_host: "127.0.0.1".into(),
             kafka_port: 9092,
             cluster_addr: config.cluster.advertised(),
@@ -895,6 +904,16 @@ mod tests {
         assert!(controller.wait_registered(Duration::from_secs(10)).await);
         broker.reconcile_now().await.unwrap();
         broker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::single_node;
+    use super::*;
+
+    async fn broker(dir: &Path, incarnation: u64) -> Arc<Broker> {
+        single_node(dir, incarnation, |_| {}).await
     }
 
     #[test]

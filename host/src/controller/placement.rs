@@ -59,23 +59,21 @@ pub fn assign(
         // A shift that grows every full round keeps followers of consecutive
         // partitions from always pairing the same brokers.
         let shift = 1 + (p as usize / n) % (n - 1).max(1);
-        let mut pos = leader_pos;
-        let mut tries = 0;
-        while replicas.len() < rf && tries < n * 2 {
-            pos = (pos + shift) % n;
-            tries += 1;
-            let (id, rack) = order[pos];
-            if replicas.contains(&id) {
-                continue;
+        let candidates: Vec<(i32, Option<&str>)> = (0..n)
+            .map(|k| order[(leader_pos + shift + k) % n])
+            .filter(|(id, _)| *id != order[leader_pos].0)
+            .collect();
+        // First every rack once, then whatever is left, both in candidate order.
+        for (id, rack) in &candidates {
+            if replicas.len() >= rf || used_racks.len() >= racks.len() {
+                break;
             }
-            if used_racks.len() < racks.len() && used_racks.contains(&rack) {
-                continue;
+            if !used_racks.contains(rack) {
+                replicas.push(*id);
+                used_racks.insert(*rack);
             }
-            replicas.push(id);
-            used_racks.insert(rack);
         }
-        // Whatever the rack rules left out is filled in broker order.
-        for (id, _) in &order {
+        for (id, _) in &candidates {
             if replicas.len() >= rf {
                 break;
             }
@@ -168,6 +166,25 @@ mod tests {
             let racks: BTreeSet<_> = replicas.iter().map(|id| rack(*id)).collect();
             assert_eq!(racks.len(), 3, "{replicas:?}");
         }
+    }
+
+    #[test]
+    fn two_racks_of_two_give_every_partition_both_racks() {
+        let brokers = [
+            broker(1, Some("a")),
+            broker(2, Some("a")),
+            broker(3, Some("b")),
+            broker(4, Some("b")),
+        ];
+        let live: Vec<_> = brokers.iter().collect();
+        let rack = |id: i32| brokers.iter().find(|b| b.id == id).unwrap().rack.clone();
+        let assigned = assign("t", 0, 8, 2, &live).unwrap();
+        for replicas in &assigned {
+            let racks: BTreeSet<_> = replicas.iter().map(|id| rack(*id)).collect();
+            assert_eq!(racks.len(), 2, "{replicas:?}");
+        }
+        let leaders: BTreeSet<i32> = assigned.iter().map(|r| r[0]).collect();
+        assert_eq!(leaders.len(), 4);
     }
 
     #[test]

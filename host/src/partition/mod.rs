@@ -254,7 +254,15 @@ impl Partition {
         };
         let settings = self.settings();
         if acks == -1 {
-            let isr = self.replicas.lock().isr_len();
+            // Followers that stopped fetching count as gone even before the controller
+            // confirms the shrink: when it cannot (no quorum) the client still learns
+            // at once that its write cannot be acknowledged.
+            let isr = {
+                let replicas = self.replicas.lock();
+                replicas
+                    .isr_len()
+                    .min(replicas.in_sync_now(self.log.log_end_offset(), now_ms))
+            };
             if isr < settings.min_insync_replicas.max(1) as usize {
                 return Err(AppendError::NotEnoughReplicas {
                     isr,

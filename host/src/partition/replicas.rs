@@ -83,6 +83,8 @@ pub(crate) struct ReplicaState {
     /// Where the current leader epoch started in this log (leaders only).
     pub epoch_start_offset: i64,
     pub followers: BTreeMap<i32, FollowerProgress>,
+    /// `replica_lag_time_max_ms`, as last used to judge the ISR.
+    pub max_lag_ms: Option<i64>,
 }
 
 impl ReplicaState {
@@ -98,6 +100,7 @@ impl ReplicaState {
             high_watermark,
             epoch_start_offset: 0,
             followers: BTreeMap::new(),
+            max_lag_ms: None,
         }
     }
 
@@ -108,6 +111,25 @@ impl ReplicaState {
         } else {
             1
         }
+    }
+
+    /// ISR members that are in sync by the leader's own observation right now: itself
+    /// and the followers that caught up within the lag time. Smaller than the committed
+    /// ISR while a shrink waits for the controller — or cannot reach it at all.
+    pub fn in_sync_now(&self, leader_end: i64, now_ms: i64) -> usize {
+        let Some(max_lag) = self.max_lag_ms.filter(|_| self.managed) else {
+            return self.isr_len();
+        };
+        self.isr
+            .iter()
+            .filter(|id| {
+                **id == self.own_id
+                    || self
+                        .followers
+                        .get(id)
+                        .is_some_and(|f| f.caught_up(leader_end, now_ms, max_lag))
+            })
+            .count()
     }
 
     /// The committed ISR together with what an in-flight change adds.
@@ -202,6 +224,7 @@ impl ReplicaState {
         now_ms: i64,
         max_lag_ms: i64,
     ) -> Option<IsrChange> {
+        self.max_lag_ms = Some(max_lag_ms);
         if !self.managed || self.pending.is_some() {
             return None;
         }
@@ -306,6 +329,24 @@ mod tests {
         });
         s.become_leader(0, 1_000);
         s
+    }
+
+    #[test]
+    fn followers_silent_past_the_lag_do_not_count_for_acks_before_the_shrink_commits() {
+        let mut s = leader(&[1, 2, 3]);
+        assert_eq!(
+            s.in_sync_now(10, 5_000),
+            3,
+            "the lag is unknown until judged once"
+        );
+        let change = s.propose_shrink("t", 0, 10, 1_050, LAG);
+        assert!(change.is_none(), "within the lag nobody is shrunk");
+        assert_eq!(s.in_sync_now(10, 1_050), 3);
+        assert!(s.propose_shrink("t", 0, 10, 1_200, LAG).is_some());
+        // The shrink is in flight (or the controller is unreachable): committed ISR
+        // still 3, but only the leader is in sync by its own observation.
+        assert_eq!(s.isr_len(), 3);
+        assert_eq!(s.in_sync_now(10, 1_200), 1);
     }
 
     fn committed(isr: &[i32], partition_epoch: i32) -> PartitionState {

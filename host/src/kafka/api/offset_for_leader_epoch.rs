@@ -74,11 +74,11 @@ mod tests {
     use crate::config::Config;
     use crate::partition::encode::{encode_batch, RecordData};
 
-    fn broker(dir: &std::path::Path) -> Broker {
-        let mut config = Config::default();
-        config.broker.data_dir = dir.to_path_buf();
-        config.group.offsets_topic_partitions = 1;
-        Broker::open(config).unwrap()
+    async fn broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
+        crate::broker::test_support::single_node(dir, 1, |config: &mut Config| {
+            config.group.offsets_topic_partitions = 1;
+        })
+        .await
     }
 
     fn request(partition: i32, current: i32, epoch: i32) -> OffsetForLeaderEpochRequest {
@@ -95,11 +95,13 @@ mod tests {
         r
     }
 
-    #[test]
-    fn answers_from_the_epoch_cache_on_the_leader() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_from_the_epoch_cache_on_the_leader() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
-        b.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+        let b = broker(dir.path()).await;
+        b.create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
         let data = vec![RecordData::default(); 4];
         let batch = encode_batch(&data, Compression::None).unwrap();
         b.partition("t", 0).unwrap().append(&batch, 0).unwrap();
@@ -138,14 +140,18 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn acks_all_on_a_single_replica_needs_min_insync_one() {
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
-        b.create_topic("strict", 1, 1, configs, false).unwrap();
-        b.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+        b.create_topic("strict", 1, 1, configs, false)
+            .await
+            .unwrap();
+        b.create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
         let header = RequestHeader::default();
         let ctx = Context {
             broker: &b,
