@@ -40,9 +40,12 @@ def outcomes_of(futs: dict, timeout: float = 60) -> dict:
 def converged(c, names: list, timeout: float = 60) -> dict:
     """Waits until every live broker gives the same view of `names` and each topic
     is either absent or whole; returns {name: "absent" | "whole"}."""
+    last_views = {}
+
     def views():
         live = set(c.live_ids())
-        seen = {}
+        seen = last_views
+        seen.clear()
         for i in sorted(live):
             md = c.metadata(via=i)
             view = {}
@@ -68,8 +71,11 @@ def converged(c, names: list, timeout: float = 60) -> dict:
                 return None  # half-created (for now)
             state[n] = "whole"
         return state
-    return c.wait(views, timeout, f"every broker to agree that each of {names} is whole or absent",
-                  interval=0.2)
+    try:
+        return c.wait(views, timeout, f"every broker to agree that each of {names} is whole or absent",
+                      interval=0.2)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast views by broker: {last_views}") from None
 
 
 def test_controller_killed_during_topic_creation_leaves_no_half_created_topic(cluster_factory, seed, rng):

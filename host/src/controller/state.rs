@@ -261,9 +261,12 @@ impl State {
     /// Applies one command, or explains why it cannot apply; on error `self` is unchanged.
     pub fn apply(&mut self, command: Command) -> Result<Applied, StateError> {
         match command {
-            Command::CreateTopic(meta) => {
+            Command::CreateTopic(mut meta) => {
                 if self.topics.contains_key(&meta.name) {
                     return Err(StateError::TopicExists(meta.name));
+                }
+                for partition in meta.assignments.iter_mut() {
+                    self.settle_new_partition(partition);
                 }
                 self.topics.insert(meta.name.clone(), meta);
             }
@@ -289,9 +292,16 @@ impl State {
                     });
                 }
                 topic.partitions = partitions;
-                topic
+                let mut added: Vec<PartitionState> =
+                    assignments.into_iter().map(PartitionState::new).collect();
+                for partition in added.iter_mut() {
+                    self.settle_new_partition(partition);
+                }
+                self.topics
+                    .get_mut(&name)
+                    .expect("checked above")
                     .assignments
-                    .extend(assignments.into_iter().map(PartitionState::new));
+                    .extend(added);
             }
             Command::SetConfigs { name, configs } => {
                 let topic = self
@@ -436,6 +446,29 @@ impl State {
             }
         }
         Ok(Applied::Done)
+    }
+
+    /// A new partition's replicas were chosen from the proposer's view of live
+    /// brokers, which may be older than this state: replicas fenced since are left out
+    /// of the ISR, and the leader is the first live one. A new partition holds no data,
+    /// so any live replica may lead it.
+    fn settle_new_partition(&self, partition: &mut PartitionState) {
+        let live: Vec<i32> = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| self.is_live(*r))
+            .collect();
+        if live.len() == partition.replicas.len() {
+            return;
+        }
+        match live.first() {
+            Some(&leader) => {
+                partition.leader = leader;
+                partition.isr = live;
+            }
+            None => partition.leader = NO_LEADER,
+        }
     }
 
     /// Takes fenced broker `id` out of every partition: a new leader for what it led,
@@ -779,6 +812,31 @@ mod tests {
         let p = state.partition("t", 0).unwrap();
         assert_eq!(p.leader, 1);
         assert_eq!(p.leader_epoch, 2);
+    }
+
+    #[test]
+    fn a_topic_placed_on_a_broker_fenced_meanwhile_is_led_by_a_live_replica() {
+        let mut state = cluster(&[]);
+        state
+            .apply(Command::FenceBroker {
+                id: 2,
+                incarnation: 1,
+            })
+            .unwrap();
+        state
+            .apply(Command::CreateTopic(TopicMeta {
+                name: "late".into(),
+                id: Uuid::new_v4(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+                internal: false,
+                assignments: vec![PartitionState::new(vec![2, 3, 1])],
+            }))
+            .unwrap();
+        let p = state.partition("late", 0).unwrap();
+        assert_eq!(p.leader, 3);
+        assert_eq!(p.isr, vec![3, 1]);
+        assert_eq!(p.replicas, vec![2, 3, 1]);
     }
 
     #[test]
