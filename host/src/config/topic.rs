@@ -173,6 +173,11 @@ pub const DEFS: &[ConfigDef] = &[
         },
         doc: "roll the active segment once it is this old",
     },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        kind: Kind::Choice(&["false", "true"]),
+        doc: "let an out-of-sync replica lead when no in-sync one is alive (loses acknowledged records)",
+    },
 ];
 
 /// Looks up a topic config by name.
@@ -336,6 +341,7 @@ pub fn effective(
     base.insert("delete.retention.ms", "86400000".into());
     base.insert("min.cleanable.dirty.ratio", "0.5".into());
     base.insert("min.compaction.lag.ms", "0".into());
+    base.insert("unclean.leader.election.enable", "false".into());
     DEFS.iter()
         .map(|d| match overrides.get(d.name) {
             Some(v) => (d.name, v.clone(), Source::Topic),
