@@ -328,12 +328,15 @@ struct Machine {
     state: State,
 }
 
+/// The latest snapshot: its metadata and its serialised bytes.
+type StoredSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
+
 /// The metadata state machine as openraft drives it; publishes every applied state.
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
     dir: PathBuf,
     machine: Arc<Mutex<Machine>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     published: Arc<watch::Sender<Arc<State>>>,
 }
 
