@@ -180,7 +180,10 @@ impl ClusterConfig {
         let positive = [
             ("cluster.heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("cluster.session_timeout_ms", self.session_timeout_ms),
-            ("cluster.replica_lag_time_max_ms", self.replica_lag_time_max_ms),
+            (
+                "cluster.replica_lag_time_max_ms",
+                self.replica_lag_time_max_ms,
+            ),
             ("cluster.election_timeout_ms", self.election_timeout_ms),
         ];
         for (key, value) in positive {
@@ -261,7 +264,9 @@ mod tests {
     #[test]
     fn controllers_default_to_the_first_three_seeds() {
         let config = ClusterConfig {
-            seeds: (1..=5).map(|i| format!("{i}@127.0.0.1:{}", 9000 + i)).collect(),
+            seeds: (1..=5)
+                .map(|i| format!("{i}@127.0.0.1:{}", 9000 + i))
+                .collect(),
             tls_dir: Some("/tmp/certs".into()),
             ..Default::default()
         };
