@@ -145,7 +145,10 @@ pub fn produce(
 
 /// One partition per record: the caller's choice where given, otherwise the topic's
 /// partitioner plugin, otherwise murmur2 of the key (keyless records round robin).
-fn choose_partitions(
+///
+/// Public so `host/examples/plugin_bench.rs` times the broker's own path with and
+/// without a plugin.
+pub fn choose_partitions(
     plugins: &Plugins,
     topic: &str,
     settings: &crate::config::topic::TopicSettings,
@@ -195,8 +198,8 @@ fn choose_partitions(
     Ok(chosen)
 }
 
-/// The records at `indices` as plugin columns.
-fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> Columns {
+/// The records at `indices` as plugin columns (public for the plugin benchmark).
+pub fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> Columns {
     // Sized up front: growing thirteen buffers record by record cost as much as the
     // plugin's hashing did (tests/bench, `plugin_bench`).
     let n = indices.len();
