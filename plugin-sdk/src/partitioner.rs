@@ -197,11 +197,11 @@ mod tests {
     #[test]
     fn malformed_input_is_invalid_input() {
         let mut columns = two_records();
-        columns.keys.push(b'x');
+        columns.data.push(b'x');
         let err =
             run_partition(&mut Fixed(vec![0, 0]), &columns.view(), 2, &mut Vec::new()).unwrap_err();
         assert!(
-            matches!(&err, PluginError::InvalidInput(m) if m.contains("key_lengths")),
+            matches!(&err, PluginError::InvalidInput(m) if m.contains("`data` holds 3 bytes")),
             "{err}"
         );
     }
