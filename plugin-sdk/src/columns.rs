@@ -425,6 +425,62 @@ impl<'a> Batch<'a> {
 
     /// Checks the same invariants as [`Columns::validate`].
     pub fn validate(&self) -> Result<(), ColumnsError> {
+        if self.is_well_formed() {
+            Ok(())
+        } else {
+            self.find_fault()
+        }
+    }
+
+    /// The check every call pays: one pass with no data-dependent branches for records
+    /// without headers. Whether the batch is well formed, without saying why not.
+    #[inline]
+    fn is_well_formed(&self) -> bool {
+        let records = self.offsets.len();
+        if self.partition < -1 || self.timestamps.len() != records || self.ends.len() != records * 3
+        {
+            return false;
+        }
+        let headers = self.ends.last().map_or(0, |&n| n as usize);
+        if self.header_ends.len() != headers.saturating_mul(2) {
+            return false;
+        }
+        // Every end must be at or after the cursor (null ends leave it in place); then the
+        // last end is the largest, and it must be `data`'s length.
+        let mut cursor = 0usize;
+        let mut header_at = 0usize;
+        let mut bad = false;
+        for record in self.ends.chunks_exact(3) {
+            for &end in &record[..2] {
+                let at = if end == NULL { cursor } else { end as usize };
+                bad |= at < cursor;
+                cursor = at;
+            }
+            let headers_end = record[2] as usize;
+            if headers_end != header_at {
+                if headers_end < header_at || headers_end > headers {
+                    return false;
+                }
+                for header in self.header_ends[2 * header_at..2 * headers_end].chunks_exact(2) {
+                    bad |= header[0] == NULL || (header[0] as usize) < cursor;
+                    cursor = header[0] as usize;
+                    let at = if header[1] == NULL {
+                        cursor
+                    } else {
+                        header[1] as usize
+                    };
+                    bad |= at < cursor;
+                    cursor = at;
+                }
+                header_at = headers_end;
+            }
+        }
+        !bad && cursor == self.data.len()
+    }
+
+    /// The detailed check behind [`Batch::validate`]: the first fault, by column and entry.
+    #[cold]
+    fn find_fault(&self) -> Result<(), ColumnsError> {
         if self.partition < -1 {
             return Err(ColumnsError::InvalidPartition(self.partition));
         }
@@ -915,6 +971,55 @@ mod tests {
         c.partition = -2;
         assert_eq!(c.validate(), Err(ColumnsError::InvalidPartition(-2)));
         assert!(c.batch().is_err());
+    }
+
+    /// The fast check and the detailed one must agree on every batch: the fast one
+    /// decides what is accepted, the detailed one only explains refusals.
+    #[test]
+    fn the_fast_check_agrees_with_the_detailed_one() {
+        let mut state = 0x5eed_u64;
+        let mut next = move |n: u64| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut c = sample();
+            // One to three random edits of any column: small values, so that many
+            // edits stay well formed.
+            for _ in 0..=next(3) {
+                let value = if next(4) == 0 { NULL } else { next(16) as u32 };
+                match next(7) {
+                    0 if !c.ends.is_empty() => {
+                        let i = next(c.ends.len() as u64) as usize;
+                        c.ends[i] = value;
+                    }
+                    1 if !c.header_ends.is_empty() => {
+                        let i = next(c.header_ends.len() as u64) as usize;
+                        c.header_ends[i] = value;
+                    }
+                    2 => c.data.truncate(next(16) as usize),
+                    3 => c.data.push(0),
+                    4 => c.ends.push(value),
+                    5 => {
+                        c.header_ends.pop();
+                    }
+                    _ => c.partition = next(3) as i32 - 2,
+                }
+            }
+            let batch = c.view();
+            let fast = batch.is_well_formed();
+            assert_eq!(fast, batch.find_fault().is_ok(), "{c:?}");
+            if fast {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
     }
 
     #[test]
