@@ -10,12 +10,13 @@
 //! Two parts (both by default; `--only partition|deploy`):
 //!
 //! 1. **Partitioning cost, ns/record**, at batch sizes 1, 16, 256, 4096 (`--sizes`), for
-//!    three paths over the same records (keys of 16–32 random bytes, values of
-//!    `--value-bytes`, no headers, `--partitions` partitions):
-//!    - `builtin`: the broker's native murmur2 (`quiver_plugin_sdk::hash::murmur2_partition`)
-//!      over the batch's keys, collected into a `Vec` (what `choose_partitions` does
-//!      without a plugin). It needs no columns, so it has one figure.
-//!    - `wasm`: the murmur2 component through `Plugins::partition`, the broker's call path.
+//!    three paths over the same records (`NewRecord`s as HTTP produce makes them: keys of
+//!    16–32 random bytes, values of `--value-bytes`, each its own allocation; no
+//!    headers; `--partitions` partitions):
+//!    - `builtin`: the broker's own `produce::choose_partitions` for a topic without a
+//!      plugin: the native murmur2 (`quiver_plugin_sdk::hash::murmur2_partition`) of
+//!      every key. It needs no columns, so it has one figure.
+//!    - `wasm`: the murmur2 component, for a topic with `partitioner=murmur2`.
 //!    - `native-abi`: the same plugin compiled as a `.so`, through the same
 //!      `Plugins::partition` and the C ABI.
 //!
@@ -23,14 +24,25 @@
 //!    - `call`: only `plugins.partition(name, columns, n)` — deployment lookup, status
 //!      check, instance from the pool, epoch deadline, lowering the columns into the
 //!      guest, the guest's work, lifting the result, output checks, metrics, and dropping
-//!      the consumed `Columns`. The `Columns` are built before the timed region.
-//!    - `build+call`: building the `Columns` from the records with `ColumnsBuilder`
-//!      (what the broker's `produce::columns` does per HTTP request: topic string, one
-//!      push per record, no reservation) plus the call.
+//!      the consumed `Columns`. The `Columns` are built (by `produce::columns`) before
+//!      the timed region.
+//!    - `broker`: `produce::choose_partitions` for a topic with the plugin: what the
+//!      broker does per HTTP produce request — building the columns from the records
+//!      (`produce::columns`) plus the call.
+//!
+//!    A fourth figure, `hash`, is `murmur2_partition` over the keys into a `Vec` alone:
+//!    the floor every path pays.
+//!
+//!
+//!    Times are the benchmarking thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) by
+//!    default: on a shared machine, wall time also counts the time the thread waits for
+//!    a CPU. `--clock wall` times by the wall clock instead.
 //!
 //!    Each run times every path and size in turn (interleaved, so drift of the shared
-//!    machine hits them alike); figures are the median and range over `--runs`. The
-//!    ratio to `builtin` is computed per run, then its median taken. The time of a
+//!    machine hits them alike); figures are the median and range over `--runs`. Ratios
+//!    compare like with like — `call` to `hash` (the partitioning alone) and `broker`
+//!    to `builtin` (the broker's whole choice) — per run, then take the median. The
+//!    time of a
 //!    1-record call (fixed cost) and the slope between the two largest sizes (marginal
 //!    cost per record) split each path's cost.
 //!
@@ -44,10 +56,13 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
-use quiver::config::PluginsConfig;
+use quiver::broker::produce::{choose_partitions, columns, NewRecord};
+use quiver::config::topic::{resolve, TopicSettings};
+use quiver::config::{LogDefaults, PluginsConfig};
 use quiver::plugin::{Code, DeployRequest, Kind, LimitOverrides, Plugins};
-use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
+use quiver_plugin_sdk::columns::Columns;
 use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 use serde_json::{json, Value};
 
@@ -90,6 +105,9 @@ struct Args {
     /// Warm deploys (compiled code from the cache).
     #[arg(long, default_value_t = 15)]
     warm_deploys: usize,
+    /// What times part 1: `thread` (the thread's CPU time) or `wall`.
+    #[arg(long, default_value = "thread")]
+    clock: Clock,
     /// Only one part: `partition` or `deploy`.
     #[arg(long)]
     only: Option<String>,
@@ -99,7 +117,7 @@ struct Args {
     /// JSON output file.
     #[arg(long, default_value = "target/bench/plugin.json")]
     out: PathBuf,
-    /// Instead of benchmarking, loop build+call on the WASM path at this batch size for
+    /// Instead of benchmarking, loop the broker path with the WASM plugin at this batch size for
     /// `--profile-secs` (to run under `perf record`).
     #[arg(long)]
     profile_size: Option<usize>,
@@ -112,6 +130,38 @@ const TOPIC: &str = "bench";
 const PLUGIN: &str = "murmur2";
 const NATIVE_PLUGIN: &str = "murmur2-native";
 const POOL_RECORDS: usize = 1 << 16;
+/// The timestamp records without one get (all bench records have one).
+const NOW: i64 = 1_700_000_000_000;
+
+// ---------------------------------------------------------------------------------------
+// Clocks
+
+/// What a timed region of part 1 counts.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Clock {
+    /// CPU time of the calling thread: excludes time spent waiting for a CPU.
+    Thread,
+    /// Wall-clock time.
+    Wall,
+}
+
+impl Clock {
+    /// Nanoseconds on this clock since an arbitrary origin.
+    fn now_ns(self) -> u64 {
+        let id = match self {
+            Clock::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
+            Clock::Wall => libc::CLOCK_MONOTONIC,
+        };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on Linux.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime({self:?}) failed");
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Records
@@ -132,13 +182,7 @@ impl Rng {
     }
 }
 
-struct Rec {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    timestamp: i64,
-}
-
-fn records(args: &Args, n: usize) -> Vec<Rec> {
+fn records(args: &Args, n: usize) -> Vec<NewRecord> {
     let (value_bytes, lo, hi) = (
         args.value_bytes,
         args.key_min,
@@ -148,41 +192,49 @@ fn records(args: &Args, n: usize) -> Vec<Rec> {
     (0..n)
         .map(|i| {
             let klen = lo + (rng.next() % (hi - lo + 1) as u64) as usize;
-            Rec {
-                key: rng.bytes(klen),
-                value: rng.bytes(value_bytes),
-                timestamp: 1_700_000_000_000 + i as i64,
+            NewRecord {
+                key: Some(Bytes::from(rng.bytes(klen))),
+                value: Some(Bytes::from(rng.bytes(value_bytes))),
+                headers: Vec::new(),
+                partition: None,
+                timestamp: Some(NOW + i as i64),
             }
         })
         .collect()
 }
 
 /// The batch starting at record `i * size` of the pool.
-fn batch(pool: &[Rec], size: usize, i: usize) -> &[Rec] {
+fn batch(pool: &[NewRecord], size: usize, i: usize) -> &[NewRecord] {
     let start = (i * size) % pool.len();
     &pool[start..start + size]
 }
 
-/// What the broker's `produce::columns` does for the records of one request.
-fn build_columns(recs: &[Rec]) -> Columns {
-    let mut b = ColumnsBuilder::new(TOPIC, -1);
-    for r in recs {
-        b.push(
-            Some(&r.key),
-            Some(&r.value),
-            &[] as &[(&str, Option<&[u8]>)],
-            r.timestamp,
-            -1,
-        );
-    }
-    b.build()
+/// The columns the broker hands a partitioner for these records (`produce::columns`).
+fn build_columns(recs: &[NewRecord]) -> Columns {
+    let all: Vec<usize> = (0..recs.len()).collect();
+    columns(TOPIC, recs, &all, NOW)
 }
 
-/// The broker's built-in choice (`choose_partitions` without a plugin).
-fn builtin(recs: &[Rec], partitions: u32) -> Vec<u32> {
+/// Topic settings: the built-in murmur2 (`None`) or the named partitioner plugin.
+fn settings(plugin: Option<&str>) -> TopicSettings {
+    let mut overrides = std::collections::BTreeMap::new();
+    if let Some(plugin) = plugin {
+        overrides.insert("partitioner".to_string(), plugin.to_string());
+    }
+    resolve(&LogDefaults::default(), &overrides)
+}
+
+/// The murmur2 of every key, nothing else: the floor of every path.
+fn hash_only(recs: &[NewRecord], partitions: u32) -> Vec<u32> {
     recs.iter()
-        .map(|r| partition_for_key(&r.key, partitions))
+        .map(|r| partition_for_key(r.key.as_deref().expect("keyed"), partitions))
         .collect()
+}
+
+/// What the broker does for a request's records: `choose_partitions` for a topic with
+/// `settings`.
+fn broker(plugins: &Plugins, settings: &TopicSettings, recs: &[NewRecord], n: u32) -> Vec<i32> {
+    choose_partitions(plugins, TOPIC, settings, recs, n, NOW).expect("partitioning")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -226,6 +278,7 @@ fn fmt_stat(values: &[f64], digits: usize) -> String {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path_ {
+    Hash,
     Builtin,
     Wasm,
     NativeAbi,
@@ -234,6 +287,7 @@ enum Path_ {
 impl Path_ {
     fn name(self) -> &'static str {
         match self {
+            Path_::Hash => "hash",
             Path_::Builtin => "builtin",
             Path_::Wasm => "wasm",
             Path_::NativeAbi => "native-abi",
@@ -243,69 +297,90 @@ impl Path_ {
         match self {
             Path_::Wasm => PLUGIN,
             Path_::NativeAbi => NATIVE_PLUGIN,
-            Path_::Builtin => unreachable!(),
+            Path_::Hash | Path_::Builtin => unreachable!(),
         }
     }
 }
 
-/// Nanoseconds per record for (call, build+call) of one path at one size.
+/// Nanoseconds per record for (call, broker) of one path at one size.
 fn measure(
     plugins: &Plugins,
+    clock: Clock,
     path: Path_,
-    pool: &[Rec],
+    pool: &[NewRecord],
     size: usize,
     calls: usize,
     partitions: u32,
 ) -> (f64, f64) {
     let records = (calls * size) as f64;
-    if path == Path_::Builtin {
-        let t = Instant::now();
+    if path == Path_::Hash {
+        let t = clock.now_ns();
         for i in 0..calls {
-            black_box(builtin(black_box(batch(pool, size, i)), partitions));
+            black_box(hash_only(black_box(batch(pool, size, i)), partitions));
         }
-        let ns = t.elapsed().as_nanos() as f64 / records;
+        let ns = (clock.now_ns() - t) as f64 / records;
+        return (ns, ns);
+    }
+    if path == Path_::Builtin {
+        let settings = settings(None);
+        let t = clock.now_ns();
+        for i in 0..calls {
+            black_box(broker(
+                plugins,
+                &settings,
+                black_box(batch(pool, size, i)),
+                partitions,
+            ));
+        }
+        let ns = (clock.now_ns() - t) as f64 / records;
         return (ns, ns);
     }
     let name = path.plugin();
     // call only: columns prepared in chunks outside the timed region.
     let chunk = (POOL_RECORDS / size).max(1);
-    let mut call = Duration::ZERO;
+    let mut call = 0;
     let mut i = 0;
     while i < calls {
         let n = chunk.min(calls - i);
         let prepared: Vec<Columns> = (i..i + n)
             .map(|j| build_columns(batch(pool, size, j)))
             .collect();
-        let t = Instant::now();
+        let t = clock.now_ns();
         for columns in prepared {
             black_box(plugins.partition(name, columns, partitions).expect("call"));
         }
-        call += t.elapsed();
+        call += clock.now_ns() - t;
         i += n;
     }
-    // build+call.
-    let t = Instant::now();
+    // The broker's path: columns from the records, then the call.
+    let settings = settings(Some(name));
+    let t = clock.now_ns();
     for i in 0..calls {
-        let columns = build_columns(batch(pool, size, i));
-        black_box(plugins.partition(name, columns, partitions).expect("call"));
+        black_box(broker(plugins, &settings, batch(pool, size, i), partitions));
     }
-    let both = t.elapsed();
-    (
-        call.as_nanos() as f64 / records,
-        both.as_nanos() as f64 / records,
-    )
+    let both = clock.now_ns() - t;
+    (call as f64 / records, both as f64 / records)
 }
 
-fn check_agreement(plugins: &Plugins, path: Path_, pool: &[Rec], partitions: u32) {
+fn check_agreement(plugins: &Plugins, path: Path_, pool: &[NewRecord], partitions: u32) {
     for size in [1usize, 7, 256, 4096] {
         let recs = batch(pool, size, 3);
         let got = plugins
             .partition(path.plugin(), build_columns(recs), partitions)
             .unwrap_or_else(|e| panic!("{} call failed: {e}", path.name()));
+        let expected = hash_only(recs, partitions);
         assert_eq!(
             got,
-            builtin(recs, partitions),
+            expected,
             "{} placed records differently from the built-in murmur2",
+            path.name()
+        );
+        let via_broker = broker(plugins, &settings(Some(path.plugin())), recs, partitions);
+        let builtin = broker(plugins, &settings(None), recs, partitions);
+        assert!(
+            via_broker.iter().zip(&builtin).all(|(a, b)| a == b)
+                && builtin.iter().zip(&expected).all(|(&a, &b)| a as u32 == b),
+            "the broker placed records differently with and without {}",
             path.name()
         );
     }
@@ -360,14 +435,14 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     )
     .expect("open plugins");
     deploy_wasm(&plugins, PLUGIN, wasm);
-    let mut paths = vec![Path_::Builtin, Path_::Wasm];
+    let mut paths = vec![Path_::Hash, Path_::Builtin, Path_::Wasm];
     if let Some(so) = native_so {
         let file = so.file_name().unwrap().to_str().unwrap();
         deploy_native(&plugins, NATIVE_PLUGIN, file);
         paths.push(Path_::NativeAbi);
     }
     let pool = records(args, POOL_RECORDS);
-    for &p in &paths[1..] {
+    for &p in &paths[2..] {
         check_agreement(&plugins, p, &pool, args.partitions);
     }
     eprintln!("plugin placements equal the built-in murmur2's (checked at sizes 1, 7, 256, 4096)");
@@ -377,6 +452,7 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
         for &p in &paths {
             measure(
                 &plugins,
+                args.clock,
                 p,
                 &pool,
                 size,
@@ -395,6 +471,7 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
             for (pi, &p) in paths.iter().enumerate() {
                 let (c, b) = measure(
                     &plugins,
+                    args.clock,
                     p,
                     &pool,
                     size,
@@ -415,41 +492,48 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
 
     println!();
     println!(
-        "## Partitioning cost, ns/record — median (min–max) of {} runs; {} partitions; keys {}–{} random bytes, values {} B, no headers",
+        "## Partitioning cost, ns/record ({} clock) — median (min–max) of {} runs; {} partitions; keys {}–{} random bytes, values {} B, no headers",
+        match args.clock { Clock::Thread => "thread CPU", Clock::Wall => "wall" },
         args.runs, args.partitions, args.key_min, args.key_max, args.value_bytes
     );
     println!();
-    println!("`call`: plugins.partition() only, Columns built beforehand. `build+call`: ColumnsBuilder over the records + the call. `builtin`: partition_for_key over the keys into a Vec (no columns).");
+    println!("`hash`: murmur2_partition over the keys into a Vec, nothing else. `builtin`: the broker's choose_partitions for a topic without a plugin. `call`: plugins.partition() only, columns built beforehand. `broker`: choose_partitions for a topic with the plugin (columns from the records + the call). Ratios, per run then median: call ÷ hash, broker ÷ builtin.");
     println!();
-    let mut header = String::from("| batch | builtin |");
-    let mut rule = String::from("|---:|---:|");
-    for &p in &paths[1..] {
+    let mut header = String::from("| batch | hash | builtin |");
+    let mut rule = String::from("|---:|---:|---:|");
+    for &p in &paths[2..] {
         header += &format!(
-            " {0} call | {0} build+call | ×builtin (call / build+call) |",
+            " {0} call | {0} broker | call ÷ hash / broker ÷ builtin |",
             p.name()
         );
         rule += "---:|---:|---:|";
     }
-    header += " target ≤2x & ≤15 ns (wasm build+call) |";
+    header += " wasm targets ≤2x & ≤15 ns (call; broker) |";
     rule += "---|";
     println!("{header}\n{rule}");
 
+    const HASH: usize = 0;
+    const BUILTIN: usize = 1;
     let mut rows = Vec::new();
     for (si, &size) in args.sizes.iter().enumerate() {
-        let mut line = format!("| {size} | {} |", fmt_stat(&call[0][si], 1));
+        let mut line = format!(
+            "| {size} | {} | {} |",
+            fmt_stat(&call[0][si], 1),
+            fmt_stat(&call[BUILTIN][si], 1)
+        );
         let mut row = json!({
             "batch": size,
             "calls_per_run": calls_for(args, size),
-            "builtin_ns_per_record": stat_json(&call[0][si]),
+            "hash_ns_per_record": stat_json(&call[0][si]),
+            "builtin_ns_per_record": stat_json(&call[BUILTIN][si]),
         });
-        let mut wasm_ratio_both = f64::NAN;
-        let mut wasm_both = f64::NAN;
-        for (pi, &p) in paths.iter().enumerate().skip(1) {
+        let mut wasm = None;
+        for (pi, &p) in paths.iter().enumerate().skip(2) {
             let rc: Vec<f64> = (0..args.runs)
-                .map(|r| call[pi][si][r] / call[0][si][r])
+                .map(|r| call[pi][si][r] / call[HASH][si][r])
                 .collect();
             let rb: Vec<f64> = (0..args.runs)
-                .map(|r| both[pi][si][r] / call[0][si][r])
+                .map(|r| both[pi][si][r] / call[BUILTIN][si][r])
                 .collect();
             line += &format!(
                 " {} | {} | {:.2}x / {:.2}x |",
@@ -460,27 +544,30 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
             );
             row[p.name()] = json!({
                 "call_ns_per_record": stat_json(&call[pi][si]),
-                "build_call_ns_per_record": stat_json(&both[pi][si]),
-                "ratio_call_to_builtin": stat_json(&rc),
-                "ratio_build_call_to_builtin": stat_json(&rb),
+                "broker_ns_per_record": stat_json(&both[pi][si]),
+                "ratio_call_to_hash": stat_json(&rc),
+                "ratio_broker_to_builtin": stat_json(&rb),
             });
             if p == Path_::Wasm {
-                wasm_ratio_both = stat(&rb).median;
-                wasm_both = stat(&both[pi][si]).median;
+                wasm = Some([
+                    (stat(&rc).median, stat(&call[pi][si]).median),
+                    (stat(&rb).median, stat(&both[pi][si]).median),
+                ]);
             }
         }
-        let mark = if size >= 256 {
-            let ok_ratio = wasm_ratio_both <= 2.0;
-            let ok_abs = wasm_both <= 15.0;
-            format!(
-                "{} ratio {:.1}x, {} {:.1} ns",
-                if ok_ratio { "✓" } else { "✗" },
-                wasm_ratio_both,
-                if ok_abs { "✓" } else { "✗" },
-                wasm_both
-            )
-        } else {
-            "(no target below 256)".into()
+        let mark = match wasm {
+            Some(regions) if size >= 256 => regions
+                .iter()
+                .map(|&(ratio, ns)| {
+                    format!(
+                        "{} {ratio:.2}x {} {ns:.1} ns",
+                        if ratio <= 2.0 { "✓" } else { "✗" },
+                        if ns <= 15.0 { "✓" } else { "✗" },
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => "(no target below 256)".into(),
         };
         line += &format!(" {mark} |");
         println!("{line}");
@@ -500,8 +587,8 @@ fn part_partition(args: &Args, wasm: &[u8], native_so: Option<&Path>) -> Value {
     };
     let n = args.sizes.len();
     for (pi, &p) in paths.iter().enumerate() {
-        for (region, data) in [("call", &call), ("build+call", &both)] {
-            if p == Path_::Builtin && region == "build+call" || n < 2 {
+        for (region, data) in [("call", &call), ("broker", &both)] {
+            if matches!(p, Path_::Hash | Path_::Builtin) && region == "broker" || n < 2 {
                 continue;
             }
             let fixed = args
@@ -677,16 +764,13 @@ fn profile_loop(args: &Args, wasm: &[u8], size: usize) {
     deploy_wasm(&plugins, PLUGIN, wasm);
     let pool = records(args, POOL_RECORDS);
     let deadline = Instant::now() + Duration::from_secs_f64(args.profile_secs);
+    let settings = settings(Some(PLUGIN));
     let mut calls = 0usize;
     let t = Instant::now();
     while Instant::now() < deadline {
         for _ in 0..64 {
-            let columns = build_columns(batch(&pool, size, calls));
-            black_box(
-                plugins
-                    .partition(PLUGIN, columns, args.partitions)
-                    .expect("call"),
-            );
+            let recs = batch(&pool, size, calls);
+            black_box(broker(&plugins, &settings, recs, args.partitions));
             calls += 1;
         }
     }

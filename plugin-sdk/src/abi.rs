@@ -146,9 +146,9 @@ pub struct QuiverBatch {
     pub topic_len: usize,
     /// Batch-level partition, -1 when none is chosen.
     pub partition: i32,
-    /// Number of records: the length of every per-record column.
+    /// Number of records: the length of `offsets` and `timestamps`.
     pub count: usize,
-    /// Number of headers over all records: the length of every per-header column.
+    /// Number of headers over all records: half the length of `header_ends`.
     pub header_total: usize,
     /// `offsets[count]`.
     pub offsets: *const i64,
@@ -158,42 +158,19 @@ pub struct QuiverBatch {
     pub timestamps: *const i64,
     /// Entries at `timestamps`.
     pub timestamps_len: usize,
-    /// `key_lengths[count]`, -1 = null.
-    pub key_lengths: *const i32,
-    /// Entries at `key_lengths`.
-    pub key_lengths_len: usize,
-    /// Key bytes.
-    pub keys: *const u8,
-    /// Bytes at `keys`.
-    pub keys_len: usize,
-    /// `value_lengths[count]`, -1 = null.
-    pub value_lengths: *const i32,
-    /// Entries at `value_lengths`.
-    pub value_lengths_len: usize,
-    /// Value bytes.
-    pub values: *const u8,
-    /// Bytes at `values`.
-    pub values_len: usize,
-    /// `header_counts[count]`.
-    pub header_counts: *const u32,
-    /// Entries at `header_counts`.
-    pub header_counts_len: usize,
-    /// `header_key_lengths[header_total]`.
-    pub header_key_lengths: *const u32,
-    /// Entries at `header_key_lengths`.
-    pub header_key_lengths_len: usize,
-    /// Header key bytes.
-    pub header_keys: *const u8,
-    /// Bytes at `header_keys`.
-    pub header_keys_len: usize,
-    /// `header_value_lengths[header_total]`, -1 = null.
-    pub header_value_lengths: *const i32,
-    /// Entries at `header_value_lengths`.
-    pub header_value_lengths_len: usize,
-    /// Header value bytes.
-    pub header_values: *const u8,
-    /// Bytes at `header_values`.
-    pub header_values_len: usize,
+    /// `ends[3 * count]`: per record, key end, value end ([`crate::columns::NULL`] for
+    /// null) and headers so far.
+    pub ends: *const u32,
+    /// Entries at `ends`.
+    pub ends_len: usize,
+    /// `header_ends[2 * header_total]`: per header, key end and value end.
+    pub header_ends: *const u32,
+    /// Entries at `header_ends`.
+    pub header_ends_len: usize,
+    /// Every key, value and header, back to back.
+    pub data: *const u8,
+    /// Bytes at `data`.
+    pub data_len: usize,
 }
 
 impl QuiverBatch {
@@ -205,29 +182,17 @@ impl QuiverBatch {
             topic_len: columns.topic.len(),
             partition: columns.partition,
             count: columns.offsets.len(),
-            header_total: columns.header_key_lengths.len(),
+            header_total: columns.header_ends.len() / 2,
             offsets: columns.offsets.as_ptr(),
             offsets_len: columns.offsets.len(),
             timestamps: columns.timestamps.as_ptr(),
             timestamps_len: columns.timestamps.len(),
-            key_lengths: columns.key_lengths.as_ptr(),
-            key_lengths_len: columns.key_lengths.len(),
-            keys: columns.keys.as_ptr(),
-            keys_len: columns.keys.len(),
-            value_lengths: columns.value_lengths.as_ptr(),
-            value_lengths_len: columns.value_lengths.len(),
-            values: columns.values.as_ptr(),
-            values_len: columns.values.len(),
-            header_counts: columns.header_counts.as_ptr(),
-            header_counts_len: columns.header_counts.len(),
-            header_key_lengths: columns.header_key_lengths.as_ptr(),
-            header_key_lengths_len: columns.header_key_lengths.len(),
-            header_keys: columns.header_keys.as_ptr(),
-            header_keys_len: columns.header_keys.len(),
-            header_value_lengths: columns.header_value_lengths.as_ptr(),
-            header_value_lengths_len: columns.header_value_lengths.len(),
-            header_values: columns.header_values.as_ptr(),
-            header_values_len: columns.header_values.len(),
+            ends: columns.ends.as_ptr(),
+            ends_len: columns.ends.len(),
+            header_ends: columns.header_ends.as_ptr(),
+            header_ends_len: columns.header_ends.len(),
+            data: columns.data.as_ptr(),
+            data_len: columns.data.len(),
         }
     }
 
@@ -250,21 +215,9 @@ impl QuiverBatch {
                 partition: self.partition,
                 offsets: slice_or_empty(self.offsets, self.offsets_len),
                 timestamps: slice_or_empty(self.timestamps, self.timestamps_len),
-                key_lengths: slice_or_empty(self.key_lengths, self.key_lengths_len),
-                keys: slice_or_empty(self.keys, self.keys_len),
-                value_lengths: slice_or_empty(self.value_lengths, self.value_lengths_len),
-                values: slice_or_empty(self.values, self.values_len),
-                header_counts: slice_or_empty(self.header_counts, self.header_counts_len),
-                header_key_lengths: slice_or_empty(
-                    self.header_key_lengths,
-                    self.header_key_lengths_len,
-                ),
-                header_keys: slice_or_empty(self.header_keys, self.header_keys_len),
-                header_value_lengths: slice_or_empty(
-                    self.header_value_lengths,
-                    self.header_value_lengths_len,
-                ),
-                header_values: slice_or_empty(self.header_values, self.header_values_len),
+                ends: slice_or_empty(self.ends, self.ends_len),
+                header_ends: slice_or_empty(self.header_ends, self.header_ends_len),
+                data: slice_or_empty(self.data, self.data_len),
             }
         }
     }
@@ -311,7 +264,7 @@ mod tests {
         let raw = QuiverBatch::from_columns(&Columns::empty("t", -1));
         let raw = QuiverBatch {
             offsets: std::ptr::null(),
-            keys: std::ptr::null(),
+            data: std::ptr::null(),
             ..raw
         };
         // SAFETY: every length is zero.

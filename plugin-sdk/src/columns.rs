@@ -8,16 +8,24 @@
 //!
 //! # Design
 //!
-//! Records cross the sandbox boundary as a handful of flat buffers because a list of
-//! records with nested lists costs a guest allocation per element. Plugin code never sees
-//! that layout: [`Batch`] is a borrowed view over the columns and [`Batch::iter`] yields
-//! [`Record`] views. The iterator keeps running cursors into the key, value and header
-//! buffers, so walking a batch allocates nothing and each record costs a few additions.
+//! Records cross the sandbox boundary as five flat lists because every list costs a
+//! guest allocation and a host-to-guest call to fill it: a batch pays that five times,
+//! however many records it carries. Every key, value and header lives in one byte buffer,
+//! `data`; per record, `ends` says where its key and value end and how many headers it
+//! has, and per header `header_ends` says where its key and value end. Each field starts
+//! where the one before it ended, so no start is stored. A null key or value has the end
+//! [`NULL`] and occupies no bytes.
+//!
+//! Plugin code never sees that layout: [`Batch`] is a borrowed view over the columns and
+//! [`Batch::iter`] yields [`Record`] views. The iterator keeps a running cursor into
+//! `data`, so walking a batch allocates nothing and each record costs a few loads.
 //!
 //! ```text
-//!  key_lengths:  [  3,  -1,   2 ]          -1 = null
-//!  keys:         [ a b c | d e ]           record 0 owns "abc", record 1 none, record 2 "de"
-//!  header_counts:[  1,   0,   2 ]          record 0 owns header 0, record 2 headers 1..3
+//!  record 0: key "k1", value "v1", header "h" = "x"      record 1: null key, value "v2"
+//!
+//!  data:        k 1 v 1 h x v 2
+//!  ends:        [ 2, 4, 1,   NULL, 8, 1 ]    key end, value end, headers so far
+//!  header_ends: [ 5, 6 ]                      key end, value end of each header
 //! ```
 //!
 //! This module has no dependencies beyond `std` and compiles on every target, so the host
@@ -42,14 +50,19 @@
 
 use std::fmt;
 
+/// The end that marks a null key or value (`0xffffffff`); a null field occupies no bytes
+/// of `data`. Header keys are never null.
+pub const NULL: u32 = u32::MAX;
+
 /// Why a batch's columns do not describe a well-formed batch.
 ///
-/// Every variant names the column at fault so a plugin author (or the operator reading
-/// `quiver plugin describe`) can tell which part of a returned batch was wrong.
+/// Every variant names the column (and entry) at fault so a plugin author (or the
+/// operator reading `quiver plugin describe`) can tell which part of a returned batch was
+/// wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ColumnsError {
-    /// A per-record (or per-header) column has a different number of entries than the
-    /// batch has records (or headers).
+    /// A column has a different number of entries than the batch's records (or headers)
+    /// imply.
     #[error("column `{column}` has {actual} entries, expected {expected}")]
     LengthMismatch {
         /// The column with the wrong number of entries.
@@ -59,24 +72,48 @@ pub enum ColumnsError {
         /// Entries present.
         actual: usize,
     },
-    /// A length column holds a negative value other than -1 (null).
-    #[error("column `{column}` entry {index} is {length}; lengths are -1 (null) or non-negative")]
-    InvalidLength {
-        /// The length column.
+    /// A key or value end lies before the end of the field before it or past the end of
+    /// `data`.
+    #[error("column `{column}` entry {index} is {end}; this field ends within {start}..={limit}")]
+    InvalidEnd {
+        /// `ends` or `header_ends`.
         column: &'static str,
         /// The entry's index.
         index: usize,
-        /// The offending value.
-        length: i64,
+        /// The offending end.
+        end: u32,
+        /// Where the field starts (the end of the field before it).
+        start: usize,
+        /// The size of `data`.
+        limit: usize,
     },
-    /// The lengths of a column do not add up to the size of its byte buffer.
-    #[error("lengths in `{column}` add up to {sum} bytes but the buffer holds {buffer} bytes")]
-    BufferSizeMismatch {
-        /// The length column.
-        column: &'static str,
-        /// The sum of its non-null lengths.
-        sum: u64,
-        /// The size of the matching byte buffer.
+    /// A record's headers end (every third entry of `ends`) is below the one before it or
+    /// above the number of headers in `header_ends`.
+    #[error("column `ends` entry {index} (headers so far) is {end}; expected {start}..={limit}")]
+    InvalidHeadersEnd {
+        /// The entry's index in `ends`.
+        index: usize,
+        /// The offending value.
+        end: u32,
+        /// The previous record's headers end.
+        start: usize,
+        /// The number of headers in `header_ends`.
+        limit: usize,
+    },
+    /// A header key is marked null.
+    #[error(
+        "column `header_ends` entry {index} marks a header key null; header keys are never null"
+    )]
+    NullHeaderKey {
+        /// The entry's index in `header_ends`.
+        index: usize,
+    },
+    /// `data` holds bytes after the last field.
+    #[error("the fields end at byte {used} but `data` holds {buffer} bytes")]
+    TrailingData {
+        /// Where the last field ends.
+        used: usize,
+        /// The size of `data`.
         buffer: usize,
     },
     /// The batch-level partition is below -1.
@@ -86,10 +123,11 @@ pub enum ColumnsError {
 
 /// An owned record batch, field for field the WIT `record-batch`.
 ///
-/// A length of -1 means null. Record `i`'s key is the `key_lengths[i]` bytes of `keys`
-/// that follow the keys of records `0..i`; values likewise. Record `i` owns
-/// `header_counts[i]` consecutive headers of the flattened header columns.
-/// Build one with [`ColumnsBuilder`]; read one through [`Columns::batch`].
+/// For `n` records with `h` headers in all: `offsets` and `timestamps` have `n` entries;
+/// `ends` has three per record (key end, value end, headers so far); `header_ends` has
+/// two per header (key end, value end); `data` holds every field's bytes back to back
+/// (see the [module docs](self)). Build one with [`ColumnsBuilder`]; read one through
+/// [`Columns::batch`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     /// Topic the records belong to (or are produced to).
@@ -100,24 +138,13 @@ pub struct Columns {
     pub offsets: Vec<i64>,
     /// Timestamp of each record, milliseconds since the Unix epoch.
     pub timestamps: Vec<i64>,
-    /// Length of each record's key, -1 for a null key.
-    pub key_lengths: Vec<i32>,
-    /// Every non-null key, back to back.
-    pub keys: Vec<u8>,
-    /// Length of each record's value, -1 for a null value (a tombstone).
-    pub value_lengths: Vec<i32>,
-    /// Every non-null value, back to back.
-    pub values: Vec<u8>,
-    /// Number of headers each record owns.
-    pub header_counts: Vec<u32>,
-    /// Length of each header's key (header keys are never null).
-    pub header_key_lengths: Vec<u32>,
-    /// Every header key, back to back.
-    pub header_keys: Vec<u8>,
-    /// Length of each header's value, -1 for a null value.
-    pub header_value_lengths: Vec<i32>,
-    /// Every non-null header value, back to back.
-    pub header_values: Vec<u8>,
+    /// Per record: where its key ends, where its value ends (positions in `data`, [`NULL`]
+    /// for null), and how many headers it and the records before it carry.
+    pub ends: Vec<u32>,
+    /// Per header: where its key ends and where its value ends ([`NULL`] for null).
+    pub header_ends: Vec<u32>,
+    /// Every key, value and header, back to back.
+    pub data: Vec<u8>,
 }
 
 impl Columns {
@@ -140,9 +167,10 @@ impl Columns {
         self.offsets.is_empty()
     }
 
-    /// Checks that the columns describe a well-formed batch: every per-record column has
-    /// one entry per record, every per-header column one per header, lengths are -1 or
-    /// non-negative, and the lengths of each buffer add up to its size.
+    /// Checks that the columns describe a well-formed batch: every column has the number
+    /// of entries the records and headers imply, every field ends at or after the end of
+    /// the field before it and within `data`, the last one exactly at its end, and header
+    /// counts never decrease.
     pub fn validate(&self) -> Result<(), ColumnsError> {
         self.view().validate()
     }
@@ -161,15 +189,9 @@ impl Columns {
             partition: self.partition,
             offsets: &self.offsets,
             timestamps: &self.timestamps,
-            key_lengths: &self.key_lengths,
-            keys: &self.keys,
-            value_lengths: &self.value_lengths,
-            values: &self.values,
-            header_counts: &self.header_counts,
-            header_key_lengths: &self.header_key_lengths,
-            header_keys: &self.header_keys,
-            header_value_lengths: &self.header_value_lengths,
-            header_values: &self.header_values,
+            ends: &self.ends,
+            header_ends: &self.header_ends,
+            data: &self.data,
         }
     }
 }
@@ -177,13 +199,15 @@ impl Columns {
 /// Builds [`Columns`] one record at a time.
 ///
 /// ```
-/// use quiver_plugin_sdk::columns::ColumnsBuilder;
+/// use quiver_plugin_sdk::columns::{ColumnsBuilder, NULL};
 ///
 /// let mut builder = ColumnsBuilder::new("clicks", -1);
 /// builder.push(Some(b"user-1"), Some(b"/home"), &[("trace", None)], 10, -1);
 /// let columns = builder.build();
 /// assert_eq!(columns.len(), 1);
-/// assert_eq!(columns.header_value_lengths, [-1]);
+/// assert_eq!(columns.data, b"user-1/hometrace");
+/// assert_eq!(columns.ends, [6, 11, 1]);
+/// assert_eq!(columns.header_ends, [16, NULL]);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ColumnsBuilder {
@@ -201,13 +225,20 @@ impl ColumnsBuilder {
     /// Like [`ColumnsBuilder::new`], with room for `records` records.
     pub fn with_capacity(topic: impl Into<String>, partition: i32, records: usize) -> Self {
         let mut builder = Self::new(topic, partition);
-        let c = &mut builder.columns;
+        builder.reserve(records, 0, 0);
+        builder
+    }
+
+    /// Makes room for `records` more records carrying `headers` headers and `bytes` bytes
+    /// of keys, values and headers in all, so pushing them does not reallocate.
+    pub fn reserve(&mut self, records: usize, headers: usize, bytes: usize) -> &mut Self {
+        let c = &mut self.columns;
         c.offsets.reserve(records);
         c.timestamps.reserve(records);
-        c.key_lengths.reserve(records);
-        c.value_lengths.reserve(records);
-        c.header_counts.reserve(records);
-        builder
+        c.ends.reserve(records.saturating_mul(3));
+        c.header_ends.reserve(headers.saturating_mul(2));
+        c.data.reserve(bytes);
+        self
     }
 
     /// Sets the batch-level partition.
@@ -220,9 +251,9 @@ impl ColumnsBuilder {
     ///
     /// # Panics
     ///
-    /// If a key, value or header is longer than `i32::MAX` bytes, or a record has more
-    /// than `u32::MAX` headers; the wire format cannot describe them (Kafka itself caps
-    /// records far below that).
+    /// If the batch's keys, values and headers together exceed 4 GiB - 2 bytes, or it
+    /// carries more than `u32::MAX` headers; the layout cannot describe them (and a
+    /// plugin instance's memory could not hold them).
     pub fn push<H: AsRef<[u8]>>(
         &mut self,
         key: Option<&[u8]>,
@@ -231,50 +262,55 @@ impl ColumnsBuilder {
         timestamp: i64,
         offset: i64,
     ) -> &mut Self {
+        self.push_with(
+            key,
+            value,
+            headers.iter().map(|(name, value)| (name.as_ref(), *value)),
+            timestamp,
+            offset,
+        )
+    }
+
+    /// [`ColumnsBuilder::push`] with the headers from any iterator of (key, value)
+    /// pairs, so records held in another type need no intermediate slice.
+    ///
+    /// # Panics
+    ///
+    /// As [`ColumnsBuilder::push`].
+    pub fn push_with<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+        timestamp: i64,
+        offset: i64,
+    ) -> &mut Self {
         let c = &mut self.columns;
         c.offsets.push(offset);
         c.timestamps.push(timestamp);
-        c.key_lengths.push(push_nullable(&mut c.keys, key, "key"));
-        c.value_lengths
-            .push(push_nullable(&mut c.values, value, "value"));
-        c.header_counts
-            .push(u32::try_from(headers.len()).expect("a record has at most u32::MAX headers"));
+        let key_end = append(&mut c.data, key);
+        let value_end = append(&mut c.data, value);
         for (name, value) in headers {
-            let name = name.as_ref();
-            c.header_key_lengths
-                .push(u32::try_from(name.len()).expect("a header key is at most u32::MAX bytes"));
-            c.header_keys.extend_from_slice(name);
-            c.header_value_lengths.push(push_nullable(
-                &mut c.header_values,
-                *value,
-                "header value",
-            ));
+            let name_end = append(&mut c.data, Some(name));
+            let value_end = append(&mut c.data, value);
+            c.header_ends.extend([name_end, value_end]);
         }
+        let headers_end =
+            u32::try_from(c.header_ends.len() / 2).expect("a batch has at most u32::MAX headers");
+        c.ends.extend([key_end, value_end, headers_end]);
         self
     }
 
     /// Appends a copy of `record` (its key, value, headers, timestamp and offset), e.g.
     /// to forward a record unchanged from a transform.
     pub fn push_record(&mut self, record: &Record<'_>) -> &mut Self {
-        let c = &mut self.columns;
-        c.offsets.push(record.offset());
-        c.timestamps.push(record.timestamp());
-        c.key_lengths.push(record.key_length);
-        if let Some(key) = record.key() {
-            c.keys.extend_from_slice(key);
-        }
-        c.value_lengths.push(record.value_length);
-        if let Some(value) = record.value() {
-            c.values.extend_from_slice(value);
-        }
-        c.header_counts.push(record.header_key_lengths.len() as u32);
-        c.header_key_lengths
-            .extend_from_slice(record.header_key_lengths);
-        c.header_keys.extend_from_slice(record.header_keys);
-        c.header_value_lengths
-            .extend_from_slice(record.header_value_lengths);
-        c.header_values.extend_from_slice(record.header_values);
-        self
+        self.push_with(
+            record.key(),
+            record.value(),
+            record.headers(),
+            record.timestamp(),
+            record.offset(),
+        )
     }
 
     /// Records pushed so far.
@@ -293,15 +329,19 @@ impl ColumnsBuilder {
     }
 }
 
-fn push_nullable(buffer: &mut Vec<u8>, bytes: Option<&[u8]>, what: &str) -> i32 {
-    match bytes {
-        None => -1,
-        Some(bytes) => {
-            let len = i32::try_from(bytes.len())
-                .unwrap_or_else(|_| panic!("a record {what} is at most i32::MAX bytes"));
-            buffer.extend_from_slice(bytes);
-            len
-        }
+/// Appends `bytes` (if any) to `data` and returns the field's end, or [`NULL`].
+#[inline]
+fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> u32 {
+    let Some(bytes) = bytes else {
+        return NULL;
+    };
+    data.extend_from_slice(bytes);
+    match u32::try_from(data.len()) {
+        Ok(end) if end != NULL => end,
+        _ => panic!(
+            "a batch holds at most {} bytes of keys, values and headers",
+            NULL - 1
+        ),
     }
 }
 
@@ -316,15 +356,9 @@ pub struct Batch<'a> {
     pub(crate) partition: i32,
     pub(crate) offsets: &'a [i64],
     pub(crate) timestamps: &'a [i64],
-    pub(crate) key_lengths: &'a [i32],
-    pub(crate) keys: &'a [u8],
-    pub(crate) value_lengths: &'a [i32],
-    pub(crate) values: &'a [u8],
-    pub(crate) header_counts: &'a [u32],
-    pub(crate) header_key_lengths: &'a [u32],
-    pub(crate) header_keys: &'a [u8],
-    pub(crate) header_value_lengths: &'a [i32],
-    pub(crate) header_values: &'a [u8],
+    pub(crate) ends: &'a [u32],
+    pub(crate) header_ends: &'a [u32],
+    pub(crate) data: &'a [u8],
 }
 
 impl fmt::Debug for Batch<'_> {
@@ -363,7 +397,7 @@ impl<'a> Batch<'a> {
 
     /// Number of headers over all records.
     pub fn header_total(&self) -> usize {
-        self.header_key_lengths.len()
+        self.header_ends.len() / 2
     }
 
     /// The records, in order.
@@ -371,11 +405,8 @@ impl<'a> Batch<'a> {
         Records {
             batch: *self,
             index: 0,
-            key_at: 0,
-            value_at: 0,
+            cursor: 0,
             header_at: 0,
-            header_key_at: 0,
-            header_value_at: 0,
         }
     }
 
@@ -386,52 +417,116 @@ impl<'a> Batch<'a> {
             partition: self.partition,
             offsets: self.offsets.to_vec(),
             timestamps: self.timestamps.to_vec(),
-            key_lengths: self.key_lengths.to_vec(),
-            keys: self.keys.to_vec(),
-            value_lengths: self.value_lengths.to_vec(),
-            values: self.values.to_vec(),
-            header_counts: self.header_counts.to_vec(),
-            header_key_lengths: self.header_key_lengths.to_vec(),
-            header_keys: self.header_keys.to_vec(),
-            header_value_lengths: self.header_value_lengths.to_vec(),
-            header_values: self.header_values.to_vec(),
+            ends: self.ends.to_vec(),
+            header_ends: self.header_ends.to_vec(),
+            data: self.data.to_vec(),
         }
     }
 
     /// Checks the same invariants as [`Columns::validate`].
     pub fn validate(&self) -> Result<(), ColumnsError> {
+        if self.is_well_formed() {
+            Ok(())
+        } else {
+            self.find_fault()
+        }
+    }
+
+    /// The check every call pays: one pass with no data-dependent branches for records
+    /// without headers. Whether the batch is well formed, without saying why not.
+    #[inline]
+    fn is_well_formed(&self) -> bool {
+        let records = self.offsets.len();
+        if self.partition < -1 || self.timestamps.len() != records || self.ends.len() != records * 3
+        {
+            return false;
+        }
+        let headers = self.ends.last().map_or(0, |&n| n as usize);
+        if self.header_ends.len() != headers.saturating_mul(2) {
+            return false;
+        }
+        // Every end must be at or after the cursor (null ends leave it in place); then the
+        // last end is the largest, and it must be `data`'s length.
+        let mut cursor = 0usize;
+        let mut header_at = 0usize;
+        let mut bad = false;
+        for record in self.ends.chunks_exact(3) {
+            for &end in &record[..2] {
+                let at = if end == NULL { cursor } else { end as usize };
+                bad |= at < cursor;
+                cursor = at;
+            }
+            let headers_end = record[2] as usize;
+            if headers_end != header_at {
+                if headers_end < header_at || headers_end > headers {
+                    return false;
+                }
+                for header in self.header_ends[2 * header_at..2 * headers_end].chunks_exact(2) {
+                    bad |= header[0] == NULL || (header[0] as usize) < cursor;
+                    cursor = header[0] as usize;
+                    let at = if header[1] == NULL {
+                        cursor
+                    } else {
+                        header[1] as usize
+                    };
+                    bad |= at < cursor;
+                    cursor = at;
+                }
+                header_at = headers_end;
+            }
+        }
+        !bad && cursor == self.data.len()
+    }
+
+    /// The detailed check behind [`Batch::validate`]: the first fault, by column and entry.
+    #[cold]
+    fn find_fault(&self) -> Result<(), ColumnsError> {
         if self.partition < -1 {
             return Err(ColumnsError::InvalidPartition(self.partition));
         }
         let records = self.offsets.len();
         expect_len("timestamps", records, self.timestamps.len())?;
-        expect_len("key_lengths", records, self.key_lengths.len())?;
-        expect_len("value_lengths", records, self.value_lengths.len())?;
-        expect_len("header_counts", records, self.header_counts.len())?;
-        check_nullable_lengths("key_lengths", self.key_lengths, self.keys.len())?;
-        check_nullable_lengths("value_lengths", self.value_lengths, self.values.len())?;
-        let headers: u64 = self.header_counts.iter().map(|&n| u64::from(n)).sum();
-        // A count that does not fit in usize cannot match any column length.
-        let headers = usize::try_from(headers).unwrap_or(usize::MAX);
-        expect_len("header_key_lengths", headers, self.header_key_lengths.len())?;
+        // `records` entries of 8 bytes exist, so three times as many cannot overflow.
+        expect_len("ends", records * 3, self.ends.len())?;
+        let headers = self.ends.last().map_or(0, |&n| n as usize);
         expect_len(
-            "header_value_lengths",
-            headers,
-            self.header_value_lengths.len(),
+            "header_ends",
+            headers.saturating_mul(2),
+            self.header_ends.len(),
         )?;
-        let key_bytes: u64 = self.header_key_lengths.iter().map(|&n| u64::from(n)).sum();
-        if key_bytes != self.header_keys.len() as u64 {
-            return Err(ColumnsError::BufferSizeMismatch {
-                column: "header_key_lengths",
-                sum: key_bytes,
-                buffer: self.header_keys.len(),
+        let limit = self.data.len();
+        let mut cursor = 0usize;
+        let mut header_at = 0usize;
+        for (i, record) in self.ends.chunks_exact(3).enumerate() {
+            cursor = check_end("ends", 3 * i, record[0], cursor, limit)?;
+            cursor = check_end("ends", 3 * i + 1, record[1], cursor, limit)?;
+            let headers_end = record[2] as usize;
+            if headers_end < header_at || headers_end > headers {
+                return Err(ColumnsError::InvalidHeadersEnd {
+                    index: 3 * i + 2,
+                    end: record[2],
+                    start: header_at,
+                    limit: headers,
+                });
+            }
+            let owned = &self.header_ends[2 * header_at..2 * headers_end];
+            for (j, header) in owned.chunks_exact(2).enumerate() {
+                let index = 2 * (header_at + j);
+                if header[0] == NULL {
+                    return Err(ColumnsError::NullHeaderKey { index });
+                }
+                cursor = check_end("header_ends", index, header[0], cursor, limit)?;
+                cursor = check_end("header_ends", index + 1, header[1], cursor, limit)?;
+            }
+            header_at = headers_end;
+        }
+        if cursor != limit {
+            return Err(ColumnsError::TrailingData {
+                used: cursor,
+                buffer: limit,
             });
         }
-        check_nullable_lengths(
-            "header_value_lengths",
-            self.header_value_lengths,
-            self.header_values.len(),
-        )
+        Ok(())
     }
 }
 
@@ -447,34 +542,30 @@ fn expect_len(column: &'static str, expected: usize, actual: usize) -> Result<()
     }
 }
 
-fn check_nullable_lengths(
+/// Checks one nullable end against the field's start and the size of `data`; returns
+/// where the next field starts.
+#[inline]
+fn check_end(
     column: &'static str,
-    lengths: &[i32],
-    buffer: usize,
-) -> Result<(), ColumnsError> {
-    let mut sum: u64 = 0;
-    for (index, &length) in lengths.iter().enumerate() {
-        match length {
-            -1 => {}
-            0.. => sum += length as u64,
-            _ => {
-                return Err(ColumnsError::InvalidLength {
-                    column,
-                    index,
-                    length: i64::from(length),
-                })
-            }
-        }
+    index: usize,
+    end: u32,
+    start: usize,
+    limit: usize,
+) -> Result<usize, ColumnsError> {
+    if end == NULL {
+        return Ok(start);
     }
-    if sum == buffer as u64 {
-        Ok(())
-    } else {
-        Err(ColumnsError::BufferSizeMismatch {
+    let at = end as usize;
+    if at < start || at > limit {
+        return Err(ColumnsError::InvalidEnd {
             column,
-            sum,
-            buffer,
-        })
+            index,
+            end,
+            start,
+            limit,
+        });
     }
+    Ok(at)
 }
 
 impl<'a> IntoIterator for &Batch<'a> {
@@ -497,35 +588,27 @@ impl<'a> IntoIterator for Batch<'a> {
 
 /// Iterator over the records of a [`Batch`].
 ///
-/// Keeps one cursor per buffer, so each step is a few additions and slice splits. On a
-/// batch that fails [`Batch::validate`] (only reachable through the unsafe native ABI)
-/// out-of-range slices read as empty rather than panicking.
+/// Keeps a cursor into `data` and one into the headers, so each step is a few loads and
+/// slice splits. On a batch that fails [`Batch::validate`] (only reachable through the
+/// unsafe native ABI) out-of-range fields read as empty rather than panicking.
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
     batch: Batch<'a>,
     index: usize,
-    key_at: usize,
-    value_at: usize,
+    cursor: usize,
     header_at: usize,
-    header_key_at: usize,
-    header_value_at: usize,
 }
 
-/// Splits `len` bytes (or none, for -1) off `buffer` at `*at`, advancing the cursor.
+/// The field ending at `end` (none for [`NULL`]), which starts at `*cursor`; advances the
+/// cursor past it.
 #[inline]
-fn take_nullable<'a>(buffer: &'a [u8], at: &mut usize, len: i32) -> Option<&'a [u8]> {
-    if len < 0 {
+fn take<'a>(data: &'a [u8], cursor: &mut usize, end: u32) -> Option<&'a [u8]> {
+    if end == NULL {
         return None;
     }
-    let start = *at;
-    let end = start.saturating_add(len as usize);
-    *at = end;
-    Some(buffer.get(start..end).unwrap_or_default())
-}
-
-#[inline]
-fn sub<T>(slice: &[T], start: usize, end: usize) -> &[T] {
-    slice.get(start..end).unwrap_or_default()
+    let start = *cursor;
+    *cursor = end as usize;
+    Some(data.get(start..end as usize).unwrap_or_default())
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -538,48 +621,34 @@ impl<'a> Iterator for Records<'a> {
         let offset = *b.offsets.get(i)?;
         self.index += 1;
         let timestamp = b.timestamps.get(i).copied().unwrap_or(-1);
-        let key_length = b.key_lengths.get(i).copied().unwrap_or(-1);
-        let value_length = b.value_lengths.get(i).copied().unwrap_or(-1);
-        let key = take_nullable(b.keys, &mut self.key_at, key_length);
-        let value = take_nullable(b.values, &mut self.value_at, value_length);
-
-        let count = b.header_counts.get(i).copied().unwrap_or(0) as usize;
-        let first = self.header_at;
-        let end = first.saturating_add(count);
-        self.header_at = end;
-        let header_key_lengths = sub(b.header_key_lengths, first, end);
-        let header_value_lengths = sub(b.header_value_lengths, first, end);
-        // Saturating: on a batch that failed validation the sums may be nonsense.
-        let key_bytes = header_key_lengths
-            .iter()
-            .fold(0usize, |sum, &n| sum.saturating_add(n as usize));
-        let value_bytes = header_value_lengths
-            .iter()
-            .fold(0usize, |sum, &n| sum.saturating_add(n.max(0) as usize));
-        let header_keys = sub(
-            b.header_keys,
-            self.header_key_at,
-            self.header_key_at.saturating_add(key_bytes),
-        );
-        let header_values = sub(
-            b.header_values,
-            self.header_value_at,
-            self.header_value_at.saturating_add(value_bytes),
-        );
-        self.header_key_at = self.header_key_at.saturating_add(key_bytes);
-        self.header_value_at = self.header_value_at.saturating_add(value_bytes);
-
+        let (key_end, value_end, headers_end) = match b.ends.get(3 * i..3 * i + 3) {
+            Some(&[key, value, headers]) => (key, value, headers as usize),
+            _ => (NULL, NULL, self.header_at),
+        };
+        let key = take(b.data, &mut self.cursor, key_end);
+        let value = take(b.data, &mut self.cursor, value_end);
+        let headers_start = self.cursor;
+        let header_ends = b
+            .header_ends
+            .get(self.header_at.saturating_mul(2)..headers_end.saturating_mul(2))
+            .unwrap_or_default();
+        self.header_at = headers_end;
+        // The record's last header ends where its value does, or, null, where its key does.
+        if let Some(&[key_end, value_end]) = header_ends.last_chunk::<2>() {
+            self.cursor = if value_end == NULL {
+                key_end
+            } else {
+                value_end
+            } as usize;
+        }
         Some(Record {
             offset,
             timestamp,
-            key_length,
-            value_length,
             key,
             value,
-            header_key_lengths,
-            header_value_lengths,
-            header_keys,
-            header_values,
+            data: b.data,
+            headers_start,
+            header_ends,
         })
     }
 
@@ -598,14 +667,14 @@ impl std::iter::FusedIterator for Records<'_> {}
 pub struct Record<'a> {
     offset: i64,
     timestamp: i64,
-    key_length: i32,
-    value_length: i32,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
-    header_key_lengths: &'a [u32],
-    header_value_lengths: &'a [i32],
-    header_keys: &'a [u8],
-    header_values: &'a [u8],
+    /// The batch's `data`, where the headers' bytes are.
+    data: &'a [u8],
+    /// Where the first header's key starts in `data`.
+    headers_start: usize,
+    /// The record's slice of `header_ends`.
+    header_ends: &'a [u32],
 }
 
 impl fmt::Debug for Record<'_> {
@@ -656,16 +725,15 @@ impl<'a> Record<'a> {
 
     /// Number of headers.
     pub fn header_count(&self) -> usize {
-        self.header_key_lengths.len()
+        self.header_ends.len() / 2
     }
 
     /// The headers in order, each a key and a value (`None` for a null value).
     pub fn headers(&self) -> Headers<'a> {
         Headers {
-            key_lengths: self.header_key_lengths,
-            value_lengths: self.header_value_lengths,
-            keys: self.header_keys,
-            values: self.header_values,
+            data: self.data,
+            cursor: self.headers_start,
+            ends: self.header_ends,
         }
     }
 
@@ -684,40 +752,26 @@ impl<'a> Record<'a> {
 /// Iterator over a record's headers; see [`Record::headers`].
 #[derive(Debug, Clone)]
 pub struct Headers<'a> {
-    key_lengths: &'a [u32],
-    value_lengths: &'a [i32],
-    keys: &'a [u8],
-    values: &'a [u8],
+    data: &'a [u8],
+    cursor: usize,
+    /// Two entries per header still to come: key end, value end.
+    ends: &'a [u32],
 }
 
 impl<'a> Iterator for Headers<'a> {
     type Item = (&'a [u8], Option<&'a [u8]>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (&key_len, key_lengths) = self.key_lengths.split_first()?;
-        let (&value_len, value_lengths) = self.value_lengths.split_first().unwrap_or((&-1, &[]));
-        self.key_lengths = key_lengths;
-        self.value_lengths = value_lengths;
-        let (key, keys) = self
-            .keys
-            .split_at_checked(key_len as usize)
-            .unwrap_or((self.keys, &[]));
-        self.keys = keys;
-        let value = if value_len < 0 {
-            None
-        } else {
-            let (value, values) = self
-                .values
-                .split_at_checked(value_len as usize)
-                .unwrap_or((self.values, &[]));
-            self.values = values;
-            Some(value)
-        };
+        let (&[key_end, value_end], rest) = self.ends.split_first_chunk::<2>()?;
+        self.ends = rest;
+        // A null key end only occurs in a batch that failed validation: read it as empty.
+        let key = take(self.data, &mut self.cursor, key_end).unwrap_or_default();
+        let value = take(self.data, &mut self.cursor, value_end);
         Some((key, value))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.key_lengths.len(), Some(self.key_lengths.len()))
+        (self.ends.len() / 2, Some(self.ends.len() / 2))
     }
 }
 
@@ -750,16 +804,23 @@ mod tests {
     #[test]
     fn builder_lays_out_columns_as_the_wit_record_describes() {
         let c = sample();
-        assert_eq!(c.key_lengths, [2, -1, 0]);
-        assert_eq!(c.keys, b"k0");
-        assert_eq!(c.value_lengths, [2, -1, 2]);
-        assert_eq!(c.values, b"v0v2");
-        assert_eq!(c.header_counts, [2, 0, 2]);
-        assert_eq!(c.header_key_lengths, [1, 1, 1, 1]);
-        assert_eq!(c.header_keys, b"abaa");
-        assert_eq!(c.header_value_lengths, [1, -1, 1, 1]);
-        assert_eq!(c.header_values, b"1xy");
+        assert_eq!(c.data, b"k0v0a1bv2axay");
+        assert_eq!(c.offsets, [7, 8, 9]);
+        assert_eq!(c.timestamps, [100, 101, 102]);
+        assert_eq!(c.ends, [2, 4, 2, NULL, NULL, 2, 7, 9, 4]);
+        assert_eq!(c.header_ends, [5, 6, 7, NULL, 10, 11, 12, 13]);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_wit_docs_example_is_what_the_builder_makes() {
+        let mut b = ColumnsBuilder::new("t", -1);
+        b.push(Some(b"k1"), Some(b"v1"), &[("h", Some(&b"x"[..]))], 0, -1);
+        b.push(None, Some(b"v2"), &[] as &[(&str, Option<&[u8]>)], 0, -1);
+        let c = b.build();
+        assert_eq!(c.data, b"k1v1hxv2");
+        assert_eq!(c.ends, [2, 4, 1, 4294967295, 8, 1]);
+        assert_eq!(c.header_ends, [5, 6]);
     }
 
     #[test]
@@ -771,12 +832,16 @@ mod tests {
         assert_eq!(batch.header_total(), 4);
         let records: Vec<_> = batch.iter().collect();
         assert_eq!(records[0].key(), Some(&b"k0"[..]));
+        assert_eq!(records[0].value(), Some(&b"v0"[..]));
+        assert_eq!(records[0].header_count(), 2);
+        assert_eq!(records[0].header("a"), Some(Some(&b"1"[..])));
         assert_eq!(records[0].header("b"), Some(None));
         assert_eq!(records[0].header("zz"), None);
         assert_eq!(records[1].key(), None);
         assert_eq!(records[1].value(), None);
         assert_eq!(records[1].headers().count(), 0);
         assert_eq!(records[2].key(), Some(&b""[..]));
+        assert_eq!(records[2].value(), Some(&b"v2"[..]));
         assert_eq!(
             records[2].header("a"),
             Some(Some(&b"y"[..])),
@@ -801,53 +866,103 @@ mod tests {
         );
 
         let mut c = sample();
-        c.keys.push(0);
+        c.ends.pop();
         assert_eq!(
-            c.validate(),
-            Err(ColumnsError::BufferSizeMismatch {
-                column: "key_lengths",
-                sum: 2,
-                buffer: 3
-            })
-        );
-
-        let mut c = sample();
-        c.value_lengths[1] = -2;
-        assert_eq!(
-            c.validate(),
-            Err(ColumnsError::InvalidLength {
-                column: "value_lengths",
-                index: 1,
-                length: -2
-            })
-        );
-
-        let mut c = sample();
-        c.header_counts[1] = 1;
-        assert!(matches!(
             c.validate(),
             Err(ColumnsError::LengthMismatch {
-                column: "header_key_lengths",
+                column: "ends",
+                expected: 9,
+                actual: 8
+            })
+        );
+
+        let mut c = sample();
+        c.data.push(0);
+        assert_eq!(
+            c.validate(),
+            Err(ColumnsError::TrailingData {
+                used: 13,
+                buffer: 14
+            })
+        );
+
+        // A value ending before its key does.
+        let mut c = sample();
+        c.ends[1] = 1;
+        assert_eq!(
+            c.validate(),
+            Err(ColumnsError::InvalidEnd {
+                column: "ends",
+                index: 1,
+                end: 1,
+                start: 2,
+                limit: 13
+            })
+        );
+
+        // A key running past the end of `data`.
+        let mut c = sample();
+        c.ends[6] = 14;
+        assert!(matches!(
+            c.validate(),
+            Err(ColumnsError::InvalidEnd {
+                column: "ends",
+                index: 6,
                 ..
             })
         ));
 
+        // Record 1 claiming a header of record 2: that header's bytes (after record 2's
+        // key and value) are read first, so record 2's key ends before its start.
         let mut c = sample();
-        c.header_keys.pop();
-        assert!(matches!(
+        c.ends[5] = 3;
+        assert_eq!(
             c.validate(),
-            Err(ColumnsError::BufferSizeMismatch {
-                column: "header_key_lengths",
-                ..
+            Err(ColumnsError::InvalidEnd {
+                column: "ends",
+                index: 6,
+                end: 7,
+                start: 11,
+                limit: 13
             })
-        ));
+        );
+
+        // Headers so far decreasing.
+        let mut c = sample();
+        c.ends[5] = 1;
+        assert_eq!(
+            c.validate(),
+            Err(ColumnsError::InvalidHeadersEnd {
+                index: 5,
+                end: 1,
+                start: 2,
+                limit: 4
+            })
+        );
+
+        // More headers claimed than `header_ends` holds.
+        let mut c = sample();
+        c.ends[8] = 5;
+        assert_eq!(
+            c.validate(),
+            Err(ColumnsError::LengthMismatch {
+                column: "header_ends",
+                expected: 10,
+                actual: 8
+            })
+        );
 
         let mut c = sample();
-        c.header_values.push(1);
+        c.header_ends[2] = NULL;
+        assert_eq!(c.validate(), Err(ColumnsError::NullHeaderKey { index: 2 }));
+
+        let mut c = sample();
+        c.header_ends[1] = 4;
         assert!(matches!(
             c.validate(),
-            Err(ColumnsError::BufferSizeMismatch {
-                column: "header_value_lengths",
+            Err(ColumnsError::InvalidEnd {
+                column: "header_ends",
+                index: 1,
                 ..
             })
         ));
@@ -858,16 +973,67 @@ mod tests {
         assert!(c.batch().is_err());
     }
 
+    /// The fast check and the detailed one must agree on every batch: the fast one
+    /// decides what is accepted, the detailed one only explains refusals.
+    #[test]
+    fn the_fast_check_agrees_with_the_detailed_one() {
+        let mut state = 0x5eed_u64;
+        let mut next = move |n: u64| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut c = sample();
+            // One to three random edits of any column: small values, so that many
+            // edits stay well formed.
+            for _ in 0..=next(3) {
+                let value = if next(4) == 0 { NULL } else { next(16) as u32 };
+                match next(7) {
+                    0 if !c.ends.is_empty() => {
+                        let i = next(c.ends.len() as u64) as usize;
+                        c.ends[i] = value;
+                    }
+                    1 if !c.header_ends.is_empty() => {
+                        let i = next(c.header_ends.len() as u64) as usize;
+                        c.header_ends[i] = value;
+                    }
+                    2 => c.data.truncate(next(16) as usize),
+                    3 => c.data.push(0),
+                    4 => c.ends.push(value),
+                    5 => {
+                        c.header_ends.pop();
+                    }
+                    _ => c.partition = next(3) as i32 - 2,
+                }
+            }
+            let batch = c.view();
+            let fast = batch.is_well_formed();
+            assert_eq!(fast, batch.find_fault().is_ok(), "{c:?}");
+            if fast {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
+    }
+
     #[test]
     fn inconsistent_views_never_panic() {
         let mut c = sample();
-        c.keys.clear();
-        c.header_values.clear();
-        c.header_value_lengths.pop();
+        c.data.truncate(3);
+        c.header_ends[2] = NULL;
+        c.ends[5] = 9;
+        c.ends.pop();
         let batch = c.view();
         assert!(batch.validate().is_err());
         for record in batch.iter() {
             let _ = record.key();
+            let _ = record.value();
             let _ = record.headers().count();
             let _ = record.header("a");
         }

@@ -15,25 +15,52 @@
 
 /// Kafka's MurmurHash2 variant (`org.apache.kafka.common.utils.Utils.murmur2`): 32-bit
 /// MurmurHash2 with seed `0x9747b28c`, reading the key as little-endian 4-byte blocks.
+///
+/// Written for keys of varying length, where branch mispredictions rather than
+/// arithmetic set the cost: the blocks are read 8 bytes at a time (half the loop exits
+/// to mispredict), and the 1–3 trailing bytes of a key of 4 bytes or more are taken from
+/// one 4-byte read ending at the key's last byte and multiplied in with a conditional
+/// move, not a loop. Keys of 16–32 random lengths cost ~30% less than with a
+/// byte-at-a-time tail (`host/examples/plugin_bench.rs`); the result is the same bit
+/// for bit (see the tests).
+#[inline]
 pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
 
-    // Java computes `seed ^ length` on an int; the length wraps the same way here.
-    let mut h = SEED ^ (data.len() as u32);
-    let mut blocks = data.chunks_exact(4);
-    for block in &mut blocks {
-        let mut k = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
-        k = k.wrapping_mul(M);
+    #[inline(always)]
+    fn block(h: u32, k: u32) -> u32 {
+        let mut k = k.wrapping_mul(M);
         k ^= k >> R;
         k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
+        h.wrapping_mul(M) ^ k
     }
-    let tail = blocks.remainder();
-    if !tail.is_empty() {
-        for (i, &byte) in tail.iter().enumerate() {
+
+    let len = data.len();
+    // Java computes `seed ^ length` on an int; the length wraps the same way here.
+    let mut h = SEED ^ (len as u32);
+    let mut pairs = data.chunks_exact(8);
+    for pair in &mut pairs {
+        let k = u64::from_le_bytes(pair.try_into().expect("8-byte chunk"));
+        h = block(h, k as u32);
+        h = block(h, (k >> 32) as u32);
+    }
+    let rest = pairs.remainder();
+    if let Some(k) = rest.first_chunk::<4>() {
+        h = block(h, u32::from_le_bytes(*k));
+    }
+    // The tail: the last `len % 4` bytes, little-endian, xored in, then one multiply.
+    let tail = len % 4;
+    if let Some(last) = data.last_chunk::<4>() {
+        // The last four bytes end with the tail; shifting out the bytes before it leaves
+        // the tail's little-endian value (and 0 for no tail: a shift by 32 in 64 bits).
+        let tail_bits = (u64::from(u32::from_le_bytes(*last)) >> (8 * (4 - tail))) as u32;
+        let mixed = (h ^ tail_bits).wrapping_mul(M);
+        h = if tail != 0 { mixed } else { h };
+    } else if tail != 0 {
+        // A key of 1-3 bytes: it is all tail.
+        for (i, &byte) in data.iter().enumerate() {
             h ^= u32::from(byte) << (8 * i);
         }
         h = h.wrapping_mul(M);
@@ -142,6 +169,67 @@ mod tests {
         ];
         for (key, expected) in cases {
             assert_eq!(murmur2(key.as_bytes()), expected, "murmur2({key:?})");
+        }
+    }
+
+    /// A line-by-line transliteration of the Java `Utils.murmur2`, as the reference the
+    /// faster `murmur2` must equal for every length and content.
+    fn java_murmur2(data: &[u8]) -> i32 {
+        let length = data.len() as i32;
+        let seed = 0x9747b28c_u32 as i32;
+        let m = 0x5bd1e995_i32;
+        let r = 24;
+        let mut h = seed ^ length;
+        let length4 = length / 4;
+        for i in 0..length4 {
+            let i4 = (i * 4) as usize;
+            let mut k = (data[i4] as i32 & 0xff)
+                + ((data[i4 + 1] as i32 & 0xff) << 8)
+                + ((data[i4 + 2] as i32 & 0xff) << 16)
+                + ((data[i4 + 3] as i32 & 0xff) << 24);
+            k = k.wrapping_mul(m);
+            k ^= ((k as u32) >> r) as i32;
+            k = k.wrapping_mul(m);
+            h = h.wrapping_mul(m);
+            h ^= k;
+        }
+        let base = (length & !3) as usize;
+        let tail = length % 4;
+        if tail >= 3 {
+            h ^= (data[base + 2] as i32 & 0xff) << 16;
+        }
+        if tail >= 2 {
+            h ^= (data[base + 1] as i32 & 0xff) << 8;
+        }
+        if tail >= 1 {
+            h ^= data[base] as i32 & 0xff;
+            h = h.wrapping_mul(m);
+        }
+        h ^= ((h as u32) >> 13) as i32;
+        h = h.wrapping_mul(m);
+        h ^= ((h as u32) >> 15) as i32;
+        h
+    }
+
+    #[test]
+    fn murmur2_equals_the_java_transliteration_at_every_length() {
+        // splitmix64 bytes; every length up to 200 (all block/tail combinations), with
+        // high bytes included so sign extension would show.
+        let mut state = 0x5eed_u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as u8
+        };
+        for len in 0..=200 {
+            for _ in 0..20 {
+                let key: Vec<u8> = (0..len).map(|_| next()).collect();
+                assert_eq!(murmur2(&key), java_murmur2(&key), "key {key:?}");
+            }
+            let ones = vec![0xff; len];
+            assert_eq!(murmur2(&ones), java_murmur2(&ones), "{len} bytes of 0xff");
         }
     }
 

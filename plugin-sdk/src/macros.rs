@@ -109,15 +109,9 @@ mod wasm {
                     partition: b.partition,
                     offsets: b.offsets,
                     timestamps: b.timestamps,
-                    key_lengths: b.key_lengths,
-                    keys: b.keys,
-                    value_lengths: b.value_lengths,
-                    values: b.values,
-                    header_counts: b.header_counts,
-                    header_key_lengths: b.header_key_lengths,
-                    header_keys: b.header_keys,
-                    header_value_lengths: b.header_value_lengths,
-                    header_values: b.header_values,
+                    ends: b.ends,
+                    header_ends: b.header_ends,
+                    data: b.data,
                 }
             }
 
@@ -128,15 +122,9 @@ mod wasm {
                     partition: c.partition,
                     offsets: c.offsets,
                     timestamps: c.timestamps,
-                    key_lengths: c.key_lengths,
-                    keys: c.keys,
-                    value_lengths: c.value_lengths,
-                    values: c.values,
-                    header_counts: c.header_counts,
-                    header_key_lengths: c.header_key_lengths,
-                    header_keys: c.header_keys,
-                    header_value_lengths: c.header_value_lengths,
-                    header_values: c.header_values,
+                    ends: c.ends,
+                    header_ends: c.header_ends,
+                    data: c.data,
                 }
             }
 

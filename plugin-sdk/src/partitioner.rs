@@ -6,6 +6,9 @@
 //! harness all go through it, so a plugin that passes its unit tests behaves the same
 //! inside the broker.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use crate::columns::Batch;
 use crate::config::Config;
 use crate::error::{PluginError, Result};
@@ -81,18 +84,46 @@ pub trait Partitioner {
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct RoundRobin {
-    cursors: std::collections::HashMap<String, Cursor>,
+    /// Topic name -> index into `cursors`. Hashed with FNV-1a rather than SipHash: a
+    /// batch looks its topic up once per call, and topic names are the broker's own.
+    index: HashMap<String, usize, BuildHasherDefault<Fnv1a>>,
+    cursors: Vec<Cursor>,
 }
 
 impl RoundRobin {
     /// The cursor of `topic` (allocates the topic name only on first use).
     pub fn cursor(&mut self, topic: &str) -> &mut Cursor {
-        if !self.cursors.contains_key(topic) {
-            self.cursors.insert(topic.to_owned(), Cursor::default());
+        let i = match self.index.get(topic) {
+            Some(&i) => i,
+            None => {
+                self.cursors.push(Cursor::default());
+                self.index.insert(topic.to_owned(), self.cursors.len() - 1);
+                self.cursors.len() - 1
+            }
+        };
+        &mut self.cursors[i]
+    }
+}
+
+/// 64-bit FNV-1a, for the short, trusted keys of [`RoundRobin`].
+#[derive(Debug, Clone, Copy)]
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        self.cursors
-            .get_mut(topic)
-            .expect("inserted above when missing")
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -129,7 +160,9 @@ pub fn run_partition<T: Partitioner + ?Sized>(
     }
     batch.validate()?;
     out.clear();
-    out.reserve(batch.len());
+    // Exact: the WASM glue hands `out` to the host as a boxed slice, which would
+    // reallocate a larger capacity away.
+    out.reserve_exact(batch.len());
     plugin.partition_batch(batch, partitions, out)?;
     if out.len() != batch.len() {
         return Err(PluginError::failed(format!(
@@ -197,11 +230,11 @@ mod tests {
     #[test]
     fn malformed_input_is_invalid_input() {
         let mut columns = two_records();
-        columns.keys.push(b'x');
+        columns.data.push(b'x');
         let err =
             run_partition(&mut Fixed(vec![0, 0]), &columns.view(), 2, &mut Vec::new()).unwrap_err();
         assert!(
-            matches!(&err, PluginError::InvalidInput(m) if m.contains("key_lengths")),
+            matches!(&err, PluginError::InvalidInput(m) if m.contains("`data` holds 3 bytes")),
             "{err}"
         );
     }

@@ -294,7 +294,7 @@ mod tests {
         let h = TransformHarness::<Upper>::init(&[]).unwrap();
         let outputs = h.transform(&input).unwrap();
         assert_eq!(outputs[0].topic, "upper");
-        assert_eq!(outputs[0].records.values, b"ABC");
+        assert_eq!(outputs[0].records.data, b"ABC");
 
         #[derive(Default)]
         struct Mirror;

@@ -179,7 +179,7 @@ mod tests {
         let outputs = run_transform(&mut Split, &columns.batch().unwrap()).unwrap();
         assert_eq!(outputs.len(), 2);
         assert_eq!(outputs[0].topic, "unkeyed");
-        assert_eq!(outputs[0].records.values, b"13");
+        assert_eq!(outputs[0].records.data, b"13");
         assert_eq!(outputs[0].records.partition, -1);
         assert_eq!(outputs[1].topic, "keyed");
         assert_eq!(outputs[1].records.offsets, [11]);

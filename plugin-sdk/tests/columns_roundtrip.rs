@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use quiver_plugin_sdk::abi::QuiverBatch;
-use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
+use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder, NULL};
 
 type Header = (Vec<u8>, Option<Vec<u8>>);
 
@@ -102,17 +102,31 @@ proptest! {
         assert_views_match(&native, &records);
     }
 
+    /// Validation checks well-formedness, not content: moving a boundary between two
+    /// fields of one record reads different bytes but is still a batch. Every corruption
+    /// here leaves the columns ill-formed, and each must be caught.
     #[test]
-    fn corrupting_any_length_is_caught(records in prop::collection::vec(record(), 1..20), which in 0usize..6, delta in prop_oneof![Just(-2i32), Just(1), Just(7)]) {
+    fn malformed_columns_are_caught(records in prop::collection::vec(record(), 1..20), which in 0usize..8, delta in 1u32..8) {
         let mut columns = build("t", &records);
-        let header_total = columns.header_key_lengths.len();
+        let data = columns.data.len() as u32;
+        let last = columns.ends.len() - 1;
+        let first = &records[0];
         let changed = match which {
-            0 => { columns.key_lengths[0] = columns.key_lengths[0].max(0) + delta.max(1); true }
-            1 => { columns.value_lengths[0] = if delta < 0 { -2 } else { columns.value_lengths[0].max(0) + delta }; true }
-            2 => { columns.header_counts[0] += 1; true }
-            3 if header_total > 0 => { columns.header_key_lengths[0] += delta.unsigned_abs(); true }
+            // A field running past the end of `data`.
+            0 => { columns.ends[0] = data + delta; true }
+            // A value ending before its key does.
+            1 if first.key.as_ref().is_some_and(|k| !k.is_empty()) && first.value.is_some() => {
+                columns.ends[1] = columns.ends[0] - 1;
+                true
+            }
+            // More headers claimed than `header_ends` holds.
+            2 => { columns.ends[last] += delta; true }
+            // A null header key.
+            3 if !columns.header_ends.is_empty() => { columns.header_ends[0] = NULL; true }
             4 => { columns.timestamps.push(0); true }
-            5 => { columns.keys.push(0); true }
+            5 => { columns.data.push(0); true }
+            6 => { columns.ends.pop(); true }
+            7 => { columns.header_ends.push(data); true }
             _ => false,
         };
         if changed {
@@ -124,6 +138,32 @@ proptest! {
             for record in view.iter() {
                 let _ = (record.key(), record.value(), record.headers().count());
             }
+        }
+    }
+
+    /// Arbitrary columns never make validation or iteration panic.
+    #[test]
+    fn arbitrary_columns_never_panic(
+        offsets in prop::collection::vec(any::<i64>(), 0..8),
+        ends in prop::collection::vec(prop_oneof![0u32..40, Just(NULL)], 0..30),
+        header_ends in prop::collection::vec(prop_oneof![0u32..40, Just(NULL)], 0..12),
+        data in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let columns = Columns {
+            topic: "t".into(),
+            partition: -1,
+            timestamps: offsets.clone(),
+            offsets,
+            ends,
+            header_ends,
+            data,
+        };
+        let _ = columns.validate();
+        let raw = QuiverBatch::from_columns(&columns);
+        // SAFETY: `raw` describes `columns`, which outlives the view.
+        let view = unsafe { raw.as_batch() };
+        for record in view.iter() {
+            let _ = (record.key(), record.value(), record.headers().count(), record.header("a"));
         }
     }
 }

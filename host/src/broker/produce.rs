@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
-use quiver_plugin_sdk::columns::Columns;
+use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
 
 use super::{now_ms, Broker};
 // The Java client's keyed choice; one implementation shared with the plugins.
@@ -165,7 +165,10 @@ pub fn produce(
 
 /// One partition per record: the caller's choice where given, otherwise the topic's
 /// partitioner plugin, otherwise murmur2 of the key (keyless records round robin).
-fn choose_partitions(
+///
+/// Public so `host/examples/plugin_bench.rs` times the broker's own path with and
+/// without a plugin.
+pub fn choose_partitions(
     plugins: &Plugins,
     topic: &str,
     settings: &crate::config::topic::TopicSettings,
@@ -215,66 +218,33 @@ fn choose_partitions(
     Ok(chosen)
 }
 
-/// The records at `indices` as plugin columns.
-fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> Columns {
-    // Sized up front: growing thirteen buffers record by record cost as much as the
-    // plugin's hashing did (tests/bench, `plugin_bench`).
-    let n = indices.len();
+/// The records at `indices` as plugin columns (public for the plugin benchmark).
+pub fn columns(topic: &str, records: &[NewRecord], indices: &[usize], now: i64) -> Columns {
+    // Sized up front: growing the buffers record by record cost as much as the plugin's
+    // hashing did (tests/bench, `plugin_bench`).
     let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
-    let (mut keys, mut values, mut headers, mut header_keys, mut header_values) = (0, 0, 0, 0, 0);
+    let (mut headers, mut bytes) = (0, 0);
     for &i in indices {
         let r = &records[i];
-        keys += len(&r.key);
-        values += len(&r.value);
+        bytes += len(&r.key) + len(&r.value);
         headers += r.headers.len();
         for (k, v) in &r.headers {
-            header_keys += k.len();
-            header_values += len(v);
+            bytes += k.len() + len(v);
         }
     }
-    let mut c = Columns {
-        topic: topic.to_string(),
-        partition: -1,
-        offsets: Vec::with_capacity(n),
-        timestamps: Vec::with_capacity(n),
-        key_lengths: Vec::with_capacity(n),
-        keys: Vec::with_capacity(keys),
-        value_lengths: Vec::with_capacity(n),
-        values: Vec::with_capacity(values),
-        header_counts: Vec::with_capacity(n),
-        header_key_lengths: Vec::with_capacity(headers),
-        header_keys: Vec::with_capacity(header_keys),
-        header_value_lengths: Vec::with_capacity(headers),
-        header_values: Vec::with_capacity(header_values),
-    };
+    let mut builder = ColumnsBuilder::new(topic, -1);
+    builder.reserve(indices.len(), headers, bytes);
     for &i in indices {
         let r = &records[i];
-        c.offsets.push(-1);
-        c.timestamps.push(r.timestamp.unwrap_or(now));
-        push_optional(&mut c.key_lengths, &mut c.keys, r.key.as_deref());
-        push_optional(&mut c.value_lengths, &mut c.values, r.value.as_deref());
-        c.header_counts.push(r.headers.len() as u32);
-        for (k, v) in &r.headers {
-            c.header_key_lengths.push(k.len() as u32);
-            c.header_keys.extend_from_slice(k.as_bytes());
-            push_optional(
-                &mut c.header_value_lengths,
-                &mut c.header_values,
-                v.as_deref(),
-            );
-        }
+        builder.push_with(
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+            r.timestamp.unwrap_or(now),
+            -1,
+        );
     }
-    c
-}
-
-fn push_optional(lengths: &mut Vec<i32>, buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => {
-            lengths.push(b.len() as i32);
-            buf.extend_from_slice(b);
-        }
-        None => lengths.push(-1),
-    }
+    builder.build()
 }
 
 /// One RecordBatch v2 holding the records at `indices`.

@@ -24,7 +24,7 @@ pub mod sandbox;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -362,6 +362,8 @@ pub struct Deployment {
     /// Time the last fresh instance took to instantiate, µs.
     pub instantiate_us: AtomicU64,
     status: Mutex<Status>,
+    /// Whether `status` is `Failed`: what every call checks, without taking the lock.
+    failed: AtomicBool,
     consecutive_traps: AtomicU32,
     runner: Runner,
 }
@@ -458,10 +460,7 @@ impl Plugins {
                 Ok((deployment, _)) => {
                     if let Some(failure) = &record.failed {
                         // Failed before the restart: stays failed until replaced.
-                        *deployment.status.lock() = Status::Failed {
-                            reason: failure.reason.clone(),
-                            at_ms: failure.at_ms,
-                        };
+                        deployment.mark_failed(failure.reason.clone(), failure.at_ms);
                     }
                     plugins
                         .active
@@ -534,6 +533,7 @@ impl Plugins {
             metrics: PluginMetrics::default(),
             instantiate_us: AtomicU64::new(0),
             status: Mutex::new(Status::Active),
+            failed: AtomicBool::new(false),
             consecutive_traps: AtomicU32::new(0),
             runner,
         };
@@ -854,6 +854,13 @@ impl Deployment {
         self.status.lock().clone()
     }
 
+    /// Stops serving this version: every later call fails with `reason`.
+    fn mark_failed(&self, reason: String, at_ms: i64) {
+        let mut status = self.status.lock();
+        *status = Status::Failed { reason, at_ms };
+        self.failed.store(true, Ordering::Release);
+    }
+
     fn partition(
         &self,
         engine: &PluginEngine,
@@ -861,8 +868,10 @@ impl Deployment {
         partitions: u32,
         max_traps: u32,
     ) -> Result<Vec<u32>, CallError> {
-        if let Status::Failed { reason, .. } = self.status() {
-            return Err(CallError::Failed(reason));
+        if self.failed.load(Ordering::Acquire) {
+            if let Status::Failed { reason, .. } = self.status() {
+                return Err(CallError::Failed(reason));
+            }
         }
         let records = batch.offsets.len();
         let started = Instant::now();
@@ -896,10 +905,7 @@ impl Deployment {
                     let reason = format!("{count} consecutive {wording}; last: {last}");
                     self.log.push("host", &format!("marked failed: {reason}"));
                     tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
-                    *self.status.lock() = Status::Failed {
-                        reason,
-                        at_ms: now_ms(),
-                    };
+                    self.mark_failed(reason, now_ms());
                 }
             }
             Err(e) => self.log.push("host", &format!("call failed: {e}")),

@@ -30,8 +30,9 @@ const ERROR_CAPACITY: usize = 4096;
 /// A loaded native partitioner.
 pub struct NativePartitioner {
     path: PathBuf,
-    // Calls are serialised: the C contract does not promise thread safety.
-    lock: Mutex<()>,
+    // Calls are serialised: the C contract does not promise thread safety. The lock holds
+    // the error buffer the library may write a message into, allocated once.
+    error: Mutex<Vec<u8>>,
     partition: PartitionFn,
     // Declared last so it is dropped after the function pointers above stop being used.
     _library: Library,
@@ -136,7 +137,7 @@ impl NativePartitioner {
             let partition = *partition;
             Ok(Self {
                 path: path.to_path_buf(),
-                lock: Mutex::new(()),
+                error: Mutex::new(message),
                 partition,
                 _library: library,
             })
@@ -153,19 +154,19 @@ impl NativePartitioner {
         let records = batch.offsets.len();
         let abi = QuiverBatch::from_columns(batch);
         let mut out = vec![0u32; records];
-        let mut message = vec![0u8; ERROR_CAPACITY];
+        let mut message = self.error.lock();
         let mut err = QuiverBuf {
             ptr: message.as_mut_ptr(),
             cap: message.len(),
             len: 0,
         };
-        let _serial = self.lock.lock();
         // SAFETY: `abi` points into `batch`, alive for the call; `out` has room for one
-        // partition per record, as the contract says.
+        // partition per record, as the contract says; `err` describes the locked buffer.
         let code = unsafe { (self.partition)(&abi, partitions, out.as_mut_ptr(), &mut err) };
         if code != 0 {
             return Err(CallError::Plugin(error_text(&message, &err)));
         }
+        drop(message);
         super::partitioner::check_output(
             &out,
             records,

@@ -122,15 +122,9 @@ impl WasmPartitioner {
             partition: batch.partition,
             offsets: batch.offsets,
             timestamps: batch.timestamps,
-            key_lengths: batch.key_lengths,
-            keys: batch.keys,
-            value_lengths: batch.value_lengths,
-            values: batch.values,
-            header_counts: batch.header_counts,
-            header_key_lengths: batch.header_key_lengths,
-            header_keys: batch.header_keys,
-            header_value_lengths: batch.header_value_lengths,
-            header_values: batch.header_values,
+            ends: batch.ends,
+            header_ends: batch.header_ends,
+            data: batch.data,
         };
         let result = instance.bindings.quiver_plugin_partition().call_partition(
             &mut instance.store,
