@@ -329,6 +329,7 @@ class Workload:
         self.procs: dict[str, subprocess.Popen] = {}
         self._tails: dict[str, _Tail] = {}
         self.acks = Counter()  # partition -> acks seen so far
+        self.polled = Counter()  # consumer worker -> records it read so far
         self.errors = Counter()  # send error name -> count
         self.errors_by: dict[str, Counter] = defaultdict(Counter)  # worker -> error name -> count
         self.last_ack: dict[int, float] = {}  # partition -> wall time of the latest ack
@@ -362,6 +363,7 @@ class Workload:
         for i in range(self.n_consumers):
             w = f"c{i}"
             self._spawn(w, ["consume", *self._common(w), "--stop", str(self.stop_file), *self.consumer_args])
+            self._tails[w] = _Tail(self.dir / f"{w}.jsonl")
         return self
 
     def add_producer(self, worker: str, extra: list[str]) -> subprocess.Popen:
@@ -393,6 +395,8 @@ class Workload:
                     self.acks[ev["p"]] += 1
                     self.last_ack[ev["p"]] = max(self.last_ack.get(ev["p"], 0), ev["t"])
                     self.ack_times.append((self._sent_at.pop(ev["v"], 0.0), ev["t"], ev["p"]))
+                elif ev["ev"] == "poll":
+                    self.polled[worker] += 1
                 elif ev["ev"] == "fail":
                     self.errors[ev["err"]] += 1
                     self.errors_by[worker][ev["err"]] += 1
@@ -420,6 +424,26 @@ class Workload:
                     f"timed out after {timeout}s waiting for {more} more acknowledged writes on partitions "
                     f"{parts}{' ' + what if what else ''}; got {got}; send errors so far {dict(self.errors)}\n"
                     + "\n".join(f"--- {w} stderr\n{self.stderr_tail(w)}" for w in self._tails))
+            time.sleep(0.1)
+
+    def wait_consumed(self, timeout: float, what: str = ""):
+        """Wait until every consumer has read at least as many records as have been
+        acknowledged so far (consumers rejoin their group after faults at their own
+        pace; a check that they kept up must first give them the chance)."""
+        target = self.acked()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll_progress()
+            behind = {w: n for w, n in self.polled.items() if n < target}
+            missing = [f"c{i}" for i in range(self.n_consumers) if f"c{i}" not in self.polled]
+            if not behind and not missing:
+                return
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for the consumers to read {target} records"
+                    f"{' ' + what if what else ''}; read so far {dict(self.polled)}\n"
+                    + "\n".join(f"--- c{i} stderr\n{self.stderr_tail(f'c{i}')}" for i in range(self.n_consumers)))
             time.sleep(0.1)
 
     def acks_between(self, t0: float, t1: float, partitions=None) -> list[tuple[float, float, int]]:

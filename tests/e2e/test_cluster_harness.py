@@ -54,6 +54,7 @@ def test_single_node_cluster_from_config_file_crash_pause_and_history(cluster_fa
         assert not b.alive()
         c.restart(1)
         wl.wait_acked(50, 60, what="after the restart")
+        wl.wait_consumed(60, what="after the restart")
         wl.stop()
         assert wl.drain().returncode == 0, wl.stderr_tail("drain")
         report = wl.check()
@@ -94,6 +95,7 @@ def test_single_node_cluster_in_a_namespace_isolated_and_healed(cluster_factory,
         wl.fault("heal", broker=1)
         topo.heal("b1")
         wl.wait_acked(50, 60, what="after healing")
+        wl.wait_consumed(60, what="after healing")
         assert wl.acks_sent_after(cut), "nothing sent during the isolation was acknowledged after it"
         wl.stop()
         assert wl.drain().returncode == 0, wl.stderr_tail("drain")

@@ -10,7 +10,7 @@
 
 pub mod produce;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -172,8 +172,9 @@ pub struct Broker {
     controller: OnceLock<Arc<Controller>>,
     replication: OnceLock<Arc<ReplicaManager>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
-    /// Serialises reconciliations so two never open the same log.
-    reconciling: Mutex<()>,
+    /// Serialises reconciliations so two never open the same log; holds the
+    /// `__consumer_offsets` partitions this broker led after the last one.
+    reconciling: Mutex<BTreeSet<i32>>,
     /// Producer ids handed out here: next, end of the reserved block.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     appended: Notify,
@@ -210,7 +211,7 @@ impl Broker {
             controller: OnceLock::new(),
             replication: OnceLock::new(),
             topics: RwLock::new(HashMap::new()),
-            reconciling: Mutex::new(()),
+            reconciling: Mutex::new(BTreeSet::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             appended: Notify::new(),
             _lock: lock,
@@ -530,7 +531,7 @@ impl Broker {
     /// (recovering their logs), applies changed configs, and removes the replicas of
     /// topics that no longer exist.
     pub fn reconcile(&self, state: &State) -> Result<(), TopicError> {
-        let _one_at_a_time = self.reconciling.lock();
+        let mut offsets_led = self.reconciling.lock();
         let me = self.config.broker.node_id;
         let now = now_ms();
         let current: HashMap<String, Arc<Topic>> = self.topics.read().clone();
@@ -593,6 +594,35 @@ impl Broker {
                 self.remove_partition_dir(&topic.meta.name, partition.index());
             }
         }
+        let led: BTreeSet<i32> = state
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map(|t| {
+                t.assignments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.leader == me)
+                    .map(|(i, _)| i as i32)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.groups.partition_count() > 0 {
+            // Coordination moves with leadership: replay what the previous coordinator
+            // of each newly led partition wrote since this broker loaded.
+            for index in led.difference(&offsets_led) {
+                match self.groups.take_over(*index) {
+                    Ok(stats) => tracing::info!(
+                        partition = index,
+                        records = stats.records,
+                        "took over coordination of the groups of a {OFFSETS_TOPIC} partition"
+                    ),
+                    Err(e) => {
+                        tracing::error!(partition = index, error = %e, "could not take over a {OFFSETS_TOPIC} partition")
+                    }
+                }
+            }
+        }
+        *offsets_led = led;
         if self.groups.partition_count() == 0 {
             if let Some(topic) = self.topic(OFFSETS_TOPIC) {
                 if topic.partitions.len() as i32 == topic.meta.partitions {

@@ -158,11 +158,35 @@ impl GroupCoordinator {
         let mut inner = self.inner.lock();
         let mut stats = LoadStats::default();
         for partition in &partitions {
-            replay(partition, &mut inner.groups, now, &mut stats)?;
+            let end = partition.high_watermark();
+            replay(partition, &mut inner.groups, now, end, &mut stats)?;
         }
         // Loading may have restored members whose sessions now run.
         inner.groups.take_outputs();
         inner.partitions = partitions;
+        stats.groups = inner.groups.list().len();
+        Ok(stats)
+    }
+
+    /// Replays offsets partition `index` again when this broker has just become its
+    /// leader: another broker coordinated its groups until now, and the commits made
+    /// there since this broker loaded are in its replica. The whole log counts, not
+    /// only what is below the high watermark: as leader, its log is now the truth.
+    pub fn take_over(&self, index: i32) -> Result<LoadStats, GroupError> {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        let mut stats = LoadStats::default();
+        let Some(partition) = inner
+            .partitions
+            .iter()
+            .find(|p| p.index() == index)
+            .cloned()
+        else {
+            return Ok(stats);
+        };
+        let end = partition.log().log_end_offset();
+        replay(&partition, &mut inner.groups, now, end, &mut stats)?;
+        inner.groups.take_outputs();
         stats.groups = inner.groups.list().len();
         Ok(stats)
     }
@@ -509,14 +533,15 @@ fn replay(
     partition: &Partition,
     groups: &mut Groups,
     now: i64,
+    end: i64,
     stats: &mut LoadStats,
 ) -> Result<(), GroupError> {
     let index = partition.index();
     let mut offset = partition.log().log_start_offset();
-    let end = partition.high_watermark();
     while offset < end {
         let read = partition
-            .read(offset, 1024 * 1024, true)
+            .log()
+            .read(offset, 1024 * 1024, end, true)
             .map_err(|source| GroupError::Read {
                 partition: index,
                 offset,
