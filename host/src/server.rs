@@ -69,6 +69,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "not registered with the controller yet; serving the metadata known so far"
         );
     } else {
+        if broker.config().cluster.seeds.is_empty() {
+            broker
+                .adopt_legacy_metadata()
+                .await
+                .context("adopting the topics of metadata.json")?;
+        }
         broker.remove_stray_partitions();
     }
     broker

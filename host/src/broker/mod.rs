@@ -640,6 +640,72 @@ impl Broker {
         Ok(())
     }
 
+    /// Adopts a data directory from before the replicated metadata: a single node kept
+    /// its topics in `<data_dir>/metadata.json`. Its topics are proposed to the
+    /// controller once, keeping their ids, with this broker as their only replica, and
+    /// the file is renamed to `metadata.json.adopted`. Must run before
+    /// [`remove_stray_partitions`](Self::remove_stray_partitions), which would
+    /// otherwise delete their logs. Returns how many topics were adopted.
+    pub async fn adopt_legacy_metadata(&self) -> Result<usize, TopicError> {
+        #[derive(serde::Deserialize)]
+        struct Legacy {
+            topics: BTreeMap<String, TopicMeta>,
+            #[serde(default)]
+            producer_ids_reserved: i64,
+        }
+        let path = self.config.broker.data_dir.join("metadata.json");
+        let Ok(bytes) = fs::read(&path) else {
+            return Ok(0);
+        };
+        let corrupt = |reason: String| TopicError::Storage {
+            topic: String::new(),
+            partition: -1,
+            source: LogError::Corrupt {
+                path: path.clone(),
+                reason,
+            },
+        };
+        let legacy: Legacy = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let me = self.config.broker.node_id;
+        let mut adopted = 0;
+        for (name, mut meta) in legacy.topics {
+            if self.metadata().topics.contains_key(&name) {
+                continue;
+            }
+            meta.assignments = (0..meta.partitions)
+                .map(|_| PartitionState::new(vec![me]))
+                .collect();
+            match self
+                .controller()
+                .submit(Command::CreateTopic(meta), CONTROLLER_TIMEOUT)
+                .await
+            {
+                Ok(_) | Err(ControllerError::Rejected(StateError::TopicExists(_))) => adopted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let reserved = self.metadata().producer_ids_reserved;
+        if legacy.producer_ids_reserved > reserved {
+            // Ids handed out before may still be in use by producers.
+            self.controller()
+                .submit(
+                    Command::AllocateProducerIds {
+                        count: legacy.producer_ids_reserved - reserved,
+                    },
+                    CONTROLLER_TIMEOUT,
+                )
+                .await?;
+        }
+        fs::rename(&path, path.with_extension("json.adopted"))
+            .map_err(|e| corrupt(format!("could not rename it after adopting it: {e}")))?;
+        self.reconcile_now().await?;
+        tracing::info!(
+            topics = adopted,
+            "adopted the topics of a single-node metadata.json"
+        );
+        Ok(adopted)
+    }
+
     /// Removes partition directories of topics the metadata does not know: left over
     /// from a delete this broker missed while it was down. Only called once this
     /// broker's own registration is applied, so the metadata is known to be current.
@@ -953,6 +1019,33 @@ mod tests {
             let err = validate_topic_name(bad).unwrap_err();
             assert_eq!(err.code(), ResponseError::InvalidTopicException, "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_node_metadata_json_is_adopted_with_its_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        fs::write(
+            dir.path().join("metadata.json"),
+            serde_json::json!({
+                "cluster_id": "x",
+                "topics": {"old": {"name": "old", "id": id, "partitions": 2, "configs": {}, "internal": false}},
+                "producer_ids_reserved": 5000
+            })
+            .to_string(),
+        )
+        .unwrap();
+        fs::create_dir_all(dir.path().join("old-1")).unwrap();
+        let b = broker(dir.path(), 1).await;
+        assert_eq!(b.adopt_legacy_metadata().await.unwrap(), 1);
+        b.remove_stray_partitions();
+        let topic = b.topic("old").unwrap();
+        assert_eq!(topic.meta.id, id);
+        assert_eq!(topic.partitions.len(), 2);
+        assert!(dir.path().join("old-1").exists());
+        assert!(!dir.path().join("metadata.json").exists());
+        assert!(b.allocate_producer_id().await.unwrap() >= 5000);
+        assert_eq!(b.adopt_legacy_metadata().await.unwrap(), 0, "adopted once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
