@@ -149,14 +149,20 @@ pub struct Topic {
     pub meta: TopicMeta,
     /// Effective settings (broker defaults overridden by the topic's configs).
     pub settings: Arc<TopicSettings>,
-    /// The replicas hosted here, in partition order (all of them on a single node).
+    /// The replicas hosted here, sorted by partition number (all of them on a single
+    /// node).
     pub partitions: Vec<Arc<Partition>>,
 }
 
 impl Topic {
     /// The local replica of partition `index`, if this broker holds one.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        self.partitions.iter().find(|p| p.index() == index)
+        // Every produce and fetch looks partitions up: `partitions` is in partition
+        // order (reconcile builds it so), so a search, not a scan.
+        self.partitions
+            .binary_search_by_key(&index, |p| p.index())
+            .ok()
+            .map(|i| &self.partitions[i])
     }
 
     /// The replica set and leadership of partition `index`.
