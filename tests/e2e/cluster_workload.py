@@ -326,6 +326,9 @@ class Workload:
         limit = ["--max-seconds", str(max_seconds)]
         self.producer_args, self.consumer_args = limit + list(producer_args), limit + list(consumer_args)
         self.stop_file = self.dir / "stop"
+        # Producers have their own stop file so that they can finish first and the
+        # consumers then catch up with everything acknowledged (see quiesce()).
+        self.producers_stop_file = self.dir / "stop-producers"
         self.procs: dict[str, subprocess.Popen] = {}
         self._tails: dict[str, _Tail] = {}
         self.acks = Counter()  # partition -> acks seen so far
@@ -357,7 +360,7 @@ class Workload:
     def start(self) -> "Workload":
         for i in range(self.n_producers):
             w = f"p{i}"
-            self._spawn(w, ["produce", *self._common(w), "--stop", str(self.stop_file),
+            self._spawn(w, ["produce", *self._common(w), "--stop", str(self.producers_stop_file),
                             "--rate", str(self.rate / max(1, self.n_producers)), *self.producer_args])
             self._tails[w] = _Tail(self.dir / f"{w}.jsonl")
         for i in range(self.n_consumers):
@@ -368,13 +371,15 @@ class Workload:
 
     def add_producer(self, worker: str, extra: list[str]) -> subprocess.Popen:
         """Another producer (a probe with other settings); its history joins the run's."""
-        proc = self._spawn(worker, ["produce", *self._common(worker), "--stop", str(self.stop_file), *extra])
+        proc = self._spawn(worker, ["produce", *self._common(worker), "--stop", str(self.producers_stop_file),
+                                    *extra])
         self._tails[worker] = _Tail(self.dir / f"{worker}.jsonl")
         return proc
 
     def check_alive(self):
         for name, proc in self.procs.items():
-            if name != "drain" and proc.poll() is not None:
+            stopped = self.producers_stop_file.exists() and not name.startswith("c")
+            if name != "drain" and not stopped and proc.poll() is not None:
                 raise AssertionError(f"workload process {name} exited early with {proc.returncode}:\n"
                                      f"{self.stderr_tail(name)}")
 
@@ -426,6 +431,20 @@ class Workload:
                     + "\n".join(f"--- {w} stderr\n{self.stderr_tail(w)}" for w in self._tails))
             time.sleep(0.1)
 
+    def quiesce(self, timeout: float, what: str = ""):
+        """Stop the producers (they flush first), then wait until every consumer has
+        read everything they had acknowledged; stop() then ends the consumers."""
+        self.producers_stop_file.touch()
+        deadline = time.monotonic() + timeout
+        for name, proc in list(self.procs.items()):
+            if name.startswith("c") or name == "drain":
+                continue
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"producer {name} did not stop within {timeout}s") from None
+        self.wait_consumed(max(1.0, deadline - time.monotonic()), what)
+
     def wait_consumed(self, timeout: float, what: str = ""):
         """Wait until every consumer has read at least as many records as have been
         acknowledged so far (consumers rejoin their group after faults at their own
@@ -468,6 +487,7 @@ class Workload:
     # -- ending
     def stop(self, timeout: float = 120):
         """Stop producers and consumers (they flush first) and wait for them."""
+        self.producers_stop_file.touch()
         self.stop_file.touch()
         deadline = time.monotonic() + timeout
         failed = []
