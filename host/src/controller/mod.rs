@@ -148,10 +148,46 @@ struct Leases {
     /// The term this node led in when the leases were last reset.
     term: u64,
     since: Option<Instant>,
-    /// Broker id -> (incarnation, last heartbeat).
+    /// When the leases were last judged; a long gap means this node stalled.
+    checked: Option<Instant>,
+    /// Broker id -> (incarnation, last heartbeat or registration).
     renewed: HashMap<i32, (u64, Instant)>,
     /// Fences proposed and not yet seen applied, so each is proposed once.
     fencing: BTreeSet<(i32, u64)>,
+}
+
+impl Leases {
+    /// A registration starts a full lease. Without this, a broker that restarts (new
+    /// incarnation) or re-registers after a fence would be judged by a heartbeat from
+    /// before its registration and fenced again at once, until a heartbeat happened to
+    /// land between the registration and the next check.
+    fn registered(&mut self, id: i32, incarnation: u64, at: Instant) {
+        self.renewed.insert(id, (incarnation, at));
+        self.fencing.retain(|(fenced, _)| *fenced != id);
+    }
+
+    /// Starts the check at `now`; when the previous check is longer ago than `expected`
+    /// allows, this node itself stalled (a blocked runtime, a slow disk, a paused
+    /// process): the brokers could not have been heard meanwhile, so the stall is
+    /// credited to every lease instead of fencing brokers for this node's silence.
+    fn credit_stall(&mut self, now: Instant, expected: Duration) {
+        if let Some(previous) = self.checked.replace(now) {
+            let gap = now.saturating_duration_since(previous);
+            if gap > expected * 2 {
+                let credit = gap - expected;
+                tracing::warn!(
+                    stalled_ms = gap.as_millis() as u64,
+                    "lease checks were late; extending every lease by the stall"
+                );
+                for (_, at) in self.renewed.values_mut() {
+                    *at = (*at + credit).min(now);
+                }
+                if let Some(since) = self.since.as_mut() {
+                    *since = (*since + credit).min(now);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Controller {
@@ -335,8 +371,19 @@ impl Controller {
         &self,
         command: Command,
     ) -> Result<(u64, Result<Applied, StateError>), String> {
+        let registering = match &command {
+            Command::RegisterBroker(meta) => Some((meta.id, meta.incarnation)),
+            _ => None,
+        };
         match self.raft.client_write(command).await {
-            Ok(response) => Ok((response.log_id.index, response.data.0)),
+            Ok(response) => {
+                if let Some((id, incarnation)) = registering {
+                    self.leases
+                        .lock()
+                        .registered(id, incarnation, Instant::now());
+                }
+                Ok((response.log_id.index, response.data.0))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(format!(
                 "broker {} is no longer the controller (leader now {:?})",
                 self.id, f.leader_id
@@ -539,13 +586,19 @@ impl Controller {
         let timeout = Duration::from_millis(self.config.session_timeout_ms);
         let state = self.state();
         let mut leases = self.leases.lock();
+        let now = Instant::now();
         if leases.term != term || leases.since.is_none() {
             // A new controller gives every broker a full lease before judging it.
             leases.term = term;
-            leases.since = Some(Instant::now());
+            leases.since = Some(now);
+            leases.checked = None;
             leases.renewed.clear();
             leases.fencing.clear();
         }
+        leases.credit_stall(
+            now,
+            Duration::from_millis(self.config.heartbeat_interval_ms),
+        );
         let since = leases.since.unwrap_or_else(Instant::now);
         leases.fencing.retain(|(id, inc)| {
             state

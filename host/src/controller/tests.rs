@@ -206,3 +206,37 @@ async fn metadata_survives_a_full_restart() {
         assert!(node.wait_registered(Duration::from_secs(20)).await);
     }
 }
+
+#[test]
+fn a_registration_starts_a_full_lease_and_clears_pending_fences() {
+    let t0 = Instant::now();
+    let mut leases = Leases::default();
+    leases.renewed.insert(3, (7, t0));
+    leases.fencing.insert((3, 7));
+    leases.fencing.insert((2, 4));
+
+    let later = t0 + Duration::from_secs(10);
+    leases.registered(3, 8, later);
+    assert_eq!(leases.renewed[&3], (8, later));
+    assert_eq!(leases.fencing, BTreeSet::from([(2, 4)]));
+}
+
+#[test]
+fn a_stalled_check_credits_the_stall_to_every_lease() {
+    let t0 = Instant::now();
+    let beat = Duration::from_millis(250);
+    let mut leases = Leases {
+        since: Some(t0),
+        ..Leases::default()
+    };
+    leases.renewed.insert(1, (1, t0));
+    leases.credit_stall(t0 + beat, beat);
+    assert_eq!(leases.renewed[&1].1, t0, "an on-time check changes nothing");
+
+    // the next check comes 5 s late: 4.75 s of it is this node's stall
+    let late = t0 + beat + Duration::from_secs(5);
+    leases.credit_stall(late, beat);
+    assert_eq!(leases.renewed[&1].1, t0 + Duration::from_millis(4750));
+    assert_eq!(leases.since, Some(t0 + Duration::from_millis(4750)));
+    assert_eq!(leases.checked, Some(late));
+}
