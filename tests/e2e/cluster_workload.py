@@ -19,6 +19,8 @@ drain     after the faults: reads every partition from the start up to the high
           watermark it finds at the start. Records drain / drain_end.
 
 Exit codes: 0 done, 3 a fatal client error (recorded in the history), 2 bad usage.
+QUIVER_WL_DEBUG=fetch,consumer (librdkafka `debug` contexts) makes the consumers log
+their client's view into cN.stderr.
 
 The Workload class starts and stops these processes for a test (through a
 launcher, so that in a namespaced test they start inside the clients namespace)
@@ -110,6 +112,7 @@ def run_produce(args) -> int:
         now = time.monotonic()
         if now < next_at:
             p.poll(next_at - now)  # serve delivery reports while pacing
+            rec.tick()
             continue
         value = f"{args.worker}-{seq:08d}"
         partition = seq % args.partitions if args.only_partition is None else args.only_partition
@@ -154,6 +157,8 @@ def _consumer(args, extra: dict, rec: Recorder):
         "error_cb": on_error,
     }
     conf.update(extra)
+    if os.environ.get("QUIVER_WL_DEBUG"):
+        conf["debug"] = os.environ["QUIVER_WL_DEBUG"]
     return Consumer(conf)
 
 
@@ -176,6 +181,7 @@ def run_consume(args) -> int:
     code = 0
     try:
         while time.monotonic() - start < args.max_seconds and not _stop_requested(args):
+            rec.tick()  # what was read reaches the file even when nothing more comes
             for m in c.consume(num_messages=500, timeout=0.2):
                 err = m.error()
                 if err is not None:

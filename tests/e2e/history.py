@@ -118,9 +118,11 @@ def headers_json(headers) -> list:
 class Recorder:
     """Appends one worker's events to its JSONL file.
 
-    Lines are buffered and written out at least every `flush_every` seconds and
-    on close(); a workload process is never killed (only brokers are), so the
-    buffer is not where history gets lost."""
+    Lines are buffered and written out on close() and, while the worker runs, once
+    they are `flush_every` seconds old: a worker calls tick() from its idle loop,
+    so its last events reach the file while it waits for more (a test watching the
+    file for progress must not wait on a buffer). A workload process is never
+    killed (only brokers are), so the buffer is not where history gets lost."""
 
     def __init__(self, path: Union[str, Path], worker: str, flush_every: float = 0.2):
         self.path = Path(path)
@@ -128,6 +130,7 @@ class Recorder:
         self._f = open(self.path, "a", buffering=1 << 16)
         self._flush_every = flush_every
         self._last_flush = time.monotonic()
+        self._pending = False
 
     def write(self, ev: str, **fields):
         rec = {"ev": ev, "w": self.worker}
@@ -139,9 +142,15 @@ class Recorder:
             rec["h"] = headers_json(rec["h"])
         rec.setdefault("t", time.time())
         self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self._pending = True
+        self.tick()
+
+    def tick(self):
+        """Writes buffered lines out if the last write-out is `flush_every` seconds ago."""
         now = time.monotonic()
-        if now - self._last_flush >= self._flush_every:
+        if self._pending and now - self._last_flush >= self._flush_every:
             self._f.flush()
+            self._pending = False
             self._last_flush = now
 
     def flush(self):

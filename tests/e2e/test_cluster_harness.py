@@ -64,10 +64,6 @@ def test_single_node_cluster_from_config_file_crash_pause_and_history(cluster_fa
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug: after kill -9 and restart of a single-node cluster, a consumer with manual "
-    "assignment stopped reading (687 of 870 acknowledged records within 60 s) while the drain "
-    "read everything; not diagnosed yet"))
 def test_single_node_consumer_reads_on_after_a_restart(cluster_factory, tmp_path):
     c = cluster_factory(n=1)
     topic = unique_topic("reads-on")
@@ -82,8 +78,11 @@ def test_single_node_consumer_reads_on_after_a_restart(cluster_factory, tmp_path
         # producers finish first; then the consumer must catch up with every ack
         wl.quiesce(60, what="after the restart")
         wl.stop()
+        assert wl.drain().returncode == 0, wl.stderr_tail("drain")
+        report = wl.check()
     finally:
         wl.close()
+    assert report.ok, report.format()
 
 
 @pytest.mark.timeout(180)
