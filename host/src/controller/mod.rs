@@ -141,6 +141,8 @@ pub struct Controller {
     voters: Vec<i32>,
     config: ClusterConfig,
     leases: Mutex<Leases>,
+    /// A registration is in flight; heartbeats do not start another.
+    registering: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -274,6 +276,7 @@ impl Controller {
             voters,
             config: config.clone(),
             leases: Mutex::new(Leases::default()),
+            registering: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -535,7 +538,11 @@ impl Controller {
                 Ok(_) | Err(_) => return,
             }
         };
-        if !registered {
+        if !registered
+            && !self
+                .registering
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             let this = self.clone();
             // Registration waits for a commit; heartbeats must keep their rhythm.
             tokio::spawn(async move {
@@ -553,6 +560,8 @@ impl Controller {
                     ),
                     Err(e) => tracing::warn!(error = %e, "registration with the controller failed"),
                 }
+                this.registering
+                    .store(false, std::sync::atomic::Ordering::Release);
             });
         }
     }
