@@ -27,7 +27,7 @@ use crate::controller::placement::{self, PlacementError};
 use crate::controller::{
     Applied, Command, Controller, ControllerError, PartitionState, State, StateError, TopicMeta,
 };
-use crate::group::{GroupCoordinator, GroupError, OFFSETS_TOPIC};
+use crate::group::{GroupCoordinator, GroupError, LoadStats, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::replication::ReplicaManager;
@@ -612,36 +612,10 @@ impl Broker {
                     .collect()
             })
             .unwrap_or_default();
-        if self.groups.partition_count() > 0 {
-            // Coordination moves with leadership: replay what the previous coordinator
-            // of each newly led partition wrote since this broker loaded.
-            for index in led.difference(&offsets_led) {
-                match self.groups.take_over(*index) {
-                    Ok(stats) => tracing::info!(
-                        partition = index,
-                        records = stats.records,
-                        "took over coordination of the groups of a {OFFSETS_TOPIC} partition"
-                    ),
-                    Err(e) => {
-                        tracing::error!(partition = index, error = %e, "could not take over a {OFFSETS_TOPIC} partition")
-                    }
-                }
-            }
-        }
-        *offsets_led = led;
-        if self.groups.partition_count() == 0 {
-            if let Some(topic) = self.topic(OFFSETS_TOPIC) {
-                if topic.partitions.len() as i32 == topic.meta.partitions {
-                    self.load_groups(&topic).map_err(|e| TopicError::Storage {
-                        topic: OFFSETS_TOPIC.into(),
-                        partition: -1,
-                        source: LogError::Corrupt {
-                            path: self.config.broker.data_dir.clone(),
-                            reason: e.to_string(),
-                        },
-                    })?;
-                }
-            }
+        let offsets_topic = self.topics.read().get(OFFSETS_TOPIC).cloned();
+        if let Some(topic) = offsets_topic {
+            self.coordinate_groups(&topic, &offsets_led, &led);
+            *offsets_led = led;
         }
         Ok(())
     }
@@ -752,24 +726,62 @@ impl Broker {
         }
     }
 
-    fn load_groups(&self, topic: &Topic) -> Result<(), GroupError> {
-        if topic.meta.partitions != self.config.group.offsets_topic_partitions {
-            tracing::warn!(
-                existing = topic.meta.partitions,
-                configured = self.config.group.offsets_topic_partitions,
-                "{OFFSETS_TOPIC} exists with another partition count; keeping it, since groups are placed by it"
+    /// Group coordination follows the leadership of the offsets partitions: this
+    /// broker resigns the groups of partitions it no longer leads and takes over (after
+    /// replaying) those of partitions it has come to lead.
+    fn coordinate_groups(&self, topic: &Topic, before: &BTreeSet<i32>, led: &BTreeSet<i32>) {
+        if self.groups.partition_count() == 0 {
+            if topic.meta.partitions != self.config.group.offsets_topic_partitions {
+                tracing::warn!(
+                    existing = topic.meta.partitions,
+                    configured = self.config.group.offsets_topic_partitions,
+                    "{OFFSETS_TOPIC} exists with another partition count; keeping it, since groups are placed by it"
+                );
+            }
+            if let Err(e) = self.groups.load(topic.meta.partitions, Vec::new()) {
+                tracing::error!(error = %e, "could not start the group coordinator");
+                return;
+            }
+        }
+        for index in before.difference(led) {
+            let forgotten = self.groups.resign(*index);
+            tracing::info!(
+                partition = index,
+                groups = forgotten,
+                "resigned coordination of the groups of a {OFFSETS_TOPIC} partition"
             );
         }
         let started = std::time::Instant::now();
-        let stats = self.groups.load(topic.partitions.clone())?;
-        tracing::info!(
-            groups = stats.groups,
-            records = stats.records,
-            skipped = stats.skipped,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded consumer groups"
-        );
-        Ok(())
+        let mut total = LoadStats::default();
+        let mut taken = 0;
+        for index in led.difference(before) {
+            let Some(partition) = topic.partition(*index) else {
+                continue;
+            };
+            match self.groups.take_over(partition.clone()) {
+                Ok(stats) => {
+                    taken += 1;
+                    total.records += stats.records;
+                    total.skipped += stats.skipped;
+                    total.groups = stats.groups;
+                }
+                Err(e) => tracing::error!(
+                    partition = index,
+                    error = %e,
+                    "could not take over the groups of a {OFFSETS_TOPIC} partition; they answer NOT_COORDINATOR"
+                ),
+            }
+        }
+        if taken > 0 {
+            tracing::info!(
+                partitions = taken,
+                groups = total.groups,
+                records = total.records,
+                skipped = total.skipped,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded consumer groups"
+            );
+        }
     }
 
     fn remove_partition_dir(&self, topic: &str, index: i32) {

@@ -99,6 +99,10 @@ pub struct GroupConfig {
     pub max_offset_metadata_bytes: u32,
     /// Largest protocol metadata one member may send in a JoinGroup (bytes).
     pub max_member_metadata_bytes: u32,
+    /// How long an OffsetCommit waits for its records to reach every in-sync replica
+    /// of the offsets partition before it is answered REQUEST_TIMED_OUT (ms; Kafka's
+    /// `offsets.commit.timeout.ms`).
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -110,6 +114,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             max_offset_metadata_bytes: 4096,
             max_member_metadata_bytes: 1024 * 1024,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }
@@ -417,6 +422,13 @@ impl Config {
                 "group.offsets_topic_partitions",
                 group.offsets_topic_partitions,
                 "must be between 1 and 1000",
+            ));
+        }
+        if !(1..=300_000).contains(&group.offsets_commit_timeout_ms) {
+            return Err(invalid(
+                "group.offsets_commit_timeout_ms",
+                group.offsets_commit_timeout_ms,
+                "must be between 1 and 300000",
             ));
         }
         if group.initial_rebalance_delay_ms < 0 {

@@ -7,12 +7,16 @@
 //! state machine completes them, drives its timers (sessions, rebalance deadlines, the
 //! initial rebalance delay) from one task, and persists what the state machine asks for
 //! in Kafka's own record schemas ([`records`]) before any response that depends on it
-//! goes out: an OffsetCommit is acknowledged only after its records are appended.
+//! goes out: an OffsetCommit is acknowledged only once its records are in every in-sync
+//! replica of their offsets partition (acks=all), so an acknowledged commit survives
+//! the loss of the coordinator.
 //!
 //! A group lives in partition `abs(hashCode(group)) % N` of `__consumer_offsets`, as in
-//! Kafka. On startup every partition is replayed to rebuild groups and offsets before
-//! the coordinator answers (until then requests get COORDINATOR_LOAD_IN_PROGRESS); a
-//! failover in the cluster will load a partition the same way.
+//! Kafka, and is coordinated by that partition's leader: this broker serves the groups
+//! of the offsets partitions it leads ([`GroupCoordinator::take_over`] replays one when
+//! it gains the leadership, [`GroupCoordinator::resign`] forgets its groups when it
+//! loses it) and answers NOT_COORDINATOR for the rest. Until the offsets topic is known
+//! requests get COORDINATOR_LOAD_IN_PROGRESS.
 //!
 //! FindCoordinator for *transaction* keys also names this broker: it will be the
 //! transaction coordinator, and a transactional client then learns from InitProducerId
@@ -35,7 +39,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::broker::now_ms;
 use crate::log::LogError;
 use crate::partition::encode::{self, RecordData};
-use crate::partition::{AppendError, Partition};
+use crate::partition::{AppendError, CommitError, Partition};
 use records::{GroupValue, OffsetValue, RecordKey};
 use state::{
     GroupDescription, GroupState, Groups, JoinRequest, JoinResponse, Leaving, Limits, Output,
@@ -92,6 +96,11 @@ impl GroupError {
                 source: AppendError::TooLarge { .. },
                 ..
             } => ResponseError::InvalidCommitOffsetSize,
+            // The leadership moved: the client finds the new coordinator.
+            GroupError::Append {
+                source: AppendError::NotLeader,
+                ..
+            } => ResponseError::NotCoordinator,
             _ => ResponseError::CoordinatorNotAvailable,
         }
     }
@@ -115,8 +124,11 @@ enum Waiter {
 
 struct Inner {
     groups: Groups,
-    /// The offsets topic's partitions; empty until loaded.
-    partitions: Vec<Arc<Partition>>,
+    /// Partitions of the offsets topic, which places groups; 0 until loaded.
+    count: i32,
+    /// The offsets partitions this broker coordinates: it leads them and has replayed
+    /// them.
+    owned: BTreeMap<i32, Arc<Partition>>,
     waiters: HashMap<Token, Waiter>,
     next_token: Token,
 }
@@ -132,7 +144,7 @@ impl std::fmt::Debug for GroupCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.inner.lock();
         f.debug_struct("GroupCoordinator")
-            .field("partitions", &inner.partitions.len())
+            .field("owned", &inner.owned.len())
             .field("parked", &inner.waiters.len())
             .finish()
     }
@@ -144,7 +156,8 @@ impl GroupCoordinator {
         GroupCoordinator {
             inner: Mutex::new(Inner {
                 groups: Groups::new(limits),
-                partitions: Vec::new(),
+                count: 0,
+                owned: BTreeMap::new(),
                 waiters: HashMap::new(),
                 next_token: 0,
             }),
@@ -152,48 +165,73 @@ impl GroupCoordinator {
         }
     }
 
-    /// Replays every partition of the offsets topic and starts serving.
-    pub fn load(&self, partitions: Vec<Arc<Partition>>) -> Result<LoadStats, GroupError> {
-        let now = now_ms();
-        let mut inner = self.inner.lock();
+    /// Starts serving with an offsets topic of `count` partitions, coordinating the
+    /// groups of `led` (the partitions this broker leads), each replayed first.
+    pub fn load(&self, count: i32, led: Vec<Arc<Partition>>) -> Result<LoadStats, GroupError> {
         let mut stats = LoadStats::default();
-        for partition in &partitions {
-            let end = partition.high_watermark();
-            replay(partition, &mut inner.groups, now, end, &mut stats)?;
+        {
+            let mut inner = self.inner.lock();
+            inner.count = count;
         }
-        // Loading may have restored members whose sessions now run.
-        inner.groups.take_outputs();
-        inner.partitions = partitions;
-        stats.groups = inner.groups.list().len();
+        for partition in led {
+            let one = self.take_over(partition)?;
+            stats.records += one.records;
+            stats.skipped += one.skipped;
+        }
+        stats.groups = self.inner.lock().groups.list().len();
         Ok(stats)
     }
 
-    /// Replays offsets partition `index` again when this broker has just become its
-    /// leader: another broker coordinated its groups until now, and the commits made
-    /// there since this broker loaded are in its replica. The whole log counts, not
-    /// only what is below the high watermark: as leader, its log is now the truth.
-    pub fn take_over(&self, index: i32) -> Result<LoadStats, GroupError> {
+    /// Becomes the coordinator of the groups of offsets `partition`, which this broker
+    /// now leads: replays it whole (as leader, its log is the truth, including what the
+    /// previous coordinator wrote since this broker last looked) before serving them.
+    pub fn take_over(&self, partition: Arc<Partition>) -> Result<LoadStats, GroupError> {
         let now = now_ms();
+        let index = partition.index();
         let mut inner = self.inner.lock();
+        let count = inner.count;
+        // Whatever is in memory for these groups is from an earlier tenure.
+        inner.groups.unload(
+            |g| records::partition_for(g, count) == index,
+            ResponseError::NotCoordinator,
+        );
         let mut stats = LoadStats::default();
-        let Some(partition) = inner
-            .partitions
-            .iter()
-            .find(|p| p.index() == index)
-            .cloned()
-        else {
-            return Ok(stats);
-        };
         let end = partition.log().log_end_offset();
         replay(&partition, &mut inner.groups, now, end, &mut stats)?;
+        // Loading may have restored members whose sessions now run.
         inner.groups.take_outputs();
+        inner.owned.insert(index, partition);
         stats.groups = inner.groups.list().len();
+        drop(inner);
+        self.wake.notify_one();
         Ok(stats)
+    }
+
+    /// Stops coordinating the groups of offsets partition `index` (another broker leads
+    /// it now): forgets them and sends their parked joins and syncs to the new
+    /// coordinator with NOT_COORDINATOR. Returns how many groups were forgotten.
+    pub fn resign(&self, index: i32) -> usize {
+        let mut inner = self.inner.lock();
+        if inner.owned.remove(&index).is_none() {
+            return 0;
+        }
+        let count = inner.count;
+        let forgotten = inner.groups.unload(
+            |g| records::partition_for(g, count) == index,
+            ResponseError::NotCoordinator,
+        );
+        inner.run_outputs();
+        forgotten
     }
 
     /// How many partitions the offsets topic has (0 until loaded).
     pub fn partition_count(&self) -> usize {
-        self.inner.lock().partitions.len()
+        self.inner.lock().count as usize
+    }
+
+    /// The offsets partitions this broker coordinates.
+    pub fn coordinated(&self) -> Vec<i32> {
+        self.inner.lock().owned.keys().copied().collect()
     }
 
     /// Handles a JoinGroup, waiting as long as the rebalance takes.
@@ -201,8 +239,8 @@ impl GroupCoordinator {
         let member = request.member_id.clone();
         let receiver = {
             let mut inner = self.inner.lock();
-            if inner.partitions.is_empty() {
-                return error_join(ResponseError::CoordinatorLoadInProgress, &member);
+            if let Err(e) = inner.owner(&request.group_id) {
+                return error_join(e, &member);
             }
             let token = inner.token();
             let (tx, rx) = oneshot::channel();
@@ -223,8 +261,8 @@ impl GroupCoordinator {
     pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
         let receiver = {
             let mut inner = self.inner.lock();
-            if inner.partitions.is_empty() {
-                return error_sync(ResponseError::CoordinatorLoadInProgress);
+            if let Err(e) = inner.owner(&request.group_id) {
+                return error_sync(e);
             }
             let token = inner.token();
             let (tx, rx) = oneshot::channel();
@@ -248,8 +286,8 @@ impl GroupCoordinator {
         instance: Option<&str>,
     ) -> Option<ResponseError> {
         let mut inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Some(ResponseError::CoordinatorLoadInProgress);
+        if let Err(e) = inner.owner(group) {
+            return Some(e);
         }
         inner
             .groups
@@ -264,9 +302,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let results = {
             let mut inner = self.inner.lock();
-            if inner.partitions.is_empty() {
-                return Err(ResponseError::CoordinatorLoadInProgress);
-            }
+            inner.owner(group)?;
             let results = inner.groups.leave(now_ms(), group, leaving);
             inner.run_outputs();
             results
@@ -275,25 +311,39 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    /// Validates a commit, appends its records and only then applies it.
-    pub fn commit(
+    /// Validates a commit, appends its records, applies it, and returns once the
+    /// records are in every in-sync replica (or `timeout` passed: REQUEST_TIMED_OUT,
+    /// the client retries; leadership lost meanwhile: NOT_COORDINATOR).
+    pub async fn commit(
         &self,
         group: &str,
         generation: i32,
         member: &str,
         instance: Option<&str>,
         offsets: Vec<((String, i32), OffsetValue)>,
+        timeout: Duration,
     ) -> Result<(), ResponseError> {
+        let (partition, end) = self.store_offsets(group, generation, member, instance, offsets)?;
+        replicated(&partition, end, timeout).await
+    }
+
+    /// The synchronous half of [`commit`](Self::commit): what it appended, and where.
+    fn store_offsets(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(Arc<Partition>, i64), ResponseError> {
         let now = now_ms();
         let mut inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let partition = inner.owner(group)?;
         inner
             .groups
             .validate_commit(now, group, generation, member, instance)?;
         if offsets.is_empty() {
-            return Ok(());
+            return Ok((partition, 0));
         }
         let records = offsets
             .iter()
@@ -306,16 +356,19 @@ impl GroupCoordinator {
                 (key.encode(), Some(value.encode()))
             })
             .collect::<Vec<_>>();
-        inner.append(group, &records, now).map_err(|e| {
-            tracing::error!(group, error = %e, "storing committed offsets failed");
+        let end = inner.append(group, &records, now, -1).map_err(|e| {
+            tracing::warn!(group, error = %e, "storing committed offsets failed");
             e.commit_code()
         })?;
+        // Applied now, answered once replicated: a reader may see it a moment early,
+        // and if it is lost with the leadership, so are these groups (resign), which
+        // the next coordinator rebuilds from what was replicated.
         inner.groups.apply_offsets(
             now,
             group,
             offsets.into_iter().map(|(tp, value)| (tp, Some(value))),
         );
-        Ok(())
+        Ok((partition, end))
     }
 
     /// A group's committed offsets.
@@ -324,37 +377,37 @@ impl GroupCoordinator {
         group: &str,
     ) -> Result<BTreeMap<(String, i32), OffsetValue>, ResponseError> {
         let inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        inner.owner(group)?;
         Ok(inner.groups.offsets(group))
     }
 
     /// Describes a group (`None`: it does not exist).
     pub fn describe(&self, group: &str) -> Result<Option<GroupDescription>, ResponseError> {
         let inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        inner.owner(group)?;
         Ok(inner.groups.describe(group))
     }
 
-    /// Every group with its protocol type and state.
+    /// Every group this broker coordinates, with its protocol type and state.
     pub fn list(&self) -> Result<Vec<(String, String, GroupState)>, ResponseError> {
         let inner = self.inner.lock();
-        if inner.partitions.is_empty() {
+        if inner.count == 0 {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
-        Ok(inner.groups.list())
+        let mut groups = inner.groups.list();
+        groups.retain(|(g, _, _)| {
+            inner
+                .owned
+                .contains_key(&records::partition_for(g, inner.count))
+        });
+        Ok(groups)
     }
 
     /// Deletes an empty group and its offsets (tombstones first, then forgotten).
     pub fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
         let now = now_ms();
         let mut inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        inner.owner(group)?;
         let offsets = inner.groups.deletable(group)?;
         let mut records: Vec<(Bytes, Option<Bytes>)> = offsets
             .into_iter()
@@ -374,9 +427,9 @@ impl GroupCoordinator {
             .encode(),
             None,
         ));
-        inner.append(group, &records, now).map_err(|e| {
-            tracing::error!(group, error = %e, "storing a group deletion failed");
-            ResponseError::CoordinatorNotAvailable
+        inner.append(group, &records, now, 1).map_err(|e| {
+            tracing::warn!(group, error = %e, "storing a group deletion failed");
+            e.commit_code()
         })?;
         inner.groups.remove_group(group);
         tracing::info!(group, "deleted group");
@@ -391,9 +444,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let now = now_ms();
         let mut inner = self.inner.lock();
-        if inner.partitions.is_empty() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        inner.owner(group)?;
         let verdicts = inner.groups.deletable_offsets(group, partitions)?;
         let doomed: Vec<(String, i32)> = partitions
             .iter()
@@ -415,9 +466,9 @@ impl GroupCoordinator {
                     (key.encode(), None)
                 })
                 .collect();
-            inner.append(group, &records, now).map_err(|e| {
-                tracing::error!(group, error = %e, "storing offset deletions failed");
-                ResponseError::CoordinatorNotAvailable
+            inner.append(group, &records, now, 1).map_err(|e| {
+                tracing::warn!(group, error = %e, "storing offset deletions failed");
+                e.commit_code()
             })?;
             inner
                 .groups
@@ -456,6 +507,20 @@ impl GroupCoordinator {
 }
 
 impl Inner {
+    /// The offsets partition of `group` if this broker coordinates it: loaded, and
+    /// still its leader.
+    fn owner(&self, group: &str) -> Result<Arc<Partition>, ResponseError> {
+        if self.count == 0 {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let index = records::partition_for(group, self.count);
+        self.owned
+            .get(&index)
+            .filter(|p| p.check_leader(-1).is_ok())
+            .cloned()
+            .ok_or(ResponseError::NotCoordinator)
+    }
+
     fn token(&mut self) -> Token {
         self.next_token += 1;
         self.next_token
@@ -475,7 +540,7 @@ impl Inner {
                         .encode(),
                         value.as_ref().map(GroupValue::encode),
                     );
-                    if let Err(e) = self.append(&group, &[record], now) {
+                    if let Err(e) = self.append(&group, &[record], now, 1) {
                         // The membership is still valid in memory; only a restart
                         // before the next successful store loses this generation.
                         tracing::error!(group, error = %e, "storing group metadata failed");
@@ -495,23 +560,49 @@ impl Inner {
         }
     }
 
+    /// Appends `records` to the group's offsets partition as its leader; returns the
+    /// end offset to wait for when `acks` is -1 (checked against
+    /// `min.insync.replicas` first, as a produce would be).
     fn append(
         &self,
         group: &str,
         records: &[(Bytes, Option<Bytes>)],
         now: i64,
-    ) -> Result<(), GroupError> {
-        let index = records::partition_for(group, self.partitions.len() as i32);
-        let partition = &self.partitions[index as usize];
+        acks: i16,
+    ) -> Result<i64, GroupError> {
+        let index = records::partition_for(group, self.count);
+        let partition = self.owned.get(&index).ok_or(GroupError::Append {
+            partition: index,
+            source: AppendError::NotLeader,
+        })?;
         let batch = encode_batch(records, now)?;
-        partition
-            .append(&batch, now)
+        let (info, _) = partition
+            .append_with_acks(&batch, now, acks)
             .map_err(|source| GroupError::Append {
                 partition: index,
                 source,
             })?;
-        Ok(())
+        Ok(info.last_offset + 1)
     }
+}
+
+/// Waits until `partition` has replicated up to `end` to its in-sync replicas.
+async fn replicated(
+    partition: &Partition,
+    end: i64,
+    timeout: Duration,
+) -> Result<(), ResponseError> {
+    if end == 0 {
+        return Ok(());
+    }
+    partition
+        .wait_for_commit(end, timeout)
+        .await
+        .map_err(|e| match e {
+            CommitError::NotLeader => ResponseError::NotCoordinator,
+            CommitError::Timeout => ResponseError::RequestTimedOut,
+            CommitError::NotEnoughReplicas { .. } => ResponseError::CoordinatorNotAvailable,
+        })
 }
 
 /// One uncompressed batch of keyed records.
@@ -649,6 +740,8 @@ mod tests {
         }
     }
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     fn join_request(group: &str) -> JoinRequest {
         JoinRequest {
             group_id: group.into(),
@@ -672,7 +765,9 @@ mod tests {
             coordinator.heartbeat("g", 0, "m", None),
             Some(ResponseError::CoordinatorLoadInProgress)
         );
-        coordinator.load(offsets_partitions(dir.path(), 3)).unwrap();
+        coordinator
+            .load(3, offsets_partitions(dir.path(), 3))
+            .unwrap();
 
         let joined = coordinator.join(join_request("g")).await;
         assert_eq!(joined.error, None);
@@ -701,25 +796,52 @@ mod tests {
                 &joined.member_id,
                 None,
                 vec![(("t".into(), 0), value(10)), (("t".into(), 1), value(11))],
+                WAIT,
             )
+            .await
             .unwrap();
         coordinator
-            .commit("solo", -1, "", None, vec![(("t".into(), 0), value(5))])
+            .commit(
+                "solo",
+                -1,
+                "",
+                None,
+                vec![(("t".into(), 0), value(5))],
+                WAIT,
+            )
+            .await
             .unwrap();
         coordinator
-            .commit("gone", -1, "", None, vec![(("t".into(), 0), value(6))])
+            .commit(
+                "gone",
+                -1,
+                "",
+                None,
+                vec![(("t".into(), 0), value(6))],
+                WAIT,
+            )
+            .await
             .unwrap();
         coordinator.delete_group("gone").unwrap();
         coordinator
             .delete_offsets("solo", &[("t".into(), 0)])
             .unwrap();
         assert_eq!(
-            coordinator.commit("g", joined.generation + 1, &joined.member_id, None, vec![]),
+            coordinator
+                .commit(
+                    "g",
+                    joined.generation + 1,
+                    &joined.member_id,
+                    None,
+                    vec![],
+                    WAIT
+                )
+                .await,
             Err(ResponseError::IllegalGeneration)
         );
 
         let reloaded = GroupCoordinator::new(limits());
-        let stats = reloaded.load(offsets_partitions(dir.path(), 3)).unwrap();
+        let stats = reloaded.load(3, offsets_partitions(dir.path(), 3)).unwrap();
         assert_eq!(stats.skipped, 0);
         let offsets = reloaded.offsets("g").unwrap();
         assert_eq!(offsets[&("t".to_string(), 0)], value(10));
@@ -742,7 +864,9 @@ mod tests {
             initial_rebalance_delay_ms: 50,
             ..Limits::default()
         }));
-        coordinator.load(offsets_partitions(dir.path(), 1)).unwrap();
+        coordinator
+            .load(1, offsets_partitions(dir.path(), 1))
+            .unwrap();
         let timers = coordinator.spawn_timers();
         let (a, b) = tokio::join!(
             coordinator.join(join_request("g")),
@@ -752,5 +876,87 @@ mod tests {
         assert_eq!(a.generation, 1);
         assert_eq!(b.generation, 1);
         assert_eq!(a.leader, b.leader);
+    }
+
+    /// A group whose offsets partition `index` of `n`.
+    fn group_in(index: i32, n: i32) -> String {
+        (0..)
+            .map(|i| format!("g{i}"))
+            .find(|g| records::partition_for(g, n) == index)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_groups_of_led_partitions_are_served_and_resigning_releases_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = Arc::new(GroupCoordinator::new(Limits {
+            initial_rebalance_delay_ms: 60_000,
+            ..Limits::default()
+        }));
+        let partitions = offsets_partitions(dir.path(), 3);
+        // This broker leads partitions 0 and 1 of 3.
+        coordinator.load(3, partitions[..2].to_vec()).unwrap();
+        assert_eq!(coordinator.coordinated(), vec![0, 1]);
+        let (mine, other) = (group_in(1, 3), group_in(2, 3));
+        assert_eq!(
+            coordinator.join(join_request(&other)).await.error,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            coordinator.offsets(&other),
+            Err(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            coordinator.commit(&other, -1, "", None, vec![], WAIT).await,
+            Err(ResponseError::NotCoordinator)
+        );
+        let value = OffsetValue {
+            offset: 7,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 1,
+        };
+        coordinator
+            .commit(
+                &mine,
+                -1,
+                "",
+                None,
+                vec![(("t".into(), 0), value.clone())],
+                WAIT,
+            )
+            .await
+            .unwrap();
+
+        // A join parks for the initial rebalance delay; losing the partition answers it.
+        let parked = tokio::spawn({
+            let coordinator = coordinator.clone();
+            let mine = mine.clone();
+            async move { coordinator.join(join_request(&mine)).await }
+        });
+        while coordinator
+            .describe(&mine)
+            .unwrap()
+            .is_none_or(|d| d.members.is_empty())
+        {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(coordinator.resign(1), 1);
+        assert_eq!(
+            parked.await.unwrap().error,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            coordinator.offsets(&mine),
+            Err(ResponseError::NotCoordinator)
+        );
+        assert!(coordinator.list().unwrap().is_empty());
+
+        // Leading it again replays what was committed.
+        coordinator.take_over(partitions[1].clone()).unwrap();
+        assert_eq!(
+            coordinator.offsets(&mine).unwrap()[&("t".to_string(), 0)],
+            value
+        );
     }
 }

@@ -1000,6 +1000,31 @@ impl Groups {
         self.groups.remove(group_id);
     }
 
+    /// Forgets every group `pick` chooses, because another broker coordinates them
+    /// now: each parked JoinGroup and SyncGroup of theirs is answered with `error`
+    /// (NOT_COORDINATOR sends the client to find the new coordinator). Returns how many
+    /// groups were forgotten. Their state lives on in the offsets partition, from
+    /// which the next coordinator rebuilds it.
+    pub fn unload(&mut self, mut pick: impl FnMut(&str) -> bool, error: ResponseError) -> usize {
+        let doomed: Vec<String> = self.groups.keys().filter(|g| pick(g)).cloned().collect();
+        for group_id in &doomed {
+            let Some(group) = self.groups.remove(group_id) else {
+                continue;
+            };
+            for member in group.members.values() {
+                if let Some(token) = member.awaiting_join {
+                    self.outputs
+                        .push(Output::Join(token, JoinResponse::error(error, &member.id)));
+                }
+                if let Some(token) = member.awaiting_sync {
+                    self.outputs
+                        .push(Output::Sync(token, SyncResponse::error(error)));
+                }
+            }
+        }
+        doomed.len()
+    }
+
     /// Checks which of `partitions` may have their offsets deleted: the group must
     /// exist, and a partition of a topic the live members subscribe to is refused.
     pub fn deletable_offsets(

@@ -113,7 +113,7 @@ pub async fn dispatch(
         }
         ApiKey::Heartbeat => sync_api!(heartbeat),
         ApiKey::LeaveGroup => sync_api!(leave_group),
-        ApiKey::OffsetCommit => sync_api!(offset_commit),
+        ApiKey::OffsetCommit => async_api!(offset_commit),
         ApiKey::OffsetFetch => sync_api!(offset_fetch),
         ApiKey::DescribeGroups => sync_api!(describe_groups),
         ApiKey::ListGroups => sync_api!(list_groups),

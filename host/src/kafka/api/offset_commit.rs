@@ -1,8 +1,9 @@
 //! OffsetCommit (8): a group member (or, for an empty group, an outside tool with
 //! generation -1) stores consumed positions. The answer goes out only after the
-//! records are appended to `__consumer_offsets`.
+//! records are in every in-sync replica of their `__consumer_offsets` partition.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -15,7 +16,7 @@ use crate::broker::now_ms;
 use crate::group::records::OffsetValue;
 
 /// Answers an OffsetCommit request.
-pub fn handle(
+pub async fn handle(
     ctx: &Context<'_>,
     request: OffsetCommitRequest,
     version: i16,
@@ -23,6 +24,8 @@ pub fn handle(
     let broker = ctx.broker;
     let max_metadata = broker.config().group.max_offset_metadata_bytes as usize;
     let now = now_ms();
+    // Any partition of the cluster may be committed, not only the ones hosted here.
+    let cluster = broker.metadata();
     let mut verdicts: HashMap<(String, i32), Option<ResponseError>> = HashMap::new();
     let mut accepted = Vec::new();
     for topic in &request.topics {
@@ -33,7 +36,7 @@ pub fn handle(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let verdict = if broker.partition(&name, p.partition_index).is_none() {
+            let verdict = if cluster.partition(&name, p.partition_index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > max_metadata {
                 Some(ResponseError::OffsetMetadataTooLarge)
@@ -64,8 +67,9 @@ pub fn handle(
             request.member_id.as_str(),
             request.group_instance_id.as_ref().map(|i| i.as_str()),
             accepted,
+            Duration::from_millis(broker.config().group.offsets_commit_timeout_ms),
         );
-        if let Err(error) = stored {
+        if let Err(error) = stored.await {
             for key in keys {
                 verdicts.insert(key, Some(error));
             }
