@@ -81,8 +81,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .reconcile_now()
         .await
         .context("opening the partitions assigned to this broker")?;
-    if let Err(e) = broker.ensure_offsets_topic().await {
-        tracing::debug!(error = %e, "__consumer_offsets not created yet");
+    // Created at startup only once every seed broker is registered: placed earlier it
+    // would leave out the brokers still starting. Otherwise the first FindCoordinator
+    // creates it.
+    let seeds = broker.config().cluster.seeds.len().max(1);
+    if broker.metadata().live_brokers().count() >= seeds {
+        if let Err(e) = broker.ensure_offsets_topic().await {
+            tracing::debug!(error = %e, "__consumer_offsets not created yet");
+        }
     }
     let reconciler = spawn_reconciler(broker.clone());
     tracing::info!(

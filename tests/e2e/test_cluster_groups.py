@@ -78,3 +78,36 @@ def test_group_offsets_survive_the_loss_of_the_coordinator(cluster_factory):
     keys = [k for _, _, k, _ in first + rest]
     assert len(keys) == len(set(keys)) == RECORDS
     assert {k: v for _, _, k, v in first + rest} == sent
+
+
+def test_each_of_four_brokers_coordinates_groups_without_holding_every_offsets_partition(cluster_factory):
+    c = cluster_factory(4)
+    topic = unique_topic("g4")
+    c.create_topic(topic, PARTITIONS, rf=3, config={"min.insync.replicas": "2"})
+    p = producer(c.bootstrap, acks="all", **{"enable.idempotence": True})
+    for i in range(RECORDS):
+        p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % PARTITIONS)
+    assert p.flush(60) == 0
+
+    # one group per coordinator, found by asking (FindCoordinator) for fresh names
+    admin = c.admin()
+    by_coordinator = {}
+    for _ in range(200):
+        g = unique_topic("g4group")
+        by_coordinator.setdefault(admin.describe_consumer_groups([g])[g].result(30).coordinator.id, g)
+        if len(by_coordinator) == 4:
+            break
+    assert sorted(by_coordinator) == [1, 2, 3, 4]
+    # with replication factor 3 over four brokers, none holds the whole offsets topic
+    _, offsets_parts = c.metadata().topics["__consumer_offsets"]
+    for b in range(1, 5):
+        assert any(b not in pm.replicas for pm in offsets_parts.values()), f"broker {b} holds every partition"
+
+    for coordinator, group in sorted(by_coordinator.items()):
+        seen = consume(c, group, topic, RECORDS)
+        assert sorted((part, off) for part, off, _, _ in seen) == sorted(
+            (i % PARTITIONS, i // PARTITIONS) for i in range(RECORDS))
+        committed = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)])[group].result(30).topic_partitions
+        assert {tp.partition: tp.offset for tp in committed} == {
+            q: RECORDS // PARTITIONS for q in range(PARTITIONS)}, f"group {group} at broker {coordinator}"
