@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::topic::{self, TopicSettings};
 use crate::config::Config;
-use crate::controller::placement::{self, PlacementError};
+use crate::controller::placement::{self, AssignmentError, PlacementError};
 use crate::controller::{
     Applied, Command, Controller, ControllerError, PartitionState, State, StateError, TopicMeta,
 };
@@ -65,6 +65,9 @@ pub enum TopicError {
     /// The replicas cannot be placed.
     #[error(transparent)]
     InvalidReplicationFactor(#[from] PlacementError),
+    /// Replica lists given by the client were refused.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(#[from] AssignmentError),
     /// A topic config is unknown or out of range.
     #[error("invalid config {key}={value}: {reason}")]
     InvalidConfig {
@@ -109,6 +112,7 @@ impl TopicError {
                 ResponseError::InvalidPartitions
             }
             TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             TopicError::Storage { .. } => ResponseError::KafkaStorageError,
             TopicError::Controller(ControllerError::Unavailable(_)) => {
@@ -317,29 +321,55 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMeta, TopicError> {
+        let replicas = Replicas::Placed {
+            partitions,
+            replication_factor,
+        };
+        self.create_topic_with(name, replicas, configs, validate_only)
+            .await
+    }
+
+    /// [`create_topic`](Self::create_topic) with the replicas placed by the cluster or
+    /// given by the client.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        replicas: Replicas,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, TopicError> {
         validate_topic_name(name)?;
-        let partitions = if partitions == -1 {
-            self.config.kafka.default_partitions
-        } else {
-            partitions
-        };
-        if !(1..=100_000).contains(&partitions) {
-            return Err(TopicError::InvalidPartitions(format!(
-                "number of partitions must be between 1 and 100000, not {partitions}"
-            )));
-        }
-        let replication_factor = if replication_factor == -1 {
-            self.config.cluster.default_replication_factor
-        } else {
-            replication_factor
-        };
         validate_configs(&configs)?;
         let state = self.metadata();
         if state.topics.contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
         }
-        let live: Vec<_> = state.live_brokers().collect();
-        let assignments = placement::assign(name, 0, partitions, replication_factor, &live)?;
+        let assignments = match replicas {
+            Replicas::Placed {
+                partitions,
+                replication_factor,
+            } => {
+                let partitions = if partitions == -1 {
+                    self.config.kafka.default_partitions
+                } else {
+                    partitions
+                };
+                check_partition_count(partitions)?;
+                let replication_factor = if replication_factor == -1 {
+                    self.config.cluster.default_replication_factor
+                } else {
+                    replication_factor
+                };
+                let live: Vec<_> = state.live_brokers().collect();
+                placement::assign(name, 0, partitions, replication_factor, &live)?
+            }
+            Replicas::Assigned(lists) => {
+                check_partition_count(lists.len() as i32)?;
+                placement::manual(0, lists, None, &state.brokers)?
+            }
+        };
+        let partitions = assignments.len() as i32;
+        let replication_factor = assignments.first().map_or(0, Vec::len);
         let meta = TopicMeta {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -393,11 +423,14 @@ impl Broker {
         Ok(meta)
     }
 
-    /// Grows a topic to `count` partitions through the controller.
+    /// Grows a topic to `count` partitions through the controller, placing the new
+    /// partitions' replicas or taking them from `assigned` (one list per new
+    /// partition).
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assigned: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let state = self.metadata();
@@ -421,8 +454,22 @@ impl Broker {
             .first()
             .map(|p| p.replicas.len() as i16)
             .unwrap_or(1);
-        let live: Vec<_> = state.live_brokers().collect();
-        let assignments = placement::assign(name, current, count - current, rf, &live)?;
+        let assignments = match assigned {
+            None => {
+                let live: Vec<_> = state.live_brokers().collect();
+                placement::assign(name, current, count - current, rf, &live)?
+            }
+            Some(lists) => {
+                if lists.len() != (count - current) as usize {
+                    return Err(AssignmentError::Count {
+                        count: count - current,
+                        given: lists.len(),
+                    }
+                    .into());
+                }
+                placement::manual(current, lists, Some(rf as usize), &state.brokers)?
+            }
+        };
         if validate_only {
             return Ok(());
         }
@@ -940,6 +987,31 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// How a new topic's replicas are chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicas {
+    /// `partitions` partitions of `replication_factor` replicas each, placed by the
+    /// cluster (rack-aware); -1 for either takes the broker's default.
+    Placed {
+        /// Partition count, or -1.
+        partitions: i32,
+        /// Replicas per partition, or -1.
+        replication_factor: i16,
+    },
+    /// Each partition's replicas, in partition order, preferred leader first (Kafka's
+    /// `--replica-assignment`).
+    Assigned(Vec<Vec<i32>>),
+}
+
+fn check_partition_count(partitions: i32) -> Result<(), TopicError> {
+    if !(1..=100_000).contains(&partitions) {
+        return Err(TopicError::InvalidPartitions(format!(
+            "number of partitions must be between 1 and 100000, not {partitions}"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
     for (key, value) in configs {
         topic::validate(key, value).map_err(|reason| TopicError::InvalidConfig {
@@ -1083,10 +1155,10 @@ mod tests {
                 .code(),
             ResponseError::TopicAlreadyExists
         );
-        b.create_partitions("events", 4, false).await.unwrap();
+        b.create_partitions("events", 4, None, false).await.unwrap();
         assert_eq!(b.topic("events").unwrap().partitions.len(), 4);
         assert_eq!(
-            b.create_partitions("events", 3, false)
+            b.create_partitions("events", 3, None, false)
                 .await
                 .unwrap_err()
                 .code(),

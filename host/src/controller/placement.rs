@@ -28,6 +28,112 @@ pub enum PlacementError {
     Invalid(i16),
 }
 
+/// Why a replica assignment given by the client (`--replica-assignment`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    /// A partition without replicas.
+    #[error("partition {partition} has no replicas")]
+    Empty {
+        /// The partition.
+        partition: i32,
+    },
+    /// A broker named twice for one partition.
+    #[error("partition {partition} names broker {broker} more than once")]
+    Duplicate {
+        /// The partition.
+        partition: i32,
+        /// The broker.
+        broker: i32,
+    },
+    /// A broker the cluster does not know.
+    #[error("partition {partition} names broker {broker}, which is not registered")]
+    UnknownBroker {
+        /// The partition.
+        partition: i32,
+        /// The broker.
+        broker: i32,
+    },
+    /// Partitions of one topic with different replication factors.
+    #[error(
+        "partition {partition} has {found} replica(s) where the topic's other partitions have {expected}"
+    )]
+    Uneven {
+        /// The partition.
+        partition: i32,
+        /// Its replicas.
+        found: usize,
+        /// The topic's replication factor.
+        expected: usize,
+    },
+    /// No replica of a partition could lead it.
+    #[error("every broker of partition {partition} ({brokers:?}) is fenced")]
+    AllFenced {
+        /// The partition.
+        partition: i32,
+        /// Its replicas.
+        brokers: Vec<i32>,
+    },
+    /// Assignments that do not number the partitions in order.
+    #[error("assignments must number the partitions {first}..{end} once each; found {found}")]
+    Numbering {
+        /// The first partition the assignments are for.
+        first: i32,
+        /// One past the last.
+        end: i32,
+        /// The partition numbers given, in order.
+        found: String,
+    },
+    /// Not one assignment per partition.
+    #[error("{count} new partition(s) but {given} assignment(s)")]
+    Count {
+        /// Partitions to assign.
+        count: i32,
+        /// Assignments given.
+        given: usize,
+    },
+}
+
+/// Checks replica lists given by the client for partitions `first..` of a topic:
+/// each non-empty, without repeats, of registered brokers not all fenced, and all of
+/// the replication factor `expected` (or of the first list's, for a new topic).
+pub fn manual(
+    first: i32,
+    assignments: Vec<Vec<i32>>,
+    expected: Option<usize>,
+    brokers: &BTreeMap<i32, BrokerMeta>,
+) -> Result<Vec<Vec<i32>>, AssignmentError> {
+    let expected = expected.or_else(|| assignments.first().map(Vec::len));
+    for (i, replicas) in assignments.iter().enumerate() {
+        let partition = first + i as i32;
+        if replicas.is_empty() {
+            return Err(AssignmentError::Empty { partition });
+        }
+        let mut seen = BTreeSet::new();
+        for &broker in replicas {
+            if !seen.insert(broker) {
+                return Err(AssignmentError::Duplicate { partition, broker });
+            }
+            if !brokers.contains_key(&broker) {
+                return Err(AssignmentError::UnknownBroker { partition, broker });
+            }
+        }
+        if let Some(expected) = expected.filter(|e| *e != replicas.len()) {
+            return Err(AssignmentError::Uneven {
+                partition,
+                found: replicas.len(),
+                expected,
+            });
+        }
+        if replicas.iter().all(|b| brokers[b].fenced) {
+            return Err(AssignmentError::AllFenced {
+                partition,
+                brokers: replicas.clone(),
+            });
+        }
+    }
+    Ok(assignments)
+}
+
 /// Assigns `count` partitions, numbered from `first`, to `replication_factor` brokers
 /// each, chosen among `live`.
 pub fn assign(
@@ -200,5 +306,68 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("larger than the 2 live"));
+    }
+
+    #[test]
+    fn manual_assignments_are_checked() {
+        let mut brokers: BTreeMap<i32, BrokerMeta> =
+            (1..=3).map(|id| (id, broker(id, None))).collect();
+        let ok = vec![vec![1, 2], vec![2, 3], vec![3, 1]];
+        assert_eq!(manual(0, ok.clone(), None, &brokers), Ok(ok));
+        let err = |first, lists: Vec<Vec<i32>>, expected, brokers: &BTreeMap<i32, BrokerMeta>| {
+            manual(first, lists, expected, brokers).unwrap_err()
+        };
+        assert_eq!(
+            err(0, vec![vec![1, 2], vec![]], None, &brokers),
+            AssignmentError::Empty { partition: 1 }
+        );
+        assert_eq!(
+            err(0, vec![vec![1, 1]], None, &brokers),
+            AssignmentError::Duplicate {
+                partition: 0,
+                broker: 1
+            }
+        );
+        let unknown = err(4, vec![vec![1, 9]], Some(2), &brokers);
+        assert_eq!(
+            unknown,
+            AssignmentError::UnknownBroker {
+                partition: 4,
+                broker: 9
+            }
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "partition 4 names broker 9, which is not registered"
+        );
+        assert_eq!(
+            err(0, vec![vec![1, 2], vec![3]], None, &brokers),
+            AssignmentError::Uneven {
+                partition: 1,
+                found: 1,
+                expected: 2
+            }
+        );
+        assert_eq!(
+            err(6, vec![vec![1]], Some(3), &brokers),
+            AssignmentError::Uneven {
+                partition: 6,
+                found: 1,
+                expected: 3
+            }
+        );
+        brokers.get_mut(&1).unwrap().fenced = true;
+        brokers.get_mut(&2).unwrap().fenced = true;
+        assert_eq!(
+            manual(0, vec![vec![1, 3]], None, &brokers).unwrap(),
+            vec![vec![1, 3]]
+        );
+        assert_eq!(
+            err(0, vec![vec![1, 2]], None, &brokers),
+            AssignmentError::AllFenced {
+                partition: 0,
+                brokers: vec![1, 2]
+            }
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! CreatePartitions (37): grows topics' partition counts.
+//! CreatePartitions (37): grows topics' partition counts, placing the new partitions'
+//! replicas or taking them from the request's assignments.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -17,7 +18,17 @@ pub async fn handle(
         result.name = wanted.name.clone();
         if let Err(e) = ctx
             .broker
-            .create_partitions(wanted.name.0.as_str(), wanted.count, request.validate_only)
+            .create_partitions(
+                wanted.name.0.as_str(),
+                wanted.count,
+                wanted.assignments.as_ref().map(|lists| {
+                    lists
+                        .iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect()
+                }),
+                request.validate_only,
+            )
             .await
         {
             result.error_code = e.code().code();

@@ -4,14 +4,16 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{kstr, Context};
-use crate::broker::TopicError;
+use crate::broker::{Replicas, TopicError};
 use crate::config::topic;
+use crate::controller::placement::AssignmentError;
 
 /// Answers a CreateTopics request.
 pub async fn handle(
@@ -20,7 +22,6 @@ pub async fn handle(
     version: i16,
 ) -> CreateTopicsResponse {
     let broker = ctx.broker;
-    let node = broker.config().broker.node_id;
     let mut response = CreateTopicsResponse::default();
     let mut seen = HashSet::new();
     let duplicated: HashSet<String> = request
@@ -38,22 +39,7 @@ pub async fn handle(
                 ResponseError::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
             ))
-        } else if !wanted.assignments.is_empty()
-            && wanted
-                .assignments
-                .iter()
-                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
-        {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("replica assignments may only name broker {node}"),
-            ))
         } else {
-            let partitions = if wanted.assignments.is_empty() {
-                wanted.num_partitions
-            } else {
-                wanted.assignments.len() as i32
-            };
             let configs: BTreeMap<String, String> = wanted
                 .configs
                 .iter()
@@ -64,16 +50,13 @@ pub async fn handle(
                     ))
                 })
                 .collect();
-            broker
-                .create_topic(
-                    &name,
-                    partitions,
-                    wanted.replication_factor,
-                    configs,
-                    request.validate_only,
-                )
-                .await
-                .map_err(|e: TopicError| (e.code(), e.to_string()))
+            match replicas(&wanted) {
+                Ok(replicas) => broker
+                    .create_topic_with(&name, replicas, configs, request.validate_only)
+                    .await
+                    .map_err(|e: TopicError| (e.code(), e.to_string())),
+                Err(refused) => Err(refused),
+            }
         };
         match outcome {
             Ok(meta) => {
@@ -116,4 +99,47 @@ pub async fn handle(
         response.topics.push(result);
     }
     response
+}
+
+/// The replicas a topic asks for: a count and a replication factor, or, as Kafka's
+/// `--replica-assignment`, a broker list per partition (numbered 0.. once each), in
+/// which case the count and factor must be -1.
+fn replicas(wanted: &CreatableTopic) -> Result<Replicas, (ResponseError, String)> {
+    if wanted.assignments.is_empty() {
+        return Ok(Replicas::Placed {
+            partitions: wanted.num_partitions,
+            replication_factor: wanted.replication_factor,
+        });
+    }
+    if wanted.num_partitions != -1 || wanted.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "with replica assignments, the partition count and replication factor must be -1 \
+             (they follow from the assignments)"
+                .to_string(),
+        ));
+    }
+    let mut lists: Vec<(i32, Vec<i32>)> = wanted
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|b| b.0).collect(),
+            )
+        })
+        .collect();
+    lists.sort_by_key(|(p, _)| *p);
+    if lists.iter().enumerate().any(|(i, (p, _))| *p != i as i32) {
+        let found: Vec<String> = lists.iter().map(|(p, _)| p.to_string()).collect();
+        let error = TopicError::from(AssignmentError::Numbering {
+            first: 0,
+            end: lists.len() as i32,
+            found: found.join(","),
+        });
+        return Err((error.code(), error.to_string()));
+    }
+    Ok(Replicas::Assigned(
+        lists.into_iter().map(|(_, brokers)| brokers).collect(),
+    ))
 }
