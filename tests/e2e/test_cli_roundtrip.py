@@ -76,3 +76,23 @@ def test_cli_produce_consume_round_trip(broker):
     # a partition that does not exist is an error that names it
     bad = cli(broker, "produce", topic, "--partition", "7", input=b"x\n", check=False)
     assert bad.returncode != 0 and b"7" in bad.stderr, bad
+
+
+@pytest.mark.timeout(60)
+def test_cli_output_into_a_closed_pipe_ends_quietly(broker):
+    """`quiver topic list | head -1` where head has gone: the command ends by SIGPIPE
+    like any Unix tool, with no panic on stderr."""
+    import os
+    import signal
+
+    topic = unique_topic("pipe")
+    cli(broker, "topic", "create", topic, "--partitions", "1")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command prints anything
+    try:
+        proc = subprocess.run([quiver_bin(), "topic", "list", "--bootstrap", broker.bootstrap],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=30)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == -signal.SIGPIPE, (proc.returncode, proc.stderr.decode(errors="replace"))
+    assert b"panicked" not in proc.stderr, proc.stderr.decode(errors="replace")

@@ -26,8 +26,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and learns the broker's API versions.
-    pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    /// Connects to the first broker of `bootstrap` (`host:port[,host:port…]`, as Kafka
+    /// tools take it) that answers, and learns its API versions.
+    pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
+        let addresses: Vec<&str> = bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if addresses.is_empty() {
+            bail!("no broker address given (--bootstrap host:port[,host:port…])");
+        }
+        let mut failures = Vec::new();
+        for address in addresses {
+            match Self::connect_one(address).await {
+                Ok(client) => return Ok(client),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!("no broker answered: {}", failures.join("; "))
+    }
+
+    async fn connect_one(address: &str) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(address)
             .await
             .with_context(|| format!("connecting to {address}"))?;

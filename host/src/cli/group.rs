@@ -87,27 +87,40 @@ pub(crate) struct ResetArgs {
 pub(crate) async fn run(command: GroupCommand) -> anyhow::Result<ExitCode> {
     match command {
         GroupCommand::List { connection } => {
-            let mut client = Client::connect(&connection.bootstrap).await?;
-            let version = client.version(ApiKey::ListGroups, 4)?;
-            let response = client
-                .request(ListGroupsRequest::default(), version)
-                .await?;
-            check(response.error_code, None, "listing groups")?;
-            let mut groups: Vec<_> = response.groups.into_iter().collect();
-            groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+            // Each broker lists the groups it coordinates: ask them all, as Kafka's
+            // admin client does.
+            let mut bootstrap = Client::connect(&connection.bootstrap).await?;
+            let brokers = metadata(&mut bootstrap, None).await?.brokers;
+            let mut groups = BTreeMap::new();
+            for broker in &brokers {
+                let address = format!("{}:{}", broker.host.as_str(), broker.port);
+                let mut client = Client::connect(&address).await.with_context(|| {
+                    format!("listing the groups of broker {}", broker.node_id.0)
+                })?;
+                let version = client.version(ApiKey::ListGroups, 4)?;
+                let response = client
+                    .request(ListGroupsRequest::default(), version)
+                    .await?;
+                check(
+                    response.error_code,
+                    None,
+                    format!("listing the groups of broker {}", broker.node_id.0),
+                )?;
+                for g in response.groups {
+                    let state = if version >= 4 {
+                        g.group_state.to_string()
+                    } else {
+                        "-".into()
+                    };
+                    groups.insert(
+                        g.group_id.0.to_string(),
+                        (state, g.protocol_type.to_string()),
+                    );
+                }
+            }
             println!("{:<40} {:<20} PROTOCOL-TYPE", "GROUP", "STATE");
-            for g in groups {
-                let state = if version >= 4 {
-                    g.group_state.to_string()
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "{:<40} {:<20} {}",
-                    g.group_id.0.as_str(),
-                    state,
-                    g.protocol_type.as_str()
-                );
+            for (group, (state, protocol_type)) in groups {
+                println!("{group:<40} {state:<20} {protocol_type}");
             }
         }
         GroupCommand::Describe { group, connection } => {

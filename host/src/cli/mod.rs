@@ -83,6 +83,9 @@ pub(crate) struct Connection {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_stdout();
+    }
     match cli.command {
         Command::Serve(args) => {
             let mut overrides = Vec::new();
@@ -109,6 +112,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => block_on(plugin::run(cmd)),
         Command::Group(cmd) => block_on(group::run(cmd)),
         Command::Cluster(cmd) => block_on(cluster::run(cmd)),
+    }
+}
+
+/// A command whose output is piped into a reader that stops early (`| head`) ends
+/// quietly, as other Unix tools do, instead of panicking on the failed print. Rust
+/// ignores SIGPIPE for the sake of sockets; the broker keeps it so (a client hanging
+/// up must never end the server), only the one-shot commands take the default back.
+fn quiet_on_closed_stdout() {
+    // SAFETY: restoring a signal's default disposition at startup, before any thread
+    // exists, has no memory-safety conditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
