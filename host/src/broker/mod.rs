@@ -230,6 +230,14 @@ impl Broker {
 
     /// Connects the broker to its controller; done once, at startup.
     pub fn attach_controller(&self, controller: Arc<Controller>) {
+        let me = self.config.broker.node_id;
+        let metadata = controller.clone();
+        self.groups.set_leadership_probe(Arc::new(move |index| {
+            metadata
+                .state()
+                .partition(OFFSETS_TOPIC, index)
+                .is_some_and(|p| p.leader == me)
+        }));
         let _ = self.controller.set(controller);
     }
 

@@ -129,9 +129,15 @@ struct Inner {
     /// The offsets partitions this broker coordinates: it leads them and has replayed
     /// them.
     owned: BTreeMap<i32, Arc<Partition>>,
+    /// Whether the cluster's metadata names this broker leader of an offsets
+    /// partition: such a partition not yet taken over is loading, not elsewhere.
+    leads: Option<LeadershipProbe>,
     waiters: HashMap<Token, Waiter>,
     next_token: Token,
 }
+
+/// Answers whether this broker leads offsets partition `index` in the metadata.
+pub type LeadershipProbe = Arc<dyn Fn(i32) -> bool + Send + Sync>;
 
 /// The group coordinator of this broker.
 pub struct GroupCoordinator {
@@ -158,6 +164,7 @@ impl GroupCoordinator {
                 groups: Groups::new(limits),
                 count: 0,
                 owned: BTreeMap::new(),
+                leads: None,
                 waiters: HashMap::new(),
                 next_token: 0,
             }),
@@ -222,6 +229,13 @@ impl GroupCoordinator {
         );
         inner.run_outputs();
         forgotten
+    }
+
+    /// Lets the coordinator tell a partition it is about to take over (the metadata
+    /// already names this broker its leader: COORDINATOR_LOAD_IN_PROGRESS, retried by
+    /// clients) from one another broker coordinates (NOT_COORDINATOR).
+    pub fn set_leadership_probe(&self, probe: LeadershipProbe) {
+        self.inner.lock().leads = Some(probe);
     }
 
     /// How many partitions the offsets topic has (0 until loaded).
@@ -514,11 +528,13 @@ impl Inner {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         let index = records::partition_for(group, self.count);
-        self.owned
-            .get(&index)
-            .filter(|p| p.check_leader(-1).is_ok())
-            .cloned()
-            .ok_or(ResponseError::NotCoordinator)
+        match self.owned.get(&index) {
+            Some(p) if p.check_leader(-1).is_ok() => Ok(p.clone()),
+            _ if self.leads.as_ref().is_some_and(|leads| leads(index)) => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+            _ => Err(ResponseError::NotCoordinator),
+        }
     }
 
     fn token(&mut self) -> Token {
@@ -902,6 +918,14 @@ mod tests {
             coordinator.join(join_request(&other)).await.error,
             Some(ResponseError::NotCoordinator)
         );
+        // once the metadata names this broker leader of partition 2, its groups are
+        // loading here (clients retry), not elsewhere
+        coordinator.set_leadership_probe(Arc::new(|index| index == 2));
+        assert_eq!(
+            coordinator.offsets(&other),
+            Err(ResponseError::CoordinatorLoadInProgress)
+        );
+        coordinator.set_leadership_probe(Arc::new(|_| false));
         assert_eq!(
             coordinator.offsets(&other),
             Err(ResponseError::NotCoordinator)
