@@ -229,6 +229,10 @@ def phase_failover(cfg, c):
     for k in range(cfg.kills):
         part = k % parts
         leader = c.wait_leader(topic, part, timeout=60)
+        try:
+            was_controller = c.controller() == leader
+        except AssertionError:
+            was_controller = None
         t_kill = time.monotonic()
         c.kill(leader)
         deadline = t_kill + 60
@@ -240,8 +244,10 @@ def phase_failover(cfg, c):
                              f"of killing leader {leader}: {err}")
         secs = time.monotonic() - t_kill
         new = c.leader_of(topic, part)
-        samples.append({"kill": k + 1, "partition": part, "old_leader": leader, "new_leader": new, "s": secs})
-        log(f"kill {k + 1}/{cfg.kills}: leader {leader} of {part} -> {new}: {secs:.3f} s")
+        samples.append({"kill": k + 1, "partition": part, "old_leader": leader, "new_leader": new, "s": secs,
+                        "was_controller": was_controller})
+        log(f"kill {k + 1}/{cfg.kills}: leader {leader} of {part} -> {new}: {secs:.3f} s"
+            f"{' (it was the controller)' if was_controller else ''}")
         c.restart(leader)
         c.wait_topic(topic, parts, 3, timeout=120)
         check_cluster(c)
