@@ -90,7 +90,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "__consumer_offsets not created yet");
         }
     }
-    let reconciler = spawn_reconciler(broker.clone());
     tracing::info!(
         data_dir = %data_dir.display(),
         topics = broker.topics().len(),
@@ -104,6 +103,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("loading plugins")?
         .context("loading plugins")?;
     let plugins = Arc::new(plugins);
+    if broker.config().cluster.seeds.is_empty() {
+        adopt_local_plugins(&broker, &plugins)
+            .await
+            .context("adopting this broker's plugins into the cluster metadata")?;
+    }
+    // The cluster's plugins are the truth; the local registry is their cache.
+    {
+        let (p, state) = (plugins.clone(), broker.metadata());
+        tokio::task::spawn_blocking(move || p.sync(&state.plugins))
+            .await
+            .context("applying the cluster's plugins")?;
+    }
+    let reconciler = spawn_reconciler(broker.clone(), plugins.clone());
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
@@ -364,13 +376,17 @@ impl Transport for QuicTransport {
 }
 
 /// Applies every committed metadata change to this broker's disk.
-fn spawn_reconciler(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+fn spawn_reconciler(broker: Arc<Broker>, plugins: Arc<Plugins>) -> tokio::task::JoinHandle<()> {
     let mut changes = broker.controller().subscribe();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let state = changes.borrow_and_update().clone();
-            let b = broker.clone();
-            match tokio::task::spawn_blocking(move || b.reconcile(&state)).await {
+            let (b, p) = (broker.clone(), plugins.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                p.sync(&state.plugins);
+                b.reconcile(&state)
+            });
+            match applied.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "applying metadata to local replicas failed")
@@ -390,4 +406,35 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// A single node's plugins from before they were kept in the cluster metadata: each
+/// one in the local registry that the metadata lacks is proposed once, as it is, so
+/// the first sync does not remove it. Returns how many were adopted.
+async fn adopt_local_plugins(broker: &Broker, plugins: &Plugins) -> anyhow::Result<usize> {
+    use crate::controller::state::{Command, Component};
+    let known = broker.metadata().plugins.clone();
+    let mut adopted = 0;
+    for (name, (record, code)) in plugins.stored() {
+        if known.contains_key(&name) {
+            continue;
+        }
+        let command = Command::SetPlugin {
+            name: name.clone(),
+            record,
+            code: code
+                .into_iter()
+                .map(|(sha, b)| (sha, Component(b)))
+                .collect(),
+            expect: 0,
+        };
+        broker
+            .controller()
+            .submit(command, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("adopting plugin '{name}'"))?;
+        tracing::info!(plugin = %name, "adopted a locally stored plugin into the cluster metadata");
+        adopted += 1;
+    }
+    Ok(adopted)
 }

@@ -2,6 +2,13 @@
 //!
 //! A deploy is `PUT /v1/plugins/{name}?kind=partitioner&config=k%3Dv&…` with the
 //! component as the body (or `native=<file>` and an empty body for a native library).
+//!
+//! Deploys, rollbacks and removals go through the controller, so every broker serves
+//! the same versions: the broker asked validates a new version itself (it compiles,
+//! links and initialises), proposes the plugin's new record with the component, and
+//! answers once the change is applied and serving here; the others follow from the
+//! metadata. Two deploys of one plugin racing each other: the later gets 409
+//! `plugin_changed` and may retry.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -9,8 +16,50 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use super::{blocking, AdminState, ApiError};
-use crate::plugin::{Code, DeployRequest, Kind, LimitOverrides, PluginError};
+use crate::controller::state::{Command, Component, PluginMeta, StateError};
+use crate::controller::ControllerError;
+use crate::plugin::{Code, DeployRequest, Kind, LimitOverrides, PluginError, PluginRecord};
+
+/// Versions the cluster keeps per plugin (with their components); older ones go.
+const KEPT_VERSIONS: usize = 10;
+/// How long a plugin change may take to commit.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn controller_error(e: ControllerError) -> ApiError {
+    match e {
+        ControllerError::Rejected(StateError::PluginChanged { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "plugin_changed", e.to_string())
+        }
+        ControllerError::Rejected(StateError::UnknownPlugin(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", e.to_string())
+        }
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller_unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+/// Commits a plugin change, then applies the cluster's plugins here before answering.
+async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
+    state
+        .broker
+        .controller()
+        .submit(command, CONTROLLER_TIMEOUT)
+        .await
+        .map_err(controller_error)?;
+    let (plugins, metadata) = (state.plugins.clone(), state.broker.metadata());
+    blocking(move || plugins.sync(&metadata.plugins)).await
+}
+
+fn current(state: &AdminState, name: &str) -> Option<PluginMeta> {
+    state.broker.metadata().plugins.get(name).cloned()
+}
 
 fn plugin_error(e: PluginError) -> ApiError {
     let (status, code) = match &e {
@@ -118,21 +167,48 @@ pub(super) async fn deploy(
         }
         None => Code::Wasm(body.to_vec()),
     };
+    let existing = current(&state, &name);
+    let newest = existing.as_ref().map_or(0, PluginMeta::newest);
     let plugins = state.plugins.clone();
-    let outcome = blocking(move || {
-        plugins.deploy(DeployRequest {
-            name,
-            kind,
+    let request = DeployRequest {
+        name: name.clone(),
+        kind,
+        code,
+        config,
+        limits,
+    };
+    let existing_kind = existing.as_ref().map(|p| p.record.kind);
+    let prepared = blocking(move || plugins.prepare(request, newest + 1, existing_kind))
+        .await?
+        .map_err(plugin_error)?;
+    let mut record = existing.map(|p| p.record).unwrap_or(PluginRecord {
+        kind,
+        active: 0,
+        versions: Vec::new(),
+        failed: None,
+    });
+    record.versions.push(prepared.record.clone());
+    record.active = prepared.record.version;
+    let excess = record.versions.len().saturating_sub(KEPT_VERSIONS);
+    record.versions.drain(..excess);
+    let code: BTreeMap<String, Component> = prepared
+        .component
+        .into_iter()
+        .map(|(sha256, bytes)| (sha256, Component(bytes)))
+        .collect();
+    commit(
+        &state,
+        Command::SetPlugin {
+            name: name.clone(),
+            record,
             code,
-            config,
-            limits,
-        })
-    })
-    .await?
-    .map_err(plugin_error)?;
+            expect: newest,
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::to_value(outcome).expect("serialisable")),
+        Json(serde_json::to_value(prepared.outcome).expect("serialisable")),
     ))
 }
 
@@ -141,11 +217,28 @@ pub(super) async fn rollback(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let plugins = state.plugins.clone();
-    let version = blocking(move || plugins.rollback(&name))
-        .await?
-        .map_err(plugin_error)?;
-    Ok(Json(json!({ "active_version": version })))
+    let existing =
+        current(&state, &name).ok_or_else(|| plugin_error(PluginError::Unknown(name.clone())))?;
+    let mut record = existing.record.clone();
+    let previous = record
+        .versions
+        .iter()
+        .filter(|v| v.version < record.active)
+        .map(|v| v.version)
+        .max()
+        .ok_or_else(|| plugin_error(PluginError::NoPreviousVersion(name.clone())))?;
+    record.active = previous;
+    commit(
+        &state,
+        Command::SetPlugin {
+            name,
+            record,
+            code: BTreeMap::new(),
+            expect: existing.newest(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "active_version": previous })))
 }
 
 /// `DELETE /v1/plugins/{name}`
@@ -153,16 +246,29 @@ pub(super) async fn remove(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let in_use: Vec<String> = state
-        .broker
-        .topics()
-        .iter()
-        .filter(|t| t.settings.partitioner.as_deref() == Some(name.as_str()))
-        .map(|t| t.meta.name.clone())
+    if current(&state, &name).is_none() {
+        return Err(plugin_error(PluginError::Unknown(name)));
+    }
+    // Every topic of the cluster counts, not only the ones hosted here.
+    let metadata = state.broker.metadata();
+    let log = &state.broker.config().log;
+    let in_use: Vec<String> = metadata
+        .topics
+        .values()
+        .filter(|t| {
+            crate::config::topic::resolve(log, &t.configs)
+                .partitioner
+                .as_deref()
+                == Some(name.as_str())
+        })
+        .map(|t| t.name.clone())
         .collect();
-    let plugins = state.plugins.clone();
-    blocking(move || plugins.remove(&name, &in_use))
-        .await?
-        .map_err(plugin_error)?;
+    if !in_use.is_empty() {
+        return Err(plugin_error(PluginError::InUse {
+            name,
+            topics: in_use.join(", "),
+        }));
+    }
+    commit(&state, Command::RemovePlugin { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use crate::plugin::{PluginRecord, Source};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -70,6 +71,30 @@ pub enum StateError {
         /// Why it is refused.
         reason: String,
     },
+    /// A plugin change based on another newest version than the plugin has: two
+    /// deploys raced, and this one lost.
+    #[error("plugin '{name}' changed meanwhile: its newest version is {found}, not {expected}")]
+    PluginChanged {
+        /// The plugin.
+        name: String,
+        /// The newest version the change was based on (0: none).
+        expected: u32,
+        /// The newest version now.
+        found: u32,
+    },
+    /// A plugin record naming a component the change does not carry.
+    #[error("plugin '{name}' version {version} names component {sha256}, which was not sent")]
+    PluginCodeMissing {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: u32,
+        /// The component's SHA-256.
+        sha256: String,
+    },
+    /// A change names a plugin that does not exist.
+    #[error("plugin '{0}' does not exist")]
+    UnknownPlugin(String),
 }
 
 /// A broker as registered with the controller.
@@ -207,6 +232,24 @@ pub enum Command {
         /// The new ISR.
         isr: Vec<i32>,
     },
+    /// Deploys a plugin version, rolls back, or otherwise replaces a plugin's record;
+    /// `code` carries the components of versions that are new. Refused unless the
+    /// plugin's newest version is still `expect` (0: the plugin must not exist yet).
+    SetPlugin {
+        /// The plugin.
+        name: String,
+        /// Its new record (`failed` is per broker and ignored).
+        record: PluginRecord,
+        /// Components by SHA-256.
+        code: BTreeMap<String, Component>,
+        /// The newest version the change is based on.
+        expect: u32,
+    },
+    /// Removes a plugin and every version of it.
+    RemovePlugin {
+        /// The plugin.
+        name: String,
+    },
     /// Move leadership back to the preferred replica where it is in sync and alive.
     ElectPreferredLeaders {
         /// Partitions to consider; empty means all.
@@ -237,6 +280,54 @@ pub struct State {
     pub brokers: BTreeMap<i32, BrokerMeta>,
     /// Producer ids below this have been handed out.
     pub producer_ids_reserved: i64,
+    /// Deployed plugins by name: every broker serves these.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginMeta>,
+}
+
+/// A plugin as the cluster knows it: its versions (which one serves) and the
+/// WebAssembly components they name. Per-broker health (a plugin failed by traps)
+/// is not here: each broker judges the code it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginMeta {
+    /// Kind, versions and the serving version.
+    pub record: PluginRecord,
+    /// Components by SHA-256, only of versions still kept.
+    pub code: BTreeMap<String, Component>,
+}
+
+impl PluginMeta {
+    /// The newest version (0 for none).
+    pub fn newest(&self) -> u32 {
+        self.record
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A component's bytes; base64 in the metadata log and snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component(pub bytes::Bytes);
+
+impl Serialize for Component {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Component {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(|b| Component(b.into()))
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl State {
@@ -417,6 +508,53 @@ impl State {
                 state.isr = isr;
                 state.partition_epoch += 1;
                 return Ok(Applied::Partition(state.clone()));
+            }
+            Command::SetPlugin {
+                name,
+                mut record,
+                code,
+                expect,
+            } => {
+                let found = self.plugins.get(&name).map_or(0, PluginMeta::newest);
+                if found != expect {
+                    return Err(StateError::PluginChanged {
+                        name,
+                        expected: expect,
+                        found,
+                    });
+                }
+                let mut kept = self
+                    .plugins
+                    .get(&name)
+                    .map(|p| p.code.clone())
+                    .unwrap_or_default();
+                kept.extend(code);
+                let mut needed = BTreeMap::new();
+                for version in &record.versions {
+                    if let Source::Wasm { sha256 } = &version.source {
+                        let component =
+                            kept.get(sha256)
+                                .ok_or_else(|| StateError::PluginCodeMissing {
+                                    name: name.clone(),
+                                    version: version.version,
+                                    sha256: sha256.clone(),
+                                })?;
+                        needed.insert(sha256.clone(), component.clone());
+                    }
+                }
+                record.failed = None;
+                self.plugins.insert(
+                    name,
+                    PluginMeta {
+                        record,
+                        code: needed,
+                    },
+                );
+            }
+            Command::RemovePlugin { name } => {
+                self.plugins
+                    .remove(&name)
+                    .ok_or(StateError::UnknownPlugin(name))?;
             }
             Command::ElectPreferredLeaders { partitions } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
@@ -850,5 +988,88 @@ mod tests {
             .unwrap();
         assert_eq!(a, Applied::ProducerIds(0));
         assert_eq!(b, Applied::ProducerIds(1000));
+    }
+
+    fn version(version: u32, sha256: &str) -> crate::plugin::VersionRecord {
+        crate::plugin::VersionRecord {
+            version,
+            source: Source::Wasm {
+                sha256: sha256.into(),
+            },
+            config: vec![],
+            limits: Default::default(),
+            api_version: "0.1.0".into(),
+            deployed_at_ms: 1,
+        }
+    }
+
+    fn set_plugin(versions: &[(u32, &str)], active: u32, code: &[&str], expect: u32) -> Command {
+        Command::SetPlugin {
+            name: "p".into(),
+            record: PluginRecord {
+                kind: crate::plugin::Kind::Partitioner,
+                active,
+                versions: versions.iter().map(|(v, sha)| version(*v, sha)).collect(),
+                failed: None,
+            },
+            code: code
+                .iter()
+                .map(|sha| {
+                    (
+                        sha.to_string(),
+                        Component(bytes::Bytes::from(sha.to_string())),
+                    )
+                })
+                .collect(),
+            expect,
+        }
+    }
+
+    #[test]
+    fn plugin_changes_are_based_on_the_newest_version_and_keep_only_named_code() {
+        let mut state = State::default();
+        state.apply(set_plugin(&[(1, "a")], 1, &["a"], 0)).unwrap();
+        // a second "first deploy" lost the race
+        assert_eq!(
+            state.apply(set_plugin(&[(1, "b")], 1, &["b"], 0)),
+            Err(StateError::PluginChanged {
+                name: "p".into(),
+                expected: 0,
+                found: 1
+            })
+        );
+        // a version naming code nobody sent
+        assert_eq!(
+            state.apply(set_plugin(&[(1, "a"), (2, "c")], 2, &[], 1)),
+            Err(StateError::PluginCodeMissing {
+                name: "p".into(),
+                version: 2,
+                sha256: "c".into()
+            })
+        );
+        state
+            .apply(set_plugin(&[(1, "a"), (2, "b")], 2, &["b"], 1))
+            .unwrap();
+        assert_eq!(state.plugins["p"].newest(), 2);
+        assert_eq!(
+            state.plugins["p"].code.keys().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        // version 1 dropped: its code goes with it; a rollback sends no code
+        state.apply(set_plugin(&[(2, "b")], 2, &[], 2)).unwrap();
+        assert_eq!(state.plugins["p"].code.keys().collect::<Vec<_>>(), ["b"]);
+
+        // the whole state, components included, survives a snapshot's JSON
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&json).unwrap(), state);
+
+        state
+            .apply(Command::RemovePlugin { name: "p".into() })
+            .unwrap();
+        assert!(state.plugins.is_empty());
+        assert_eq!(
+            state.apply(Command::RemovePlugin { name: "p".into() }),
+            Err(StateError::UnknownPlugin("p".into()))
+        );
     }
 }

@@ -35,6 +35,7 @@ use wasmtime::component::Linker;
 
 use crate::broker::now_ms;
 use crate::config::PluginsConfig;
+use crate::controller::state::{Component, PluginMeta};
 use engine::PluginEngine;
 use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
 use native::NativePartitioner;
@@ -277,6 +278,17 @@ pub struct Failure {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Registry {
     plugins: BTreeMap<String, PluginRecord>,
+}
+
+/// A checked version, ready to be recorded (see [`Plugins::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// What the deploy answers.
+    pub outcome: DeployOutcome,
+    /// The version's record.
+    pub record: VersionRecord,
+    /// The component (SHA-256 and bytes), for a WebAssembly plugin.
+    pub component: Option<(String, bytes::Bytes)>,
 }
 
 /// A request to deploy a plugin version.
@@ -560,16 +572,31 @@ impl Plugins {
         Ok((deployment, cached))
     }
 
-    /// Validates and deploys a new version; on success it serves immediately.
-    pub fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, PluginError> {
+    /// Checks a deploy request and builds its version record, numbered `version`:
+    /// a component of the declared kind's world and a supported API version, stored
+    /// under the plugin directory, compiled, instantiated and initialised with its
+    /// config. Nothing serves it yet; the component's bytes come back for the
+    /// cluster's metadata.
+    pub fn prepare(
+        &self,
+        request: DeployRequest,
+        version: u32,
+        current: Option<Kind>,
+    ) -> Result<Prepared, PluginError> {
         let started = Instant::now();
         if !valid_name(&request.name) {
             return Err(PluginError::InvalidName(request.name));
         }
-        let (source, api_version) = match &request.code {
+        if let Some(existing) = current.filter(|k| *k != request.kind) {
+            return Err(PluginError::UnsupportedKind(format!(
+                "plugin '{}' is a {existing}; a {} cannot replace it (remove it first)",
+                request.name, request.kind
+            )));
+        }
+        let (source, api_version, component) = match request.code {
             Code::Wasm(bytes) => {
-                engine::check_component_header(bytes)?;
-                let api = engine::api_version(bytes)?.ok_or_else(|| {
+                engine::check_component_header(&bytes)?;
+                let api = engine::api_version(&bytes)?.ok_or_else(|| {
                     PluginError::ApiVersion(
                         "the component declares no plugin API version (custom section quiver:api-version); build it with quiver-plugin-sdk".into(),
                     )
@@ -580,19 +607,15 @@ impl Plugins {
                         bindings::SUPPORTED_API_VERSIONS.join(", ")
                     )));
                 }
-                let sha256 = engine::sha256_hex(bytes);
-                let path = self.wasm_path(&request.name, &sha256);
-                if !path.exists() {
-                    let io = |source| PluginError::Io {
-                        path: path.clone(),
-                        source,
-                    };
-                    fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
-                    let tmp = path.with_extension("tmp");
-                    fs::write(&tmp, bytes).map_err(io)?;
-                    fs::rename(&tmp, &path).map_err(io)?;
-                }
-                (Source::Wasm { sha256 }, api)
+                let sha256 = engine::sha256_hex(&bytes);
+                self.store_component(&request.name, &sha256, &bytes)?;
+                (
+                    Source::Wasm {
+                        sha256: sha256.clone(),
+                    },
+                    api,
+                    Some((sha256, bytes::Bytes::from(bytes))),
+                )
             }
             Code::Native(file) => {
                 if !self.settings.native.enabled {
@@ -600,27 +623,12 @@ impl Plugins {
                         "disabled (set plugins.native.enabled = true)".into(),
                     ));
                 }
-                let path = native::resolve(file, &self.settings.native.dirs)?;
-                (Source::Native { path }, "0.1.0".to_string())
+                let path = native::resolve(&file, &self.settings.native.dirs)?;
+                (Source::Native { path }, "0.1.0".to_string(), None)
             }
         };
-        let mut registry = self.registry.lock();
-        let next_version = registry
-            .plugins
-            .get(&request.name)
-            .and_then(|r| r.versions.iter().map(|v| v.version).max())
-            .unwrap_or(0)
-            + 1;
-        if let Some(existing) = registry.plugins.get(&request.name) {
-            if existing.kind != request.kind {
-                return Err(PluginError::UnsupportedKind(format!(
-                    "plugin '{}' is a {}; a {} cannot replace it (remove it first)",
-                    request.name, existing.kind, request.kind
-                )));
-            }
-        }
-        let version = VersionRecord {
-            version: next_version,
+        let record = VersionRecord {
+            version,
             source,
             config: request.config,
             limits: request.limits,
@@ -628,42 +636,192 @@ impl Plugins {
             deployed_at_ms: now_ms(),
         };
         // Validation: everything up to a successful init, before anything is recorded.
-        let (deployment, cached) = self.load(&request.name, request.kind, &version)?;
+        let (deployment, cached) = self.load(&request.name, request.kind, &record)?;
+        Ok(Prepared {
+            outcome: DeployOutcome {
+                name: request.name,
+                version,
+                kind: request.kind,
+                cached,
+                deploy_us: started.elapsed().as_micros() as u64,
+                instantiate_us: deployment.instantiate_us.load(Ordering::Relaxed),
+            },
+            record,
+            component,
+        })
+    }
+
+    fn store_component(&self, name: &str, sha256: &str, bytes: &[u8]) -> Result<(), PluginError> {
+        let path = self.wasm_path(name, sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        let io = |source| PluginError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Validates and deploys a new version on this broker alone; on success it serves
+    /// immediately. (A broker's admin API deploys through the cluster instead:
+    /// [`prepare`](Self::prepare), then the metadata, then [`sync`](Self::sync).)
+    pub fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, PluginError> {
+        let (next_version, current) = {
+            let registry = self.registry.lock();
+            let record = registry.plugins.get(&request.name);
+            (
+                record
+                    .and_then(|r| r.versions.iter().map(|v| v.version).max())
+                    .unwrap_or(0)
+                    + 1,
+                record.map(|r| r.kind),
+            )
+        };
+        let name = request.name.clone();
+        let kind = request.kind;
+        let prepared = self.prepare(request, next_version, current)?;
+        let mut registry = self.registry.lock();
         let mut next = Registry {
             plugins: registry.plugins.clone(),
         };
         let record = next
             .plugins
-            .entry(request.name.clone())
+            .entry(name.clone())
             .or_insert_with(|| PluginRecord {
-                kind: request.kind,
+                kind,
                 active: next_version,
                 versions: Vec::new(),
                 failed: None,
             });
         record.active = next_version;
         record.failed = None;
-        record.versions.push(version);
+        record.versions.push(prepared.record.clone());
+        let (deployment, _) = self.load(&name, kind, &prepared.record)?;
         self.persist(&next)?;
         *registry = next;
-        let outcome = DeployOutcome {
-            name: request.name.clone(),
-            version: next_version,
-            kind: request.kind,
-            cached,
-            deploy_us: started.elapsed().as_micros() as u64,
-            instantiate_us: deployment.instantiate_us.load(Ordering::Relaxed),
-        };
         deployment.log.push(
             "host",
             &format!("version {next_version} deployed and serving"),
         );
-        self.unloadable.write().remove(&request.name);
+        self.unloadable.write().remove(&name);
         self.active
             .write()
-            .insert(request.name.clone(), Arc::new(deployment));
-        tracing::info!(plugin = %request.name, version = next_version, kind = %request.kind, deploy_us = outcome.deploy_us, "plugin deployed");
-        Ok(outcome)
+            .insert(name.clone(), Arc::new(deployment));
+        tracing::info!(plugin = %name, version = next_version, kind = %kind, deploy_us = prepared.outcome.deploy_us, "plugin deployed");
+        Ok(prepared.outcome)
+    }
+
+    /// Brings this broker's plugins in line with the cluster's: components written,
+    /// each plugin's record taken as given, a changed serving version loaded (a
+    /// version that does not load here is reported unloadable with the reason), and
+    /// plugins the cluster no longer has removed. A plugin whose serving version did
+    /// not change keeps its health (a failed one stays failed until replaced).
+    pub fn sync(&self, wanted: &BTreeMap<String, PluginMeta>) {
+        let mut changed = false;
+        let mut registry = self.registry.lock();
+        let mut next = Registry {
+            plugins: registry.plugins.clone(),
+        };
+        for (name, meta) in wanted {
+            let local = next.plugins.get(name);
+            let same = local.is_some_and(|r| {
+                r.kind == meta.record.kind
+                    && r.active == meta.record.active
+                    && r.versions == meta.record.versions
+            });
+            if same {
+                continue;
+            }
+            changed = true;
+            for (sha256, Component(bytes)) in &meta.code {
+                if let Err(e) = self.store_component(name, sha256, bytes) {
+                    tracing::error!(plugin = %name, error = %e, "could not store a plugin component");
+                }
+            }
+            let mut record = meta.record.clone();
+            let serving = self.active.read().get(name).map(|d| (d.kind, d.version));
+            if serving == Some((record.kind, record.active)) {
+                record.failed = local.and_then(|r| r.failed.clone());
+            } else {
+                record.failed = None;
+                let version = record.versions.iter().find(|v| v.version == record.active);
+                match version.map(|v| self.load(name, record.kind, v)) {
+                    Some(Ok((deployment, _))) => {
+                        deployment.log.push(
+                            "host",
+                            &format!("version {} serving (from the cluster)", record.active),
+                        );
+                        self.unloadable.write().remove(name);
+                        self.active
+                            .write()
+                            .insert(name.clone(), Arc::new(deployment));
+                        tracing::info!(plugin = %name, version = record.active, kind = %record.kind, "plugin serving");
+                    }
+                    Some(Err(e)) => {
+                        let reason = format!("version {} does not load here: {e}", record.active);
+                        tracing::error!(plugin = %name, version = record.active, error = %e, "plugin version does not load on this broker");
+                        let log = PluginLog::default();
+                        log.push("host", &reason);
+                        self.active.write().remove(name);
+                        self.unloadable.write().insert(name.clone(), (reason, log));
+                    }
+                    None => {}
+                }
+            }
+            next.plugins.insert(name.clone(), record);
+        }
+        let gone: Vec<String> = next
+            .plugins
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            changed = true;
+            next.plugins.remove(&name);
+            self.active.write().remove(&name);
+            self.unloadable.write().remove(&name);
+            if let Err(e) = fs::remove_dir_all(self.dir.join(&name)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(plugin = %name, error = %e, "could not remove plugin files");
+                }
+            }
+            tracing::info!(plugin = %name, "plugin removed");
+        }
+        if !changed {
+            return;
+        }
+        if let Err(e) = self.persist(&next) {
+            tracing::error!(error = %e, "could not store the plugin registry");
+        }
+        *registry = next;
+    }
+
+    /// The plugin records of this broker, for adopting them into the cluster's
+    /// metadata, with the components they name.
+    pub fn stored(&self) -> BTreeMap<String, (PluginRecord, BTreeMap<String, bytes::Bytes>)> {
+        let registry = self.registry.lock();
+        registry
+            .plugins
+            .iter()
+            .map(|(name, record)| {
+                let code = record
+                    .versions
+                    .iter()
+                    .filter_map(|v| match &v.source {
+                        Source::Wasm { sha256 } => fs::read(self.wasm_path(name, sha256))
+                            .ok()
+                            .map(|b| (sha256.clone(), bytes::Bytes::from(b))),
+                        Source::Native { .. } => None,
+                    })
+                    .collect();
+                (name.clone(), (record.clone(), code))
+            })
+            .collect()
     }
 
     /// Serves the version before the active one again.
