@@ -168,6 +168,28 @@ impl Leases {
         self.fencing.retain(|(fenced, _)| *fenced != id);
     }
 
+    /// Judging starts under a new term at `now`. Every voter hears the brokers'
+    /// heartbeats, so a new controller keeps what it heard as a follower: a broker lost
+    /// with the old controller is fenced a lease after it went silent, not a lease
+    /// after the election. Brokers it has no word of get a full lease from now; and if
+    /// it heard nobody lately (it was itself stalled or cut off) it trusts nothing it
+    /// heard and gives everyone a full lease.
+    fn new_term(&mut self, term: u64, now: Instant, expected: Duration) {
+        let heard_lately = self
+            .renewed
+            .values()
+            .map(|(_, at)| *at)
+            .max()
+            .is_some_and(|at| now.saturating_duration_since(at) < expected * 4);
+        if !heard_lately {
+            self.renewed.clear();
+        }
+        self.term = term;
+        self.since = Some(now);
+        self.checked = None;
+        self.fencing.clear();
+    }
+
     /// Starts the check at `now`; when the previous check is longer ago than `expected`
     /// allows, this node itself stalled (a blocked runtime, a slow disk, a paused
     /// process): the brokers could not have been heard meanwhile, so the stall is
@@ -451,14 +473,14 @@ impl Controller {
                 },
             },
             ControllerRequest::Heartbeat { id, incarnation } => {
+                // Followers keep the leases too, for the day they lead (Leases::new_term).
+                let registered = self.renew_lease(id, incarnation);
                 if self.leader() != Some(self.id) {
                     ControllerReply::NotLeader {
                         leader: self.leader(),
                     }
                 } else {
-                    ControllerReply::Heartbeat {
-                        registered: self.renew_lease(id, incarnation),
-                    }
+                    ControllerReply::Heartbeat { registered }
                 }
             }
         };
@@ -512,6 +534,7 @@ impl Controller {
     /// One heartbeat to the controller; registers when the controller does not know
     /// this incarnation.
     async fn heartbeat(self: &Arc<Self>) {
+        self.heartbeat_other_voters();
         let Some(leader) = self.leader() else {
             // Not (yet) part of the quorum's view: ask a voter, which registers us and
             // thereby makes us a learner.
@@ -566,6 +589,27 @@ impl Controller {
         }
     }
 
+    /// Heartbeats the voters that are neither this broker nor the leader, without
+    /// waiting for them: they keep the leases a new controller starts from. Sent while
+    /// no leader is known too, so an election does not age live brokers' leases.
+    fn heartbeat_other_voters(self: &Arc<Self>) {
+        let leader = self.leader();
+        let timeout = Duration::from_millis(self.config.heartbeat_interval_ms.max(200));
+        for &voter in &self.voters {
+            if voter == self.id || Some(voter) == leader {
+                continue;
+            }
+            let this = self.clone();
+            let request = ControllerRequest::Heartbeat {
+                id: self.id,
+                incarnation: self.registration.incarnation,
+            };
+            tokio::spawn(async move {
+                let _ = this.call(voter, &request, timeout).await;
+            });
+        }
+    }
+
     /// Waits until this incarnation's registration is applied here; false on timeout.
     pub async fn wait_registered(&self, timeout: Duration) -> bool {
         let mut changes = self.subscribe();
@@ -596,18 +640,11 @@ impl Controller {
         let state = self.state();
         let mut leases = self.leases.lock();
         let now = Instant::now();
+        let beat = Duration::from_millis(self.config.heartbeat_interval_ms);
         if leases.term != term || leases.since.is_none() {
-            // A new controller gives every broker a full lease before judging it.
-            leases.term = term;
-            leases.since = Some(now);
-            leases.checked = None;
-            leases.renewed.clear();
-            leases.fencing.clear();
+            leases.new_term(term, now, beat);
         }
-        leases.credit_stall(
-            now,
-            Duration::from_millis(self.config.heartbeat_interval_ms),
-        );
+        leases.credit_stall(now, beat);
         let since = leases.since.unwrap_or_else(Instant::now);
         leases.fencing.retain(|(id, inc)| {
             state

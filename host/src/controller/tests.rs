@@ -240,3 +240,30 @@ fn a_stalled_check_credits_the_stall_to_every_lease() {
     assert_eq!(leases.since, Some(t0 + Duration::from_millis(4750)));
     assert_eq!(leases.checked, Some(late));
 }
+
+#[test]
+fn a_new_controller_keeps_the_leases_it_heard_as_a_follower_unless_it_heard_nobody() {
+    let t0 = Instant::now();
+    let beat = Duration::from_millis(250);
+    let mut leases = Leases::default();
+    // broker 2 beat just now; broker 3 (died with the old controller) 1.2 s ago
+    leases
+        .renewed
+        .insert(2, (1, t0 + Duration::from_millis(1200)));
+    leases.renewed.insert(3, (1, t0));
+    leases.fencing.insert((4, 1));
+    let elected = t0 + Duration::from_millis(1300);
+    leases.new_term(7, elected, beat);
+    assert_eq!(leases.term, 7);
+    assert_eq!(leases.since, Some(elected));
+    assert_eq!(
+        leases.renewed[&3],
+        (1, t0),
+        "the dead broker's silence keeps counting"
+    );
+    assert!(leases.fencing.is_empty());
+
+    // a node that heard nobody for a second (itself stalled) trusts none of it
+    leases.new_term(8, elected + Duration::from_secs(1), beat);
+    assert!(leases.renewed.is_empty());
+}
