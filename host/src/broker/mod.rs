@@ -231,6 +231,10 @@ impl Broker {
     /// Connects the broker to its controller; done once, at startup.
     pub fn attach_controller(&self, controller: Arc<Controller>) {
         let me = self.config.broker.node_id;
+        self.groups
+            .set_store_timeout(std::time::Duration::from_millis(
+                self.config.group.offsets_commit_timeout_ms,
+            ));
         let metadata = controller.clone();
         self.groups.set_leadership_probe(Arc::new(move |index| {
             metadata

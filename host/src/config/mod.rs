@@ -100,7 +100,8 @@ pub struct GroupConfig {
     /// Largest protocol metadata one member may send in a JoinGroup (bytes).
     pub max_member_metadata_bytes: u32,
     /// How long an OffsetCommit waits for its records to reach every in-sync replica
-    /// of the offsets partition before it is answered REQUEST_TIMED_OUT (ms; Kafka's
+    /// of the offsets partition before it is answered REQUEST_TIMED_OUT, and a
+    /// rebalance's responses for the group's stored metadata (ms; Kafka's
     /// `offsets.commit.timeout.ms`).
     pub offsets_commit_timeout_ms: u64,
 }

@@ -132,9 +132,14 @@ struct Inner {
     /// Whether the cluster's metadata names this broker leader of an offsets
     /// partition: such a partition not yet taken over is loading, not elsewhere.
     leads: Option<LeadershipProbe>,
+    /// How long responses wait for their group metadata to replicate.
+    store_timeout: Duration,
     waiters: HashMap<Token, Waiter>,
     next_token: Token,
 }
+
+/// Kafka's `offsets.commit.timeout.ms` default.
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers whether this broker leads offsets partition `index` in the metadata.
 pub type LeadershipProbe = Arc<dyn Fn(i32) -> bool + Send + Sync>;
@@ -165,6 +170,7 @@ impl GroupCoordinator {
                 count: 0,
                 owned: BTreeMap::new(),
                 leads: None,
+                store_timeout: DEFAULT_STORE_TIMEOUT,
                 waiters: HashMap::new(),
                 next_token: 0,
             }),
@@ -236,6 +242,12 @@ impl GroupCoordinator {
     /// clients) from one another broker coordinates (NOT_COORDINATOR).
     pub fn set_leadership_probe(&self, probe: LeadershipProbe) {
         self.inner.lock().leads = Some(probe);
+    }
+
+    /// How long an OffsetCommit or a group's metadata may take to reach the offsets
+    /// partition's in-sync replicas (`group.offsets_commit_timeout_ms`).
+    pub fn set_store_timeout(&self, timeout: Duration) {
+        self.inner.lock().store_timeout = timeout;
     }
 
     /// How many partitions the offsets topic has (0 until loaded).
@@ -543,9 +555,15 @@ impl Inner {
     }
 
     /// Carries out the state machine's outputs in order: group metadata is stored
-    /// before the responses that follow it are released.
+    /// before the responses that follow it are released, and, where the offsets
+    /// partition is replicated, those responses wait until the store is in every
+    /// in-sync replica (as Kafka's SyncGroup does), so a member never works from an
+    /// assignment a coordinator failover could forget.
     fn run_outputs(&mut self) {
         let now = now_ms();
+        // Stores the responses still wait for: (partition, end offset).
+        let mut stores: Vec<(Arc<Partition>, i64)> = Vec::new();
+        let mut held: Vec<(Waiter, Output)> = Vec::new();
         for output in self.groups.take_outputs() {
             match output {
                 Output::Persist { group, value } => {
@@ -556,24 +574,60 @@ impl Inner {
                         .encode(),
                         value.as_ref().map(GroupValue::encode),
                     );
-                    if let Err(e) = self.append(&group, &[record], now, 1) {
+                    match self.append(&group, &[record], now, 1) {
+                        Ok(end) => {
+                            let index = records::partition_for(&group, self.count);
+                            if let Some(partition) = self.owned.get(&index) {
+                                if partition.commit_status(end).is_none() {
+                                    stores.push((partition.clone(), end));
+                                }
+                            }
+                        }
                         // The membership is still valid in memory; only a restart
                         // before the next successful store loses this generation.
-                        tracing::error!(group, error = %e, "storing group metadata failed");
+                        Err(e) => {
+                            tracing::error!(group, error = %e, "storing group metadata failed")
+                        }
                     }
                 }
-                Output::Join(token, response) => {
-                    if let Some(Waiter::Join(tx)) = self.waiters.remove(&token) {
-                        let _ = tx.send(response);
-                    }
-                }
-                Output::Sync(token, response) => {
-                    if let Some(Waiter::Sync(tx)) = self.waiters.remove(&token) {
-                        let _ = tx.send(response);
+                Output::Join(token, _) | Output::Sync(token, _) => {
+                    let Some(waiter) = self.waiters.remove(&token) else {
+                        continue;
+                    };
+                    if stores.is_empty() {
+                        deliver(waiter, output);
+                    } else {
+                        held.push((waiter, output));
                     }
                 }
             }
         }
+        if held.is_empty() {
+            return;
+        }
+        let timeout = self.store_timeout;
+        tokio::spawn(async move {
+            let mut failed = None;
+            for (partition, end) in stores {
+                if let Err(e) = partition.wait_for_commit(end, timeout).await {
+                    tracing::warn!(partition = partition.index(), error = %e, "group metadata was not replicated; its members will rejoin");
+                    failed = Some(match e {
+                        CommitError::NotLeader => ResponseError::NotCoordinator,
+                        _ => ResponseError::CoordinatorNotAvailable,
+                    });
+                    break;
+                }
+            }
+            for (waiter, output) in held {
+                match (failed, output) {
+                    (None, output) => deliver(waiter, output),
+                    (Some(e), Output::Join(_, r)) => {
+                        deliver_join(waiter, error_join(e, &r.member_id))
+                    }
+                    (Some(e), _) => deliver_sync(waiter, error_sync(e)),
+                }
+            }
+        });
     }
 
     /// Appends `records` to the group's offsets partition as its leader; returns the
@@ -599,6 +653,26 @@ impl Inner {
                 source,
             })?;
         Ok(info.last_offset + 1)
+    }
+}
+
+fn deliver(waiter: Waiter, output: Output) {
+    match output {
+        Output::Join(_, response) => deliver_join(waiter, response),
+        Output::Sync(_, response) => deliver_sync(waiter, response),
+        Output::Persist { .. } => {}
+    }
+}
+
+fn deliver_join(waiter: Waiter, response: JoinResponse) {
+    if let Waiter::Join(tx) = waiter {
+        let _ = tx.send(response);
+    }
+}
+
+fn deliver_sync(waiter: Waiter, response: SyncResponse) {
+    if let Waiter::Sync(tx) = waiter {
+        let _ = tx.send(response);
     }
 }
 
