@@ -29,7 +29,11 @@ pub fn handle(
                 .as_ref()
                 .and_then(|t| t.partition(p.partition_index).cloned());
             match partition {
-                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                None => {
+                    r.error_code =
+                        super::not_hosted(ctx.broker, wanted.name.0.as_str(), p.partition_index)
+                            .code()
+                }
                 // Followers take their log start from the leader, so only it deletes.
                 Some(partition) if partition.check_leader(-1).is_err() => {
                     r.error_code = ResponseError::NotLeaderOrFollower.code()

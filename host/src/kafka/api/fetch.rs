@@ -86,8 +86,10 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
                 .and_then(|t| t.partition(p.partition).cloned());
             let Some(partition) = partition else {
                 data.error_code = match &topic {
+                    Err(ResponseError::UnknownTopicOrPartition) | Ok(_) => {
+                        super::not_hosted(broker, wanted.topic.0.as_str(), p.partition)
+                    }
                     Err(e) => *e,
-                    Ok(_) => ResponseError::UnknownTopicOrPartition,
                 }
                 .code();
                 data.high_watermark = -1;

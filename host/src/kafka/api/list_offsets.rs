@@ -32,7 +32,8 @@ pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> L
                 .as_ref()
                 .and_then(|t| t.partition(p.partition_index).cloned());
             let Some(partition) = partition else {
-                r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                r.error_code =
+                    super::not_hosted(broker, wanted.name.0.as_str(), p.partition_index).code();
                 out.partitions.push(r);
                 continue;
             };

@@ -31,6 +31,7 @@ pub mod sync_group;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
@@ -121,6 +122,18 @@ pub async fn dispatch(
         ApiKey::OffsetDelete => sync_api!(offset_delete),
         ApiKey::OffsetForLeaderEpoch => sync_api!(offset_for_leader_epoch),
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
+    }
+}
+
+/// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when
+/// the cluster has it (it lives on other brokers, or this replica is still being
+/// opened; the client refreshes its metadata and goes to the leader), otherwise
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) fn not_hosted(broker: &Broker, topic: &str, partition: i32) -> ResponseError {
+    if broker.metadata().partition(topic, partition).is_some() {
+        ResponseError::NotLeaderOrFollower
+    } else {
+        ResponseError::UnknownTopicOrPartition
     }
 }
 

@@ -7,7 +7,6 @@
 //! answers, after the usual `current_leader_epoch` check. Unknown epochs (newer than any
 //! in the log) answer epoch -1 and offset -1, as Kafka's UNDEFINED values.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -38,7 +37,10 @@ pub fn handle(
                     .and_then(|i| t.partitions.get(i).cloned())
             });
             match partition {
-                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                None => {
+                    r.error_code =
+                        super::not_hosted(broker, wanted.topic.0.as_str(), p.partition).code()
+                }
                 Some(partition) => match partition.check_leader(p.current_leader_epoch) {
                     Err(e) => r.error_code = e.code().code(),
                     Ok(_) => {
@@ -61,6 +63,8 @@ pub fn handle(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use kafka_protocol::error::ResponseError;
 
     use kafka_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,

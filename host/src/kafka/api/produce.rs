@@ -57,10 +57,13 @@ pub async fn handle(
                     .append_with_acks(&records, now_ms(), request.acks)
                     .map_err(|e| (append_error_code(&e), e.to_string()))
             } else {
-                Err((
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("{name}-{} does not exist", partition_data.index),
-                ))
+                let error = super::not_hosted(broker, &name, partition_data.index);
+                let message = if error == ResponseError::NotLeaderOrFollower {
+                    format!("{name}-{} is not led by this broker", partition_data.index)
+                } else {
+                    format!("{name}-{} does not exist", partition_data.index)
+                };
+                Err((error, message))
             };
             match outcome {
                 Ok((info, append_time)) => {
