@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
 from clients import consumer, producer, unique_topic
+from groupkit import Worker, assignment_covers, produce_keyed, stop_all, wait_all_consumed
 from harness import quiver_bin
 
 pytestmark = pytest.mark.timeout(240)
@@ -132,3 +133,27 @@ def test_each_of_four_brokers_coordinates_groups_without_holding_every_offsets_p
     rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.decode().splitlines()[1:]}
     assert {g: rows.get(g) for g in by_coordinator.values()} == {
         g: ["Empty", "consumer"] for g in by_coordinator.values()}
+
+
+def test_a_stable_group_keeps_its_generation_when_the_coordinator_dies(cluster_factory, tmp_path):
+    """The group's metadata (generation, members, assignment) was in the ISR before the
+    members got their assignment, so the next coordinator knows them: after the
+    coordinator is killed the members heartbeat on without a rebalance and read on."""
+    c = cluster_factory(3)
+    topic = unique_topic("gstable")
+    c.create_topic(topic, PARTITIONS, rf=3, config={"min.insync.replicas": "2"})
+    group = unique_topic("stable")
+    workers = [Worker("confluent", c.bootstrap, topic, group, tmp_path, f"w{i}", session_ms=10000).start()
+               for i in range(2)]
+    try:
+        c.wait(lambda: assignment_covers(workers, PARTITIONS) and all(w.assigned() for w in workers), 60,
+               "both members to share every partition")
+        before = [w.assign_events() for w in workers]
+        coordinator = c.admin().describe_consumer_groups([group])[group].result(30).coordinator.id
+        c.kill(coordinator)
+        c.wait_formed()
+        produced = produce_keyed(c.bootstrap, topic, PARTITIONS, 300, create=False)
+        wait_all_consumed(workers, produced, 90)
+        assert [w.assign_events() for w in workers] == before, "the group rebalanced after the coordinator died"
+    finally:
+        stop_all(workers)
