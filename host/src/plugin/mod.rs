@@ -703,14 +703,11 @@ impl Plugins {
         let (deployment, _) = self.load(&name, kind, &prepared.record)?;
         self.persist(&next)?;
         *registry = next;
-        deployment.log.push(
-            "host",
+        self.serve(
+            &name,
+            deployment,
             &format!("version {next_version} deployed and serving"),
         );
-        self.unloadable.write().remove(&name);
-        self.active
-            .write()
-            .insert(name.clone(), Arc::new(deployment));
         tracing::info!(plugin = %name, version = next_version, kind = %kind, deploy_us = prepared.outcome.deploy_us, "plugin deployed");
         Ok(prepared.outcome)
     }
@@ -751,14 +748,11 @@ impl Plugins {
                 let version = record.versions.iter().find(|v| v.version == record.active);
                 match version.map(|v| self.load(name, record.kind, v)) {
                     Some(Ok((deployment, _))) => {
-                        deployment.log.push(
-                            "host",
+                        self.serve(
+                            name,
+                            deployment,
                             &format!("version {} serving (from the cluster)", record.active),
                         );
-                        self.unloadable.write().remove(name);
-                        self.active
-                            .write()
-                            .insert(name.clone(), Arc::new(deployment));
                         tracing::info!(plugin = %name, version = record.active, kind = %record.kind, "plugin serving");
                     }
                     Some(Err(e)) => {
@@ -783,14 +777,7 @@ impl Plugins {
         for name in gone {
             changed = true;
             next.plugins.remove(&name);
-            self.active.write().remove(&name);
-            self.unloadable.write().remove(&name);
-            if let Err(e) = fs::remove_dir_all(self.dir.join(&name)) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(plugin = %name, error = %e, "could not remove plugin files");
-                }
-            }
-            tracing::info!(plugin = %name, "plugin removed");
+            self.forget(&name);
         }
         if !changed {
             return;
@@ -847,14 +834,11 @@ impl Plugins {
         record.failed = None;
         self.persist(&next)?;
         *registry = next;
-        deployment.log.push(
-            "host",
+        self.serve(
+            name,
+            deployment,
             &format!("rolled back to version {}", previous.version),
         );
-        self.unloadable.write().remove(name);
-        self.active
-            .write()
-            .insert(name.to_string(), Arc::new(deployment));
         tracing::info!(
             plugin = name,
             version = previous.version,
@@ -882,16 +866,29 @@ impl Plugins {
         next.plugins.remove(name);
         self.persist(&next)?;
         *registry = next;
+        self.forget(name);
+        Ok(())
+    }
+
+    /// Makes `deployment` the serving version of `name`, noting `event` in its log.
+    fn serve(&self, name: &str, deployment: Deployment, event: &str) {
+        deployment.log.push("host", event);
+        self.unloadable.write().remove(name);
+        self.active
+            .write()
+            .insert(name.to_string(), Arc::new(deployment));
+    }
+
+    /// Stops serving `name` and deletes its files (the registry is the caller's).
+    fn forget(&self, name: &str) {
         self.active.write().remove(name);
         self.unloadable.write().remove(name);
-        let dir = self.dir.join(name);
-        if let Err(e) = fs::remove_dir_all(&dir) {
+        if let Err(e) = fs::remove_dir_all(self.dir.join(name)) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(plugin = name, error = %e, "could not remove plugin files");
             }
         }
         tracing::info!(plugin = name, "plugin removed");
-        Ok(())
     }
 
     fn persist(&self, registry: &Registry) -> Result<(), PluginError> {
