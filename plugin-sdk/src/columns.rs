@@ -214,6 +214,14 @@ pub struct ColumnsBuilder {
     columns: Columns,
 }
 
+/// A position in a [`ColumnsBuilder`] (see [`ColumnsBuilder::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    records: usize,
+    header_ends: usize,
+    data: usize,
+}
+
 impl ColumnsBuilder {
     /// A builder for records of `topic`, with the batch-level `partition` (-1 for none).
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
@@ -321,6 +329,26 @@ impl ColumnsBuilder {
     /// Whether no record was pushed.
     pub fn is_empty(&self) -> bool {
         self.columns.is_empty()
+    }
+
+    /// Where the builder stands, to [`rollback`](Self::rollback) to later.
+    pub fn mark(&self) -> Mark {
+        let c = &self.columns;
+        Mark {
+            records: c.offsets.len(),
+            header_ends: c.header_ends.len(),
+            data: c.data.len(),
+        }
+    }
+
+    /// Drops every record pushed since `mark` was taken.
+    pub fn rollback(&mut self, mark: Mark) {
+        let c = &mut self.columns;
+        c.offsets.truncate(mark.records);
+        c.timestamps.truncate(mark.records);
+        c.ends.truncate(mark.records * 3);
+        c.header_ends.truncate(mark.header_ends);
+        c.data.truncate(mark.data);
     }
 
     /// The finished columns.

@@ -162,13 +162,31 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The output topics of a transform, in index order (the host's `quiver.outputs`).
+    pub fn outputs(&self) -> Vec<&str> {
+        self.list("quiver.outputs")
+    }
+
+    /// The index of output topic `topic` (what [`Outputs`](crate::Outputs) takes).
+    pub fn output_index(&self, topic: &str) -> Option<u32> {
+        self.outputs()
+            .iter()
+            .position(|t| *t == topic)
+            .map(|i| i as u32)
+    }
+
+    /// A transform's input topic (the host's `quiver.input`).
+    pub fn input(&self) -> Option<&str> {
+        self.get("quiver.input")
+    }
+
     /// Refuses keys not in `known`, so a misspelt key fails the deploy instead of being
-    /// silently ignored.
+    /// silently ignored. Keys under `quiver.`, which the host sets, always pass.
     pub fn check_known(&self, known: &[&str]) -> Result<(), ConfigError> {
         match self
             .entries
             .iter()
-            .find(|(k, _)| !known.contains(&k.as_str()))
+            .find(|(k, _)| !known.contains(&k.as_str()) && !k.starts_with("quiver."))
         {
             None => Ok(()),
             Some((key, _)) => Err(ConfigError::Unknown {

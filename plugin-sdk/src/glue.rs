@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::partitioner::{run_partition, Partitioner};
 use crate::quota::{Client, Limits, QuotaPolicy, Usage};
 use crate::slot::{init_into, Slot};
-use crate::transform::{run_transform, Output, Transform};
+use crate::transform::{run_transform, Transform, TransformOutput};
 
 /// `lifecycle.init` of a partitioner.
 pub fn partitioner_init<T: Partitioner + Default>(slot: &Slot<T>, config: Config) -> Result<()> {
@@ -36,7 +36,10 @@ pub fn transform_init<T: Transform + Default>(slot: &Slot<T>, config: Config) ->
 }
 
 /// `record-transform.transform`.
-pub fn transform_transform<T: Transform>(slot: &Slot<T>, batch: &Columns) -> Result<Vec<Output>> {
+pub fn transform_transform<T: Transform>(
+    slot: &Slot<T>,
+    batch: &Columns,
+) -> Result<TransformOutput> {
     slot.with(|plugin| run_transform(plugin, &batch.view()))
 }
 

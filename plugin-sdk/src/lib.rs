@@ -29,7 +29,7 @@ pub use crate::connector::Connector;
 pub use crate::error::{PluginError, Result};
 pub use crate::partitioner::Partitioner;
 pub use crate::quota::{Client, Limits, QuotaPolicy, Usage};
-pub use crate::transform::{Output, Outputs, Transform};
+pub use crate::transform::{Outputs, Transform, TransformOutput};
 #[cfg(feature = "guest")]
 pub use quiver_plugin_sdk_macros::{init, partitioner};
 
@@ -51,7 +51,7 @@ pub mod prelude {
     pub use crate::error::{PluginError, Result};
     pub use crate::partitioner::Partitioner;
     pub use crate::quota::{Client, Limits, QuotaPolicy, Usage};
-    pub use crate::transform::{Output, Outputs, Transform};
+    pub use crate::transform::{Outputs, Transform, TransformOutput};
     pub use crate::{
         register_connector, register_partitioner, register_quota_policy, register_transform,
     };

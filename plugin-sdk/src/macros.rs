@@ -193,7 +193,7 @@ mod wasm {
             mod __quiver_system {
                 $crate::bindings!(transform);
                 $crate::__wit_conversions!();
-                use exports::quiver::plugin::record_transform::Output;
+                use exports::quiver::plugin::record_transform::{Output, RecordFailure};
                 use $crate::__private::{glue, Slot};
 
                 static PLUGIN: Slot<super::__QuiverTransform> = Slot::new();
@@ -211,17 +211,18 @@ mod wasm {
                 impl exports::quiver::plugin::record_transform::Guest for Component {
                     fn transform(
                         batch: wit_types::RecordBatch,
-                    ) -> ::core::result::Result<::std::vec::Vec<Output>, wit_types::PluginError>
-                    {
-                        let outputs = glue::transform_transform(&PLUGIN, &columns(batch))
+                    ) -> ::core::result::Result<Output, wit_types::PluginError> {
+                        let output = glue::transform_transform(&PLUGIN, &columns(batch))
                             .map_err(wit_error)?;
-                        Ok(outputs
-                            .into_iter()
-                            .map(|o| Output {
-                                topic: o.topic,
-                                records: record_batch(o.records),
-                            })
-                            .collect())
+                        Ok(Output {
+                            records: record_batch(output.records),
+                            targets: output.targets,
+                            partitions: output.partitions,
+                            failed: output.failed.map(|(offset, error)| RecordFailure {
+                                offset,
+                                error: wit_error(error),
+                            }),
+                        })
                     }
                 }
 

@@ -30,7 +30,7 @@ use crate::glue;
 use crate::partitioner::Partitioner;
 use crate::quota::{Client, Limits, QuotaPolicy, Usage};
 use crate::slot::Slot;
-use crate::transform::{Output, Transform};
+use crate::transform::{check_targets, Transform, TransformOutput};
 
 /// A batch of `topic` with one record per key (no value, no headers, timestamp 0, offset
 /// -1), as records arrive at a partitioner.
@@ -90,6 +90,7 @@ impl<T: Partitioner + Default> PartitionerHarness<T> {
 /// Drives one transform instance.
 pub struct TransformHarness<T> {
     slot: Slot<T>,
+    outputs: Option<usize>,
 }
 
 // Manual, so a harness is `Debug` (and `unwrap_err` works) for any plugin type.
@@ -100,17 +101,102 @@ impl<T> std::fmt::Debug for TransformHarness<T> {
 }
 
 impl<T: Transform + Default> TransformHarness<T> {
-    /// A fresh instance configured with `pairs`.
+    /// A fresh instance configured with `pairs` (no `quiver.*` entries: for plugins
+    /// that do not look at their outputs).
     pub fn init(pairs: &[(&str, &str)]) -> Result<Self> {
-        let harness = TransformHarness { slot: Slot::new() };
+        let harness = TransformHarness {
+            slot: Slot::new(),
+            outputs: None,
+        };
         glue::transform_init(&harness.slot, config(pairs))?;
         Ok(harness)
     }
 
-    /// Transforms `batch`.
-    pub fn transform(&self, batch: &Columns) -> Result<Vec<Output>> {
-        glue::transform_transform(&self.slot, batch)
+    /// A fresh instance of a transform reading `input` and writing `outputs`,
+    /// configured with `pairs` plus the `quiver.input` and `quiver.outputs` entries the
+    /// host adds.
+    pub fn with_topics(input: &str, outputs: &[&str], pairs: &[(&str, &str)]) -> Result<Self> {
+        let joined = outputs.join(",");
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.push(("quiver.input", input));
+        all.push(("quiver.outputs", &joined));
+        let harness = TransformHarness {
+            slot: Slot::new(),
+            outputs: Some(outputs.len()),
+        };
+        glue::transform_init(&harness.slot, config(&all))?;
+        Ok(harness)
     }
+
+    /// Transforms `batch`; an output index past the configured outputs is an error, as
+    /// it is in the broker.
+    pub fn transform(&self, batch: &Columns) -> Result<TransformOutput> {
+        let output = glue::transform_transform(&self.slot, batch)?;
+        if let Some(outputs) = self.outputs {
+            check_targets(&output, outputs)?;
+        }
+        Ok(output)
+    }
+
+    /// Transforms records given as (key, value, headers), at offsets 0.. and timestamp
+    /// 1000 + offset; returns, per output record, (target, partition, key, value,
+    /// headers) and the failure, if any.
+    #[allow(clippy::type_complexity)]
+    pub fn transform_records(
+        &self,
+        records: &[(Option<&[u8]>, Option<&[u8]>, &[(&str, Option<&[u8]>)])],
+    ) -> Result<(Vec<OutputRecord>, Option<(i64, crate::PluginError)>)> {
+        let mut b = ColumnsBuilder::new("test", 0);
+        for (i, (key, value, headers)) in records.iter().enumerate() {
+            b.push(*key, *value, headers, 1000 + i as i64, i as i64);
+        }
+        let output = self.transform(&b.build())?;
+        let batch = output
+            .records
+            .batch()
+            .map_err(|e| crate::PluginError::failed(format!("malformed output: {e}")))?;
+        let records = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| OutputRecord {
+                target: output.targets[i],
+                partition: output.partitions[i],
+                source_offset: r.offset(),
+                key: r.key().map(<[u8]>::to_vec),
+                value: r.value().map(<[u8]>::to_vec),
+                headers: r
+                    .headers()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect(),
+                timestamp: r.timestamp(),
+            })
+            .collect();
+        Ok((records, output.failed))
+    }
+}
+
+/// One output record as [`TransformHarness::transform_records`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Output index.
+    pub target: u32,
+    /// Chosen partition, or -1.
+    pub partition: i32,
+    /// Offset of the input record it came from.
+    pub source_offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Timestamp.
+    pub timestamp: i64,
 }
 
 /// Drives one quota-policy instance.
@@ -269,19 +355,17 @@ mod tests {
     impl Transform for Upper {
         fn transform(
             &mut self,
-            batch: &Batch<'_>,
+            record: &crate::columns::Record<'_>,
             out: &mut crate::transform::Outputs,
         ) -> Result<()> {
-            for record in batch {
-                let value = record.value().map(|v| v.to_ascii_uppercase());
-                out.topic("upper").push(
-                    record.key(),
-                    value.as_deref(),
-                    &[] as &[(&str, Option<&[u8]>)],
-                    record.timestamp(),
-                    record.offset(),
-                );
-            }
+            let value = record.value().map(|v| v.to_ascii_uppercase());
+            out.write(
+                1,
+                record.key(),
+                value.as_deref(),
+                record.headers(),
+                record.timestamp(),
+            );
             Ok(())
         }
     }
@@ -291,10 +375,19 @@ mod tests {
         let mut b = ColumnsBuilder::new("in", 0);
         b.push(None, Some(b"abc"), &[] as &[(&str, Option<&[u8]>)], 1, 2);
         let input = b.build();
-        let h = TransformHarness::<Upper>::init(&[]).unwrap();
-        let outputs = h.transform(&input).unwrap();
-        assert_eq!(outputs[0].topic, "upper");
-        assert_eq!(outputs[0].records.data, b"ABC");
+        let h = TransformHarness::<Upper>::with_topics("in", &["a", "b"], &[]).unwrap();
+        let output = h.transform(&input).unwrap();
+        assert_eq!(output.targets, [1]);
+        assert_eq!(output.records.data, b"ABC");
+        assert_eq!(output.records.offsets, [2]);
+        let (records, failed) = h
+            .transform_records(&[(Some(b"k"), Some(b"x"), &[("h", None)])])
+            .unwrap();
+        assert!(failed.is_none());
+        assert_eq!(records[0].value.as_deref(), Some(&b"X"[..]));
+        assert_eq!(records[0].headers, [("h".to_string(), None)]);
+        let narrow = TransformHarness::<Upper>::with_topics("in", &["a"], &[]).unwrap();
+        assert!(narrow.transform(&input).is_err());
 
         #[derive(Default)]
         struct Mirror;

@@ -1,32 +1,40 @@
-//! The `transform` kind: turn records of an input topic into records for output topics.
+//! The `transform` kind: turn each record of an input topic into zero or more records
+//! for the transform's output topics.
 //!
-//! Authors implement [`Transform`] and register it with `register_transform!`. The
-//! plugin writes output records through [`Outputs`], which keeps one columnar builder per
-//! output topic, so a transform never deals with the column layout either.
-//! [`run_transform`] is the one path between the host and the plugin.
+//! Authors implement [`Transform`] — one call per input record — and register it with
+//! `register_transform!`. Output records go through [`Outputs`], which builds the
+//! columns the host reads, remembers which input record each came from, and drops the
+//! partial output of a record that fails. [`run_transform`] is the one path between the
+//! host and the plugin: it walks the batch, and stops at the first record the plugin
+//! fails on, reporting it so the host can apply the transform's error policy (a
+//! dead-letter topic, or stopping there) and carry on after it.
 
-use crate::columns::{Batch, Columns, ColumnsBuilder};
+use crate::columns::{Batch, Columns, ColumnsBuilder, Mark, Record};
 use crate::config::Config;
 use crate::error::{PluginError, Result};
 
 /// A record transform.
 ///
-/// Deterministic transforms (same input, same output) get exactly-once output: the host
-/// keys output by input offset. Keep clocks and randomness out of `transform` to keep
-/// that guarantee.
+/// `transform` is called once per input record, in offset order. Write output records
+/// to [`Outputs`] by output index: output `i` is the `i`th topic the operator gave with
+/// `--output` (see [`Config::outputs`] and [`Config::output_index`]). Returning an error
+/// discards what was written for that record and hands the record to the error policy.
+///
+/// Deployed as deterministic (the default), a transform gets exactly-once output: keep
+/// clocks, randomness and state that survives a restart out of `transform`, so the same
+/// input gives the same output when the host replays it.
 ///
 /// ```
 /// use quiver_plugin_sdk::prelude::*;
 ///
-/// /// Copies records that have a key to `<topic>.keyed`.
+/// /// Copies records that have a key to the first output.
 /// #[derive(Default)]
 /// struct KeyedOnly;
 ///
 /// impl Transform for KeyedOnly {
-///     fn transform(&mut self, batch: &Batch, out: &mut Outputs) -> Result<()> {
-///         let target = format!("{}.keyed", batch.topic());
-///         for record in batch.iter().filter(|r| r.key().is_some()) {
-///             out.topic(&target).push_record(&record);
+///     fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
+///         if record.key().is_some() {
+///             out.forward(0, record);
 ///         }
 ///         Ok(())
 ///     }
@@ -41,107 +49,162 @@ use crate::error::{PluginError, Result};
     note = "implement `quiver_plugin_sdk::Transform` (and `Default`) for it"
 )]
 pub trait Transform {
-    /// Configures the plugin; see [`Partitioner::init`](crate::Partitioner::init).
+    /// Configures the plugin; see [`Partitioner::init`](crate::Partitioner::init). The
+    /// configuration also holds `quiver.input` and `quiver.outputs`, set by the host.
     fn init(&mut self, config: &Config) -> Result<()> {
         let _ = config;
         Ok(())
     }
 
-    /// Transforms one input batch, writing output records to `out`. Writing nothing
-    /// drops the batch.
-    fn transform(&mut self, batch: &Batch<'_>, out: &mut Outputs) -> Result<()>;
+    /// Transforms one input record, writing its output records to `out`.
+    fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()>;
 }
 
-/// Records produced for one output topic (the WIT `output`).
+/// What one call produced (the WIT `output`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    /// The output topic.
-    pub topic: String,
-    /// Its records; the batch partition is -1 unless the transform chose one.
+pub struct TransformOutput {
+    /// The output records; `offsets` holds the input offset each came from.
     pub records: Columns,
+    /// Per output record: its output index.
+    pub targets: Vec<u32>,
+    /// Per output record: its partition, or -1 for the output topic's partitioner.
+    pub partitions: Vec<i32>,
+    /// The input record the call stopped at, and why.
+    pub failed: Option<(i64, PluginError)>,
 }
 
-/// Output builders, one per topic, in first-use order.
-#[derive(Debug, Default)]
+/// Output records of one call, in columns.
+#[derive(Debug)]
 pub struct Outputs {
-    builders: Vec<ColumnsBuilder>,
-    topics: Vec<String>,
+    records: ColumnsBuilder,
+    targets: Vec<u32>,
+    partitions: Vec<i32>,
+    /// The input record being transformed.
+    offset: i64,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Outputs {
     /// No output yet.
     pub fn new() -> Self {
-        Self::default()
+        Outputs {
+            records: ColumnsBuilder::new("", -1),
+            targets: Vec::new(),
+            partitions: Vec::new(),
+            offset: -1,
+        }
     }
 
-    /// The builder for `topic`, created on first use with partition -1 (the output
-    /// topic's partitioner decides; call
-    /// [`ColumnsBuilder::set_partition`] to choose one).
-    pub fn topic(&mut self, topic: &str) -> &mut ColumnsBuilder {
-        // Transforms write to a handful of topics, so a linear scan beats hashing.
-        let index = match self.topics.iter().position(|t| t == topic) {
-            Some(index) => index,
-            None => {
-                self.topics.push(topic.to_owned());
-                self.builders.push(ColumnsBuilder::new(topic, -1));
-                self.builders.len() - 1
-            }
-        };
-        &mut self.builders[index]
+    /// Writes a record to output `target`, placed by the output topic's partitioner.
+    pub fn write<'h>(
+        &mut self,
+        target: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+        timestamp: i64,
+    ) -> &mut Self {
+        self.write_to_partition(target, -1, key, value, headers, timestamp)
     }
 
-    /// Number of output topics written to.
+    /// Writes a record to a chosen partition of output `target` (-1: the output
+    /// topic's partitioner decides). A partition the topic does not have fails the
+    /// transform partition with the reason.
+    pub fn write_to_partition<'h>(
+        &mut self,
+        target: u32,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+        timestamp: i64,
+    ) -> &mut Self {
+        self.records
+            .push_with(key, value, headers, timestamp, self.offset);
+        self.targets.push(target);
+        self.partitions.push(partition);
+        self
+    }
+
+    /// Writes `record` unchanged (key, value, headers, timestamp) to output `target`.
+    pub fn forward(&mut self, target: u32, record: &Record<'_>) -> &mut Self {
+        self.write(
+            target,
+            record.key(),
+            record.value(),
+            record.headers(),
+            record.timestamp(),
+        )
+    }
+
+    /// Output records written so far.
     pub fn len(&self) -> usize {
-        self.builders.len()
+        self.targets.len()
     }
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.builders.is_empty()
+        self.targets.is_empty()
     }
 
-    /// The finished outputs.
-    pub fn into_outputs(self) -> Vec<Output> {
-        self.topics
-            .into_iter()
-            .zip(self.builders)
-            .map(|(topic, builder)| Output {
-                topic,
-                records: builder.build(),
-            })
-            .collect()
+    fn mark(&self) -> (Mark, usize) {
+        (self.records.mark(), self.targets.len())
+    }
+
+    fn rollback(&mut self, (mark, len): (Mark, usize)) {
+        self.records.rollback(mark);
+        self.targets.truncate(len);
+        self.partitions.truncate(len);
+    }
+
+    fn finish(self, failed: Option<(i64, PluginError)>) -> TransformOutput {
+        TransformOutput {
+            records: self.records.build(),
+            targets: self.targets,
+            partitions: self.partitions,
+            failed,
+        }
     }
 }
 
-/// Runs one `transform` call: validates the input, calls the plugin, and validates every
-/// output batch before it leaves the plugin.
+/// Runs one `transform` call: validates the input, calls the plugin per record, and
+/// stops at the first record it fails on.
 pub fn run_transform<T: Transform + ?Sized>(
     plugin: &mut T,
     batch: &Batch<'_>,
-) -> Result<Vec<Output>> {
+) -> Result<TransformOutput> {
     batch.validate()?;
     let mut out = Outputs::new();
-    plugin.transform(batch, &mut out)?;
-    let outputs = out.into_outputs();
-    for output in &outputs {
-        if output.topic.is_empty() {
-            return Err(PluginError::failed(
-                "transform wrote to an empty topic name",
-            ));
+    for record in batch.iter() {
+        let mark = out.mark();
+        out.offset = record.offset();
+        if let Err(error) = plugin.transform(&record, &mut out) {
+            out.rollback(mark);
+            return Ok(out.finish(Some((record.offset(), error))));
         }
-        output.records.validate().map_err(|e| {
-            PluginError::failed(format!(
-                "output for topic `{}` is malformed: {e}",
-                output.topic
-            ))
-        })?;
     }
-    Ok(outputs)
+    Ok(out.finish(None))
 }
 
 /// Compile-time check used by `register_transform!`.
 #[doc(hidden)]
 pub const fn assert_transform<T: Transform + Default + Send + 'static>() {}
+
+/// What the host rejects anyway, caught where the author can see it in tests: an output
+/// index past the configured outputs.
+pub(crate) fn check_targets(output: &TransformOutput, outputs: usize) -> Result<()> {
+    match output.targets.iter().find(|&&t| t as usize >= outputs) {
+        Some(t) => Err(PluginError::failed(format!(
+            "wrote to output {t}, but the transform has {outputs} output(s)"
+        ))),
+        None => Ok(()),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -150,38 +213,64 @@ mod tests {
     struct Split;
 
     impl Transform for Split {
-        fn transform(&mut self, batch: &Batch<'_>, out: &mut Outputs) -> Result<()> {
-            for record in batch {
-                let topic = if record.key().is_some() {
-                    "keyed"
-                } else {
-                    "unkeyed"
-                };
-                out.topic(topic).push_record(&record);
+        fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
+            if record.value() == Some(b"bad") {
+                out.forward(0, record);
+                return Err(PluginError::invalid_input("bad value"));
             }
+            let target = u32::from(record.key().is_none());
+            out.forward(target, record);
             Ok(())
         }
     }
 
-    #[test]
-    fn outputs_group_by_topic_in_first_use_order() {
+    fn batch(values: &[(&[u8], Option<&[u8]>)]) -> Columns {
         let mut b = ColumnsBuilder::new("in", 0);
-        b.push(None, Some(b"1"), &[] as &[(&str, Option<&[u8]>)], 1, 10);
-        b.push(
-            Some(b"k"),
-            Some(b"2"),
-            &[] as &[(&str, Option<&[u8]>)],
-            2,
-            11,
-        );
-        b.push(None, Some(b"3"), &[] as &[(&str, Option<&[u8]>)], 3, 12);
-        let columns = b.build();
-        let outputs = run_transform(&mut Split, &columns.batch().unwrap()).unwrap();
-        assert_eq!(outputs.len(), 2);
-        assert_eq!(outputs[0].topic, "unkeyed");
-        assert_eq!(outputs[0].records.data, b"13");
-        assert_eq!(outputs[0].records.partition, -1);
-        assert_eq!(outputs[1].topic, "keyed");
-        assert_eq!(outputs[1].records.offsets, [11]);
+        for (i, (value, key)) in values.iter().enumerate() {
+            b.push(
+                *key,
+                Some(*value),
+                &[("h", Some(b"x" as &[u8]))],
+                100 + i as i64,
+                10 + i as i64,
+            );
+        }
+        b.build()
+    }
+
+    #[test]
+    fn outputs_carry_target_and_source_offset() {
+        let input = batch(&[(b"1", Some(b"k")), (b"2", None)]);
+        let out = run_transform(&mut Split, &input.batch().unwrap()).unwrap();
+        assert_eq!(out.targets, [0, 1]);
+        assert_eq!(out.partitions, [-1, -1]);
+        assert_eq!(out.records.offsets, [10, 11]);
+        assert_eq!(out.records.timestamps, [100, 101]);
+        let records: Vec<_> = out.records.batch().unwrap().iter().collect();
+        assert_eq!(records[0].key(), Some(&b"k"[..]));
+        assert_eq!(records[1].header("h"), Some(Some(&b"x"[..])));
+        assert!(out.failed.is_none());
+    }
+
+    #[test]
+    fn a_failing_record_keeps_the_output_before_it_and_nothing_of_its_own() {
+        let input = batch(&[(b"1", None), (b"bad", None), (b"3", None)]);
+        let out = run_transform(&mut Split, &input.batch().unwrap()).unwrap();
+        assert_eq!(out.records.offsets, [10]);
+        assert_eq!(out.records.data, b"1hx");
+        let (offset, error) = out.failed.unwrap();
+        assert_eq!(offset, 11);
+        assert_eq!(error, PluginError::invalid_input("bad value"));
+    }
+
+    #[test]
+    fn targets_past_the_outputs_are_caught() {
+        let input = batch(&[(b"1", None)]);
+        let out = run_transform(&mut Split, &input.batch().unwrap()).unwrap();
+        assert!(check_targets(&out, 2).is_ok());
+        assert!(check_targets(&out, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("wrote to output 1, but the transform has 1 output(s)"));
     }
 }

@@ -4,16 +4,13 @@
 
 use quiver_plugin_sdk::prelude::*;
 
-/// Forwards every record to `<topic>.copy`.
+/// Forwards every record to the first output.
 #[derive(Debug, Default)]
 pub struct Copy;
 
 impl Transform for Copy {
-    fn transform(&mut self, batch: &Batch, out: &mut Outputs) -> Result<()> {
-        let target = format!("{}.copy", batch.topic());
-        for record in batch {
-            out.topic(&target).push_record(&record);
-        }
+    fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
+        out.forward(0, record);
         Ok(())
     }
 }
