@@ -18,6 +18,10 @@ packages=(
     quiver-plugin-vip
     quiver-plugin-hash
     quiver-plugin-field-route
+    quiver-plugin-json-redact
+    quiver-plugin-filter
+    quiver-plugin-split
+    quiver-plugin-repartition
     custom-partitioner
     quiver-test-plugin-infinite-loop
     quiver-test-plugin-memory-bomb
@@ -27,6 +31,7 @@ packages=(
     quiver-test-plugin-bad-import
     quiver-test-plugin-wrong-kind
     quiver-test-plugin-bad-config
+    quiver-test-plugin-transform-hostile
 )
 
 args=()
