@@ -54,6 +54,7 @@ const TABLE: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2, 0),
     (ApiKey::OffsetDelete, 0, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 4, 2),
+    (ApiKey::DescribeProducers, 0, 0, 0),
 ];
 
 /// Every advertised API with its advertised range.

@@ -381,6 +381,29 @@ impl Partition {
         }
     }
 
+    /// The epoch and last sequence number appended for `producer_id`, if tracked.
+    pub fn producer_last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
+        let producers = self.producers.lock();
+        let entry = producers.get(producer_id)?;
+        Some((entry.epoch, entry.batches.back()?.last_seq))
+    }
+
+    /// Every idempotent producer this partition tracks, by producer id.
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        let producers = self.producers.lock();
+        let mut out: Vec<ProducerSummary> = producers
+            .iter()
+            .map(|(&producer_id, entry)| ProducerSummary {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: entry.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     /// How many idempotent producers this partition tracks.
     pub fn producer_count(&self) -> usize {
         self.producers.lock().len()
@@ -396,6 +419,19 @@ impl Partition {
         self.log
             .read(offset, max_bytes, self.high_watermark(), min_one)
     }
+}
+
+/// One idempotent producer as a partition knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// The last sequence number appended (-1 for none).
+    pub last_sequence: i32,
+    /// The largest timestamp of its batches.
+    pub last_timestamp: i64,
 }
 
 /// Waits for a change (see [`Partition::changed`]) on any of several partitions: a

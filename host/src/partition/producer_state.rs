@@ -102,6 +102,11 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
+    /// Every producer's state.
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
+        self.producers.iter()
+    }
+
     /// One producer's state.
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)

@@ -11,6 +11,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -121,6 +122,7 @@ pub async fn dispatch(
         ApiKey::DeleteGroups => sync_api!(delete_groups),
         ApiKey::OffsetDelete => sync_api!(offset_delete),
         ApiKey::OffsetForLeaderEpoch => sync_api!(offset_for_leader_epoch),
+        ApiKey::DescribeProducers => sync_api!(describe_producers),
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
     }
 }
