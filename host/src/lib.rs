@@ -26,3 +26,4 @@ pub mod partition;
 pub mod plugin;
 pub mod replication;
 pub mod server;
+pub mod transform;

@@ -116,6 +116,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .context("applying the cluster's plugins")?;
     }
     let reconciler = spawn_reconciler(broker.clone(), plugins.clone());
+    let transforms = Arc::new(crate::transform::Transforms::new(
+        broker.clone(),
+        plugins.clone(),
+    ));
+    let transform_tasks = transforms.spawn();
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
@@ -150,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             crate::admin::AdminState {
                 broker: broker.clone(),
                 plugins: plugins.clone(),
+                transforms: transforms.clone(),
             },
             stop_rx_admin,
         ))
@@ -158,6 +164,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     tracing::info!("shutting down: moving leadership away");
+    transform_tasks.abort();
+    transforms.shutdown().await;
     controller.shut_down(CONTROLLED_SHUTDOWN_TIMEOUT).await;
     replication.shutdown();
     duties.abort();

@@ -8,6 +8,7 @@
 mod cluster;
 mod plugins;
 mod produce;
+mod transforms;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub broker: Arc<Broker>,
     /// Its plugins.
     pub plugins: Arc<Plugins>,
+    /// Its transform tasks.
+    pub transforms: Arc<crate::transform::Transforms>,
 }
 
 /// A JSON error response.
@@ -81,6 +84,16 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/plugins/{name}/logs", get(plugins::logs))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/v1/topics/{topic}/records", post(produce::produce))
+        .route(
+            "/v1/transforms",
+            get(transforms::list).post(transforms::deploy),
+        )
+        .route(
+            "/v1/transforms/{name}",
+            get(transforms::describe).delete(transforms::remove),
+        )
+        .route("/v1/transforms/{name}/pause", post(transforms::pause))
+        .route("/v1/transforms/{name}/resume", post(transforms::resume))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -269,6 +269,22 @@ pub(super) async fn remove(
             topics: in_use.join(", "),
         }));
     }
+    let transforms: Vec<&str> = metadata
+        .transforms
+        .values()
+        .filter(|t| t.plugin == name)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !transforms.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plugin_in_use",
+            format!(
+                "plugin '{name}' is run by transform(s) {}; remove them first",
+                transforms.join(", ")
+            ),
+        ));
+    }
     commit(&state, Command::RemovePlugin { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

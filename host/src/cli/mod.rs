@@ -9,6 +9,7 @@ mod http;
 mod plugin;
 mod produce;
 mod topic;
+mod transform;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ enum Command {
     /// Deploy and manage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run transform plugins over topics: deploy, list, describe, pause, resume, remove.
+    #[command(subcommand)]
+    Transform(transform::TransformCommand),
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume(args) => block_on(consume::run(args)),
         Command::Plugin(cmd) => block_on(plugin::run(cmd)),
         Command::Group(cmd) => block_on(group::run(cmd)),
+        Command::Transform(cmd) => block_on(transform::run(cmd)),
         Command::Cluster(cmd) => block_on(cluster::run(cmd)),
     }
 }

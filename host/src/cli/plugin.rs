@@ -19,10 +19,10 @@ pub(crate) struct Admin {
         env = "QUIVER_ADMIN",
         global = true
     )]
-    admin: String,
+    pub(crate) admin: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

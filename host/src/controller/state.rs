@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::plugin::{PluginRecord, Source};
+use crate::transform::spec::TransformSpec;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -95,6 +96,12 @@ pub enum StateError {
     /// A change names a plugin that does not exist.
     #[error("plugin '{0}' does not exist")]
     UnknownPlugin(String),
+    /// A transform is created under a name that is taken.
+    #[error("transform '{0}' already exists")]
+    TransformExists(String),
+    /// A change names a transform that does not exist.
+    #[error("transform '{0}' does not exist")]
+    UnknownTransform(String),
 }
 
 /// A broker as registered with the controller.
@@ -250,6 +257,19 @@ pub enum Command {
         /// The plugin.
         name: String,
     },
+    /// Creates a transform (`create`: refused if the name is taken) or replaces one
+    /// (pause, resume: refused if it does not exist).
+    SetTransform {
+        /// The transform.
+        spec: TransformSpec,
+        /// Whether this creates it.
+        create: bool,
+    },
+    /// Removes a transform (its progress records stay until compacted away).
+    RemoveTransform {
+        /// The transform.
+        name: String,
+    },
     /// Move leadership back to the preferred replica where it is in sync and alive.
     ElectPreferredLeaders {
         /// Partitions to consider; empty means all.
@@ -283,6 +303,9 @@ pub struct State {
     /// Deployed plugins by name: every broker serves these.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginMeta>,
+    /// Transforms by name: each runs on the leaders of its input's partitions.
+    #[serde(default)]
+    pub transforms: BTreeMap<String, TransformSpec>,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -555,6 +578,21 @@ impl State {
                 self.plugins
                     .remove(&name)
                     .ok_or(StateError::UnknownPlugin(name))?;
+            }
+            Command::SetTransform { spec, create } => {
+                let exists = self.transforms.contains_key(&spec.name);
+                if create && exists {
+                    return Err(StateError::TransformExists(spec.name));
+                }
+                if !create && !exists {
+                    return Err(StateError::UnknownTransform(spec.name));
+                }
+                self.transforms.insert(spec.name.clone(), spec);
+            }
+            Command::RemoveTransform { name } => {
+                self.transforms
+                    .remove(&name)
+                    .ok_or(StateError::UnknownTransform(name))?;
             }
             Command::ElectPreferredLeaders { partitions } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();

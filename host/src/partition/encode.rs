@@ -31,6 +31,26 @@ pub fn encode_batch<'a>(
     records: impl IntoIterator<Item = &'a RecordData>,
     compression: Compression,
 ) -> Result<Bytes, String> {
+    encode(records, compression, None)
+}
+
+/// Encodes `records` as one idempotent RecordBatch v2 of `producer`: `(id, epoch, base
+/// sequence)`, record i carrying sequence `base + i` (transform outputs, whose
+/// sequence numbers let a replay be recognised as one).
+pub fn encode_sequenced_batch<'a>(
+    records: impl IntoIterator<Item = &'a RecordData>,
+    compression: Compression,
+    producer: (i64, i16, i32),
+) -> Result<Bytes, String> {
+    encode(records, compression, Some(producer))
+}
+
+fn encode<'a>(
+    records: impl IntoIterator<Item = &'a RecordData>,
+    compression: Compression,
+    producer: Option<(i64, i16, i32)>,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -39,11 +59,17 @@ pub fn encode_batch<'a>(
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32 - 1,
+            // Without a producer, i - 1 keeps offset - sequence constant (one batch)
+            // and makes the base sequence -1 (see the module docs).
+            sequence: if producer.is_some() {
+                base_sequence.wrapping_add(i as i32) & i32::MAX
+            } else {
+                i as i32 - 1
+            },
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

@@ -10,5 +10,13 @@ pub mod partitioner {
     });
 }
 
+/// The `transform` world.
+pub mod transform {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform",
+    });
+}
+
 /// The plugin API versions this host can bind, newest first.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod native;
 pub mod partitioner;
 pub mod sandbox;
+pub mod transform;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -41,6 +42,7 @@ use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
 use native::NativePartitioner;
 use partitioner::WasmPartitioner;
 use sandbox::{HostState, LogLine, PluginLog};
+use transform::{TransformOutput, TransformSession, WasmTransform};
 
 /// Why a plugin operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +339,7 @@ pub struct DeployOutcome {
 enum Runner {
     WasmPartitioner(WasmPartitioner),
     NativePartitioner(NativePartitioner),
+    WasmTransform(WasmTransform),
 }
 
 /// Health of a deployment.
@@ -506,9 +509,9 @@ impl Plugins {
         kind: Kind,
         version: &VersionRecord,
     ) -> Result<(Deployment, bool), PluginError> {
-        if kind != Kind::Partitioner {
+        if !matches!(kind, Kind::Partitioner | Kind::Transform) {
             return Err(PluginError::UnsupportedKind(format!(
-                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner can"
+                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner and transform can"
             )));
         }
         let limits = Limits::resolve(&self.settings, &version.limits);
@@ -518,12 +521,20 @@ impl Plugins {
                 let path = self.wasm_path(name, sha256);
                 let wasm = fs::read(&path).map_err(|source| PluginError::Io { path, source })?;
                 let (component, cached) = self.engine.load(&wasm)?;
-                (
-                    Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
-                    cached,
-                )
+                let runner = match kind {
+                    Kind::Transform => {
+                        Runner::WasmTransform(WasmTransform::new(&component, &self.linker)?)
+                    }
+                    _ => Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
+                };
+                (runner, cached)
             }
             Source::Native { path } => {
+                if kind != Kind::Partitioner {
+                    return Err(PluginError::UnsupportedKind(format!(
+                        "native plugins can only be partitioners, not {kind}s"
+                    )));
+                }
                 if !self.settings.native.enabled {
                     return Err(PluginError::NativeNotAllowed(
                         "disabled (set plugins.native.enabled = true)".into(),
@@ -549,14 +560,15 @@ impl Plugins {
             consecutive_traps: AtomicU32::new(0),
             runner,
         };
-        if let Runner::WasmPartitioner(runner) = &deployment.runner {
-            runner
-                .warm_up(&self.engine, &deployment)
-                .map_err(|e| match e {
-                    CallError::Init(m) => PluginError::Init(m),
-                    other => PluginError::Init(other.to_string()),
-                })?;
-        }
+        let warmed = match &deployment.runner {
+            Runner::WasmPartitioner(runner) => runner.warm_up(&self.engine, &deployment),
+            Runner::WasmTransform(runner) => runner.warm_up(&self.engine, &deployment),
+            Runner::NativePartitioner(_) => Ok(()),
+        };
+        warmed.map_err(|e| match e {
+            CallError::Init(m) => PluginError::Init(m),
+            other => PluginError::Init(other.to_string()),
+        })?;
         deployment.log.push(
             "host",
             &format!(
@@ -981,6 +993,31 @@ impl Plugins {
         result
     }
 
+    /// Opens a session of the transform plugin `name` for one running transform:
+    /// `config` is appended to the plugin's own configuration and `init` runs now.
+    pub fn open_transform(
+        &self,
+        name: &str,
+        config: Vec<(String, String)>,
+    ) -> Result<TransformSession, CallError> {
+        let Some(deployment) = self.get(name) else {
+            return Err(match self.unloadable.read().get(name) {
+                Some((reason, _)) => CallError::Failed(reason.clone()),
+                None => CallError::NotDeployed,
+            });
+        };
+        TransformSession::open(&self.engine, deployment, config)
+    }
+
+    /// Runs one batch through a transform session.
+    pub fn transform(
+        &self,
+        session: &mut TransformSession,
+        batch: Columns,
+    ) -> Result<TransformOutput, CallError> {
+        session.transform(&self.engine, batch)
+    }
+
     /// Records that the serving version of `name` failed, so a restart keeps it failed.
     fn persist_failure(&self, name: &str, version: u32, reason: String, at_ms: i64) {
         let mut registry = self.registry.lock();
@@ -1033,6 +1070,10 @@ impl Deployment {
         let result = match &self.runner {
             Runner::WasmPartitioner(r) => r.partition(engine, self, batch, partitions),
             Runner::NativePartitioner(r) => r.partition(self, &batch, partitions),
+            Runner::WasmTransform(_) => Err(CallError::WrongKind(format!(
+                "plugin '{}' is a transform, not a partitioner",
+                self.name
+            ))),
         };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,

@@ -160,7 +160,7 @@ impl WasmPartitioner {
 }
 
 /// The cause of a trap in one line: what an operator needs to act on.
-fn trap_reason(error: &wasmtime::Error, deployment: &Deployment) -> String {
+pub(crate) fn trap_reason(error: &wasmtime::Error, deployment: &Deployment) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!(
             "exceeded its {} ms call deadline",

@@ -1,0 +1,340 @@
+//! `/v1/transforms`: deploy, list, describe, pause, resume, remove.
+//!
+//! A deploy is checked here before it reaches the controller: the spec itself, the
+//! plugin (deployed, and a transform), every topic it reads or writes (they must
+//! exist: a transform never creates topics behind the operator's back), and the
+//! plugin's `init` with the transform's configuration, run once on this broker. The
+//! transform then lives in the cluster metadata; each broker runs the partitions it
+//! leads.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{blocking, AdminState, ApiError};
+use crate::broker::now_ms;
+use crate::controller::state::{Command, StateError};
+use crate::controller::ControllerError;
+use crate::plugin::{CallError, Kind};
+use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPLIFICATION};
+
+/// How long a transform change may take to commit.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The body of `POST /v1/transforms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeployBody {
+    name: String,
+    plugin: String,
+    input: String,
+    outputs: Vec<String>,
+    /// earliest (default), latest, offset:N or timestamp:MS.
+    #[serde(default)]
+    from: Option<String>,
+    /// Plugin configuration: an object of strings, kept in the order given.
+    #[serde(default)]
+    config: serde_json::Map<String, Value>,
+    /// Exactly-once (default) or at-least-once.
+    #[serde(default)]
+    deterministic: Option<bool>,
+    /// stop (default without a dead-letter topic) or dead-letter.
+    #[serde(default)]
+    on_error: Option<String>,
+    /// The dead-letter topic (implies on_error dead-letter).
+    #[serde(default)]
+    dead_letter: Option<String>,
+    #[serde(default)]
+    max_amplification: Option<u32>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_transform", message)
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_transform",
+        format!("transform '{name}' does not exist"),
+    )
+}
+
+fn controller_error(e: ControllerError) -> ApiError {
+    match e {
+        ControllerError::Rejected(StateError::TransformExists(name)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "transform_exists",
+            format!("transform '{name}' already exists; remove it first or pick another name"),
+        ),
+        ControllerError::Rejected(StateError::UnknownTransform(name)) => unknown(&name),
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller_unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
+    state
+        .broker
+        .controller()
+        .submit(command, CONTROLLER_TIMEOUT)
+        .await
+        .map_err(controller_error)?;
+    Ok(())
+}
+
+/// The spec of a deploy request, checked against itself.
+fn spec_of(body: DeployBody) -> Result<TransformSpec, ApiError> {
+    let from = match body.from.as_deref() {
+        None => StartFrom::Earliest,
+        Some(s) => s.parse::<StartFrom>().map_err(invalid)?,
+    };
+    let mut config = Vec::with_capacity(body.config.len());
+    for (k, v) in body.config {
+        let Value::String(v) = v else {
+            return Err(invalid(format!("config '{k}' must be a string, not {v}")));
+        };
+        config.push((k, v));
+    }
+    let on_error = match (body.on_error.as_deref(), body.dead_letter) {
+        (None | Some("dead-letter"), Some(topic)) => OnError::DeadLetter { topic },
+        (Some("dead-letter"), None) => {
+            return Err(invalid(
+                "on_error dead-letter needs a dead-letter topic (dead_letter)",
+            ))
+        }
+        (None | Some("stop"), None) => OnError::Stop,
+        (Some("stop"), Some(_)) => {
+            return Err(invalid(
+                "on_error stop and a dead-letter topic contradict each other",
+            ))
+        }
+        (Some(other), _) => {
+            return Err(invalid(format!(
+                "on_error '{other}' is not a policy: expected stop or dead-letter"
+            )))
+        }
+    };
+    let spec = TransformSpec {
+        name: body.name,
+        plugin: body.plugin,
+        input: body.input,
+        outputs: body.outputs,
+        from,
+        config,
+        deterministic: body.deterministic.unwrap_or(true),
+        on_error,
+        max_amplification: body.max_amplification.unwrap_or(DEFAULT_MAX_AMPLIFICATION),
+        paused: false,
+        created_ms: now_ms(),
+        restarts: 0,
+    };
+    spec.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(spec)
+}
+
+/// `POST /v1/transforms`
+pub(super) async fn deploy(
+    State(state): State<AdminState>,
+    body: Result<Json<DeployBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|e| invalid(format!("the request body: {}", e.body_text())))?;
+    let spec = spec_of(body)?;
+    let metadata = state.broker.metadata();
+    if metadata.transforms.contains_key(&spec.name) {
+        return Err(controller_error(ControllerError::Rejected(
+            StateError::TransformExists(spec.name),
+        )));
+    }
+    let plugin = metadata.plugins.get(&spec.plugin).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!(
+                "plugin '{}' is not deployed; deploy it with `quiver plugin deploy {} --kind transform --file …`",
+                spec.plugin, spec.plugin
+            ),
+        )
+    })?;
+    if plugin.record.kind != Kind::Transform {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_kind",
+            format!(
+                "plugin '{}' is a {}, not a transform",
+                spec.plugin, plugin.record.kind
+            ),
+        ));
+    }
+    let missing = std::iter::once(spec.input.as_str())
+        .chain(spec.written_topics())
+        .find(|t| !metadata.topics.contains_key(*t));
+    if let Some(topic) = missing {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            format!("topic '{topic}' does not exist; create it before deploying the transform"),
+        ));
+    }
+    // The plugin's init with this transform's configuration, once, before anything is
+    // recorded: a bad config is refused now rather than failing on every partition.
+    let (plugins, name, config) = (
+        state.plugins.clone(),
+        spec.plugin.clone(),
+        spec.init_config(),
+    );
+    let opened = blocking(move || plugins.open_transform(&name, config).map(drop)).await?;
+    if let Err(e) = opened {
+        let (status, code) = match e {
+            CallError::Init(_) => (StatusCode::UNPROCESSABLE_ENTITY, "init_failed"),
+            CallError::WrongKind(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind"),
+            _ => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_unusable"),
+        };
+        return Err(ApiError::new(
+            status,
+            code,
+            format!("plugin '{}' {e}", spec.plugin),
+        ));
+    }
+    let name = spec.name.clone();
+    commit(&state, Command::SetTransform { spec, create: true }).await?;
+    tracing::info!(transform = %name, "transform deployed");
+    Ok((StatusCode::CREATED, Json(describe_one(&state, &name)?)))
+}
+
+/// What `describe` shows: the spec and, for the partitions this broker leads, their
+/// state.
+fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
+    let metadata = state.broker.metadata();
+    let spec = metadata.transforms.get(name).ok_or_else(|| unknown(name))?;
+    let partitions = state.transforms.reports(name);
+    let sum = |f: fn(&crate::transform::runner::PartitionReport) -> u64| -> u64 {
+        partitions.iter().map(f).sum()
+    };
+    let status = if spec.paused {
+        "paused"
+    } else if partitions.iter().any(|p| p.state == "failed") {
+        "failed"
+    } else if partitions.iter().any(|p| p.state == "stopped") {
+        "stopped"
+    } else if partitions.iter().any(|p| p.state == "waiting") {
+        "waiting"
+    } else {
+        "running"
+    };
+    let (on_error, dead_letter) = match &spec.on_error {
+        OnError::Stop => ("stop", None),
+        OnError::DeadLetter { topic } => ("dead-letter", Some(topic.clone())),
+    };
+    let config: BTreeMap<&str, &str> = spec
+        .config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Ok(json!({
+        "name": spec.name,
+        "plugin": spec.plugin,
+        "input": spec.input,
+        "outputs": spec.outputs,
+        "from": spec.from.to_string(),
+        "config": config,
+        "deterministic": spec.deterministic,
+        "delivery": if spec.deterministic { "exactly-once" } else { "at-least-once" },
+        "on_error": on_error,
+        "dead_letter": dead_letter,
+        "max_amplification": spec.max_amplification,
+        "paused": spec.paused,
+        "created_ms": spec.created_ms,
+        "status": status,
+        "broker": state.broker.config().broker.node_id,
+        "records_in": sum(|p| p.records_in),
+        "records_out": sum(|p| p.records_out),
+        "dead_letters": sum(|p| p.dead_letters),
+        "errors": sum(|p| p.errors),
+        "lag": partitions.iter().map(|p| p.lag).sum::<i64>(),
+        "partitions": partitions,
+    }))
+}
+
+/// `GET /v1/transforms`
+pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let names: Vec<String> = state.broker.metadata().transforms.keys().cloned().collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match describe_one(&state, &name) {
+            Ok(v) => out.push(v),
+            // Removed between the two looks.
+            Err(_) => continue,
+        }
+    }
+    Ok(Json(json!({ "transforms": out })))
+}
+
+/// `GET /v1/transforms/{name}`
+pub(super) async fn describe(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    describe_one(&state, &name).map(Json)
+}
+
+async fn set_paused(state: &AdminState, name: &str, paused: bool) -> Result<Value, ApiError> {
+    let mut spec = state
+        .broker
+        .metadata()
+        .transforms
+        .get(name)
+        .cloned()
+        .ok_or_else(|| unknown(name))?;
+    spec.paused = paused;
+    if !paused {
+        spec.restarts = spec.restarts.wrapping_add(1);
+    }
+    commit(
+        state,
+        Command::SetTransform {
+            spec,
+            create: false,
+        },
+    )
+    .await?;
+    describe_one(state, name)
+}
+
+/// `POST /v1/transforms/{name}/pause`
+pub(super) async fn pause(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, true).await.map(Json)
+}
+
+/// `POST /v1/transforms/{name}/resume`: also restarts partitions that stopped at a
+/// failing record or failed.
+pub(super) async fn resume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, false).await.map(Json)
+}
+
+/// `DELETE /v1/transforms/{name}`
+pub(super) async fn remove(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.broker.metadata().transforms.contains_key(&name) {
+        return Err(unknown(&name));
+    }
+    commit(&state, Command::RemoveTransform { name: name.clone() }).await?;
+    tracing::info!(transform = %name, "transform removed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,286 @@
+//! Running `transform` components: one instance per running transform partition,
+//! initialised with that transform's configuration, and the checks on what comes back.
+//!
+//! Unlike a partitioner, a transform plugin is configured per transform (the plugin's
+//! deploy-time config, then the transform's own entries, then the host's `quiver.*`
+//! entries), so instances are not pooled per deployment: each runner owns a
+//! [`TransformSession`]. A deploy only proves the component links and exports the
+//! world; `init` runs, and is validated, when a transform is created.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use quiver_plugin_sdk::columns::Columns;
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+use super::bindings::transform::exports::quiver::plugin::lifecycle::PluginError as WitError;
+use super::bindings::transform::quiver::plugin::types::RecordBatch;
+use super::bindings::transform::{Transform, TransformPre};
+use super::engine::PluginEngine;
+use super::metrics::Outcome;
+use super::sandbox::HostState;
+use super::{CallError, Deployment, PluginError};
+
+/// The linked component of one transform deployment.
+pub struct WasmTransform {
+    pre: TransformPre<HostState>,
+}
+
+impl std::fmt::Debug for WasmTransform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmTransform").finish_non_exhaustive()
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Transform,
+}
+
+fn describe(e: &WitError) -> String {
+    match e {
+        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
+        WitError::InvalidInput(m) => format!("invalid input: {m}"),
+        WitError::Failed(m) => m.clone(),
+    }
+}
+
+impl WasmTransform {
+    /// Links `component` against the sandbox: fails if it imports anything the host does
+    /// not provide or lacks the transform world's exports.
+    pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let pre = TransformPre::new(instance_pre).map_err(|e| {
+            PluginError::WrongKind(format!(
+                "the component does not implement the transform world: {e:#}"
+            ))
+        })?;
+        Ok(Self { pre })
+    }
+
+    /// Creates an instance; with `config`, also initialises it.
+    fn instantiate(
+        &self,
+        engine: &PluginEngine,
+        deployment: &Deployment,
+        config: Option<&[(String, String)]>,
+    ) -> Result<Instance, CallError> {
+        let started = Instant::now();
+        let mut store = Store::new(
+            engine.engine(),
+            HostState::new(&deployment.log, deployment.limits.max_memory_bytes),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            CallError::Trap(format!(
+                "instantiating: {}",
+                super::partitioner::trap_reason(&e, deployment)
+            ))
+        })?;
+        deployment.instantiate_us.store(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(config) = config {
+            store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+            let config = config.to_vec();
+            bindings
+                .quiver_plugin_lifecycle()
+                .call_init(&mut store, &config)
+                .map_err(|e| {
+                    CallError::Trap(format!(
+                        "init: {}",
+                        super::partitioner::trap_reason(&e, deployment)
+                    ))
+                })?
+                .map_err(|e| CallError::Init(describe(&e)))?;
+        }
+        Ok(Instance { store, bindings })
+    }
+
+    /// What a deploy checks: that an instance can be created (init waits for a
+    /// transform that gives it its configuration).
+    pub fn warm_up(&self, engine: &PluginEngine, deployment: &Deployment) -> Result<(), CallError> {
+        self.instantiate(engine, deployment, None).map(drop)
+    }
+}
+
+/// What one transform call produced, checked: columns that are well formed and, per
+/// output record, a target and a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformOutput {
+    /// The output records; `offsets` holds the input offset each came from.
+    pub records: Columns,
+    /// Per record: index into the transform's outputs.
+    pub targets: Vec<u32>,
+    /// Per record: its partition, or -1 for the output topic's partitioner.
+    pub partitions: Vec<i32>,
+    /// The input record the call stopped at, and why.
+    pub failed: Option<(i64, String)>,
+}
+
+/// One running transform's instance of its plugin: the deployment it came from (a new
+/// plugin version means a new session) and the merged configuration `init` receives.
+pub struct TransformSession {
+    deployment: Arc<Deployment>,
+    config: Vec<(String, String)>,
+    instance: Option<Instance>,
+}
+
+impl std::fmt::Debug for TransformSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransformSession")
+            .field("plugin", &self.deployment.name)
+            .field("version", &self.deployment.version)
+            .field("instance", &self.instance.is_some())
+            .finish()
+    }
+}
+
+impl TransformSession {
+    /// A session of `deployment` with `config` (the transform's entries, appended to
+    /// the plugin's own); creates and initialises the first instance, so a bad
+    /// configuration fails here.
+    pub(super) fn open(
+        engine: &PluginEngine,
+        deployment: Arc<Deployment>,
+        config: Vec<(String, String)>,
+    ) -> Result<Self, CallError> {
+        let super::Runner::WasmTransform(runner) = &deployment.runner else {
+            return Err(CallError::WrongKind(format!(
+                "plugin '{}' is a {}, not a transform",
+                deployment.name, deployment.kind
+            )));
+        };
+        let mut merged = deployment.config.clone();
+        merged.extend(config);
+        let instance = runner.instantiate(engine, &deployment, Some(&merged))?;
+        Ok(Self {
+            deployment,
+            config: merged,
+            instance: Some(instance),
+        })
+    }
+
+    /// The plugin version this session runs.
+    pub fn version(&self) -> u32 {
+        self.deployment.version
+    }
+
+    /// The deployment this session runs.
+    pub fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
+    }
+
+    /// Transforms `batch`. A trap discards the instance (the next call makes a fresh
+    /// one); what the plugin returns is checked against the deployment's output cap and
+    /// for well-formed columns.
+    pub(super) fn transform(
+        &mut self,
+        engine: &PluginEngine,
+        batch: Columns,
+    ) -> Result<TransformOutput, CallError> {
+        let deployment = self.deployment.clone();
+        let records = batch.offsets.len();
+        let started = Instant::now();
+        let result = self.call(engine, &deployment, batch);
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(CallError::Trap(_)) => Outcome::Trap,
+            Err(_) => Outcome::Error,
+        };
+        deployment
+            .metrics
+            .record(records, started.elapsed(), outcome);
+        if let Err(e) = &result {
+            deployment.log.push("host", &format!("transform call: {e}"));
+        }
+        result
+    }
+
+    fn call(
+        &mut self,
+        engine: &PluginEngine,
+        deployment: &Deployment,
+        batch: Columns,
+    ) -> Result<TransformOutput, CallError> {
+        let super::Runner::WasmTransform(runner) = &deployment.runner else {
+            return Err(CallError::WrongKind("not a transform".into()));
+        };
+        let mut instance = match self.instance.take() {
+            Some(instance) => instance,
+            None => runner.instantiate(engine, deployment, Some(&self.config))?,
+        };
+        instance
+            .store
+            .set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        let input = RecordBatch {
+            topic: batch.topic,
+            partition: batch.partition,
+            offsets: batch.offsets,
+            timestamps: batch.timestamps,
+            ends: batch.ends,
+            header_ends: batch.header_ends,
+            data: batch.data,
+        };
+        let result = instance
+            .bindings
+            .quiver_plugin_record_transform()
+            .call_transform(&mut instance.store, &input);
+        let output = match result {
+            Err(trap) => {
+                deployment
+                    .log
+                    .push("host", &format!("trap backtrace: {trap:?}"));
+                return Err(CallError::Trap(super::partitioner::trap_reason(
+                    &trap, deployment,
+                )));
+            }
+            Ok(Err(e)) => {
+                self.instance = Some(instance);
+                return Err(CallError::Plugin(describe(&e)));
+            }
+            Ok(Ok(output)) => output,
+        };
+        self.instance = Some(instance);
+        let records = Columns {
+            topic: String::new(),
+            partition: -1,
+            offsets: output.records.offsets,
+            timestamps: output.records.timestamps,
+            ends: output.records.ends,
+            header_ends: output.records.header_ends,
+            data: output.records.data,
+        };
+        let size = records.data.len() as u64
+            + 4 * (records.ends.len() + records.header_ends.len()) as u64
+            + 16 * records.offsets.len() as u64;
+        if size > deployment.limits.max_output_bytes {
+            return Err(CallError::Output(format!(
+                "returned {size} bytes of output, more than the {} allowed",
+                deployment.limits.max_output_bytes
+            )));
+        }
+        records
+            .validate()
+            .map_err(|e| CallError::Output(format!("malformed output records: {e}")))?;
+        let n = records.offsets.len();
+        if output.targets.len() != n || output.partitions.len() != n {
+            return Err(CallError::Output(format!(
+                "returned {n} records with {} targets and {} partitions",
+                output.targets.len(),
+                output.partitions.len()
+            )));
+        }
+        Ok(TransformOutput {
+            records,
+            targets: output.targets,
+            partitions: output.partitions,
+            failed: output.failed.map(|f| (f.offset, describe(&f.error))),
+        })
+    }
+}

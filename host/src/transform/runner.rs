@@ -1,0 +1,883 @@
+//! One transform on one input partition: read committed input from the position in
+//! `__quiver_transforms`, run it through the plugin, write the outputs through the
+//! normal append path, then record the new position.
+//!
+//! Each read is processed as a unit on a blocking thread (the plugin and the appends
+//! are synchronous); the task itself only waits: for input past its position, for a
+//! backoff, or for the manager to stop it. Nothing here touches the produce or fetch
+//! paths of the input, which go on at their own pace.
+//!
+//! A failing call is narrowed down by splitting the records in halves until one record
+//! fails alone; that record is retried with backoff and then handed to the error
+//! policy (dead-letter topic or stop). Exactly-once: outputs carry the transform
+//! partition's producer id and sequence numbers that continue from those recorded with
+//! the position, so outputs regenerated after a crash get the numbers they had, and
+//! what an output partition already holds (its last sequence for that producer) is
+//! skipped instead of written twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+use parking_lot::Mutex;
+use quiver_plugin_sdk::columns::ColumnsBuilder;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::progress::{self, Progress, PROGRESS_TOPIC};
+use super::remote::Leaders;
+use super::spec::{OnError, StartFrom, TransformSpec};
+use crate::broker::produce::{choose_partitions, NewRecord};
+use crate::broker::{now_ms, Broker};
+use crate::partition::encode::{encode_batch, encode_sequenced_batch, RecordData};
+use crate::partition::{Partition, Role};
+use crate::plugin::transform::{TransformOutput, TransformSession};
+use crate::plugin::Plugins;
+
+/// Input read per step.
+const READ_BYTES: usize = 1024 * 1024;
+/// Output bytes per appended batch (well under the default `max.message.bytes`).
+const BATCH_BYTES: usize = 512 * 1024;
+/// Attempts at a record that fails alone before the error policy takes it.
+const RECORD_ATTEMPTS: u32 = 3;
+/// Records in a row lost to traps (with no success between) after which the partition
+/// is marked failed rather than burning CPU on every record.
+const TRAPPED_RECORDS_TO_FAIL: u32 = 10;
+/// Wait before retrying a step that could not complete (an output partition without a
+/// leader, a plugin that would not start).
+const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a local write may wait for its in-sync replicas.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the operator sees of one transform partition.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionReport {
+    /// The input partition.
+    pub partition: i32,
+    /// starting, running, paused, stopped, failed or waiting.
+    pub state: String,
+    /// Why it is stopped, failed or waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The next input offset to process.
+    pub position: i64,
+    /// The input's high watermark when last looked at.
+    pub high_watermark: i64,
+    /// Records behind: high watermark minus position.
+    pub lag: i64,
+    /// Input records processed.
+    pub records_in: u64,
+    /// Output records written (not counting replays skipped as already written).
+    pub records_out: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Failed plugin calls.
+    pub errors: u64,
+    /// The last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The plugin version running.
+    pub plugin_version: u32,
+}
+
+/// A report shared between a runner and the operator's view of it.
+pub type SharedReport = Arc<Mutex<PartitionReport>>;
+
+/// The progress records this broker knows: loaded once from `__quiver_transforms`,
+/// then kept current by every commit made here.
+pub type ProgressMap = Arc<Mutex<BTreeMap<String, Progress>>>;
+
+/// An input record, decoded.
+#[derive(Debug, Clone)]
+struct InRecord {
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl InRecord {
+    fn from_kafka(r: Record) -> Self {
+        InRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+/// An output record on its way to a topic.
+#[derive(Debug, Clone)]
+struct OutRecord {
+    /// Index into the spec's written topics (outputs, then the dead-letter topic).
+    target: usize,
+    /// The chosen partition, or -1.
+    partition: i32,
+    data: RecordData,
+}
+
+/// Why a step ended early.
+#[derive(Debug)]
+enum Halt {
+    /// Stop at this input offset (error policy `stop`), with the error.
+    Stop(i64, String),
+    /// The plugin is unusable here; stop the partition with the reason.
+    Fail(String),
+    /// Something outside the plugin (an output partition not led here, a write that
+    /// failed): retry the step from the committed position after a backoff.
+    Retry(String),
+}
+
+/// Everything one transform partition needs between steps.
+pub(super) struct Runner {
+    pub broker: Arc<Broker>,
+    pub plugins: Arc<Plugins>,
+    pub spec: TransformSpec,
+    pub partition: i32,
+    pub report: SharedReport,
+    pub progress: ProgressMap,
+}
+
+/// A step's working state, moved onto a blocking thread and back.
+struct Work {
+    broker: Arc<Broker>,
+    plugins: Arc<Plugins>,
+    spec: TransformSpec,
+    partition: i32,
+    input: Arc<Partition>,
+    session: Option<TransformSession>,
+    /// The last committed progress.
+    committed: Progress,
+    /// Progress as this step advances it (sequences move as outputs are encoded).
+    position: Progress,
+    report: SharedReport,
+    trapped_in_a_row: u32,
+    pending: Vec<OutRecord>,
+    records_in: u64,
+    progress: ProgressMap,
+    leaders: Leaders,
+    /// Output partitions whose sequence this runner has checked against the partition
+    /// since it started (or since a write failed).
+    checked: BTreeSet<String>,
+}
+
+/// Output records bound for one partition (topic, partition), in order.
+type Group = ((String, i32), Vec<RecordData>);
+
+/// The outputs of one step, placed: per output partition, its records in order.
+struct Placed {
+    /// Where the input position moves once they are written.
+    position: i64,
+    groups: Vec<Group>,
+    /// The step ended at a record the error policy stops at.
+    stop: Option<(i64, String)>,
+}
+
+impl Runner {
+    /// Runs until `stop` turns true, or the partition stops or fails.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let key = progress::key(&self.spec.name, &self.spec.input, self.partition);
+        self.set_state("starting", None);
+        let Some(input) = self.broker.partition(&self.spec.input, self.partition) else {
+            self.set_state(
+                "waiting",
+                Some("the input partition is not hosted here".into()),
+            );
+            return;
+        };
+        let mut known = self.progress.lock().get(&key).cloned();
+        if let Some(replica) = self.broker.partition(PROGRESS_TOPIC, 0) {
+            // After a leadership move the freshest position is in this broker's replica
+            // of the progress topic, not in what this broker committed itself.
+            let loaded = tokio::task::spawn_blocking(move || progress::load(&replica)).await;
+            match loaded {
+                Ok(Ok(mut all)) => {
+                    if let Some(p) = all.remove(&key) {
+                        if known.as_ref().is_none_or(|k| k.next_offset < p.next_offset) {
+                            known = Some(p);
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.set_state("waiting", Some(e.to_string()));
+                    return;
+                }
+                Err(e) => {
+                    self.set_state("waiting", Some(format!("loading progress: {e}")));
+                    return;
+                }
+            }
+        }
+        let mut position = match known {
+            Some(p) => p,
+            None => match self.start_position(&input).await {
+                Ok(p) => p,
+                Err(reason) => {
+                    self.set_state("waiting", Some(reason));
+                    return;
+                }
+            },
+        };
+        if self.spec.deterministic && position.producer_id < 0 {
+            match self.broker.allocate_producer_id().await {
+                Ok(id) => position.producer_id = id,
+                Err(e) => {
+                    self.set_state(
+                        "waiting",
+                        Some(format!("could not allocate a producer id: {e}")),
+                    );
+                    return;
+                }
+            }
+        }
+        let mut work = Some(Work {
+            broker: self.broker.clone(),
+            plugins: self.plugins.clone(),
+            spec: self.spec.clone(),
+            partition: self.partition,
+            input: input.clone(),
+            session: None,
+            committed: position.clone(),
+            position,
+            report: self.report.clone(),
+            trapped_in_a_row: 0,
+            pending: Vec::new(),
+            records_in: 0,
+            progress: self.progress.clone(),
+            leaders: Leaders::default(),
+            checked: BTreeSet::new(),
+        });
+        self.set_state("running", None);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            // Registered before looking, so an append between the look and the wait
+            // still wakes this task.
+            let changed = input.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let hw = input.high_watermark();
+            let current = work.as_ref().expect("work is back").position.next_offset;
+            {
+                let mut report = self.report.lock();
+                report.position = current;
+                report.high_watermark = hw;
+                report.lag = (hw - current).max(0);
+            }
+            if current >= hw {
+                tokio::select! {
+                    _ = &mut changed => {}
+                    _ = stop.changed() => {}
+                    // A truncation or a role change may not notify; look again now and then.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let mut taken = work.take().expect("work is back");
+            let (back, result) = match tokio::task::spawn_blocking(move || {
+                let result = taken.step(hw);
+                (taken, result)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    self.set_state("failed", Some(format!("the step panicked: {e}")));
+                    return;
+                }
+            };
+            let mut current = back;
+            let result = match result {
+                Ok(None) => Ok(()),
+                Ok(Some(placed)) => current.write(placed).await,
+                Err(halt) => Err(halt),
+            };
+            if result.is_err() {
+                current.rewind();
+            }
+            work = Some(current);
+            match result {
+                Ok(()) => self.set_state("running", None),
+                Err(Halt::Stop(offset, error)) => {
+                    self.set_state(
+                        "stopped",
+                        Some(format!("input record at offset {offset} failed: {error}")),
+                    );
+                    return;
+                }
+                Err(Halt::Fail(reason)) => {
+                    tracing::error!(transform = %self.spec.name, partition = self.partition, %reason, "transform partition failed");
+                    self.set_state("failed", Some(reason));
+                    return;
+                }
+                Err(Halt::Retry(reason)) => {
+                    tracing::warn!(transform = %self.spec.name, partition = self.partition, %reason, "transform step will be retried");
+                    self.set_state("waiting", Some(reason));
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: &str, reason: Option<String>) {
+        let mut report = self.report.lock();
+        if report.state != state || report.reason != reason {
+            report.state = state.to_string();
+            report.reason = reason;
+        }
+    }
+
+    /// Where a partition without progress starts, per the spec.
+    async fn start_position(&self, input: &Partition) -> Result<Progress, String> {
+        let log = input.log();
+        let offset = match self.spec.from {
+            StartFrom::Earliest => log.log_start_offset(),
+            StartFrom::Latest => input.high_watermark(),
+            StartFrom::Offset { offset } => {
+                offset.clamp(log.log_start_offset(), input.high_watermark())
+            }
+            StartFrom::Timestamp { ms } => match log.offset_for_timestamp(ms) {
+                Ok(Some((offset, _))) => offset,
+                Ok(None) => input.high_watermark(),
+                Err(e) => return Err(format!("looking up timestamp {ms}: {e}")),
+            },
+        };
+        Ok(Progress {
+            next_offset: offset,
+            producer_id: -1,
+            sequences: BTreeMap::new(),
+            written_ms: 0,
+        })
+    }
+}
+
+impl Work {
+    /// Processes committed input from the position up to `hw` (one read's worth) and
+    /// places the outputs; `None` when there was nothing to process.
+    fn step(&mut self, hw: i64) -> Result<Option<Placed>, Halt> {
+        let start = self
+            .position
+            .next_offset
+            .max(self.input.log().log_start_offset());
+        let read = self
+            .input
+            .read(start, READ_BYTES, true)
+            .map_err(|e| Halt::Retry(format!("reading input at offset {start}: {e}")))?;
+        let mut bytes = read.records;
+        let sets = RecordBatchDecoder::decode_all(&mut bytes)
+            .map_err(|e| Halt::Fail(format!("input at offset {start} does not decode: {e}")))?;
+        let mut next = start;
+        let mut records = Vec::new();
+        for record in sets.into_iter().flat_map(|s| s.records) {
+            if record.offset < start || record.offset >= hw {
+                continue;
+            }
+            next = next.max(record.offset + 1);
+            if !record.control {
+                records.push(InRecord::from_kafka(record));
+            }
+        }
+        if next == start {
+            return Ok(None);
+        }
+        self.ensure_session()?;
+        self.pending.clear();
+        self.records_in = 0;
+        let (position, stop) = match self.process(&records) {
+            Ok(()) => (next, None),
+            Err(Halt::Stop(offset, error)) => (offset, Some((offset, error))),
+            Err(other) => return Err(other),
+        };
+        let groups = self.place()?;
+        Ok(Some(Placed {
+            position,
+            groups,
+            stop,
+        }))
+    }
+
+    /// Back to the committed position after a step that did not complete: its outputs
+    /// will be regenerated with the same sequence numbers, and the partitions they went
+    /// to are asked again what they already hold.
+    fn rewind(&mut self) {
+        self.position = self.committed.clone();
+        self.pending.clear();
+        self.checked.clear();
+    }
+
+    fn ensure_session(&mut self) -> Result<(), Halt> {
+        let serving = self.plugins.get(&self.spec.plugin).map(|d| d.version);
+        if let (Some(session), Some(version)) = (&self.session, serving) {
+            if session.version() == version {
+                return Ok(());
+            }
+        }
+        match self
+            .plugins
+            .open_transform(&self.spec.plugin, self.spec.init_config())
+        {
+            Ok(session) => {
+                self.report.lock().plugin_version = session.version();
+                self.session = Some(session);
+                Ok(())
+            }
+            Err(e) => Err(Halt::Retry(format!(
+                "transform plugin '{}' {e}",
+                self.spec.plugin
+            ))),
+        }
+    }
+
+    /// Runs `records` through the plugin, narrowing failures down to single records.
+    fn process(&mut self, records: &[InRecord]) -> Result<(), Halt> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.call(records) {
+                Ok(output) => {
+                    self.trapped_in_a_row = 0;
+                    return self.accept(records, output);
+                }
+                Err(_) if records.len() > 1 => {
+                    let (left, right) = records.split_at(records.len() / 2);
+                    self.process(left)?;
+                    return self.process(right);
+                }
+                Err(error) => {
+                    attempt += 1;
+                    if attempt < RECORD_ATTEMPTS {
+                        std::thread::sleep(Duration::from_millis(50 << attempt));
+                        continue;
+                    }
+                    self.trapped_in_a_row += 1;
+                    if self.trapped_in_a_row >= TRAPPED_RECORDS_TO_FAIL {
+                        return Err(Halt::Fail(format!(
+                            "{} input records in a row failed with no success between; last: {error}",
+                            self.trapped_in_a_row
+                        )));
+                    }
+                    return self.reject(&records[0], error);
+                }
+            }
+        }
+    }
+
+    /// One plugin call over `records`, with its output checked against the spec.
+    fn call(&mut self, records: &[InRecord]) -> Result<TransformOutput, String> {
+        let mut builder = ColumnsBuilder::new(self.spec.input.clone(), self.partition);
+        for r in records {
+            builder.push_with(
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+                r.timestamp,
+                r.offset,
+            );
+        }
+        let session = self.session.as_mut().expect("a session is open");
+        let result = self.plugins.transform(session, builder.build());
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => {
+                let message = format!("plugin '{}' {e}", self.spec.plugin);
+                let mut report = self.report.lock();
+                report.errors += 1;
+                report.last_error = Some(message.clone());
+                return Err(message);
+            }
+        };
+        let covered = match output.failed {
+            Some((offset, _)) => records.iter().take_while(|r| r.offset < offset).count(),
+            None => records.len(),
+        };
+        let problem = if let Some((offset, _)) = &output.failed {
+            records.iter().all(|r| r.offset != *offset).then(|| {
+                format!("reported a failure at offset {offset}, which was not in its input")
+            })
+        } else {
+            None
+        };
+        let outputs = self.spec.outputs.len();
+        let problem = problem
+            .or_else(|| {
+                let cap = covered.max(1) as u64 * u64::from(self.spec.max_amplification);
+                (output.records.len() as u64 > cap).then(|| {
+                    format!(
+                        "wrote {} records for {covered} input records, more than max_amplification {}x",
+                        output.records.len(),
+                        self.spec.max_amplification
+                    )
+                })
+            })
+            .or_else(|| {
+                output.targets.iter().find(|&&t| t as usize >= outputs).map(|t| {
+                    format!("wrote to output {t}, but the transform has {outputs} outputs")
+                })
+            })
+            .or_else(|| {
+                let first = records.first().map_or(0, |r| r.offset);
+                let limit = records.get(covered).map_or(i64::MAX, |r| r.offset);
+                output
+                    .records
+                    .offsets
+                    .iter()
+                    .find(|&&o| o < first || o >= limit)
+                    .map(|o| format!("attributed an output record to input offset {o}, outside the records it was given"))
+            });
+        if let Some(problem) = problem {
+            let message = format!("plugin '{}' {problem}", self.spec.plugin);
+            let mut report = self.report.lock();
+            report.errors += 1;
+            report.last_error = Some(message.clone());
+            return Err(message);
+        }
+        Ok(output)
+    }
+
+    /// Queues a successful call's outputs and applies the error policy to the record
+    /// it stopped at, if any, then goes on with the records after it.
+    fn accept(&mut self, records: &[InRecord], output: TransformOutput) -> Result<(), Halt> {
+        let batch = match output.records.batch() {
+            Ok(batch) => batch,
+            Err(e) => return Err(Halt::Fail(format!("output columns: {e}"))),
+        };
+        for (i, record) in batch.iter().enumerate() {
+            self.pending.push(OutRecord {
+                target: output.targets[i] as usize,
+                partition: output.partitions[i],
+                data: RecordData {
+                    key: record.key().map(Bytes::copy_from_slice),
+                    value: record.value().map(Bytes::copy_from_slice),
+                    headers: record
+                        .headers()
+                        .map(|(k, v)| {
+                            (
+                                String::from_utf8_lossy(k).into_owned(),
+                                v.map(Bytes::copy_from_slice),
+                            )
+                        })
+                        .collect(),
+                    timestamp: record.timestamp(),
+                },
+            });
+        }
+        match output.failed {
+            None => {
+                self.records_in += records.len() as u64;
+                Ok(())
+            }
+            Some((offset, error)) => {
+                let at = records
+                    .iter()
+                    .position(|r| r.offset == offset)
+                    .expect("checked in call");
+                self.records_in += at as u64;
+                {
+                    let mut report = self.report.lock();
+                    report.errors += 1;
+                    report.last_error = Some(format!("offset {offset}: {error}"));
+                }
+                self.reject(&records[at], error)?;
+                self.process(&records[at + 1..])
+            }
+        }
+    }
+
+    /// The error policy for one input record.
+    fn reject(&mut self, record: &InRecord, error: String) -> Result<(), Halt> {
+        match &self.spec.on_error {
+            OnError::Stop => Err(Halt::Stop(record.offset, error)),
+            OnError::DeadLetter { .. } => {
+                let mut headers = record.headers.clone();
+                let coordinate = |v: String| Some(Bytes::from(v));
+                headers.push((
+                    "quiver.transform".into(),
+                    coordinate(self.spec.name.clone()),
+                ));
+                headers.push(("quiver.error".into(), coordinate(error)));
+                headers.push((
+                    "quiver.input.topic".into(),
+                    coordinate(self.spec.input.clone()),
+                ));
+                headers.push((
+                    "quiver.input.partition".into(),
+                    coordinate(self.partition.to_string()),
+                ));
+                headers.push((
+                    "quiver.input.offset".into(),
+                    coordinate(record.offset.to_string()),
+                ));
+                self.pending.push(OutRecord {
+                    target: self.spec.outputs.len(),
+                    partition: -1,
+                    data: RecordData {
+                        key: record.key.clone(),
+                        value: record.value.clone(),
+                        headers,
+                        timestamp: record.timestamp,
+                    },
+                });
+                self.records_in += 1;
+                self.report.lock().dead_letters += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Places the queued outputs: the plugin's partition where it chose one, otherwise
+    /// the output topic's partitioner; grouped per output partition, in order.
+    fn place(&mut self) -> Result<Vec<Group>, Halt> {
+        let topics: Vec<String> = self
+            .spec
+            .written_topics()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let now = now_ms();
+        let pending = std::mem::take(&mut self.pending);
+        let mut groups: BTreeMap<(usize, i32), Vec<RecordData>> = BTreeMap::new();
+        for (target, name) in topics.iter().enumerate() {
+            let records: Vec<&OutRecord> = pending.iter().filter(|r| r.target == target).collect();
+            if records.is_empty() {
+                continue;
+            }
+            let topic = self
+                .broker
+                .topic(name)
+                .ok_or_else(|| Halt::Retry(format!("output topic '{name}' does not exist")))?;
+            let count = topic.meta.partitions;
+            let new: Vec<NewRecord> = records
+                .iter()
+                .map(|r| NewRecord {
+                    key: r.data.key.clone(),
+                    value: r.data.value.clone(),
+                    headers: r.data.headers.clone(),
+                    partition: (r.partition >= 0).then_some(r.partition),
+                    timestamp: Some(r.data.timestamp),
+                })
+                .collect();
+            if let Some(bad) = new.iter().filter_map(|r| r.partition).find(|&p| p >= count) {
+                return Err(Halt::Fail(format!(
+                    "plugin '{}' chose partition {bad} of '{name}', which has {count}",
+                    self.spec.plugin
+                )));
+            }
+            let chosen = choose_partitions(
+                &self.plugins,
+                name,
+                &topic.settings,
+                &new,
+                count as u32,
+                now,
+            )
+            .map_err(|e| Halt::Retry(format!("placing records in '{name}': {e}")))?;
+            for (record, partition) in records.into_iter().zip(chosen) {
+                groups
+                    .entry((target, partition))
+                    .or_default()
+                    .push(record.data.clone());
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((target, partition), records)| ((topics[target].clone(), partition), records))
+            .collect())
+    }
+
+    /// Writes a step's outputs (each acknowledged by its partition's in-sync replicas),
+    /// then commits the new position the same way.
+    async fn write(&mut self, placed: Placed) -> Result<(), Halt> {
+        let mut written = 0u64;
+        for ((topic, index), records) in &placed.groups {
+            let appended = self.append(topic, *index, records).await?;
+            // Dead letters are counted when they are chosen, not as output.
+            if self.spec.outputs.contains(topic) {
+                written += appended;
+            }
+        }
+        self.position.next_offset = placed.position;
+        let now = now_ms();
+        self.position.written_ms = now;
+        let key = progress::key(&self.spec.name, &self.spec.input, self.partition);
+        let batch = progress::encode(&[(key.clone(), Some(&self.position))], now)
+            .map_err(|e| Halt::Retry(e.to_string()))?;
+        self.send(PROGRESS_TOPIC, 0, batch).await?;
+        self.committed = self.position.clone();
+        self.progress.lock().insert(key, self.position.clone());
+        self.broker.notify_appended();
+        {
+            let mut report = self.report.lock();
+            report.records_in += self.records_in;
+            report.records_out += written;
+            report.position = placed.position;
+            report.lag = (report.high_watermark - placed.position).max(0);
+        }
+        match placed.stop {
+            Some((offset, error)) => Err(Halt::Stop(offset, error)),
+            None => Ok(()),
+        }
+    }
+
+    /// The leader of a partition: this broker's replica when it leads, else the
+    /// leader's id.
+    fn leader(&self, topic: &str, index: i32) -> Result<Leader, Halt> {
+        let me = self.broker.config().broker.node_id;
+        let t = self
+            .broker
+            .metadata()
+            .topics
+            .get(topic)
+            .and_then(|t| t.assignments.get(index as usize).map(|a| a.leader))
+            .ok_or_else(|| Halt::Retry(format!("partition {index} of '{topic}' does not exist")))?;
+        if t == me {
+            let local = self
+                .broker
+                .partition(topic, index)
+                .filter(|p| matches!(p.role(), Role::Leader { .. }))
+                .ok_or_else(|| {
+                    Halt::Retry(format!(
+                        "partition {index} of '{topic}' is to be led here but is not open as leader yet"
+                    ))
+                })?;
+            return Ok(Leader::Local(local));
+        }
+        if t < 0 {
+            return Err(Halt::Retry(format!(
+                "partition {index} of '{topic}' has no leader"
+            )));
+        }
+        Ok(Leader::Remote(t))
+    }
+
+    /// Appends `batch` to a partition, acknowledged by its in-sync replicas.
+    async fn send(&mut self, topic: &str, index: i32, batch: Bytes) -> Result<(), Halt> {
+        let failed =
+            |e: String| Halt::Retry(format!("writing partition {index} of '{topic}': {e}"));
+        match self.leader(topic, index)? {
+            Leader::Local(partition) => {
+                let (info, _) = partition
+                    .append_with_acks(&batch, now_ms(), -1)
+                    .map_err(|e| failed(e.to_string()))?;
+                partition
+                    .wait_for_commit(info.last_offset + 1, COMMIT_TIMEOUT)
+                    .await
+                    .map_err(|e| failed(e.to_string()))
+            }
+            Leader::Remote(leader) => self
+                .leaders
+                .produce(&self.broker, leader, topic, index, batch)
+                .await
+                .map_err(|e| failed(e.to_string())),
+        }
+    }
+
+    /// Where `producer_id`'s sequence stands in a partition.
+    async fn last_sequence(
+        &mut self,
+        topic: &str,
+        index: i32,
+        pid: i64,
+    ) -> Result<Option<(i16, i32)>, Halt> {
+        match self.leader(topic, index)? {
+            Leader::Local(partition) => Ok(partition.producer_last_sequence(pid)),
+            Leader::Remote(leader) => self
+                .leaders
+                .last_sequence(&self.broker, leader, topic, index, pid)
+                .await
+                .map_err(|e| {
+                    Halt::Retry(format!(
+                        "asking where partition {index} of '{topic}' stands: {e}"
+                    ))
+                }),
+        }
+    }
+
+    /// Appends `records` to one output partition, in batches; returns how many were
+    /// written (records a replay finds already there are skipped).
+    async fn append(
+        &mut self,
+        topic: &str,
+        index: i32,
+        records: &[RecordData],
+    ) -> Result<u64, Halt> {
+        let mut records = records;
+        let producer = self.spec.deterministic.then_some(self.position.producer_id);
+        let okey = progress::output_key(topic, index);
+        let mut next_seq = self.position.sequences.get(&okey).copied().unwrap_or(0);
+        if let Some(pid) = producer {
+            if !self.checked.contains(&okey) {
+                // A replay: what the partition already holds from this producer is
+                // skipped. Asked once per runner (and after a failed write): from then
+                // on this runner is the producer's only writer.
+                if let Some((0, last)) = self.last_sequence(topic, index, pid).await? {
+                    let already = i64::from(last) - i64::from(next_seq) + 1;
+                    if already > 0 {
+                        let skip = (already as usize).min(records.len());
+                        records = &records[skip..];
+                        next_seq = advance(next_seq, skip);
+                        if skip < already as usize {
+                            // The partition is ahead of this whole step: ask again next time.
+                            self.position.sequences.insert(okey, next_seq);
+                            return Ok(0);
+                        }
+                    }
+                }
+                self.checked.insert(okey.clone());
+            }
+        }
+        let mut written = 0u64;
+        while !records.is_empty() {
+            let mut size = 0;
+            let take = records
+                .iter()
+                .take_while(|r| {
+                    size += r.key.as_ref().map_or(0, Bytes::len)
+                        + r.value.as_ref().map_or(0, Bytes::len)
+                        + 64;
+                    size <= BATCH_BYTES
+                })
+                .count()
+                .max(1);
+            let (chunk, rest) = records.split_at(take);
+            let batch = match producer {
+                Some(pid) => encode_sequenced_batch(chunk, Compression::None, (pid, 0, next_seq)),
+                None => encode_batch(chunk, Compression::None),
+            }
+            .map_err(|e| Halt::Fail(format!("encoding output for '{topic}': {e}")))?;
+            self.send(topic, index, batch).await?;
+            next_seq = advance(next_seq, take);
+            written += take as u64;
+            records = rest;
+        }
+        if producer.is_some() {
+            self.position.sequences.insert(okey, next_seq);
+        }
+        Ok(written)
+    }
+}
+
+/// Where a partition's leader is.
+enum Leader {
+    Local(Arc<Partition>),
+    Remote(i32),
+}
+
+/// Sequence numbers wrap from i32::MAX to 0, as Kafka's do.
+fn advance(seq: i32, by: usize) -> i32 {
+    ((i64::from(seq) + by as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
