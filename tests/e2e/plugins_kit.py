@@ -45,6 +45,11 @@ WASM = {
     "bad-import": "quiver_test_plugin_bad_import.wasm",
     "wrong-kind": "quiver_test_plugin_wrong_kind.wasm",
     "bad-config": "quiver_test_plugin_bad_config.wasm",
+    "json-redact": "quiver_plugin_json_redact.wasm",
+    "filter": "quiver_plugin_filter.wasm",
+    "split": "quiver_plugin_split.wasm",
+    "repartition": "quiver_plugin_repartition.wasm",
+    "transform-hostile": "quiver_test_plugin_transform_hostile.wasm",
 }
 NATIVE_MURMUR2 = "libquiver_plugin_murmur2.so"
 

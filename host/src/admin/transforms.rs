@@ -186,12 +186,20 @@ pub(super) async fn deploy(
     }
     // The plugin's init with this transform's configuration, once, before anything is
     // recorded: a bad config is refused now rather than failing on every partition.
+    // The plugin may have been deployed through another broker a moment ago: apply the
+    // cluster's plugins here first, as the reconciler is about to.
     let (plugins, name, config) = (
         state.plugins.clone(),
         spec.plugin.clone(),
         spec.init_config(),
     );
-    let opened = blocking(move || plugins.open_transform(&name, config).map(drop)).await?;
+    let opened = blocking(move || {
+        if plugins.get(&name).is_none() {
+            plugins.sync(&metadata.plugins);
+        }
+        plugins.open_transform(&name, config).map(drop)
+    })
+    .await?;
     if let Err(e) = opened {
         let (status, code) = match e {
             CallError::Init(_) => (StatusCode::UNPROCESSABLE_ENTITY, "init_failed"),

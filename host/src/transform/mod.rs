@@ -226,6 +226,8 @@ impl Transforms {
                 .await
             {
                 Ok(_) | Err(TopicError::Exists(_)) => {}
+                // Another broker created it a moment ago.
+                Err(e) if e.code() == kafka_protocol::error::ResponseError::TopicAlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -132,6 +132,9 @@ enum Halt {
     Stop(i64, String),
     /// The plugin is unusable here; stop the partition with the reason.
     Fail(String),
+    /// Like `Fail`, found at this input record: the output of the records before it
+    /// (dead letters included) is written and the position moves to it first.
+    FailAt(i64, String),
     /// Something outside the plugin (an output partition not led here, a write that
     /// failed): retry the step from the committed position after a backoff.
     Retry(String),
@@ -178,8 +181,9 @@ struct Placed {
     /// Where the input position moves once they are written.
     position: i64,
     groups: Vec<Group>,
-    /// The step ended at a record the error policy stops at.
-    stop: Option<(i64, String)>,
+    /// Why the step ended before the end of its input (`Stop` or `Fail`), to report
+    /// once what came before is written.
+    halt: Option<Halt>,
 }
 
 impl Runner {
@@ -315,7 +319,7 @@ impl Runner {
                     );
                     return;
                 }
-                Err(Halt::Fail(reason)) => {
+                Err(Halt::Fail(reason) | Halt::FailAt(_, reason)) => {
                     tracing::error!(transform = %self.spec.name, partition = self.partition, %reason, "transform partition failed");
                     self.set_state("failed", Some(reason));
                     return;
@@ -396,16 +400,17 @@ impl Work {
         self.ensure_session()?;
         self.pending.clear();
         self.records_in = 0;
-        let (position, stop) = match self.process(&records) {
+        let (position, halt) = match self.process(&records) {
             Ok(()) => (next, None),
-            Err(Halt::Stop(offset, error)) => (offset, Some((offset, error))),
+            Err(Halt::Stop(offset, error)) => (offset, Some(Halt::Stop(offset, error))),
+            Err(Halt::FailAt(offset, reason)) => (offset, Some(Halt::Fail(reason))),
             Err(other) => return Err(other),
         };
         let groups = self.place()?;
         Ok(Some(Placed {
             position,
             groups,
-            stop,
+            halt,
         }))
     }
 
@@ -466,7 +471,7 @@ impl Work {
                     }
                     self.trapped_in_a_row += 1;
                     if self.trapped_in_a_row >= TRAPPED_RECORDS_TO_FAIL {
-                        return Err(Halt::Fail(format!(
+                        return Err(Halt::FailAt(records[0].offset, format!(
                             "{} input records in a row failed with no success between; last: {error}",
                             self.trapped_in_a_row
                         )));
@@ -727,8 +732,8 @@ impl Work {
             report.position = placed.position;
             report.lag = (report.high_watermark - placed.position).max(0);
         }
-        match placed.stop {
-            Some((offset, error)) => Err(Halt::Stop(offset, error)),
+        match placed.halt {
+            Some(halt) => Err(halt),
             None => Ok(()),
         }
     }
