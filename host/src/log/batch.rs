@@ -429,6 +429,34 @@ impl RawRecord<'_> {
     }
 }
 
+impl<'a> RawRecord<'a> {
+    /// The record's headers in order, repeated names included (Kafka allows them, and
+    /// a map would keep only one of each).
+    pub fn headers(&self) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        // The record was checked field by field when it was parsed, so the walk below
+        // cannot fail; a failure would only end the list early.
+        let mut c = Cursor {
+            buf: self.tail,
+            pos: 0,
+        };
+        let mut out = Vec::new();
+        let parsed = (|| -> Result<(), BatchError> {
+            c.nullable_bytes("key")?;
+            c.nullable_bytes("value")?;
+            let count = c.varint("header count")?;
+            for _ in 0..count {
+                let len = c.varint("header key length")?;
+                let key = c.take(usize::try_from(len).unwrap_or_default())?;
+                let value = c.nullable_bytes("header value")?;
+                out.push((key, value));
+            }
+            Ok(())
+        })();
+        debug_assert!(parsed.is_ok(), "a parsed record's headers re-parse");
+        out
+    }
+}
+
 /// Walks a decompressed records section record by record. Each record's fields must end
 /// exactly where its length prefix says, as Kafka's own decoder demands; the first
 /// malformed record yields an error and ends the walk.
@@ -526,7 +554,7 @@ fn corrupt(reason: String) -> BatchError {
 }
 
 /// Zigzag LEB128, the varint encoding of Kafka's record fields.
-fn put_varlong(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = ((value << 1) ^ (value >> 63)) as u64;
     while raw >= 0x80 {
         out.push((raw as u8) | 0x80);
@@ -535,7 +563,7 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(raw as u8);
 }
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     put_varlong(out, value)
 }
 

@@ -1,16 +1,12 @@
-//! Encoding batches the broker writes itself (HTTP produce, group metadata) or the CLI
-//! sends, as a non-idempotent producer would.
-//!
-//! kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes
-//! between records; giving record i the sequence i - 1 keeps every record in one batch
-//! and yields baseSequence -1, which marks the batch as not idempotent.
+//! Encoding batches the broker writes itself (HTTP produce, group metadata, transform
+//! outputs) or the CLI sends: RecordBatch v2, written record by record so that every
+//! header survives, repeated names included; as a non-idempotent producer would
+//! (producer id and base sequence -1) unless a producer is given.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+
+use crate::log::batch::{build_batch, put_varint, put_varlong, with_codec, BatchHeader};
 
 /// One record to encode.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,47 +46,65 @@ fn encode<'a>(
     compression: Compression,
     producer: Option<(i64, i16, i32)>,
 ) -> Result<Bytes, String> {
+    let records: Vec<&RecordData> = records.into_iter().collect();
+    let Some(first) = records.first() else {
+        return Err("a batch needs at least one record".into());
+    };
+    let count = i32::try_from(records.len()).map_err(|_| "too many records for one batch")?;
+    // Built here rather than by kafka-protocol's encoder, whose records keep headers in
+    // a map: a record's repeated header names (which Kafka allows) must all survive.
+    let base_timestamp = first.timestamp;
+    let mut plain = Vec::new();
+    let mut body = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        body.clear();
+        body.push(0); // record attributes: unused in v2
+        put_varlong(&mut body, r.timestamp - base_timestamp);
+        put_varint(&mut body, i as i64);
+        put_nullable(&mut body, r.key.as_deref());
+        put_nullable(&mut body, r.value.as_deref());
+        put_varint(&mut body, r.headers.len() as i64);
+        for (key, value) in &r.headers {
+            put_varint(&mut body, key.len() as i64);
+            body.extend_from_slice(key.as_bytes());
+            put_nullable(&mut body, value.as_deref());
+        }
+        put_varint(&mut plain, body.len() as i64);
+        plain.extend_from_slice(&body);
+    }
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Without a producer, i - 1 keeps offset - sequence constant (one batch)
-            // and makes the base sequence -1 (see the module docs).
-            sequence: if producer.is_some() {
-                base_sequence.wrapping_add(i as i32) & i32::MAX
-            } else {
-                i as i32 - 1
-            },
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone()))
-                .collect::<IndexMap<_, _>>(),
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    Ok(out.freeze())
+    let header = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: with_codec(0, compression),
+        last_offset_delta: count - 1,
+        base_timestamp,
+        max_timestamp: records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(base_timestamp),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records_count: count,
+    };
+    let mut out = Vec::with_capacity(plain.len() + 64);
+    build_batch(&header, &plain, count, &mut out).map_err(|e| e.to_string())?;
+    Ok(Bytes::from(out))
+}
+
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +129,59 @@ mod tests {
             assert_eq!(header.records_count, 50);
             assert_eq!(header.base_sequence, -1);
             assert_eq!(header.compression(), codec);
+        }
+    }
+
+    #[test]
+    fn every_field_and_repeated_header_survives_a_round_trip() {
+        use crate::log::batch::{records_section, Records};
+        let headers = vec![
+            ("hop".to_string(), Some(Bytes::from_static(b"a"))),
+            ("x".to_string(), None),
+            ("hop".to_string(), Some(Bytes::from_static(b"b"))),
+        ];
+        let records = vec![
+            RecordData {
+                key: None,
+                value: Some(Bytes::from_static(b"v0")),
+                headers: headers.clone(),
+                timestamp: 2000,
+            },
+            RecordData {
+                key: Some(Bytes::from_static(b"k1")),
+                value: None,
+                headers: vec![],
+                timestamp: 1990,
+            },
+        ];
+        for codec in [Compression::None, Compression::Lz4] {
+            let bytes = encode_sequenced_batch(&records, codec, (7, 2, 40)).unwrap();
+            crate::log::batch::verify_crc(&bytes).unwrap();
+            let (header, plain) = records_section(&bytes).unwrap();
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence
+                ),
+                (7, 2, 40)
+            );
+            assert_eq!((header.base_timestamp, header.max_timestamp), (2000, 2000));
+            let got: Vec<_> = Records::new(&plain).map(|r| r.unwrap()).collect();
+            assert_eq!(got.len(), 2);
+            assert_eq!((got[0].key, got[0].value), (None, Some(&b"v0"[..])));
+            let names: Vec<_> = got[0].headers();
+            assert_eq!(
+                names,
+                [
+                    (&b"hop"[..], Some(&b"a"[..])),
+                    (&b"x"[..], None),
+                    (&b"hop"[..], Some(&b"b"[..]))
+                ]
+            );
+            assert_eq!((got[1].key, got[1].value), (Some(&b"k1"[..]), None));
+            assert_eq!(2000 + got[1].timestamp_delta, 1990);
+            assert_eq!(got[1].offset_delta, 1);
         }
     }
 }
