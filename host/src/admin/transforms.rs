@@ -25,6 +25,8 @@ use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPL
 
 /// How long a transform change may take to commit.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a pause or removal waits for this broker's tasks to finish their step.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The body of `POST /v1/transforms`.
 #[derive(Debug, Deserialize)]
@@ -125,6 +127,7 @@ fn spec_of(body: DeployBody) -> Result<TransformSpec, ApiError> {
     };
     let spec = TransformSpec {
         name: body.name,
+        id: uuid::Uuid::new_v4().simple().to_string(),
         plugin: body.plugin,
         input: body.input,
         outputs: body.outputs,
@@ -213,9 +216,24 @@ pub(super) async fn deploy(
         ));
     }
     let name = spec.name.clone();
-    commit(&state, Command::SetTransform { spec, create: true }).await?;
+    commit(
+        &state,
+        Command::SetTransform {
+            spec: Box::new(spec),
+            create: true,
+        },
+    )
+    .await?;
     tracing::info!(transform = %name, "transform deployed");
     Ok((StatusCode::CREATED, Json(describe_one(&state, &name)?)))
+}
+
+/// Stops this broker's tasks of a paused or removed transform before the answer (the
+/// other brokers' tasks check the metadata before every write).
+async fn settle(state: &AdminState) {
+    if let Err(e) = state.transforms.settle(SETTLE_TIMEOUT).await {
+        tracing::warn!(error = %e, "transforms: could not settle after a change");
+    }
 }
 
 /// What `describe` shows: the spec and, for the partitions this broker leads, their
@@ -309,11 +327,12 @@ async fn set_paused(state: &AdminState, name: &str, paused: bool) -> Result<Valu
     commit(
         state,
         Command::SetTransform {
-            spec,
+            spec: Box::new(spec),
             create: false,
         },
     )
     .await?;
+    settle(state).await;
     describe_one(state, name)
 }
 
@@ -343,6 +362,7 @@ pub(super) async fn remove(
         return Err(unknown(&name));
     }
     commit(&state, Command::RemoveTransform { name: name.clone() }).await?;
+    settle(&state).await;
     tracing::info!(transform = %name, "transform removed");
     Ok(StatusCode::NO_CONTENT)
 }

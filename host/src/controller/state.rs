@@ -260,8 +260,8 @@ pub enum Command {
     /// Creates a transform (`create`: refused if the name is taken) or replaces one
     /// (pause, resume: refused if it does not exist).
     SetTransform {
-        /// The transform.
-        spec: TransformSpec,
+        /// The transform (boxed: it is much larger than the other commands).
+        spec: Box<TransformSpec>,
         /// Whether this creates it.
         create: bool,
     },
@@ -587,7 +587,7 @@ impl State {
                 if !create && !exists {
                     return Err(StateError::UnknownTransform(spec.name));
                 }
-                self.transforms.insert(spec.name.clone(), spec);
+                self.transforms.insert(spec.name.clone(), *spec);
             }
             Command::RemoveTransform { name } => {
                 self.transforms

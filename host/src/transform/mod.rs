@@ -65,6 +65,8 @@ pub struct Transforms {
     /// Whether `progress` holds what `__quiver_transforms` holds.
     loaded: Mutex<bool>,
     running: Mutex<BTreeMap<(String, i32), Running>>,
+    /// Tasks told to stop that may still be finishing a step.
+    stopping: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     reports: Mutex<BTreeMap<(String, i32), SharedReport>>,
 }
 
@@ -85,6 +87,7 @@ impl Transforms {
             progress: Arc::new(Mutex::new(BTreeMap::new())),
             loaded: Mutex::new(false),
             running: Mutex::new(BTreeMap::new()),
+            stopping: Mutex::new(Vec::new()),
             reports: Mutex::new(BTreeMap::new()),
         }
     }
@@ -147,11 +150,15 @@ impl Transforms {
             })
             .map(|(key, _)| key.clone())
             .collect();
+        let mut stopping = self.stopping.lock();
+        stopping.retain(|h| !h.is_finished());
         for key in stale {
             if let Some(task) = running.remove(&key) {
                 let _ = task.stop.send(true);
+                stopping.push(task.handle);
             }
         }
+        drop(stopping);
         for (key, spec) in &wanted {
             let report = reports
                 .entry(key.clone())
@@ -201,6 +208,18 @@ impl Transforms {
         drop(reports);
         drop(running);
         self.forget_removed(&state.transforms);
+        Ok(())
+    }
+
+    /// Brings the tasks in line with the metadata now and waits (up to `timeout`) for
+    /// the ones that must stop to finish the step they are in: what an admin request
+    /// that pauses or removes a transform waits for before it answers, so no output
+    /// follows its answer on this broker.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), TransformError> {
+        self.reconcile().await?;
+        let stopping = std::mem::take(&mut *self.stopping.lock());
+        let all = futures_join(stopping);
+        let _ = tokio::time::timeout(timeout, all).await;
         Ok(())
     }
 
@@ -258,7 +277,9 @@ impl Transforms {
             .keys()
             .filter(|key| {
                 let name = key.split('/').next().unwrap_or_default();
-                !transforms.contains_key(name)
+                transforms
+                    .get(name)
+                    .is_none_or(|spec| !progress::belongs_to(key, spec))
             })
             .cloned()
             .collect();
@@ -294,5 +315,13 @@ impl Transforms {
     /// Names of the transforms with a task here.
     pub fn running_names(&self) -> BTreeSet<String> {
         self.running.lock().keys().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// Waits for every handle (their results do not matter: a task that panicked is gone
+/// either way).
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use serde::{Deserialize, Serialize};
 
+use super::spec::TransformSpec;
 use crate::partition::encode::{encode_batch, RecordData};
 use crate::partition::Partition;
 
@@ -49,9 +50,16 @@ pub enum ProgressError {
 }
 
 /// The record key of a transform partition: readable, and unambiguous because
-/// transform and topic names cannot contain `/`.
-pub fn key(transform: &str, topic: &str, partition: i32) -> String {
-    format!("{transform}/{topic}/{partition}")
+/// transform and topic names cannot contain `/`. The transform's id is part of it, so a
+/// transform removed and created again under the same name starts afresh.
+pub fn key(spec: &TransformSpec, partition: i32) -> String {
+    format!("{}/{}/{}/{partition}", spec.name, spec.id, spec.input)
+}
+
+/// Whether a progress key belongs to `spec` (any of its partitions).
+pub fn belongs_to(key: &str, spec: &TransformSpec) -> bool {
+    let mut parts = key.splitn(3, '/');
+    parts.next() == Some(spec.name.as_str()) && parts.next() == Some(spec.id.as_str())
 }
 
 /// The key of an output partition in [`Progress::sequences`].

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+use kafka_protocol::records::Compression;
 use parking_lot::Mutex;
 use quiver_plugin_sdk::columns::ColumnsBuilder;
 use serde::Serialize;
@@ -31,6 +31,7 @@ use super::remote::Leaders;
 use super::spec::{OnError, StartFrom, TransformSpec};
 use crate::broker::produce::{choose_partitions, NewRecord};
 use crate::broker::{now_ms, Broker};
+use crate::log::batch::{records_section, BatchError, Batches, Records};
 use crate::partition::encode::{encode_batch, encode_sequenced_batch, RecordData};
 use crate::partition::{Partition, Role};
 use crate::plugin::transform::{TransformOutput, TransformSession};
@@ -99,20 +100,57 @@ struct InRecord {
     headers: Vec<(String, Option<Bytes>)>,
 }
 
-impl InRecord {
-    fn from_kafka(r: Record) -> Self {
-        InRecord {
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: r
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+/// The records of `bytes` (whole batches as read from the log) in `start..hw`, with
+/// the offset after the last one seen (control records are passed over but counted).
+/// Decoded here rather than with kafka-protocol, whose records keep headers in a map:
+/// a record's repeated header names must reach the plugin, and the output, intact.
+fn decode(bytes: &Bytes, start: i64, hw: i64) -> Result<(i64, Vec<InRecord>), BatchError> {
+    let mut next = start;
+    let mut out = Vec::new();
+    for batch in Batches::new(bytes) {
+        let (header, range) = batch?;
+        if header.last_offset() < start {
+            continue;
+        }
+        if header.base_offset >= hw {
+            break;
+        }
+        if header.is_control() {
+            next = next.max((header.last_offset() + 1).min(hw));
+            continue;
+        }
+        let (_, plain) = records_section(&bytes[range])?;
+        for raw in Records::new(&plain) {
+            let raw = raw?;
+            let offset = header.base_offset + i64::from(raw.offset_delta);
+            if offset < start || offset >= hw {
+                continue;
+            }
+            next = next.max(offset + 1);
+            let timestamp = if header.is_log_append_time() {
+                header.max_timestamp
+            } else {
+                header.base_timestamp + raw.timestamp_delta
+            };
+            out.push(InRecord {
+                offset,
+                timestamp,
+                key: raw.key.map(Bytes::copy_from_slice),
+                value: raw.value.map(Bytes::copy_from_slice),
+                headers: raw
+                    .headers()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.map(Bytes::copy_from_slice),
+                        )
+                    })
+                    .collect(),
+            });
         }
     }
+    Ok((next, out))
 }
 
 /// An output record on its way to a topic.
@@ -135,6 +173,9 @@ enum Halt {
     /// Like `Fail`, found at this input record: the output of the records before it
     /// (dead letters included) is written and the position moves to it first.
     FailAt(i64, String),
+    /// The transform was paused, changed or removed while the step ran: nothing of it
+    /// is written, and the task ends.
+    Cancelled,
     /// Something outside the plugin (an output partition not led here, a write that
     /// failed): retry the step from the committed position after a backoff.
     Retry(String),
@@ -189,7 +230,7 @@ struct Placed {
 impl Runner {
     /// Runs until `stop` turns true, or the partition stops or fails.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let key = progress::key(&self.spec.name, &self.spec.input, self.partition);
+        let key = progress::key(&self.spec, self.partition);
         self.set_state("starting", None);
         let Some(input) = self.broker.partition(&self.spec.input, self.partition) else {
             self.set_state(
@@ -312,6 +353,7 @@ impl Runner {
             work = Some(current);
             match result {
                 Ok(()) => self.set_state("running", None),
+                Err(Halt::Cancelled) => return,
                 Err(Halt::Stop(offset, error)) => {
                     self.set_state(
                         "stopped",
@@ -380,20 +422,8 @@ impl Work {
             .input
             .read(start, READ_BYTES, true)
             .map_err(|e| Halt::Retry(format!("reading input at offset {start}: {e}")))?;
-        let mut bytes = read.records;
-        let sets = RecordBatchDecoder::decode_all(&mut bytes)
+        let (next, records) = decode(&read.records, start, hw)
             .map_err(|e| Halt::Fail(format!("input at offset {start} does not decode: {e}")))?;
-        let mut next = start;
-        let mut records = Vec::new();
-        for record in sets.into_iter().flat_map(|s| s.records) {
-            if record.offset < start || record.offset >= hw {
-                continue;
-            }
-            next = next.max(record.offset + 1);
-            if !record.control {
-                records.push(InRecord::from_kafka(record));
-            }
-        }
         if next == start {
             return Ok(None);
         }
@@ -447,39 +477,52 @@ impl Work {
     }
 
     /// Runs `records` through the plugin, narrowing failures down to single records.
-    fn process(&mut self, records: &[InRecord]) -> Result<(), Halt> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut attempt = 0;
-        loop {
-            match self.call(records) {
-                Ok(output) => {
-                    self.trapped_in_a_row = 0;
-                    return self.accept(records, output);
-                }
-                Err(_) if records.len() > 1 => {
-                    let (left, right) = records.split_at(records.len() / 2);
-                    self.process(left)?;
-                    return self.process(right);
-                }
-                Err(error) => {
-                    attempt += 1;
-                    if attempt < RECORD_ATTEMPTS {
-                        std::thread::sleep(Duration::from_millis(50 << attempt));
-                        continue;
+    fn process(&mut self, mut records: &[InRecord]) -> Result<(), Halt> {
+        // A loop, not recursion, past each record the plugin reports: a run of
+        // thousands of rejected records must not grow the stack. Splitting a failed
+        // call in halves recurses, but only as deep as the halvings.
+        'records: while !records.is_empty() {
+            let mut attempt = 0;
+            loop {
+                match self.call(records) {
+                    Ok(output) => {
+                        self.trapped_in_a_row = 0;
+                        match self.accept(records, output)? {
+                            Some(rest) => {
+                                records = &records[rest..];
+                                continue 'records;
+                            }
+                            None => return Ok(()),
+                        }
                     }
-                    self.trapped_in_a_row += 1;
-                    if self.trapped_in_a_row >= TRAPPED_RECORDS_TO_FAIL {
-                        return Err(Halt::FailAt(records[0].offset, format!(
-                            "{} input records in a row failed with no success between; last: {error}",
-                            self.trapped_in_a_row
-                        )));
+                    Err(_) if records.len() > 1 => {
+                        let (left, right) = records.split_at(records.len() / 2);
+                        self.process(left)?;
+                        records = right;
+                        continue 'records;
                     }
-                    return self.reject(&records[0], error);
+                    Err(error) => {
+                        attempt += 1;
+                        if attempt < RECORD_ATTEMPTS {
+                            std::thread::sleep(Duration::from_millis(50 << attempt));
+                            continue;
+                        }
+                        self.trapped_in_a_row += 1;
+                        if self.trapped_in_a_row >= TRAPPED_RECORDS_TO_FAIL {
+                            return Err(Halt::FailAt(
+                                records[0].offset,
+                                format!(
+                                    "{} input records in a row failed with no success between; last: {error}",
+                                    self.trapped_in_a_row
+                                ),
+                            ));
+                        }
+                        return self.reject(&records[0], error);
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     /// One plugin call over `records`, with its output checked against the spec.
@@ -555,8 +598,12 @@ impl Work {
     }
 
     /// Queues a successful call's outputs and applies the error policy to the record
-    /// it stopped at, if any, then goes on with the records after it.
-    fn accept(&mut self, records: &[InRecord], output: TransformOutput) -> Result<(), Halt> {
+    /// it stopped at, if any; returns where the records after it start.
+    fn accept(
+        &mut self,
+        records: &[InRecord],
+        output: TransformOutput,
+    ) -> Result<Option<usize>, Halt> {
         let batch = match output.records.batch() {
             Ok(batch) => batch,
             Err(e) => return Err(Halt::Fail(format!("output columns: {e}"))),
@@ -584,7 +631,7 @@ impl Work {
         match output.failed {
             None => {
                 self.records_in += records.len() as u64;
-                Ok(())
+                Ok(None)
             }
             Some((offset, error)) => {
                 let at = records
@@ -598,7 +645,7 @@ impl Work {
                     report.last_error = Some(format!("offset {offset}: {error}"));
                 }
                 self.reject(&records[at], error)?;
-                self.process(&records[at + 1..])
+                Ok(Some(at + 1))
             }
         }
     }
@@ -707,6 +754,17 @@ impl Work {
     /// Writes a step's outputs (each acknowledged by its partition's in-sync replicas),
     /// then commits the new position the same way.
     async fn write(&mut self, placed: Placed) -> Result<(), Halt> {
+        // A pause or removal acknowledged while the plugin ran must not be followed by
+        // output: the spec is checked against the metadata once more before writing.
+        let current = self
+            .broker
+            .metadata()
+            .transforms
+            .get(&self.spec.name)
+            .cloned();
+        if current.as_ref() != Some(&self.spec) {
+            return Err(Halt::Cancelled);
+        }
         let mut written = 0u64;
         for ((topic, index), records) in &placed.groups {
             let appended = self.append(topic, *index, records).await?;
@@ -718,7 +776,7 @@ impl Work {
         self.position.next_offset = placed.position;
         let now = now_ms();
         self.position.written_ms = now;
-        let key = progress::key(&self.spec.name, &self.spec.input, self.partition);
+        let key = progress::key(&self.spec, self.partition);
         let batch = progress::encode(&[(key.clone(), Some(&self.position))], now)
             .map_err(|e| Halt::Retry(e.to_string()))?;
         self.send(PROGRESS_TOPIC, 0, batch).await?;

@@ -86,6 +86,10 @@ pub const DEFAULT_MAX_AMPLIFICATION: u32 = 100;
 pub struct TransformSpec {
     /// Its name.
     pub name: String,
+    /// Unique per creation: a transform removed and created again under the same name
+    /// is another transform, with its own progress.
+    #[serde(default)]
+    pub id: String,
     /// The transform plugin it runs (its serving version).
     pub plugin: String,
     /// The input topic.
@@ -166,6 +170,12 @@ impl TransformSpec {
                     "is the input topic and cannot be the dead-letter topic",
                 ));
             }
+            if self.outputs.contains(topic) {
+                return Err(SpecError::BadOutput(
+                    topic.clone(),
+                    "is also the dead-letter topic; dead letters need a topic of their own",
+                ));
+            }
         }
         if let Some((key, _)) = self.config.iter().find(|(k, _)| k.starts_with("quiver.")) {
             return Err(SpecError::ReservedConfig(key.clone()));
@@ -201,6 +211,7 @@ mod tests {
     fn spec() -> TransformSpec {
         TransformSpec {
             name: "redact".into(),
+            id: "1".into(),
             plugin: "json-redact".into(),
             input: "in".into(),
             outputs: vec!["out".into()],
