@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::partitioner::{run_partition, Partitioner};
 use crate::quota::{Client, Limits, QuotaPolicy, Usage};
 use crate::slot::{init_into, Slot};
-use crate::transform::{run_transform, Transform, TransformOutput};
+use crate::transform::{Transform, TransformInstance, TransformOutput};
 
 /// `lifecycle.init` of a partitioner.
 pub fn partitioner_init<T: Partitioner + Default>(slot: &Slot<T>, config: Config) -> Result<()> {
@@ -31,16 +31,20 @@ pub fn partitioner_partition<T: Partitioner>(
 }
 
 /// `lifecycle.init` of a transform.
-pub fn transform_init<T: Transform + Default>(slot: &Slot<T>, config: Config) -> Result<()> {
-    init_into(slot, |plugin| plugin.init(&config))
+pub fn transform_init<T: Transform + Default>(
+    slot: &Slot<TransformInstance<T>>,
+    config: Config,
+) -> Result<()> {
+    init_into(slot, |instance| instance.init(&config))
 }
 
-/// `record-transform.transform`.
+/// `record-transform.transform`: the plugin's output for `batch`, its output indices
+/// checked against the configured outputs.
 pub fn transform_transform<T: Transform>(
-    slot: &Slot<T>,
+    slot: &Slot<TransformInstance<T>>,
     batch: &Columns,
 ) -> Result<TransformOutput> {
-    slot.with(|plugin| run_transform(plugin, &batch.view()))
+    slot.with(|instance| instance.transform(&batch.view()))
 }
 
 /// `lifecycle.init` of a quota policy.

@@ -68,7 +68,7 @@ pub mod __private {
     pub use crate::partitioner::assert_partitioner;
     pub use crate::quota::assert_quota_policy;
     pub use crate::slot::Slot;
-    pub use crate::transform::assert_transform;
+    pub use crate::transform::{assert_transform, TransformInstance};
     #[cfg(all(target_arch = "wasm32", feature = "guest"))]
     pub use wit_bindgen;
 

@@ -194,9 +194,9 @@ mod wasm {
                 $crate::bindings!(transform);
                 $crate::__wit_conversions!();
                 use exports::quiver::plugin::record_transform::{Output, RecordFailure};
-                use $crate::__private::{glue, Slot};
+                use $crate::__private::{glue, Slot, TransformInstance};
 
-                static PLUGIN: Slot<super::__QuiverTransform> = Slot::new();
+                static PLUGIN: Slot<TransformInstance<super::__QuiverTransform>> = Slot::new();
 
                 struct Component;
 

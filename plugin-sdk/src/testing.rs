@@ -3,6 +3,8 @@
 //! Each harness holds one plugin instance in the same [`Slot`] the generated glue uses and
 //! calls the same [`crate::glue`] functions the WASM exports call, so what a test observes
 //! — including the SDK's checks on the plugin's answers — is what the broker will see.
+//! There is one harness per plugin kind; [`TransformHarness`] also has owned record
+//! types ([`TestRecord`] in, [`TransformResult`] out) so transform tests need no columns.
 //!
 //! # Examples
 //!
@@ -25,12 +27,12 @@
 use crate::columns::{Columns, ColumnsBuilder};
 use crate::config::Config;
 use crate::connector::Connector;
-use crate::error::Result;
+use crate::error::{PluginError, Result};
 use crate::glue;
 use crate::partitioner::Partitioner;
 use crate::quota::{Client, Limits, QuotaPolicy, Usage};
 use crate::slot::Slot;
-use crate::transform::{check_targets, Transform, TransformOutput};
+use crate::transform::{Transform, TransformInstance, TransformOutput};
 
 /// A batch of `topic` with one record per key (no value, no headers, timestamp 0, offset
 /// -1), as records arrive at a partitioner.
@@ -88,9 +90,52 @@ impl<T: Partitioner + Default> PartitionerHarness<T> {
 }
 
 /// Drives one transform instance.
+///
+/// Configure it with [`TransformHarness::with_topics`], which adds the `quiver.input`
+/// and `quiver.outputs` entries the broker adds, then feed it records with
+/// [`TransformHarness::run`] (or whole batches with [`TransformHarness::transform`]).
+/// As in the broker, an output index past the configured outputs fails the call.
+///
+/// ```
+/// use quiver_plugin_sdk::prelude::*;
+/// use quiver_plugin_sdk::testing::{TestRecord, TransformHarness};
+///
+/// /// Copies keyed records to the first output, fails on tombstones.
+/// #[derive(Default)]
+/// struct Keyed;
+///
+/// impl Transform for Keyed {
+///     fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
+///         if record.value().is_none() {
+///             return Err(PluginError::invalid_input("tombstones are not expected"));
+///         }
+///         if record.key().is_some() {
+///             out.forward(0, record);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() {
+/// let harness = TransformHarness::<Keyed>::with_topics("in", &["out"], &[]).unwrap();
+/// let result = harness
+///     .run([
+///         TestRecord::new().key("a").value("1").header("trace", "x"),
+///         TestRecord::new().value("2"),
+///         TestRecord::new().key("c"),
+///         TestRecord::new().key("d").value("4"),
+///     ])
+///     .unwrap();
+/// // Records are numbered from offset 0; the run stops at the failing record.
+/// assert_eq!(result.source_offsets(), [0]);
+/// assert_eq!(result.records[0].value_str(), Some("1"));
+/// assert_eq!(result.records[0].headers, [("trace".to_string(), Some(b"x".to_vec()))]);
+/// let (offset, error) = result.failed.unwrap();
+/// assert_eq!((offset, error.message()), (2, "tombstones are not expected"));
+/// # }
+/// ```
 pub struct TransformHarness<T> {
-    slot: Slot<T>,
-    outputs: Option<usize>,
+    slot: Slot<TransformInstance<T>>,
 }
 
 // Manual, so a harness is `Debug` (and `unwrap_err` works) for any plugin type.
@@ -101,66 +146,60 @@ impl<T> std::fmt::Debug for TransformHarness<T> {
 }
 
 impl<T: Transform + Default> TransformHarness<T> {
-    /// A fresh instance configured with `pairs` (no `quiver.*` entries: for plugins
-    /// that do not look at their outputs).
+    /// A fresh instance configured with exactly `pairs`. Without a `quiver.outputs`
+    /// entry, output indices are not checked; prefer [`TransformHarness::with_topics`].
     pub fn init(pairs: &[(&str, &str)]) -> Result<Self> {
-        let harness = TransformHarness {
-            slot: Slot::new(),
-            outputs: None,
-        };
+        let harness = TransformHarness { slot: Slot::new() };
         glue::transform_init(&harness.slot, config(pairs))?;
         Ok(harness)
     }
 
-    /// A fresh instance of a transform reading `input` and writing `outputs`,
-    /// configured with `pairs` plus the `quiver.input` and `quiver.outputs` entries the
-    /// host adds.
+    /// A fresh instance of a transform reading `input` and writing `outputs` (output
+    /// `i` is `outputs[i]`), configured with `pairs` plus the `quiver.input` and
+    /// `quiver.outputs` entries the broker adds. The error is what a deploy would show.
     pub fn with_topics(input: &str, outputs: &[&str], pairs: &[(&str, &str)]) -> Result<Self> {
         let joined = outputs.join(",");
         let mut all: Vec<(&str, &str)> = pairs.to_vec();
         all.push(("quiver.input", input));
         all.push(("quiver.outputs", &joined));
-        let harness = TransformHarness {
-            slot: Slot::new(),
-            outputs: Some(outputs.len()),
-        };
-        glue::transform_init(&harness.slot, config(&all))?;
-        Ok(harness)
+        Self::init(&all)
     }
 
-    /// Transforms `batch`; an output index past the configured outputs is an error, as
-    /// it is in the broker.
+    /// Transforms `batch` as one broker call does.
     pub fn transform(&self, batch: &Columns) -> Result<TransformOutput> {
-        let output = glue::transform_transform(&self.slot, batch)?;
-        if let Some(outputs) = self.outputs {
-            check_targets(&output, outputs)?;
-        }
-        Ok(output)
+        glue::transform_transform(&self.slot, batch)
     }
 
-    /// Transforms records given as (key, value, headers), at offsets 0.. and timestamp
-    /// 1000 + offset; returns, per output record, (target, partition, key, value,
-    /// headers) and the failure, if any.
-    #[allow(clippy::type_complexity)]
-    pub fn transform_records(
-        &self,
-        records: &[(Option<&[u8]>, Option<&[u8]>, &[(&str, Option<&[u8]>)])],
-    ) -> Result<(Vec<OutputRecord>, Option<(i64, crate::PluginError)>)> {
-        let mut b = ColumnsBuilder::new("test", 0);
-        for (i, (key, value, headers)) in records.iter().enumerate() {
-            b.push(*key, *value, headers, 1000 + i as i64, i as i64);
+    /// Transforms `records`, numbered from offset 0, in one call, and returns the
+    /// output records with where each goes. `Err` is a failed call (as the broker
+    /// would retry it); a failing record is [`TransformResult::failed`].
+    pub fn run(&self, records: impl IntoIterator<Item = TestRecord>) -> Result<TransformResult> {
+        let mut builder = ColumnsBuilder::new("test", 0);
+        for (offset, record) in records.into_iter().enumerate() {
+            builder.push_with(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_slice(), value.as_deref())),
+                record.timestamp,
+                offset as i64,
+            );
         }
-        let output = self.transform(&b.build())?;
+        let output = self.transform(&builder.build())?;
+        // The SDK built these columns, so they are well-formed; the check keeps a
+        // regression in the SDK from surfacing as a confusing panic below.
         let batch = output
             .records
             .batch()
-            .map_err(|e| crate::PluginError::failed(format!("malformed output: {e}")))?;
+            .map_err(|e| PluginError::failed(format!("malformed output columns: {e}")))?;
         let records = batch
             .iter()
-            .enumerate()
-            .map(|(i, r)| OutputRecord {
-                target: output.targets[i],
-                partition: output.partitions[i],
+            .zip(output.targets.iter().zip(&output.partitions))
+            .map(|(r, (&target, &partition))| OutputRecord {
+                target,
+                partition,
                 source_offset: r.offset(),
                 key: r.key().map(<[u8]>::to_vec),
                 value: r.value().map(<[u8]>::to_vec),
@@ -176,16 +215,88 @@ impl<T: Transform + Default> TransformHarness<T> {
                 timestamp: r.timestamp(),
             })
             .collect();
-        Ok((records, output.failed))
+        Ok(TransformResult {
+            records,
+            failed: output.failed,
+        })
     }
 }
 
-/// One output record as [`TransformHarness::transform_records`] returns it.
+/// An input record for [`TransformHarness::run`], built up from a null key and value,
+/// no headers and timestamp 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestRecord {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    timestamp: i64,
+}
+
+impl TestRecord {
+    /// A record with a null key and value (a tombstone), no headers, timestamp 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: impl AsRef<[u8]>) -> Self {
+        self.value = Some(value.as_ref().to_vec());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+        self
+    }
+
+    /// Adds a header with a null value.
+    pub fn null_header(mut self, name: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.as_ref().to_vec(), None));
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch).
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+}
+
+/// What [`TransformHarness::run`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformResult {
+    /// The output records, in the order they are written.
+    pub records: Vec<OutputRecord>,
+    /// The input record the call stopped at (its offset), and the plugin's error.
+    pub failed: Option<(i64, PluginError)>,
+}
+
+impl TransformResult {
+    /// Per output record, the offset of the input record it came from.
+    pub fn source_offsets(&self) -> Vec<i64> {
+        self.records.iter().map(|r| r.source_offset).collect()
+    }
+
+    /// Per output record, its output index.
+    pub fn targets(&self) -> Vec<u32> {
+        self.records.iter().map(|r| r.target).collect()
+    }
+}
+
+/// One output record of [`TransformHarness::run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRecord {
-    /// Output index.
+    /// Output index: the position of its topic in `quiver.outputs`.
     pub target: u32,
-    /// Chosen partition, or -1.
+    /// Chosen partition, or -1 for the output topic's partitioner.
     pub partition: i32,
     /// Offset of the input record it came from.
     pub source_offset: i64,
@@ -193,10 +304,23 @@ pub struct OutputRecord {
     pub key: Option<Vec<u8>>,
     /// Value.
     pub value: Option<Vec<u8>>,
-    /// Headers in order.
+    /// Headers in order (names as UTF-8, lossily).
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// Timestamp.
     pub timestamp: i64,
+}
+
+impl OutputRecord {
+    /// The value as text, `None` for a tombstone.
+    ///
+    /// # Panics
+    ///
+    /// If the value is not UTF-8: a test helper, where that is a failed assertion.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value
+            .as_deref()
+            .map(|v| std::str::from_utf8(v).expect("the output value is not UTF-8"))
+    }
 }
 
 /// Drives one quota-policy instance.
@@ -269,8 +393,8 @@ impl<T: Connector + Default> ConnectorHarness<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::columns::Batch;
-    use crate::error::PluginError;
+    use crate::columns::{Batch, Record};
+    use crate::transform::Outputs;
 
     #[derive(Default)]
     struct Counting {
@@ -353,14 +477,15 @@ mod tests {
     struct Upper;
 
     impl Transform for Upper {
-        fn transform(
-            &mut self,
-            record: &crate::columns::Record<'_>,
-            out: &mut crate::transform::Outputs,
-        ) -> Result<()> {
+        fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
+            if record.value() == Some(b"fail") {
+                out.forward(0, record);
+                return Err(PluginError::invalid_input("told to fail"));
+            }
             let value = record.value().map(|v| v.to_ascii_uppercase());
-            out.write(
+            out.write_to_partition(
                 1,
+                3,
                 record.key(),
                 value.as_deref(),
                 record.headers(),
@@ -371,27 +496,66 @@ mod tests {
     }
 
     #[test]
-    fn transform_and_connector_harnesses() {
+    fn transform_harness_runs_columns_and_test_records() {
         let mut b = ColumnsBuilder::new("in", 0);
         b.push(None, Some(b"abc"), &[] as &[(&str, Option<&[u8]>)], 1, 2);
         let input = b.build();
         let h = TransformHarness::<Upper>::with_topics("in", &["a", "b"], &[]).unwrap();
         let output = h.transform(&input).unwrap();
         assert_eq!(output.targets, [1]);
+        assert_eq!(output.partitions, [3]);
         assert_eq!(output.records.data, b"ABC");
         assert_eq!(output.records.offsets, [2]);
-        let (records, failed) = h
-            .transform_records(&[(Some(b"k"), Some(b"x"), &[("h", None)])])
-            .unwrap();
-        assert!(failed.is_none());
-        assert_eq!(records[0].value.as_deref(), Some(&b"X"[..]));
-        assert_eq!(records[0].headers, [("h".to_string(), None)]);
-        let narrow = TransformHarness::<Upper>::with_topics("in", &["a"], &[]).unwrap();
-        assert!(narrow.transform(&input).is_err());
 
+        let result = h
+            .run([
+                TestRecord::new()
+                    .key("k")
+                    .value("x")
+                    .null_header("h")
+                    .timestamp(7),
+                TestRecord::new().value("y"),
+                TestRecord::new().value("fail"),
+                TestRecord::new().value("z"),
+            ])
+            .unwrap();
+        assert_eq!(
+            result.records[0],
+            OutputRecord {
+                target: 1,
+                partition: 3,
+                source_offset: 0,
+                key: Some(b"k".to_vec()),
+                value: Some(b"X".to_vec()),
+                headers: vec![("h".to_string(), None)],
+                timestamp: 7,
+            }
+        );
+        assert_eq!(result.records[1].value_str(), Some("Y"));
+        assert_eq!(result.source_offsets(), [0, 1]);
+        assert_eq!(result.targets(), [1, 1]);
+        assert_eq!(
+            result.failed,
+            Some((2, PluginError::invalid_input("told to fail")))
+        );
+    }
+
+    #[test]
+    fn transform_harness_checks_output_indices_like_the_broker() {
+        let narrow = TransformHarness::<Upper>::with_topics("in", &["a"], &[]).unwrap();
+        let error = narrow.run([TestRecord::new().value("x")]).unwrap_err();
+        assert!(error.to_string().contains("output 1"), "{error}");
+        // Without `quiver.outputs` there is nothing to check against.
+        let unchecked = TransformHarness::<Upper>::init(&[]).unwrap();
+        assert!(unchecked.run([TestRecord::new().value("x")]).is_ok());
+    }
+
+    #[test]
+    fn connector_harness() {
         #[derive(Default)]
         struct Mirror;
         impl Connector for Mirror {}
+        let input = keyed_batch("in", &[Some(b"k")]);
         let c = ConnectorHarness::<Mirror>::init(&[]).unwrap();
         assert_eq!(c.target_topic("west", "in").as_deref(), Some("west.in"));
         assert!(c.mirror_group("west", "g"));

@@ -4,10 +4,13 @@
 //! Authors implement [`Transform`] — one call per input record — and register it with
 //! `register_transform!`. Output records go through [`Outputs`], which builds the
 //! columns the host reads, remembers which input record each came from, and drops the
-//! partial output of a record that fails. [`run_transform`] is the one path between the
-//! host and the plugin: it walks the batch, and stops at the first record the plugin
-//! fails on, reporting it so the host can apply the transform's error policy (a
-//! dead-letter topic, or stopping there) and carry on after it.
+//! partial output of a record that fails. [`run_transform`] walks a batch and stops at
+//! the first record the plugin fails on, reporting it so the host can apply the
+//! transform's error policy (a dead-letter topic, or stopping there) and carry on after
+//! it. `TransformInstance` is what the generated glue and the test harness hold: the
+//! plugin plus the number of outputs it was configured with, so an output index past
+//! them is caught before the answer leaves the plugin. Both go through it, so a
+//! transform that passes its unit tests answers the broker the same way.
 
 use crate::columns::{Batch, Columns, ColumnsBuilder, Mark, Record};
 use crate::config::Config;
@@ -18,7 +21,9 @@ use crate::error::{PluginError, Result};
 /// `transform` is called once per input record, in offset order. Write output records
 /// to [`Outputs`] by output index: output `i` is the `i`th topic the operator gave with
 /// `--output` (see [`Config::outputs`] and [`Config::output_index`]). Returning an error
-/// discards what was written for that record and hands the record to the error policy.
+/// discards what was written for that record and hands the record to the error policy;
+/// the output of the records before it is kept. Writing to an index past the outputs
+/// fails the whole call instead: that is a bug in the plugin, not a bad record.
 ///
 /// Deployed as deterministic (the default), a transform gets exactly-once output: keep
 /// clocks, randomness and state that survives a restart out of `transform`, so the same
@@ -74,6 +79,10 @@ pub struct TransformOutput {
 }
 
 /// Output records of one call, in columns.
+///
+/// Each write appends one record to the columns and its output index and partition to
+/// two parallel lists; the offset column gets the offset of the input record being
+/// transformed, which is how the host numbers output for exactly-once delivery.
 #[derive(Debug)]
 pub struct Outputs {
     records: ColumnsBuilder,
@@ -113,8 +122,9 @@ impl Outputs {
     }
 
     /// Writes a record to a chosen partition of output `target` (-1: the output
-    /// topic's partitioner decides). A partition the topic does not have fails the
-    /// transform partition with the reason.
+    /// topic's partitioner decides). The host checks the partition against the output
+    /// topic when it writes: one the topic does not have fails the call, and the
+    /// transform's partition reports why.
     pub fn write_to_partition<'h>(
         &mut self,
         target: u32,
@@ -131,10 +141,23 @@ impl Outputs {
         self
     }
 
-    /// Writes `record` unchanged (key, value, headers, timestamp) to output `target`.
+    /// Writes `record` unchanged (key, value, headers, timestamp) to output `target`,
+    /// placed by the output topic's partitioner.
     pub fn forward(&mut self, target: u32, record: &Record<'_>) -> &mut Self {
-        self.write(
+        self.forward_to_partition(target, -1, record)
+    }
+
+    /// Writes `record` unchanged to a chosen partition of output `target`; see
+    /// [`Outputs::write_to_partition`].
+    pub fn forward_to_partition(
+        &mut self,
+        target: u32,
+        partition: i32,
+        record: &Record<'_>,
+    ) -> &mut Self {
+        self.write_to_partition(
             target,
+            partition,
             record.key(),
             record.value(),
             record.headers(),
@@ -174,12 +197,21 @@ impl Outputs {
 
 /// Runs one `transform` call: validates the input, calls the plugin per record, and
 /// stops at the first record it fails on.
+///
+/// Output indices are not checked here, since that needs the configured outputs: the
+/// generated glue and the test harness check them after this returns.
 pub fn run_transform<T: Transform + ?Sized>(
     plugin: &mut T,
     batch: &Batch<'_>,
 ) -> Result<TransformOutput> {
     batch.validate()?;
     let mut out = Outputs::new();
+    // Most transforms write about one record per input record (mask, repartition,
+    // split), so room for the input's size saves the regrowth of every column.
+    out.records
+        .reserve(batch.len(), batch.header_total(), batch.data.len());
+    out.targets.reserve(batch.len());
+    out.partitions.reserve(batch.len());
     for record in batch.iter() {
         let mark = out.mark();
         out.offset = record.offset();
@@ -195,14 +227,51 @@ pub fn run_transform<T: Transform + ?Sized>(
 #[doc(hidden)]
 pub const fn assert_transform<T: Transform + Default + Send + 'static>() {}
 
-/// What the host rejects anyway, caught where the author can see it in tests: an output
-/// index past the configured outputs.
-pub(crate) fn check_targets(output: &TransformOutput, outputs: usize) -> Result<()> {
-    match output.targets.iter().find(|&&t| t as usize >= outputs) {
-        Some(t) => Err(PluginError::failed(format!(
-            "wrote to output {t}, but the transform has {outputs} output(s)"
-        ))),
+/// One configured transform, as the generated glue and the test harness hold it.
+///
+/// Besides the plugin it keeps the number of output topics from `quiver.outputs`, so
+/// every answer is checked against them before it leaves the plugin: an output index
+/// past the outputs is a bug in the plugin, reported as such here rather than as a
+/// rejected answer in the broker. A configuration without `quiver.outputs` (a unit test
+/// that does not name topics) leaves indices unchecked.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct TransformInstance<T> {
+    plugin: T,
+    outputs: Option<usize>,
+}
+
+impl<T: Transform> TransformInstance<T> {
+    /// Runs the plugin's `init` and remembers the number of outputs.
+    pub(crate) fn init(&mut self, config: &Config) -> Result<()> {
+        self.outputs = config.get("quiver.outputs").map(|_| config.outputs().len());
+        self.plugin.init(config)
+    }
+
+    /// Runs one `transform` call and checks the output indices.
+    pub(crate) fn transform(&mut self, batch: &Batch<'_>) -> Result<TransformOutput> {
+        let output = run_transform(&mut self.plugin, batch)?;
+        if let Some(outputs) = self.outputs {
+            check_targets(&output, outputs)?;
+        }
+        Ok(output)
+    }
+}
+
+/// Fails the call when an output record names an output index the transform does not
+/// have, naming the input record that wrote it.
+fn check_targets(output: &TransformOutput, outputs: usize) -> Result<()> {
+    let bad = output
+        .targets
+        .iter()
+        .position(|&target| target as usize >= outputs);
+    match bad {
         None => Ok(()),
+        Some(i) => Err(PluginError::failed(format!(
+            "the record at offset {} was written to output {}, but the transform has {} \
+             output(s)",
+            output.records.offsets[i], output.targets[i], outputs
+        ))),
     }
 }
 
@@ -265,12 +334,48 @@ mod tests {
 
     #[test]
     fn targets_past_the_outputs_are_caught() {
-        let input = batch(&[(b"1", None)]);
+        let input = batch(&[(b"1", Some(b"k")), (b"2", None)]);
         let out = run_transform(&mut Split, &input.batch().unwrap()).unwrap();
         assert!(check_targets(&out, 2).is_ok());
-        assert!(check_targets(&out, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("wrote to output 1, but the transform has 1 output(s)"));
+        assert_eq!(
+            check_targets(&out, 1).unwrap_err(),
+            PluginError::failed(
+                "the record at offset 11 was written to output 1, but the transform has 1 output(s)"
+            )
+        );
+    }
+
+    #[test]
+    fn an_instance_checks_targets_against_the_configured_outputs() {
+        let input = batch(&[(b"1", None)]);
+        let mut instance = TransformInstance {
+            plugin: Split,
+            outputs: None,
+        };
+        // Without `quiver.outputs` nothing is known to check against.
+        instance.init(&Config::default()).unwrap();
+        assert!(instance.transform(&input.batch().unwrap()).is_ok());
+        instance
+            .init(&Config::from_pairs([("quiver.outputs", "a")]))
+            .unwrap();
+        assert!(instance.transform(&input.batch().unwrap()).is_err());
+        instance
+            .init(&Config::from_pairs([("quiver.outputs", "a,b")]))
+            .unwrap();
+        assert_eq!(
+            instance.transform(&input.batch().unwrap()).unwrap().targets,
+            [1]
+        );
+    }
+
+    #[test]
+    fn malformed_input_fails_the_call() {
+        let mut input = batch(&[(b"1", None)]);
+        input.ends[1] = 99;
+        let error = run_transform(&mut Split, &input.view()).unwrap_err();
+        assert!(
+            matches!(&error, PluginError::InvalidInput(m) if m.starts_with("malformed record batch")),
+            "{error}"
+        );
     }
 }

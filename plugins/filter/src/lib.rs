@@ -5,29 +5,34 @@
 //! | key | meaning |
 //! |---|---|
 //! | `header` | test the value of this header, or |
-//! | `field` | test this dotted path into the value's JSON object (exactly one of the two) |
+//! | `field` | test this dotted path into the value's JSON object, e.g. `order.region` (exactly one of the two) |
 //! | `equals` | keep when the tested value is exactly this text, or |
 //! | `prefix` | keep when it starts with this text, or |
 //! | `exists` | `true`: keep when the header or field is present and not null (exactly one of the three) |
-//! | `invert` | `true`: keep the records that do *not* match |
+//! | `invert` | `true`: keep the records that do *not* match (default `false`) |
 //!
-//! A JSON string is tested by its text, a number or boolean by its JSON text (`7`,
-//! `true`). A value that is not JSON, or lacks the field, does not match. Kept records
-//! go to output 0 unchanged.
+//! A JSON string is tested by its text, any other JSON value by its compact JSON text
+//! (`7`, `true`, `{"a":1}`); a header by its bytes. A header without a value, a value
+//! that is not a JSON object, and a missing or null field do not match. Kept records go
+//! to output 0 unchanged, for the output topic's partitioner to place.
+
+use std::borrow::Cow;
 
 use quiver_plugin_sdk::prelude::*;
 use serde_json::Value;
 
+/// Where the tested value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Header(String),
+    /// A dotted path, split at its dots.
     Field(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Test {
-    Equals(String),
-    Prefix(String),
+    Equals(Vec<u8>),
+    Prefix(Vec<u8>),
     Exists,
 }
 
@@ -49,23 +54,49 @@ impl Default for Filter {
     }
 }
 
-/// The text of a header or JSON field of `record`, if present and not null.
-fn select(record: &Record<'_>, source: &Source) -> Option<String> {
-    match source {
-        Source::Header(name) => record
-            .header(name)
-            .flatten()
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-        Source::Field(path) => {
-            let value: Value = serde_json::from_slice(record.value()?).ok()?;
-            let mut current = &value;
-            for part in path {
-                current = current.as_object()?.get(part)?;
+impl Source {
+    /// The source named by `header` or `field`. `split` reads its source the same way,
+    /// so the two plugins agree on what a record's header or field is.
+    fn from_config(config: &Config) -> Result<Source> {
+        match (config.get("header"), config.get("field")) {
+            (Some(_), Some(_)) | (None, None) => Err(PluginError::invalid_config(
+                "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
+            )),
+            (Some(""), None) => Err(ConfigError::invalid("header", "", "is empty").into()),
+            (Some(name), None) => Ok(Source::Header(name.to_owned())),
+            (None, Some(path)) => {
+                let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if segments.iter().any(String::is_empty) {
+                    return Err(ConfigError::invalid(
+                        "field",
+                        path,
+                        "the path has an empty segment",
+                    )
+                    .into());
+                }
+                Ok(Source::Field(segments))
             }
-            match current {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
+        }
+    }
+
+    /// The record's header value or field text, if present and not null. A header is
+    /// borrowed; a field is parsed out of the value, so it is owned.
+    fn select<'a>(&self, record: &Record<'a>) -> Option<Cow<'a, [u8]>> {
+        match self {
+            Source::Header(name) => record.header(name).flatten().map(Cow::Borrowed),
+            Source::Field(path) => {
+                let mut value: Value = serde_json::from_slice(record.value()?).ok()?;
+                for segment in path {
+                    value = match value {
+                        Value::Object(mut object) => object.swap_remove(segment)?,
+                        _ => return None,
+                    };
+                }
+                match value {
+                    Value::Null => None,
+                    Value::String(s) => Some(Cow::Owned(s.into_bytes())),
+                    other => Some(Cow::Owned(other.to_string().into_bytes())),
+                }
             }
         }
     }
@@ -74,28 +105,22 @@ fn select(record: &Record<'_>, source: &Source) -> Option<String> {
 impl Transform for Filter {
     fn init(&mut self, config: &Config) -> Result<()> {
         config.check_known(&["header", "field", "equals", "prefix", "exists", "invert"])?;
-        self.source =
-            match (config.get("header"), config.get("field")) {
-                (Some(h), None) if !h.is_empty() => Source::Header(h.to_owned()),
-                (None, Some(f)) if !f.is_empty() => {
-                    Source::Field(f.split('.').map(str::to_owned).collect())
-                }
-                _ => return Err(PluginError::invalid_config(
-                    "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
-                )),
-            };
+        self.source = Source::from_config(config)?;
         self.test = match (
             config.get("equals"),
             config.get("prefix"),
             config.get("exists"),
         ) {
-            (Some(v), None, None) => Test::Equals(v.to_owned()),
-            (None, Some(p), None) => Test::Prefix(p.to_owned()),
+            (Some(v), None, None) => Test::Equals(v.as_bytes().to_vec()),
+            (None, Some(p), None) => Test::Prefix(p.as_bytes().to_vec()),
             (None, None, Some("true")) => Test::Exists,
             (None, None, Some(other)) => {
-                return Err(
-                    ConfigError::invalid("exists", other, "only `true` is meaningful").into(),
+                return Err(ConfigError::invalid(
+                    "exists",
+                    other,
+                    "only `true` is meaningful (use invert=true to keep records without it)",
                 )
+                .into())
             }
             _ => {
                 return Err(PluginError::invalid_config(
@@ -108,12 +133,11 @@ impl Transform for Filter {
     }
 
     fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
-        let selected = select(record, &self.source);
-        let matches = match (&self.test, selected) {
+        let matches = match (&self.test, self.source.select(record)) {
             (_, None) => false,
             (Test::Exists, Some(_)) => true,
-            (Test::Equals(want), Some(v)) => v == *want,
-            (Test::Prefix(prefix), Some(v)) => v.starts_with(prefix.as_str()),
+            (Test::Equals(want), Some(v)) => *v == **want,
+            (Test::Prefix(prefix), Some(v)) => v.starts_with(prefix),
         };
         if matches != self.invert {
             out.forward(0, record);
@@ -127,56 +151,103 @@ register_transform!(Filter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_plugin_sdk::testing::TransformHarness;
+    use quiver_plugin_sdk::testing::{TestRecord, TransformHarness};
 
+    /// The offsets of the records `config` keeps out of a fixed set of four.
     fn kept(config: &[(&str, &str)]) -> Vec<i64> {
         let h = TransformHarness::<Filter>::with_topics("in", &["out"], config).unwrap();
-        let (records, failed) = h
-            .transform_records(&[
-                (
-                    None,
-                    Some(br#"{"region":"eu","n":1}"#),
-                    &[("tier", Some(b"gold"))],
-                ),
-                (
-                    None,
-                    Some(br#"{"region":"us","n":2}"#),
-                    &[("tier", Some(b"silver"))],
-                ),
-                (None, Some(b"not json"), &[("tier", None)]),
-                (None, Some(br#"{"region":null,"n":4}"#), &[]),
+        let result = h
+            .run([
+                TestRecord::new()
+                    .value(r#"{"region":"eu","n":1,"ship":{"to":"de"}}"#)
+                    .header("tier", "gold"),
+                TestRecord::new()
+                    .value(r#"{"region":"us","n":2,"ship":"none"}"#)
+                    .header("tier", "silver"),
+                TestRecord::new().value("not json").null_header("tier"),
+                TestRecord::new().value(r#"{"region":null,"n":4}"#),
             ])
             .unwrap();
-        assert!(failed.is_none());
-        records.iter().map(|r| r.source_offset).collect()
+        assert!(result.failed.is_none());
+        assert!(result.targets().iter().all(|&t| t == 0));
+        result.source_offsets()
     }
 
     #[test]
-    fn keeps_what_matches() {
+    fn keeps_what_matches_a_header() {
         assert_eq!(kept(&[("header", "tier"), ("equals", "gold")]), [0]);
         assert_eq!(kept(&[("header", "tier"), ("prefix", "s")]), [1]);
         assert_eq!(kept(&[("header", "tier"), ("exists", "true")]), [0, 1]);
-        assert_eq!(kept(&[("field", "region"), ("equals", "us")]), [1]);
-        assert_eq!(kept(&[("field", "n"), ("equals", "4")]), [3]);
-        assert_eq!(kept(&[("field", "region"), ("exists", "true")]), [0, 1]);
         assert_eq!(
-            kept(&[("field", "region"), ("exists", "true"), ("invert", "true")]),
-            [2, 3]
+            kept(&[("header", "nope"), ("exists", "true")]),
+            [] as [i64; 0]
         );
     }
 
     #[test]
+    fn keeps_what_matches_a_field() {
+        assert_eq!(kept(&[("field", "region"), ("equals", "us")]), [1]);
+        assert_eq!(kept(&[("field", "n"), ("equals", "4")]), [3]);
+        assert_eq!(kept(&[("field", "region"), ("exists", "true")]), [0, 1]);
+        assert_eq!(kept(&[("field", "ship.to"), ("prefix", "d")]), [0]);
+        assert_eq!(
+            kept(&[("field", "ship"), ("equals", r#"{"to":"de"}"#)]),
+            [0]
+        );
+    }
+
+    #[test]
+    fn invert_keeps_the_rest() {
+        assert_eq!(
+            kept(&[("field", "region"), ("exists", "true"), ("invert", "true")]),
+            [2, 3]
+        );
+        assert_eq!(
+            kept(&[("header", "tier"), ("equals", "gold"), ("invert", "true")]),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn kept_records_are_unchanged() {
+        let h = TransformHarness::<Filter>::with_topics(
+            "in",
+            &["out"],
+            &[("header", "keep"), ("exists", "true")],
+        )
+        .unwrap();
+        let result = h
+            .run([TestRecord::new()
+                .key("k")
+                .value("v")
+                .header("keep", "1")
+                .timestamp(9)])
+            .unwrap();
+        let r = &result.records[0];
+        assert_eq!((r.partition, r.timestamp), (-1, 9));
+        assert_eq!(
+            (r.key.as_deref(), r.value_str()),
+            (Some(&b"k"[..]), Some("v"))
+        );
+        assert_eq!(r.headers, [("keep".to_string(), Some(b"1".to_vec()))]);
+    }
+
+    #[test]
     fn bad_config_says_what_to_set() {
-        let e = TransformHarness::<Filter>::init(&[("equals", "x")]).unwrap_err();
-        assert!(e.to_string().contains("`header`"), "{e}");
-        let e = TransformHarness::<Filter>::init(&[("header", "h")]).unwrap_err();
-        assert!(e.to_string().contains("`equals`"), "{e}");
-        let e = TransformHarness::<Filter>::init(&[
-            ("header", "h"),
-            ("equals", "x"),
-            ("invert", "maybe"),
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains("invert"), "{e}");
+        let err = |pairs: &[(&str, &str)]| {
+            TransformHarness::<Filter>::init(pairs)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("equals", "x")]).contains("`header`"));
+        assert!(err(&[("header", "h"), ("field", "f"), ("equals", "x")]).contains("exactly one"));
+        assert!(err(&[("header", ""), ("equals", "x")]).contains("`header`"));
+        assert!(err(&[("field", "a..b"), ("equals", "x")])
+            .contains("`field` has invalid value \"a..b\""));
+        assert!(err(&[("header", "h")]).contains("`equals`"));
+        assert!(err(&[("header", "h"), ("equals", "x"), ("prefix", "y")]).contains("exactly one"));
+        assert!(err(&[("header", "h"), ("exists", "false")]).contains("`exists`"));
+        assert!(err(&[("header", "h"), ("equals", "x"), ("invert", "maybe")]).contains("`invert`"));
+        assert!(err(&[("header", "h"), ("equals", "x"), ("equal", "y")]).contains("`equal`"));
     }
 }

@@ -5,33 +5,56 @@
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `paths` | comma-separated dotted paths into the value's JSON object, e.g. `customer.email,card.number` (required) |
+//! | `paths` | comma-separated dotted paths into the value's JSON object, e.g. `user.email,card.number` (required) |
 //! | `mode` | `mask` (default): replace the field's value with the `mask` string; `drop`: remove the field |
-//! | `mask` | the replacement for `mask` mode (default `***`) |
+//! | `mask` | the replacement in `mask` mode (default `***`) |
 //! | `on-invalid` | a value that is not a JSON object: `fail` (default; the record goes to the transform's error policy) or `pass` (written unchanged) |
 //!
 //! Every record goes to output 0 with its key, headers and timestamp; the output topic's
-//! partitioner places it. A path that is missing from a record leaves the record as it
-//! is. Field order is kept, and the output is compact JSON, so the same input always
-//! gives the same bytes (the transform is deterministic).
+//! partitioner places it. Paths go through nested objects only (not into arrays); a
+//! path missing from a value leaves the value as it is. Every value is rewritten as
+//! compact UTF-8 JSON with its fields in their original order, whether a path matched
+//! or not, so all output has one form and the same input always gives the same bytes
+//! (the transform is deterministic). Numbers are re-serialised by `serde_json`, which
+//! keeps their value but not always their text (`1e3` becomes `1000.0`). A tombstone
+//! (null value) is forwarded as it is: it has nothing to redact, and a compacted output
+//! topic needs it to delete the key.
 
 use quiver_plugin_sdk::prelude::*;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What happens to a field found at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
-    #[default]
-    Mask,
+    /// Its value becomes this string.
+    Mask(String),
+    /// It is removed from its object.
     Drop,
 }
 
 /// The transform and its parsed configuration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JsonRedact {
+    /// Each path split at its dots; never empty, no empty segment.
     paths: Vec<Vec<String>>,
     mode: Mode,
-    mask: String,
     pass_invalid: bool,
+    /// The serialised value being written, kept so each record reuses its allocation
+    /// (`Outputs` copies the bytes).
+    buffer: Vec<u8>,
+}
+
+const DEFAULT_MASK: &str = "***";
+
+impl Default for JsonRedact {
+    fn default() -> Self {
+        JsonRedact {
+            paths: Vec::new(),
+            mode: Mode::Mask(DEFAULT_MASK.to_owned()),
+            pass_invalid: false,
+            buffer: Vec::new(),
+        }
+    }
 }
 
 impl Transform for JsonRedact {
@@ -43,24 +66,36 @@ impl Transform for JsonRedact {
                 "set `paths` to the comma-separated JSON paths to redact, e.g. paths=customer.email",
             ));
         }
-        self.paths = Vec::with_capacity(paths.len());
-        for path in paths {
-            let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
-            if parts.iter().any(String::is_empty) {
-                return Err(
-                    ConfigError::invalid("paths", path, "a path has an empty segment").into(),
-                );
-            }
-            self.paths.push(parts);
-        }
+        let listed = config.get("paths").unwrap_or_default();
+        self.paths = paths
+            .iter()
+            .map(|path| {
+                let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if segments.iter().any(String::is_empty) {
+                    return Err(ConfigError::invalid(
+                        "paths",
+                        listed,
+                        format!("path `{path}` has an empty segment"),
+                    ));
+                }
+                Ok(segments)
+            })
+            .collect::<std::result::Result<_, _>>()?;
         self.mode = match config.get("mode").unwrap_or("mask") {
-            "mask" => Mode::Mask,
-            "drop" => Mode::Drop,
+            "mask" => Mode::Mask(config.get("mask").unwrap_or(DEFAULT_MASK).to_owned()),
+            "drop" => {
+                // A mask that is silently ignored would suggest the fields are masked.
+                if let Some(mask) = config.get("mask") {
+                    return Err(
+                        ConfigError::invalid("mask", mask, "only applies with mode=mask").into(),
+                    );
+                }
+                Mode::Drop
+            }
             other => {
                 return Err(ConfigError::invalid("mode", other, "expected mask or drop").into())
             }
         };
-        self.mask = config.get("mask").unwrap_or("***").to_owned();
         self.pass_invalid = match config.get("on-invalid").unwrap_or("fail") {
             "fail" => false,
             "pass" => true,
@@ -74,30 +109,34 @@ impl Transform for JsonRedact {
     }
 
     fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
-        let parsed = record
-            .value()
-            .map(serde_json::from_slice::<Value>)
-            .and_then(|v| v.ok())
-            .filter(Value::is_object);
-        let Some(mut value) = parsed else {
-            if self.pass_invalid {
+        let Some(bytes) = record.value() else {
+            out.forward(0, record);
+            return Ok(());
+        };
+        let mut object = match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(object)) => object,
+            _ if self.pass_invalid => {
                 out.forward(0, record);
                 return Ok(());
             }
-            return Err(PluginError::invalid_input(
-                "the value is not a JSON object (on-invalid=fail)",
-            ));
+            // The record's offset travels with the failure (and into a dead letter's
+            // headers), so the message only says what is wrong with it.
+            _ => {
+                return Err(PluginError::invalid_input(
+                    "the value is not a JSON object (on-invalid=fail)",
+                ))
+            }
         };
-        let object = value.as_object_mut().expect("filtered to objects");
         for path in &self.paths {
-            redact(object, path, self.mode, &self.mask);
+            redact(&mut object, path, &self.mode);
         }
-        let bytes = serde_json::to_vec(&value)
+        self.buffer.clear();
+        serde_json::to_writer(&mut self.buffer, &object)
             .map_err(|e| PluginError::failed(format!("serialising the redacted value: {e}")))?;
         out.write(
             0,
             record.key(),
-            Some(&bytes),
+            Some(&self.buffer),
             record.headers(),
             record.timestamp(),
         );
@@ -106,21 +145,23 @@ impl Transform for JsonRedact {
 }
 
 /// Masks or removes the field at `path` in `object`, if it is there.
-fn redact(object: &mut Map<String, Value>, path: &[String], mode: Mode, mask: &str) {
+fn redact(object: &mut Map<String, Value>, path: &[String], mode: &Mode) {
     let (last, parents) = path.split_last().expect("paths are never empty");
     let mut current = object;
-    for part in parents {
-        match current.get_mut(part) {
+    for segment in parents {
+        match current.get_mut(segment) {
             Some(Value::Object(inner)) => current = inner,
             _ => return,
         }
     }
     match mode {
-        Mode::Mask => {
+        Mode::Mask(mask) => {
             if let Some(field) = current.get_mut(last) {
-                *field = Value::String(mask.to_owned());
+                *field = Value::String(mask.clone());
             }
         }
+        // `shift_remove`, not `remove`: with `preserve_order` the map is an IndexMap,
+        // and only a shifting removal keeps the remaining fields in their order.
         Mode::Drop => {
             current.shift_remove(last);
         }
@@ -132,66 +173,144 @@ register_transform!(JsonRedact);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_plugin_sdk::testing::TransformHarness;
+    use quiver_plugin_sdk::testing::{TestRecord, TransformHarness};
 
-    fn run(config: &[(&str, &str)], value: &str) -> Result<Option<String>> {
+    /// Redacts one record (key `k`, header `h=1`, timestamp 5) and returns its output
+    /// value, after checking everything else passed through.
+    fn run(config: &[(&str, &str)], value: &str) -> Result<String> {
         let h = TransformHarness::<JsonRedact>::with_topics("in", &["out"], config)?;
-        let (records, failed) =
-            h.transform_records(&[(Some(b"k"), Some(value.as_bytes()), &[("h", Some(b"1"))])])?;
-        if let Some((_, e)) = failed {
+        let result = h.run([TestRecord::new()
+            .key("k")
+            .value(value)
+            .header("h", "1")
+            .timestamp(5)])?;
+        if let Some((_, e)) = result.failed {
             return Err(e);
         }
-        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
-        assert_eq!(records[0].headers, [("h".to_string(), Some(b"1".to_vec()))]);
-        assert_eq!(records[0].target, 0);
-        Ok(records[0]
-            .value
-            .clone()
-            .map(|v| String::from_utf8(v).unwrap()))
+        let [record] = &result.records[..] else {
+            panic!("one output record expected: {result:?}");
+        };
+        assert_eq!((record.target, record.partition), (0, -1));
+        assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(record.headers, [("h".to_string(), Some(b"1".to_vec()))]);
+        assert_eq!(record.timestamp, 5);
+        Ok(record.value_str().unwrap().to_owned())
     }
 
     #[test]
-    fn masks_nested_fields_and_keeps_order() {
+    fn masks_nested_fields_and_keeps_field_order() {
         let out = run(
-            &[("paths", "user.email,card")],
-            r#"{"id":7,"user":{"name":"a","email":"a@x"},"card":"4111","z":true}"#,
+            &[("paths", "user.email, card")],
+            r#"{"id":7,"user":{"name":"a","email":"a@x"},"card":{"n":"4111"},"z":true}"#,
         )
         .unwrap();
         assert_eq!(
-            out.as_deref(),
-            Some(r#"{"id":7,"user":{"name":"a","email":"***"},"card":"***","z":true}"#)
+            out,
+            r#"{"id":7,"user":{"name":"a","email":"***"},"card":"***","z":true}"#
+        );
+        let out = run(&[("paths", "pin"), ("mask", "")], r#"{"pin":1234}"#).unwrap();
+        assert_eq!(out, r#"{"pin":""}"#);
+    }
+
+    #[test]
+    fn drops_fields_and_keeps_the_rest_in_order() {
+        let out = run(
+            &[("paths", "user.email,nope.x"), ("mode", "drop")],
+            r#"{"a":1,"user":{"email":"a@x","id":1,"b":2},"c":3}"#,
+        )
+        .unwrap();
+        assert_eq!(out, r#"{"a":1,"user":{"id":1,"b":2},"c":3}"#);
+    }
+
+    #[test]
+    fn every_value_comes_out_compact_and_utf8() {
+        // No path matches here: the value is still rewritten, so all output is alike.
+        // `\u00e9` is a JSON escape, `è` raw UTF-8: both come out as UTF-8.
+        let value = "{ \"id\": 1e3,\n  \"user\": \"\\u00e9lève\", \"n\": [1, -2, 1.5] }";
+        assert_eq!(
+            run(&[("paths", "user.email")], value).unwrap(),
+            r#"{"id":1000.0,"user":"élève","n":[1,-2,1.5]}"#
         );
     }
 
     #[test]
-    fn drops_fields_and_ignores_missing_paths() {
-        let out = run(
-            &[("paths", "user.email,nope.x"), ("mode", "drop")],
-            r#"{"user":{"email":"a@x","id":1}}"#,
-        )
-        .unwrap();
-        assert_eq!(out.as_deref(), Some(r#"{"user":{"id":1}}"#));
+    fn output_is_deterministic() {
+        let value = r#"{"b":{"y":2,"x":1},"a":[3,{"k":"v"}],"secret":"s"}"#;
+        let first = run(&[("paths", "secret")], value).unwrap();
+        assert_eq!(
+            first,
+            r#"{"b":{"y":2,"x":1},"a":[3,{"k":"v"}],"secret":"***"}"#
+        );
+        for _ in 0..3 {
+            assert_eq!(run(&[("paths", "secret")], value).unwrap(), first);
+        }
     }
 
     #[test]
-    fn invalid_values_fail_or_pass() {
+    fn values_that_are_not_objects_fail_the_record_or_pass() {
+        let h =
+            TransformHarness::<JsonRedact>::with_topics("in", &["out"], &[("paths", "a")]).unwrap();
+        let result = h
+            .run([
+                TestRecord::new().value(r#"{"a":1}"#),
+                TestRecord::new().value("[1]"),
+                TestRecord::new().value(r#"{"a":3}"#),
+            ])
+            .unwrap();
+        assert_eq!(result.source_offsets(), [0], "stops at the failing record");
+        let (offset, error) = result.failed.unwrap();
+        assert_eq!(offset, 1);
+        assert_eq!(
+            error,
+            PluginError::invalid_input("the value is not a JSON object (on-invalid=fail)")
+        );
         let e = run(&[("paths", "a")], "not json").unwrap_err();
-        assert!(e.to_string().contains("not a JSON object"), "{e}");
-        let out = run(&[("paths", "a"), ("on-invalid", "pass")], "[1]").unwrap();
-        assert_eq!(out.as_deref(), Some("[1]"));
+        assert_eq!(
+            e.message(),
+            "the value is not a JSON object (on-invalid=fail)"
+        );
+
+        assert_eq!(
+            run(&[("paths", "a"), ("on-invalid", "pass")], "[1]").unwrap(),
+            "[1]"
+        );
+        assert_eq!(
+            run(&[("paths", "a"), ("on-invalid", "pass")], "not json").unwrap(),
+            "not json"
+        );
     }
 
     #[test]
-    fn bad_config_names_the_key() {
-        let e = TransformHarness::<JsonRedact>::init(&[]).unwrap_err();
-        assert!(e.to_string().contains("set `paths`"), "{e}");
-        let e =
-            TransformHarness::<JsonRedact>::init(&[("paths", "a"), ("mode", "hide")]).unwrap_err();
-        assert!(e.to_string().contains("mode"), "{e}");
-        let e = TransformHarness::<JsonRedact>::init(&[("paths", "a..b")]).unwrap_err();
-        assert!(e.to_string().contains("empty segment"), "{e}");
-        let e =
-            TransformHarness::<JsonRedact>::init(&[("paths", "a"), ("pahts", "b")]).unwrap_err();
-        assert!(e.to_string().contains("pahts"), "{e}");
+    fn tombstones_pass_through() {
+        let h =
+            TransformHarness::<JsonRedact>::with_topics("in", &["out"], &[("paths", "a")]).unwrap();
+        let result = h.run([TestRecord::new().key("k")]).unwrap();
+        assert!(result.failed.is_none());
+        assert_eq!(result.records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(result.records[0].value, None);
+    }
+
+    #[test]
+    fn bad_config_names_the_key_and_value() {
+        let err = |pairs: &[(&str, &str)]| {
+            TransformHarness::<JsonRedact>::init(pairs)
+                .unwrap_err()
+                .to_string()
+        };
+        let missing = "invalid config: set `paths` to the comma-separated JSON paths to redact, \
+                       e.g. paths=customer.email";
+        assert_eq!(err(&[]), missing);
+        assert_eq!(err(&[("paths", " , ")]), missing);
+        assert_eq!(
+            err(&[("paths", "a,b..c")]),
+            "invalid config: config key `paths` has invalid value \"a,b..c\": \
+             path `b..c` has an empty segment"
+        );
+        assert!(
+            err(&[("paths", "a"), ("mode", "hide")]).contains("`mode` has invalid value \"hide\"")
+        );
+        assert!(err(&[("paths", "a"), ("mode", "drop"), ("mask", "x")]).contains("`mask`"));
+        assert!(err(&[("paths", "a"), ("on-invalid", "skip")]).contains("`on-invalid`"));
+        assert!(err(&[("paths", "a"), ("pahts", "b")]).contains("unknown config key `pahts`"));
     }
 }

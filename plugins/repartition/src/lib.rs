@@ -29,27 +29,38 @@ register_transform!(Repartition);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_plugin_sdk::testing::TransformHarness;
+    use quiver_plugin_sdk::testing::{TestRecord, TransformHarness};
 
     #[test]
     fn passes_records_through_unplaced() {
         let h = TransformHarness::<Repartition>::with_topics("ingest", &["placed"], &[]).unwrap();
-        let (records, failed) = h
-            .transform_records(&[(Some(b"k"), None, &[("h", Some(b"v"))])])
+        let result = h
+            .run([
+                TestRecord::new().key("k").header("h", "v").timestamp(1000),
+                TestRecord::new().value("x").null_header("n"),
+            ])
             .unwrap();
-        assert!(failed.is_none());
-        assert_eq!(records.len(), 1);
-        let r = &records[0];
+        assert!(result.failed.is_none());
+        assert_eq!(result.source_offsets(), [0, 1]);
+        let r = &result.records[0];
         assert_eq!((r.target, r.partition, r.timestamp), (0, -1, 1000));
         assert_eq!(
             (r.key.as_deref(), r.value.as_deref()),
             (Some(&b"k"[..]), None)
         );
         assert_eq!(r.headers, [("h".to_string(), Some(b"v".to_vec()))]);
+        let r = &result.records[1];
+        assert_eq!((r.key.as_deref(), r.value_str()), (None, Some("x")));
+        assert_eq!(r.headers, [("n".to_string(), None)]);
     }
 
     #[test]
     fn takes_no_configuration() {
-        assert!(TransformHarness::<Repartition>::init(&[("x", "1")]).is_err());
+        let e = TransformHarness::<Repartition>::with_topics("ingest", &["placed"], &[("x", "1")])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: unknown config key `x` (known keys: none)"
+        );
     }
 }

@@ -6,31 +6,86 @@
 //! | key | meaning |
 //! |---|---|
 //! | `header` | route by the value of this header, or |
-//! | `field` | route by this dotted path into the value's JSON object (exactly one of the two) |
-//! | `route.<value>` | the output topic for records whose header or field is `<value>`, e.g. `route.eu=orders.eu` |
+//! | `field` | route by this dotted path into the value's JSON object, e.g. `ship.country` (exactly one of the two) |
+//! | `route.<value>` | the output topic for records whose header or field is `<value>`, e.g. `route.eu=orders.eu` (at least one) |
 //! | `default` | the output topic for records with no route (default: such records are dropped) |
 //!
 //! Every named topic must be one of the transform's outputs (`--output`); the deploy is
-//! refused otherwise. A JSON string routes by its text, a number or boolean by its JSON
-//! text. Records keep their key, value, headers and timestamp; each output topic's
-//! partitioner places them.
+//! refused otherwise. A JSON string routes by its text, any other JSON value by its
+//! compact JSON text (`7`, `true`); a header by its bytes. A header without a value, a
+//! value that is not a JSON object, and a missing or null field have no route. Records
+//! keep their key, value, headers and timestamp; each output topic's partitioner places
+//! them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use quiver_plugin_sdk::prelude::*;
 use serde_json::Value;
 
+/// Where the routing value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Header(String),
+    /// A dotted path, split at its dots.
     Field(Vec<String>),
+}
+
+impl Source {
+    /// The source named by `header` or `field`. `filter` reads its source the same way,
+    /// so the two plugins agree on what a record's header or field is.
+    fn from_config(config: &Config) -> Result<Source> {
+        match (config.get("header"), config.get("field")) {
+            (Some(_), Some(_)) | (None, None) => Err(PluginError::invalid_config(
+                "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
+            )),
+            (Some(""), None) => Err(ConfigError::invalid("header", "", "is empty").into()),
+            (Some(name), None) => Ok(Source::Header(name.to_owned())),
+            (None, Some(path)) => {
+                let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if segments.iter().any(String::is_empty) {
+                    return Err(ConfigError::invalid(
+                        "field",
+                        path,
+                        "the path has an empty segment",
+                    )
+                    .into());
+                }
+                Ok(Source::Field(segments))
+            }
+        }
+    }
+
+    /// The record's header value or field text, if present and not null. A header is
+    /// borrowed; a field is parsed out of the value, so it is owned.
+    fn select<'a>(&self, record: &Record<'a>) -> Option<Cow<'a, [u8]>> {
+        match self {
+            Source::Header(name) => record.header(name).flatten().map(Cow::Borrowed),
+            Source::Field(path) => {
+                let mut value: Value = serde_json::from_slice(record.value()?).ok()?;
+                for segment in path {
+                    value = match value {
+                        Value::Object(mut object) => object.swap_remove(segment)?,
+                        _ => return None,
+                    };
+                }
+                match value {
+                    Value::Null => None,
+                    Value::String(s) => Some(Cow::Owned(s.into_bytes())),
+                    other => Some(Cow::Owned(other.to_string().into_bytes())),
+                }
+            }
+        }
+    }
 }
 
 /// The transform and its parsed configuration.
 #[derive(Debug)]
 pub struct Split {
     source: Source,
-    routes: HashMap<String, u32>,
+    /// Routing value -> output index.
+    routes: HashMap<Vec<u8>, u32>,
+    /// Output index of records without a route; `None` drops them.
     default: Option<u32>,
 }
 
@@ -44,63 +99,50 @@ impl Default for Split {
     }
 }
 
-fn select(record: &Record<'_>, source: &Source) -> Option<String> {
-    match source {
-        Source::Header(name) => record
-            .header(name)
-            .flatten()
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-        Source::Field(path) => {
-            let value: Value = serde_json::from_slice(record.value()?).ok()?;
-            let mut current = &value;
-            for part in path {
-                current = current.as_object()?.get(part)?;
-            }
-            match current {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            }
-        }
-    }
-}
+/// What `check_known`-style errors list as this plugin's keys.
+const KNOWN_KEYS: &str = "header, field, route.<value>, default";
 
 impl Transform for Split {
     fn init(&mut self, config: &Config) -> Result<()> {
+        // The output index of the topic configured under `key`.
         let output = |key: &str, topic: &str| -> Result<u32> {
             config.output_index(topic).ok_or_else(|| {
+                let outputs = config.outputs();
+                let outputs = if outputs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    outputs.join(", ")
+                };
                 ConfigError::invalid(
                     key,
                     topic,
-                    format!(
-                        "not one of the transform's outputs ({})",
-                        config.outputs().join(", ")
-                    ),
+                    format!("not one of the transform's outputs ({outputs})"),
                 )
                 .into()
             })
         };
-        self.source =
-            match (config.get("header"), config.get("field")) {
-                (Some(h), None) if !h.is_empty() => Source::Header(h.to_owned()),
-                (None, Some(f)) if !f.is_empty() => {
-                    Source::Field(f.split('.').map(str::to_owned).collect())
-                }
-                _ => return Err(PluginError::invalid_config(
-                    "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
-                )),
-            };
+        self.source = Source::from_config(config)?;
         self.routes.clear();
+        // `iter` yields repeated keys in order, so a later `route.x` replaces an earlier
+        // one, as `Config::get` does for other keys.
         for (key, topic) in config.iter() {
             if let Some(value) = key.strip_prefix("route.") {
-                self.routes.insert(value.to_owned(), output(key, topic)?);
+                if value.is_empty() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        topic,
+                        "name the routed value after `route.`, e.g. route.eu",
+                    )
+                    .into());
+                }
+                self.routes
+                    .insert(value.as_bytes().to_vec(), output(key, topic)?);
             } else if !matches!(key, "header" | "field" | "default") && !key.starts_with("quiver.")
             {
-                return Err(ConfigError::invalid(
-                    key,
-                    topic,
-                    "unknown key; expected header, field, route.<value> or default",
-                )
+                return Err(ConfigError::Unknown {
+                    key: key.to_owned(),
+                    known: KNOWN_KEYS.to_owned(),
+                }
                 .into());
             }
         }
@@ -111,16 +153,17 @@ impl Transform for Split {
         }
         self.default = config
             .get("default")
-            .map(|t| output("default", t))
+            .map(|topic| output("default", topic))
             .transpose()?;
         Ok(())
     }
 
     fn transform(&mut self, record: &Record<'_>, out: &mut Outputs) -> Result<()> {
-        let target = select(record, &self.source)
-            .and_then(|v| self.routes.get(&v).copied())
-            .or(self.default);
-        if let Some(target) = target {
+        let routed = self
+            .source
+            .select(record)
+            .and_then(|value| self.routes.get(value.as_ref()).copied());
+        if let Some(target) = routed.or(self.default) {
             out.forward(target, record);
         }
         Ok(())
@@ -132,7 +175,7 @@ register_transform!(Split);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_plugin_sdk::testing::TransformHarness;
+    use quiver_plugin_sdk::testing::{TestRecord, TransformHarness};
 
     const OUTPUTS: &[&str] = &["orders.eu", "orders.us", "orders.other"];
 
@@ -149,52 +192,117 @@ mod tests {
             ],
         )
         .unwrap();
-        let (records, _) = h
-            .transform_records(&[
-                (Some(b"a"), Some(b"1"), &[("region", Some(b"us"))]),
-                (Some(b"b"), Some(b"2"), &[("region", Some(b"eu"))]),
-                (Some(b"c"), Some(b"3"), &[("region", Some(b"apac"))]),
-                (Some(b"d"), Some(b"4"), &[]),
+        let result = h
+            .run([
+                TestRecord::new()
+                    .key("a")
+                    .value("1")
+                    .header("region", "us")
+                    .timestamp(3),
+                TestRecord::new().key("b").value("2").header("region", "eu"),
+                TestRecord::new()
+                    .key("c")
+                    .value("3")
+                    .header("region", "apac"),
+                TestRecord::new().key("d").value("4"),
+                TestRecord::new().key("e").null_header("region"),
             ])
             .unwrap();
-        let targets: Vec<u32> = records.iter().map(|r| r.target).collect();
-        assert_eq!(targets, [1, 0, 2, 2]);
+        assert!(result.failed.is_none());
+        assert_eq!(result.targets(), [1, 0, 2, 2, 2]);
+        assert_eq!(result.source_offsets(), [0, 1, 2, 3, 4]);
+        let first = &result.records[0];
+        assert_eq!((first.partition, first.timestamp), (-1, 3));
         assert_eq!(
-            records[0].headers,
+            (first.key.as_deref(), first.value_str()),
+            (Some(&b"a"[..]), Some("1"))
+        );
+        assert_eq!(
+            first.headers,
             [("region".to_string(), Some(b"us".to_vec()))]
         );
     }
 
     #[test]
-    fn routes_by_json_field_and_drops_unrouted() {
+    fn routes_by_json_field_and_drops_unrouted_without_a_default() {
         let h = TransformHarness::<Split>::with_topics(
             "orders",
             OUTPUTS,
-            &[("field", "ship.country"), ("route.7", "orders.us")],
+            &[
+                ("field", "ship.country"),
+                ("route.7", "orders.us"),
+                ("route.de", "orders.eu"),
+            ],
         )
         .unwrap();
-        let (records, _) = h
-            .transform_records(&[
-                (None, Some(br#"{"ship":{"country":7}}"#), &[]),
-                (None, Some(br#"{"ship":{"country":"7x"}}"#), &[]),
+        let result = h
+            .run([
+                TestRecord::new().value(r#"{"ship":{"country":7}}"#),
+                TestRecord::new().value(r#"{"ship":{"country":"7x"}}"#),
+                TestRecord::new().value(r#"{"ship":{"country":"de"}}"#),
+                TestRecord::new().value(r#"{"ship":"de"}"#),
+                TestRecord::new().value("not json"),
             ])
             .unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!((records[0].target, records[0].source_offset), (1, 0));
+        assert_eq!(result.source_offsets(), [0, 2]);
+        assert_eq!(result.targets(), [1, 0]);
     }
 
     #[test]
-    fn routes_must_name_outputs() {
-        let e = TransformHarness::<Split>::with_topics(
+    fn a_repeated_route_takes_the_last_topic() {
+        let h = TransformHarness::<Split>::with_topics(
             "orders",
             OUTPUTS,
-            &[("header", "region"), ("route.eu", "orders.asia")],
+            &[
+                ("header", "r"),
+                ("route.x", "orders.eu"),
+                ("route.x", "orders.us"),
+            ],
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("orders.asia"), "{e}");
-        assert!(
-            e.to_string().contains("orders.eu, orders.us, orders.other"),
-            "{e}"
+        .unwrap();
+        let result = h.run([TestRecord::new().header("r", "x")]).unwrap();
+        assert_eq!(result.targets(), [1]);
+    }
+
+    #[test]
+    fn named_topics_must_be_outputs() {
+        let err = |pairs: &[(&str, &str)]| {
+            TransformHarness::<Split>::with_topics("orders", OUTPUTS, pairs)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&[("header", "region"), ("route.eu", "orders.asia")]),
+            "invalid config: config key `route.eu` has invalid value \"orders.asia\": \
+             not one of the transform's outputs (orders.eu, orders.us, orders.other)"
+        );
+        assert!(err(&[
+            ("header", "region"),
+            ("route.eu", "orders.eu"),
+            ("default", "orders.rest")
+        ])
+        .contains("`default` has invalid value \"orders.rest\""));
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let err = |pairs: &[(&str, &str)]| {
+            TransformHarness::<Split>::with_topics("orders", OUTPUTS, pairs)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("route.eu", "orders.eu")]).contains("exactly one of `header`"));
+        assert!(err(&[("field", "a."), ("route.eu", "orders.eu")]).contains("`field`"));
+        assert!(err(&[("header", "region")]).contains("at least one route"));
+        assert!(err(&[("header", "region"), ("route.", "orders.eu")]).contains("`route.`"));
+        assert_eq!(
+            err(&[
+                ("header", "region"),
+                ("route.eu", "orders.eu"),
+                ("defualt", "x")
+            ]),
+            "invalid config: unknown config key `defualt` \
+             (known keys: header, field, route.<value>, default)"
         );
     }
 }
