@@ -19,6 +19,8 @@ mod macros;
 pub mod native;
 pub mod partitioner;
 pub mod quota;
+#[cfg(feature = "json")]
+pub mod select;
 mod slot;
 pub mod testing;
 pub mod transform;

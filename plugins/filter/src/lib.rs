@@ -16,18 +16,8 @@
 //! that is not a JSON object, and a missing or null field do not match. Kept records go
 //! to output 0 unchanged, for the output topic's partitioner to place.
 
-use std::borrow::Cow;
-
 use quiver_plugin_sdk::prelude::*;
-use serde_json::Value;
-
-/// Where the tested value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Header(String),
-    /// A dotted path, split at its dots.
-    Field(Vec<String>),
-}
+use quiver_plugin_sdk::select::Selector;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Test {
@@ -39,7 +29,7 @@ enum Test {
 /// The transform and its parsed configuration.
 #[derive(Debug)]
 pub struct Filter {
-    source: Source,
+    source: Selector,
     test: Test,
     invert: bool,
 }
@@ -47,57 +37,9 @@ pub struct Filter {
 impl Default for Filter {
     fn default() -> Self {
         Filter {
-            source: Source::Header(String::new()),
+            source: Selector::Header(String::new()),
             test: Test::Exists,
             invert: false,
-        }
-    }
-}
-
-impl Source {
-    /// The source named by `header` or `field`. `split` reads its source the same way,
-    /// so the two plugins agree on what a record's header or field is.
-    fn from_config(config: &Config) -> Result<Source> {
-        match (config.get("header"), config.get("field")) {
-            (Some(_), Some(_)) | (None, None) => Err(PluginError::invalid_config(
-                "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
-            )),
-            (Some(""), None) => Err(ConfigError::invalid("header", "", "is empty").into()),
-            (Some(name), None) => Ok(Source::Header(name.to_owned())),
-            (None, Some(path)) => {
-                let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-                if segments.iter().any(String::is_empty) {
-                    return Err(ConfigError::invalid(
-                        "field",
-                        path,
-                        "the path has an empty segment",
-                    )
-                    .into());
-                }
-                Ok(Source::Field(segments))
-            }
-        }
-    }
-
-    /// The record's header value or field text, if present and not null. A header is
-    /// borrowed; a field is parsed out of the value, so it is owned.
-    fn select<'a>(&self, record: &Record<'a>) -> Option<Cow<'a, [u8]>> {
-        match self {
-            Source::Header(name) => record.header(name).flatten().map(Cow::Borrowed),
-            Source::Field(path) => {
-                let mut value: Value = serde_json::from_slice(record.value()?).ok()?;
-                for segment in path {
-                    value = match value {
-                        Value::Object(mut object) => object.swap_remove(segment)?,
-                        _ => return None,
-                    };
-                }
-                match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(Cow::Owned(s.into_bytes())),
-                    other => Some(Cow::Owned(other.to_string().into_bytes())),
-                }
-            }
         }
     }
 }
@@ -105,7 +47,7 @@ impl Source {
 impl Transform for Filter {
     fn init(&mut self, config: &Config) -> Result<()> {
         config.check_known(&["header", "field", "equals", "prefix", "exists", "invert"])?;
-        self.source = Source::from_config(config)?;
+        self.source = Selector::from_config(config)?;
         self.test = match (
             config.get("equals"),
             config.get("prefix"),

@@ -17,72 +17,15 @@
 //! keep their key, value, headers and timestamp; each output topic's partitioner places
 //! them.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use quiver_plugin_sdk::prelude::*;
-use serde_json::Value;
-
-/// Where the routing value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Header(String),
-    /// A dotted path, split at its dots.
-    Field(Vec<String>),
-}
-
-impl Source {
-    /// The source named by `header` or `field`. `filter` reads its source the same way,
-    /// so the two plugins agree on what a record's header or field is.
-    fn from_config(config: &Config) -> Result<Source> {
-        match (config.get("header"), config.get("field")) {
-            (Some(_), Some(_)) | (None, None) => Err(PluginError::invalid_config(
-                "set exactly one of `header` (a header name) or `field` (a dotted JSON path)",
-            )),
-            (Some(""), None) => Err(ConfigError::invalid("header", "", "is empty").into()),
-            (Some(name), None) => Ok(Source::Header(name.to_owned())),
-            (None, Some(path)) => {
-                let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-                if segments.iter().any(String::is_empty) {
-                    return Err(ConfigError::invalid(
-                        "field",
-                        path,
-                        "the path has an empty segment",
-                    )
-                    .into());
-                }
-                Ok(Source::Field(segments))
-            }
-        }
-    }
-
-    /// The record's header value or field text, if present and not null. A header is
-    /// borrowed; a field is parsed out of the value, so it is owned.
-    fn select<'a>(&self, record: &Record<'a>) -> Option<Cow<'a, [u8]>> {
-        match self {
-            Source::Header(name) => record.header(name).flatten().map(Cow::Borrowed),
-            Source::Field(path) => {
-                let mut value: Value = serde_json::from_slice(record.value()?).ok()?;
-                for segment in path {
-                    value = match value {
-                        Value::Object(mut object) => object.swap_remove(segment)?,
-                        _ => return None,
-                    };
-                }
-                match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(Cow::Owned(s.into_bytes())),
-                    other => Some(Cow::Owned(other.to_string().into_bytes())),
-                }
-            }
-        }
-    }
-}
+use quiver_plugin_sdk::select::Selector;
 
 /// The transform and its parsed configuration.
 #[derive(Debug)]
 pub struct Split {
-    source: Source,
+    source: Selector,
     /// Routing value -> output index.
     routes: HashMap<Vec<u8>, u32>,
     /// Output index of records without a route; `None` drops them.
@@ -92,7 +35,7 @@ pub struct Split {
 impl Default for Split {
     fn default() -> Self {
         Split {
-            source: Source::Header(String::new()),
+            source: Selector::Header(String::new()),
             routes: HashMap::new(),
             default: None,
         }
@@ -121,7 +64,7 @@ impl Transform for Split {
                 .into()
             })
         };
-        self.source = Source::from_config(config)?;
+        self.source = Selector::from_config(config)?;
         self.routes.clear();
         // `iter` yields repeated keys in order, so a later `route.x` replaces an earlier
         // one, as `Config::get` does for other keys.
