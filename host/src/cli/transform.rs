@@ -128,6 +128,25 @@ fn print_describe(v: &Value) {
     }
 }
 
+/// `POST /v1/transforms/{name}/{action}` (pause, resume), reported as `done`.
+async fn act(name: &str, action: &str, done: &str, admin: &Admin) -> anyhow::Result<()> {
+    let v = request(
+        &admin.admin,
+        "POST",
+        &format!("/v1/transforms/{}/{action}", encode(name)),
+        None,
+        b"",
+    )
+    .await?
+    .json()?;
+    if admin.json {
+        print_json(&v);
+    } else {
+        println!("{done} transform '{name}'");
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
     match command {
         TransformCommand::Deploy {
@@ -228,38 +247,8 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
                 print_describe(&v);
             }
         }
-        TransformCommand::Pause { name, admin } => {
-            let v = request(
-                &admin.admin,
-                "POST",
-                &format!("/v1/transforms/{}/pause", encode(&name)),
-                None,
-                b"",
-            )
-            .await?
-            .json()?;
-            if admin.json {
-                print_json(&v);
-            } else {
-                println!("paused transform '{name}'");
-            }
-        }
-        TransformCommand::Resume { name, admin } => {
-            let v = request(
-                &admin.admin,
-                "POST",
-                &format!("/v1/transforms/{}/resume", encode(&name)),
-                None,
-                b"",
-            )
-            .await?
-            .json()?;
-            if admin.json {
-                print_json(&v);
-            } else {
-                println!("resumed transform '{name}'");
-            }
-        }
+        TransformCommand::Pause { name, admin } => act(&name, "pause", "paused", &admin).await?,
+        TransformCommand::Resume { name, admin } => act(&name, "resume", "resumed", &admin).await?,
         TransformCommand::Remove { name, admin } => {
             let r = request(
                 &admin.admin,

@@ -80,10 +80,7 @@ impl Leaders {
                 })?;
             let client = Client::connect(&address)
                 .await
-                .map_err(|e| RemoteError::Request {
-                    broker: leader,
-                    reason: format!("{e:#}"),
-                })?;
+                .map_err(Self::request_failed(leader))?;
             slot.insert(client);
         }
         Ok(self.clients.get_mut(&leader).expect("inserted above"))
@@ -103,10 +100,27 @@ impl Leaders {
         let result = self
             .try_produce(broker, leader, topic, partition, batch)
             .await;
+        self.forget_on_failure(leader, result)
+    }
+
+    /// Drops the connection to `leader` after a failed request, so the next one
+    /// reconnects (to the same broker, or to whichever leads by then).
+    fn forget_on_failure<T>(
+        &mut self,
+        leader: i32,
+        result: Result<T, RemoteError>,
+    ) -> Result<T, RemoteError> {
         if matches!(result, Err(RemoteError::Request { .. })) {
             self.clients.remove(&leader);
         }
         result
+    }
+
+    fn request_failed(leader: i32) -> impl Fn(anyhow::Error) -> RemoteError {
+        move |e| RemoteError::Request {
+            broker: leader,
+            reason: format!("{e:#}"),
+        }
     }
 
     async fn try_produce(
@@ -130,18 +144,11 @@ impl Leaders {
         request.topic_data = vec![topic_data];
         let version = client
             .version(ApiKey::Produce, 8)
-            .map_err(|e| RemoteError::Request {
-                broker: leader,
-                reason: format!("{e:#}"),
-            })?;
-        let response =
-            client
-                .request(request, version)
-                .await
-                .map_err(|e| RemoteError::Request {
-                    broker: leader,
-                    reason: format!("{e:#}"),
-                })?;
+            .map_err(Self::request_failed(leader))?;
+        let response = client
+            .request(request, version)
+            .await
+            .map_err(Self::request_failed(leader))?;
         let answer = response
             .responses
             .iter()
@@ -175,10 +182,7 @@ impl Leaders {
         let result = self
             .try_last_sequence(broker, leader, topic, partition, producer_id)
             .await;
-        if matches!(result, Err(RemoteError::Request { .. })) {
-            self.clients.remove(&leader);
-        }
-        result
+        self.forget_on_failure(leader, result)
     }
 
     async fn try_last_sequence(
@@ -198,10 +202,7 @@ impl Leaders {
         let response = client
             .request(request, 0)
             .await
-            .map_err(|e| RemoteError::Request {
-                broker: leader,
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(Self::request_failed(leader))?;
         let answer = response
             .topics
             .iter()
