@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from harness import wait_until
 from transforms_kit import TransformApi, produce, read_topic
 
 pytestmark = pytest.mark.timeout(420)
@@ -49,8 +48,8 @@ def test_input_leader_killed_mid_stream_exactly_once(cluster_factory):
     src, dst = "orders", "orders.clean"
     c.create_topic(src, 3, rf=3)
     c.create_topic(dst, 3, rf=3)
-    r = apis[2].deploy_transform(name="clean", plugin="redact", input=src, outputs=[dst],
-                                 config={"paths": "user.email"})
+    r = apis[2].deploy_transform({"name": "clean", "plugin": "redact", "input": src, "outputs": [dst],
+                                  "config": {"paths": "user.email"}})
     assert r.status == 201, r
 
     # input arrives while the transform runs: about 25k records a second for 6 s
@@ -61,7 +60,7 @@ def test_input_leader_killed_mid_stream_exactly_once(cluster_factory):
         try:
             for start in range(0, RECORDS, 5000):
                 t0 = time.monotonic()
-                placed.extend(produce(c.bootstrap, src, [(b"k%d" % i, doc(i), None)
+                placed.extend(produce(c.bootstrap, src, [{"key": b"k%d" % i, "value": doc(i)}
                                                          for i in range(start, start + 5000)], acks="all"))
                 time.sleep(max(0.0, 0.2 - (time.monotonic() - t0)))
         except Exception as e:  # reported by the test, not lost in the thread
@@ -92,10 +91,10 @@ def test_input_leader_killed_mid_stream_exactly_once(cluster_factory):
 
     c.restart(victim)
     c.wait_formed()
-    got = read_topic(c.bootstrap, dst, 3, timeout=300)
+    got = read_topic(c.bootstrap, dst, 3)
     seen = {}
     for p, recs in got.items():
-        for offset, key, value, _ in recs:
+        for offset, key, value, *_ in recs:
             i = int(key[1:])
             assert i not in seen, f"record {i} written twice"
             seen[i] = (p, offset)
