@@ -37,6 +37,9 @@ fn controller_error(e: ControllerError) -> ApiError {
         ControllerError::Rejected(StateError::UnknownPlugin(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", e.to_string())
         }
+        ControllerError::Rejected(
+            StateError::PluginUsedByTopics { .. } | StateError::PluginRunByTransforms { .. },
+        ) => ApiError::new(StatusCode::CONFLICT, "plugin_in_use", e.to_string()),
         other => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "controller_unavailable",
@@ -249,12 +252,16 @@ pub(super) async fn remove(
     if current(&state, &name).is_none() {
         return Err(plugin_error(PluginError::Unknown(name)));
     }
-    // Every topic of the cluster counts, not only the ones hosted here.
+    // Topics that name the plugin, and transforms that run it, are judged by the
+    // controller as it applies the removal (this broker's view may be a moment old).
+    // What only this broker knows is its own default: topics without a `partitioner`
+    // config that it would route through the plugin.
     let metadata = state.broker.metadata();
     let log = &state.broker.config().log;
-    let in_use: Vec<String> = metadata
+    let by_default: Vec<String> = metadata
         .topics
         .values()
+        .filter(|t| !t.configs.contains_key("partitioner"))
         .filter(|t| {
             crate::config::topic::resolve(log, &t.configs)
                 .partitioner
@@ -263,27 +270,11 @@ pub(super) async fn remove(
         })
         .map(|t| t.name.clone())
         .collect();
-    if !in_use.is_empty() {
+    if !by_default.is_empty() {
         return Err(plugin_error(PluginError::InUse {
             name,
-            topics: in_use.join(", "),
+            topics: by_default.join(", "),
         }));
-    }
-    let transforms: Vec<&str> = metadata
-        .transforms
-        .values()
-        .filter(|t| t.plugin == name)
-        .map(|t| t.name.as_str())
-        .collect();
-    if !transforms.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "plugin_in_use",
-            format!(
-                "plugin '{name}' is run by transform(s) {}; remove them first",
-                transforms.join(", ")
-            ),
-        ));
     }
     commit(&state, Command::RemovePlugin { name }).await?;
     Ok(StatusCode::NO_CONTENT)

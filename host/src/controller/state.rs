@@ -96,6 +96,22 @@ pub enum StateError {
     /// A change names a plugin that does not exist.
     #[error("plugin '{0}' does not exist")]
     UnknownPlugin(String),
+    /// A plugin that topics name in their `partitioner` config cannot be removed.
+    #[error("plugin '{name}' is used by topic(s) {topics}; change their configs first")]
+    PluginUsedByTopics {
+        /// The plugin.
+        name: String,
+        /// The topics, comma separated.
+        topics: String,
+    },
+    /// A plugin that transforms run cannot be removed.
+    #[error("plugin '{name}' is run by transform(s) {transforms}; remove them first")]
+    PluginRunByTransforms {
+        /// The plugin.
+        name: String,
+        /// The transforms, comma separated.
+        transforms: String,
+    },
     /// A transform is created under a name that is taken.
     #[error("transform '{0}' already exists")]
     TransformExists(String),
@@ -575,9 +591,36 @@ impl State {
                 );
             }
             Command::RemovePlugin { name } => {
-                self.plugins
-                    .remove(&name)
-                    .ok_or(StateError::UnknownPlugin(name))?;
+                if !self.plugins.contains_key(&name) {
+                    return Err(StateError::UnknownPlugin(name));
+                }
+                // Judged here, in log order, so a topic deleted or a transform removed
+                // just before counts as gone on every broker, however stale its view.
+                let topics: Vec<&str> = self
+                    .topics
+                    .values()
+                    .filter(|t| t.configs.get("partitioner").map(|p| p.trim()) == Some(&*name))
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if !topics.is_empty() {
+                    return Err(StateError::PluginUsedByTopics {
+                        topics: topics.join(", "),
+                        name,
+                    });
+                }
+                let transforms: Vec<&str> = self
+                    .transforms
+                    .values()
+                    .filter(|t| t.plugin == name)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if !transforms.is_empty() {
+                    return Err(StateError::PluginRunByTransforms {
+                        transforms: transforms.join(", "),
+                        name,
+                    });
+                }
+                self.plugins.remove(&name);
             }
             Command::SetTransform { spec, create } => {
                 let exists = self.transforms.contains_key(&spec.name);
@@ -1101,6 +1144,56 @@ mod tests {
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<State>(&json).unwrap(), state);
 
+        // In use by a topic's config, then by a transform: refused, naming them.
+        let mut configs = BTreeMap::new();
+        configs.insert("partitioner".to_string(), "p".to_string());
+        state
+            .apply(Command::CreateTopic(TopicMeta {
+                name: "routed".into(),
+                id: Uuid::new_v4(),
+                partitions: 1,
+                configs,
+                internal: false,
+                assignments: vec![PartitionState::new(vec![1])],
+            }))
+            .unwrap();
+        assert_eq!(
+            state
+                .apply(Command::RemovePlugin { name: "p".into() })
+                .unwrap_err()
+                .to_string(),
+            "plugin 'p' is used by topic(s) routed; change their configs first"
+        );
+        state
+            .apply(Command::DeleteTopic {
+                name: "routed".into(),
+            })
+            .unwrap();
+        let mut spec: crate::transform::spec::TransformSpec =
+            serde_json::from_value(serde_json::json!({
+                "name": "t", "plugin": "p", "input": "a", "outputs": ["b"],
+                "from": {"at": "earliest"}, "config": [], "deterministic": true,
+                "on_error": {"policy": "stop"}, "max_amplification": 100, "paused": false,
+                "created_ms": 0
+            }))
+            .unwrap();
+        spec.id = "1".into();
+        state
+            .apply(Command::SetTransform {
+                spec: Box::new(spec),
+                create: true,
+            })
+            .unwrap();
+        assert_eq!(
+            state
+                .apply(Command::RemovePlugin { name: "p".into() })
+                .unwrap_err()
+                .to_string(),
+            "plugin 'p' is run by transform(s) t; remove them first"
+        );
+        state
+            .apply(Command::RemoveTransform { name: "t".into() })
+            .unwrap();
         state
             .apply(Command::RemovePlugin { name: "p".into() })
             .unwrap();
