@@ -183,6 +183,64 @@ def latency(b: Broker, rate: int, seconds: float) -> dict:
     return {"records": len(lat), "rate": rate, "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": lat[-1]}
 
 
+def traffic_p99(b: Broker, topic: str, rate: int, seconds: float) -> dict:
+    """Produces to `topic` at `rate` (acks=all, no linger) while a consumer reads it;
+    returns the p99 of produce latency (send to acknowledgement) and of end-to-end
+    latency (send to consumed), in ms."""
+    import threading
+    sent, acked, seen = {}, [], []
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"n-{topic}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
+    c.assign([TopicPartition(topic, 0, 0)])
+    n = int(rate * seconds)
+    done = threading.Event()
+
+    def consume():
+        while not done.is_set() or len(seen) < len(acked):
+            for m in c.consume(1000, 0.1):
+                if m.error() is None and m.key() in sent:
+                    seen.append((time.monotonic() - sent[m.key()]) * 1000)
+            if done.is_set() and len(seen) >= n:
+                break
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "acks": "all"})
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / rate
+        while time.monotonic() < due:
+            p.poll(0)
+        key = b"n%d" % i
+        sent[key] = time.monotonic()
+        p.produce(topic, key=key, value=value(i, 100),
+                  on_delivery=lambda err, msg, k=key: acked.append((time.monotonic() - sent[k]) * 1000))
+    p.flush(60)
+    done.set()
+    t.join(60)
+    c.close()
+    q = lambda v: sorted(v)[min(len(v) - 1, int(0.99 * len(v)))]  # noqa: E731
+    return {"produce_p99_ms": q(acked), "e2e_p99_ms": q(seen), "records": n}
+
+
+def hostile_neighbour(b: Broker, behaviour: str, rate: int, seconds: float) -> dict:
+    """Produce and consume p99 on a topic alone, then with a hostile transform reading
+    it (deployed as the traffic starts, with a dead-letter topic)."""
+    tag = uuid.uuid4().hex[:6]
+    base, busy, out, dlq = f"nb-{tag}", f"nh-{tag}", f"no-{tag}", f"nd-{tag}"
+    for t in (base, busy, out, dlq):
+        create(b, t)
+    alone = traffic_p99(b, base, rate, seconds)
+    status, body = b.api("POST", "/v1/transforms", json.dumps(
+        {"name": f"h-{tag}", "plugin": "hostile", "input": busy, "outputs": [out], "dead_letter": dlq,
+         "config": {"behaviour": behaviour, "every": "2"}}).encode())
+    if status != 201:
+        raise SystemExit(f"deploy failed: {status} {body}")
+    beside = traffic_p99(b, busy, rate, seconds)
+    b.api("DELETE", f"/v1/transforms/h-{tag}")
+    drop(b, base, busy, out, dlq)
+    return {"behaviour": behaviour, "alone": alone, "beside": beside}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/quiver/target"))
@@ -194,7 +252,9 @@ def main():
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--out", default="target/bench/transform.json")
+    ap.add_argument("--skip", default="", help="comma list of phases to skip: throughput, latency, neighbours")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
 
     b = Broker(args.binary)
     try:
@@ -209,7 +269,7 @@ def main():
                  ("json-redact", {"paths": "user.email"}, 100, args.records_100),
                  ("json-redact", {"paths": "user.email"}, 1024, args.records_1k)]
         print(f"{'plugin':<12} {'value':>6} {'records/s':>22} {'per CPU s':>22} {'MB/s':>16}")
-        for plugin, config, size, n in cases:
+        for plugin, config, size, n in ([] if "throughput" in skip else cases):
             runs = []
             for _ in range(args.runs):
                 r = throughput(b, plugin, config, size, n)
@@ -222,13 +282,32 @@ def main():
             print(f"{plugin:<12} {size:>5}B {fig('records_per_s'):>22} {fig('records_per_cpu_s'):>22} "
                   f"{fig('mb_per_s', 1):>16}")
             results["throughput"].append({"plugin": plugin, "value_bytes": size, "records": n, "runs": runs})
-        lats = [latency(b, args.rate, args.seconds) for _ in range(args.runs)]
-        p50 = sorted(x["p50_ms"] for x in lats)
-        p99 = sorted(x["p99_ms"] for x in lats)
-        print(f"latency input append -> output append at {args.rate} records/s (repartition, 100 B): "
-              f"p50 {statistics.median(p50)} ms ({p50[0]}–{p50[-1]}), p99 {statistics.median(p99)} ms "
-              f"({p99[0]}–{p99[-1]})")
+        lats = [] if "latency" in skip else [latency(b, args.rate, args.seconds) for _ in range(args.runs)]
+        if lats:
+            p50 = sorted(x["p50_ms"] for x in lats)
+            p99 = sorted(x["p99_ms"] for x in lats)
+            print(f"latency input append -> output append at {args.rate} records/s (repartition, 100 B): "
+                  f"p50 {statistics.median(p50)} ms ({p50[0]}–{p50[-1]}), p99 {statistics.median(p99)} ms "
+                  f"({p99[0]}–{p99[-1]})")
         results["latency"] = lats
+        if "neighbours" in skip:
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=1)
+            return
+        with open(os.path.join(args.plugins, "quiver_test_plugin_transform_hostile.wasm"), "rb") as f:
+            status, body = b.api("PUT", "/v1/plugins/hostile?kind=transform", f.read(), "application/wasm")
+        if status != 201:
+            raise SystemExit(f"plugin deploy failed: {status} {body}")
+        results["neighbours"] = []
+        for behaviour in ("loop", "trap-every", "memory-bomb", "amplify"):
+            runs = [hostile_neighbour(b, behaviour, args.rate // 2, args.seconds) for _ in range(args.runs)]
+            results["neighbours"].append(runs)
+            for key in ("produce_p99_ms", "e2e_p99_ms"):
+                alone = statistics.median(r["alone"][key] for r in runs)
+                beside = statistics.median(r["beside"][key] for r in runs)
+                print(f"hostile {behaviour:<11} {key:<15} alone {alone:7.1f} ms  beside it {beside:7.1f} ms  "
+                      f"ratio {beside / alone:5.2f}x")
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
