@@ -1041,6 +1041,19 @@ impl Plugins {
 }
 
 impl Deployment {
+    /// A store for one instance of this version: the sandbox's host state, the memory
+    /// cap as its limiter, and a first call deadline (instantiation runs start
+    /// functions).
+    fn new_store(&self, engine: &PluginEngine) -> wasmtime::Store<HostState> {
+        let mut store = wasmtime::Store::new(
+            engine.engine(),
+            HostState::new(&self.log, self.limits.max_memory_bytes),
+        );
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(PluginEngine::ticks(self.limits.call_timeout()));
+        store
+    }
+
     /// Health of this version.
     pub fn status(&self) -> Status {
         self.status.lock().clone()

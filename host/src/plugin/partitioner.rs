@@ -71,12 +71,7 @@ impl WasmPartitioner {
         deployment: &Deployment,
     ) -> Result<Instance, CallError> {
         let started = Instant::now();
-        let mut store = Store::new(
-            engine.engine(),
-            HostState::new(&deployment.log, deployment.limits.max_memory_bytes),
-        );
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+        let mut store = deployment.new_store(engine);
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
             CallError::Trap(format!("instantiating: {}", trap_reason(&e, deployment)))
         })?;
