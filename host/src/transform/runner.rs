@@ -701,11 +701,21 @@ impl Work {
             .map(String::from)
             .collect();
         let now = now_ms();
-        let pending = std::mem::take(&mut self.pending);
+        // Records move from the plugin's output into the partitioner's input and on
+        // into their partition's group: nothing is copied on the way.
+        let mut by_target: Vec<Vec<NewRecord>> = topics.iter().map(|_| Vec::new()).collect();
+        for r in std::mem::take(&mut self.pending) {
+            by_target[r.target].push(NewRecord {
+                key: r.data.key,
+                value: r.data.value,
+                headers: r.data.headers,
+                partition: (r.partition >= 0).then_some(r.partition),
+                timestamp: Some(r.data.timestamp),
+            });
+        }
         let mut groups: BTreeMap<(usize, i32), Vec<RecordData>> = BTreeMap::new();
-        for (target, name) in topics.iter().enumerate() {
-            let records: Vec<&OutRecord> = pending.iter().filter(|r| r.target == target).collect();
-            if records.is_empty() {
+        for (target, (name, new)) in topics.iter().zip(by_target).enumerate() {
+            if new.is_empty() {
                 continue;
             }
             let topic = self
@@ -713,16 +723,6 @@ impl Work {
                 .topic(name)
                 .ok_or_else(|| Halt::Retry(format!("output topic '{name}' does not exist")))?;
             let count = topic.meta.partitions;
-            let new: Vec<NewRecord> = records
-                .iter()
-                .map(|r| NewRecord {
-                    key: r.data.key.clone(),
-                    value: r.data.value.clone(),
-                    headers: r.data.headers.clone(),
-                    partition: (r.partition >= 0).then_some(r.partition),
-                    timestamp: Some(r.data.timestamp),
-                })
-                .collect();
             if let Some(bad) = new.iter().filter_map(|r| r.partition).find(|&p| p >= count) {
                 return Err(Halt::Fail(format!(
                     "plugin '{}' chose partition {bad} of '{name}', which has {count}",
@@ -738,11 +738,16 @@ impl Work {
                 now,
             )
             .map_err(|e| Halt::Retry(format!("placing records in '{name}': {e}")))?;
-            for (record, partition) in records.into_iter().zip(chosen) {
+            for (record, partition) in new.into_iter().zip(chosen) {
                 groups
                     .entry((target, partition))
                     .or_default()
-                    .push(record.data.clone());
+                    .push(RecordData {
+                        key: record.key,
+                        value: record.value,
+                        headers: record.headers,
+                        timestamp: record.timestamp.unwrap_or(now),
+                    });
             }
         }
         Ok(groups
