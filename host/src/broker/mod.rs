@@ -9,6 +9,8 @@
 //! the metadata the same way.
 
 pub mod produce;
+pub mod remote;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

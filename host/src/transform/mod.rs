@@ -13,10 +13,10 @@
 //! output topic's partitioner placing records the plugin did not, so a transform never
 //! writes anything a producer could not: directly when this broker leads the output
 //! partition, over the Kafka protocol to its leader otherwise (`remote`), acknowledged
-//! by the in-sync replicas either way before the position moves past the input.
+//! by the in-sync replicas either way before the position moves past the input
+//! ([`crate::broker::writer`]).
 
 pub mod progress;
-pub mod remote;
 pub mod runner;
 pub mod spec;
 

@@ -15,7 +15,7 @@
 //! what an output partition already holds (its last sequence for that producer) is
 //! skipped instead of written twice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,20 +27,18 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::progress::{self, Progress, PROGRESS_TOPIC};
-use super::remote::Leaders;
 use super::spec::{OnError, StartFrom, TransformSpec};
 use crate::broker::produce::{choose_partitions, NewRecord};
+use crate::broker::writer::{ClusterWriter, Sequence, WriteError};
 use crate::broker::{now_ms, Broker};
 use crate::log::batch::{records_section, BatchError, Batches, Records};
-use crate::partition::encode::{encode_batch, encode_sequenced_batch, RecordData};
-use crate::partition::{Partition, Role};
+use crate::partition::encode::RecordData;
+use crate::partition::Partition;
 use crate::plugin::transform::{TransformOutput, TransformSession};
 use crate::plugin::Plugins;
 
 /// Input read per step.
 const READ_BYTES: usize = 1024 * 1024;
-/// Output bytes per appended batch (well under the default `max.message.bytes`).
-const BATCH_BYTES: usize = 512 * 1024;
 /// Attempts at a record that fails alone before the error policy takes it.
 const RECORD_ATTEMPTS: u32 = 3;
 /// Records in a row lost to traps (with no success between) after which the partition
@@ -49,8 +47,6 @@ const TRAPPED_RECORDS_TO_FAIL: u32 = 10;
 /// Wait before retrying a step that could not complete (an output partition without a
 /// leader, a plugin that would not start).
 const RETRY_BACKOFF: Duration = Duration::from_secs(1);
-/// How long a local write may wait for its in-sync replicas.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the operator sees of one transform partition.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -208,10 +204,7 @@ struct Work {
     pending: Vec<OutRecord>,
     records_in: u64,
     progress: ProgressMap,
-    leaders: Leaders,
-    /// Output partitions whose sequence this runner has checked against the partition
-    /// since it started (or since a write failed).
-    checked: BTreeSet<String>,
+    writer: ClusterWriter,
 }
 
 /// Output records bound for one partition (topic, partition), in order.
@@ -298,8 +291,7 @@ impl Runner {
             pending: Vec::new(),
             records_in: 0,
             progress: self.progress.clone(),
-            leaders: Leaders::default(),
-            checked: BTreeSet::new(),
+            writer: ClusterWriter::new(self.broker.clone()),
         });
         self.set_state("running", None);
         loop {
@@ -450,7 +442,7 @@ impl Work {
     fn rewind(&mut self) {
         self.position = self.committed.clone();
         self.pending.clear();
-        self.checked.clear();
+        self.writer.recheck();
     }
 
     fn ensure_session(&mut self) -> Result<(), Halt> {
@@ -784,7 +776,10 @@ impl Work {
         let key = progress::key(&self.spec, self.partition);
         let batch = progress::encode(&[(key.clone(), Some(&self.position))], now)
             .map_err(|e| Halt::Retry(e.to_string()))?;
-        self.send(PROGRESS_TOPIC, 0, batch).await?;
+        self.writer
+            .send(PROGRESS_TOPIC, 0, batch)
+            .await
+            .map_err(halt)?;
         self.committed = self.position.clone();
         self.progress.lock().insert(key, self.position.clone());
         self.broker.notify_appended();
@@ -801,151 +796,37 @@ impl Work {
         }
     }
 
-    /// The leader of a partition: this broker's replica when it leads, else the
-    /// leader's id.
-    fn leader(&self, topic: &str, index: i32) -> Result<Leader, Halt> {
-        let me = self.broker.config().broker.node_id;
-        let t = self
-            .broker
-            .metadata()
-            .topics
-            .get(topic)
-            .and_then(|t| t.assignments.get(index as usize).map(|a| a.leader))
-            .ok_or_else(|| Halt::Retry(format!("partition {index} of '{topic}' does not exist")))?;
-        if t == me {
-            let local = self
-                .broker
-                .partition(topic, index)
-                .filter(|p| matches!(p.role(), Role::Leader { .. }))
-                .ok_or_else(|| {
-                    Halt::Retry(format!(
-                        "partition {index} of '{topic}' is to be led here but is not open as leader yet"
-                    ))
-                })?;
-            return Ok(Leader::Local(local));
-        }
-        if t < 0 {
-            return Err(Halt::Retry(format!(
-                "partition {index} of '{topic}' has no leader"
-            )));
-        }
-        Ok(Leader::Remote(t))
-    }
-
-    /// Appends `batch` to a partition, acknowledged by its in-sync replicas.
-    async fn send(&mut self, topic: &str, index: i32, batch: Bytes) -> Result<(), Halt> {
-        let failed =
-            |e: String| Halt::Retry(format!("writing partition {index} of '{topic}': {e}"));
-        match self.leader(topic, index)? {
-            Leader::Local(partition) => {
-                let (info, _) = partition
-                    .append_with_acks(&batch, now_ms(), -1)
-                    .map_err(|e| failed(e.to_string()))?;
-                partition
-                    .wait_for_commit(info.last_offset + 1, COMMIT_TIMEOUT)
-                    .await
-                    .map_err(|e| failed(e.to_string()))
-            }
-            Leader::Remote(leader) => self
-                .leaders
-                .produce(&self.broker, leader, topic, index, batch)
-                .await
-                .map_err(|e| failed(e.to_string())),
-        }
-    }
-
-    /// Where `producer_id`'s sequence stands in a partition.
-    async fn last_sequence(
-        &mut self,
-        topic: &str,
-        index: i32,
-        pid: i64,
-    ) -> Result<Option<(i16, i32)>, Halt> {
-        match self.leader(topic, index)? {
-            Leader::Local(partition) => Ok(partition.producer_last_sequence(pid)),
-            Leader::Remote(leader) => self
-                .leaders
-                .last_sequence(&self.broker, leader, topic, index, pid)
-                .await
-                .map_err(|e| {
-                    Halt::Retry(format!(
-                        "asking where partition {index} of '{topic}' stands: {e}"
-                    ))
-                }),
-        }
-    }
-
-    /// Appends `records` to one output partition, in batches; returns how many were
-    /// written (records a replay finds already there are skipped).
+    /// Appends `records` to one output partition (with the transform partition's
+    /// producer id when it is exactly-once); returns how many were written.
     async fn append(
         &mut self,
         topic: &str,
         index: i32,
         records: &[RecordData],
     ) -> Result<u64, Halt> {
-        let mut records = records;
-        let producer = self.spec.deterministic.then_some(self.position.producer_id);
         let okey = progress::output_key(topic, index);
-        let mut next_seq = self.position.sequences.get(&okey).copied().unwrap_or(0);
-        if let Some(pid) = producer {
-            if !self.checked.contains(&okey) {
-                // A replay: what the partition already holds from this producer is
-                // skipped. Asked once per runner (and after a failed write): from then
-                // on this runner is the producer's only writer.
-                if let Some((0, last)) = self.last_sequence(topic, index, pid).await? {
-                    let already = i64::from(last) - i64::from(next_seq) + 1;
-                    if already > 0 {
-                        let skip = (already as usize).min(records.len());
-                        records = &records[skip..];
-                        next_seq = advance(next_seq, skip);
-                        if skip < already as usize {
-                            // The partition is ahead of this whole step: ask again next time.
-                            self.position.sequences.insert(okey, next_seq);
-                            return Ok(0);
-                        }
-                    }
-                }
-                self.checked.insert(okey.clone());
-            }
+        let mut next = self.position.sequences.get(&okey).copied().unwrap_or(0);
+        let sequence = self.spec.deterministic.then_some(Sequence {
+            producer_id: self.position.producer_id,
+            next: &mut next,
+        });
+        let exactly_once = sequence.is_some();
+        let appended = self
+            .writer
+            .append(topic, index, records, Compression::None, sequence)
+            .await
+            .map_err(halt)?;
+        if exactly_once {
+            self.position.sequences.insert(okey, next);
         }
-        let mut written = 0u64;
-        while !records.is_empty() {
-            let mut size = 0;
-            let take = records
-                .iter()
-                .take_while(|r| {
-                    size += r.key.as_ref().map_or(0, Bytes::len)
-                        + r.value.as_ref().map_or(0, Bytes::len)
-                        + 64;
-                    size <= BATCH_BYTES
-                })
-                .count()
-                .max(1);
-            let (chunk, rest) = records.split_at(take);
-            let batch = match producer {
-                Some(pid) => encode_sequenced_batch(chunk, Compression::None, (pid, 0, next_seq)),
-                None => encode_batch(chunk, Compression::None),
-            }
-            .map_err(|e| Halt::Fail(format!("encoding output for '{topic}': {e}")))?;
-            self.send(topic, index, batch).await?;
-            next_seq = advance(next_seq, take);
-            written += take as u64;
-            records = rest;
-        }
-        if producer.is_some() {
-            self.position.sequences.insert(okey, next_seq);
-        }
-        Ok(written)
+        Ok(appended.written)
     }
 }
 
-/// Where a partition's leader is.
-enum Leader {
-    Local(Arc<Partition>),
-    Remote(i32),
-}
-
-/// Sequence numbers wrap from i32::MAX to 0, as Kafka's do.
-fn advance(seq: i32, by: usize) -> i32 {
-    ((i64::from(seq) + by as i64) % (i64::from(i32::MAX) + 1)) as i32
+/// A failed write: retried, unless the output cannot be encoded at all.
+fn halt(e: WriteError) -> Halt {
+    match e {
+        WriteError::Unavailable(m) => Halt::Retry(m),
+        e @ WriteError::Encode { .. } => Halt::Fail(e.to_string()),
+    }
 }

@@ -1,10 +1,10 @@
-//! Writing to partitions led by another broker: a transform's outputs, and its progress
-//! records, when their leaders are elsewhere in the cluster.
+//! Writing to partitions led by another broker: what the broker's own producers
+//! (transform and mirror runners) write when the leader is elsewhere in the cluster.
 //!
 //! A runner speaks the Kafka protocol to the leader, as any idempotent producer would
-//! (Produce with acks=all, carrying the transform partition's producer id and sequence
-//! numbers), and asks the leader where that producer's sequence stands with
-//! DescribeProducers before replaying into it. One connection per leader, opened on
+//! (Produce with acks=all, carrying the runner's producer id and sequence numbers), and
+//! asks the leader where that producer's sequence stands with DescribeProducers before
+//! replaying into it. One connection per leader, opened on
 //! first use and dropped on any error so the next attempt reconnects.
 
 use std::collections::HashMap;
@@ -87,8 +87,9 @@ impl Leaders {
     }
 
     /// Appends `batch` to a partition led by `leader`, acknowledged once every in-sync
-    /// replica has it. A batch the leader recognises as a retry of one it has (a
-    /// duplicate sequence) counts as written.
+    /// replica has it; returns the offset of its first record. A batch the leader
+    /// recognises as a retry of one it has (a duplicate sequence) counts as written,
+    /// with no offset.
     pub async fn produce(
         &mut self,
         broker: &Broker,
@@ -96,7 +97,7 @@ impl Leaders {
         topic: &str,
         partition: i32,
         batch: Bytes,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<Option<i64>, RemoteError> {
         let result = self
             .try_produce(broker, leader, topic, partition, batch)
             .await;
@@ -130,7 +131,7 @@ impl Leaders {
         topic: &str,
         partition: i32,
         batch: Bytes,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<Option<i64>, RemoteError> {
         let client = self.client(broker, leader).await?;
         let mut data = PartitionProduceData::default();
         data.index = partition;
@@ -159,7 +160,8 @@ impl Leaders {
                 reason: "the produce response does not mention the partition".into(),
             })?;
         match ResponseError::try_from_code(answer.error_code) {
-            None | Some(ResponseError::DuplicateSequenceNumber) => Ok(()),
+            None => Ok(Some(answer.base_offset)),
+            Some(ResponseError::DuplicateSequenceNumber) => Ok(None),
             Some(error) => Err(RemoteError::Refused {
                 broker: leader,
                 topic: topic.to_string(),
