@@ -22,6 +22,7 @@ packages=(
     quiver-plugin-filter
     quiver-plugin-split
     quiver-plugin-repartition
+    quiver-plugin-mirror
     custom-partitioner
     quiver-test-plugin-infinite-loop
     quiver-test-plugin-memory-bomb
