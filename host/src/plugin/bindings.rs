@@ -18,5 +18,13 @@ pub mod transform {
     });
 }
 
+/// The `connector` world.
+pub mod connector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "connector",
+    });
+}
+
 /// The plugin API versions this host can bind, newest first.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];

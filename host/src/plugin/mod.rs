@@ -15,6 +15,7 @@
 //! caller's policy (a partitioner fails the produce, or falls back to murmur2).
 
 pub mod bindings;
+pub mod connector;
 pub mod engine;
 pub mod metrics;
 pub mod native;
@@ -37,6 +38,7 @@ use wasmtime::component::Linker;
 use crate::broker::now_ms;
 use crate::config::PluginsConfig;
 use crate::controller::state::{Component, PluginMeta};
+use connector::{ConnectorSession, WasmConnector};
 use engine::PluginEngine;
 use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
 use native::NativePartitioner;
@@ -340,6 +342,7 @@ enum Runner {
     WasmPartitioner(WasmPartitioner),
     NativePartitioner(NativePartitioner),
     WasmTransform(WasmTransform),
+    WasmConnector(WasmConnector),
 }
 
 /// Health of a deployment.
@@ -509,9 +512,9 @@ impl Plugins {
         kind: Kind,
         version: &VersionRecord,
     ) -> Result<(Deployment, bool), PluginError> {
-        if !matches!(kind, Kind::Partitioner | Kind::Transform) {
+        if kind == Kind::QuotaPolicy {
             return Err(PluginError::UnsupportedKind(format!(
-                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner and transform can"
+                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner, transform and connector can"
             )));
         }
         let limits = Limits::resolve(&self.settings, &version.limits);
@@ -524,6 +527,9 @@ impl Plugins {
                 let runner = match kind {
                     Kind::Transform => {
                         Runner::WasmTransform(WasmTransform::new(&component, &self.linker)?)
+                    }
+                    Kind::Connector => {
+                        Runner::WasmConnector(WasmConnector::new(&component, &self.linker)?)
                     }
                     _ => Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
                 };
@@ -563,6 +569,7 @@ impl Plugins {
         let warmed = match &deployment.runner {
             Runner::WasmPartitioner(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::WasmTransform(runner) => runner.warm_up(&self.engine, &deployment),
+            Runner::WasmConnector(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::NativePartitioner(_) => Ok(()),
         };
         warmed.map_err(|e| match e {
@@ -1009,6 +1016,52 @@ impl Plugins {
         TransformSession::open(&self.engine, deployment, config)
     }
 
+    /// Opens a session of the connector plugin `name` for one mirror: `config` is
+    /// appended to the plugin's own configuration and `init` runs now.
+    pub fn open_connector(
+        &self,
+        name: &str,
+        config: Vec<(String, String)>,
+    ) -> Result<ConnectorSession, CallError> {
+        let Some(deployment) = self.get(name) else {
+            return Err(match self.unloadable.read().get(name) {
+                Some((reason, _)) => CallError::Failed(reason.clone()),
+                None => CallError::NotDeployed,
+            });
+        };
+        ConnectorSession::open(&self.engine, deployment, config)
+    }
+
+    /// The target topic a connector session names for a source topic.
+    pub fn target_topic(
+        &self,
+        session: &mut ConnectorSession,
+        alias: &str,
+        topic: &str,
+    ) -> Result<Option<String>, CallError> {
+        session.target_topic(&self.engine, alias, topic)
+    }
+
+    /// Whether a connector session mirrors a group's offsets.
+    pub fn mirror_group(
+        &self,
+        session: &mut ConnectorSession,
+        alias: &str,
+        group: &str,
+    ) -> Result<bool, CallError> {
+        session.mirror_group(&self.engine, alias, group)
+    }
+
+    /// Runs one fetched batch through a connector session.
+    pub fn map_records(
+        &self,
+        session: &mut ConnectorSession,
+        alias: &str,
+        batch: Columns,
+    ) -> Result<Columns, CallError> {
+        session.map_records(&self.engine, alias, batch)
+    }
+
     /// Runs one batch through a transform session.
     pub fn transform(
         &self,
@@ -1083,10 +1136,12 @@ impl Deployment {
         let result = match &self.runner {
             Runner::WasmPartitioner(r) => r.partition(engine, self, batch, partitions),
             Runner::NativePartitioner(r) => r.partition(self, &batch, partitions),
-            Runner::WasmTransform(_) => Err(CallError::WrongKind(format!(
-                "plugin '{}' is a transform, not a partitioner",
-                self.name
-            ))),
+            Runner::WasmTransform(_) | Runner::WasmConnector(_) => {
+                Err(CallError::WrongKind(format!(
+                    "plugin '{}' is a {}, not a partitioner",
+                    self.name, self.kind
+                )))
+            }
         };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
