@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
 /// Size of the fixed RecordBatch v2 header, from `baseOffset` through `recordsCount`.
@@ -715,6 +716,78 @@ fn read_u32(buf: &[u8], at: usize) -> u32 {
 
 fn read_i64(buf: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(buf[at..at + 8].try_into().expect("8-byte slice"))
+}
+
+/// A record decoded from a batch, with its offset and timestamp resolved.
+#[derive(Debug, Clone)]
+pub struct DecodedRecord {
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp (the batch's append time for a LogAppendTime batch).
+    pub timestamp: i64,
+    /// Its key.
+    pub key: Option<Bytes>,
+    /// Its value.
+    pub value: Option<Bytes>,
+    /// Its headers, in order, repeats kept.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// The records of `bytes` (whole batches as read from the log) in `start..hw`, with
+/// the offset after the last one seen (control records are passed over but counted).
+/// Decoded here rather than with kafka-protocol, whose records keep headers in a map:
+/// a record's repeated header names must reach the plugin, and the output, intact.
+pub fn decode_records(
+    bytes: &Bytes,
+    start: i64,
+    hw: i64,
+) -> Result<(i64, Vec<DecodedRecord>), BatchError> {
+    let mut next = start;
+    let mut out = Vec::new();
+    for batch in Batches::new(bytes) {
+        let (header, range) = batch?;
+        if header.last_offset() < start {
+            continue;
+        }
+        if header.base_offset >= hw {
+            break;
+        }
+        if header.is_control() {
+            next = next.max((header.last_offset() + 1).min(hw));
+            continue;
+        }
+        let (_, plain) = records_section(&bytes[range])?;
+        for raw in Records::new(&plain) {
+            let raw = raw?;
+            let offset = header.base_offset + i64::from(raw.offset_delta);
+            if offset < start || offset >= hw {
+                continue;
+            }
+            next = next.max(offset + 1);
+            let timestamp = if header.is_log_append_time() {
+                header.max_timestamp
+            } else {
+                header.base_timestamp + raw.timestamp_delta
+            };
+            out.push(DecodedRecord {
+                offset,
+                timestamp,
+                key: raw.key.map(Bytes::copy_from_slice),
+                value: raw.value.map(Bytes::copy_from_slice),
+                headers: raw
+                    .headers()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.map(Bytes::copy_from_slice),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
+    Ok((next, out))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! topic asks for broker-side compression or log-append time.
 
 pub mod encode;
+pub mod keyed;
 pub mod producer_state;
 pub mod replicas;
 mod role;

@@ -31,7 +31,7 @@ use super::spec::{OnError, StartFrom, TransformSpec};
 use crate::broker::produce::{choose_partitions, NewRecord};
 use crate::broker::writer::{ClusterWriter, Sequence, WriteError};
 use crate::broker::{now_ms, Broker};
-use crate::log::batch::{records_section, BatchError, Batches, Records};
+use crate::log::batch::{decode_records, DecodedRecord};
 use crate::partition::encode::RecordData;
 use crate::partition::Partition;
 use crate::plugin::transform::{TransformOutput, TransformSession};
@@ -85,69 +85,6 @@ pub type SharedReport = Arc<Mutex<PartitionReport>>;
 /// The progress records this broker knows: loaded once from `__quiver_transforms`,
 /// then kept current by every commit made here.
 pub type ProgressMap = Arc<Mutex<BTreeMap<String, Progress>>>;
-
-/// An input record, decoded.
-#[derive(Debug, Clone)]
-struct InRecord {
-    offset: i64,
-    timestamp: i64,
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-    headers: Vec<(String, Option<Bytes>)>,
-}
-
-/// The records of `bytes` (whole batches as read from the log) in `start..hw`, with
-/// the offset after the last one seen (control records are passed over but counted).
-/// Decoded here rather than with kafka-protocol, whose records keep headers in a map:
-/// a record's repeated header names must reach the plugin, and the output, intact.
-fn decode(bytes: &Bytes, start: i64, hw: i64) -> Result<(i64, Vec<InRecord>), BatchError> {
-    let mut next = start;
-    let mut out = Vec::new();
-    for batch in Batches::new(bytes) {
-        let (header, range) = batch?;
-        if header.last_offset() < start {
-            continue;
-        }
-        if header.base_offset >= hw {
-            break;
-        }
-        if header.is_control() {
-            next = next.max((header.last_offset() + 1).min(hw));
-            continue;
-        }
-        let (_, plain) = records_section(&bytes[range])?;
-        for raw in Records::new(&plain) {
-            let raw = raw?;
-            let offset = header.base_offset + i64::from(raw.offset_delta);
-            if offset < start || offset >= hw {
-                continue;
-            }
-            next = next.max(offset + 1);
-            let timestamp = if header.is_log_append_time() {
-                header.max_timestamp
-            } else {
-                header.base_timestamp + raw.timestamp_delta
-            };
-            out.push(InRecord {
-                offset,
-                timestamp,
-                key: raw.key.map(Bytes::copy_from_slice),
-                value: raw.value.map(Bytes::copy_from_slice),
-                headers: raw
-                    .headers()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(k).into_owned(),
-                            v.map(Bytes::copy_from_slice),
-                        )
-                    })
-                    .collect(),
-            });
-        }
-    }
-    Ok((next, out))
-}
 
 /// An output record on its way to a topic.
 #[derive(Debug, Clone)]
@@ -414,7 +351,7 @@ impl Work {
             .input
             .read(start, READ_BYTES, true)
             .map_err(|e| Halt::Retry(format!("reading input at offset {start}: {e}")))?;
-        let (next, records) = decode(&read.records, start, hw)
+        let (next, records) = decode_records(&read.records, start, hw)
             .map_err(|e| Halt::Fail(format!("input at offset {start} does not decode: {e}")))?;
         if next == start {
             return Ok(None);
@@ -469,7 +406,7 @@ impl Work {
     }
 
     /// Runs `records` through the plugin, narrowing failures down to single records.
-    fn process(&mut self, mut records: &[InRecord]) -> Result<(), Halt> {
+    fn process(&mut self, mut records: &[DecodedRecord]) -> Result<(), Halt> {
         // A loop, not recursion, past each record the plugin reports: a run of
         // thousands of rejected records must not grow the stack. Splitting a failed
         // call in halves recurses, but only as deep as the halvings.
@@ -518,7 +455,7 @@ impl Work {
     }
 
     /// One plugin call over `records`, with its output checked against the spec.
-    fn call(&mut self, records: &[InRecord]) -> Result<TransformOutput, String> {
+    fn call(&mut self, records: &[DecodedRecord]) -> Result<TransformOutput, String> {
         let mut builder = ColumnsBuilder::new(self.spec.input.clone(), self.partition);
         for r in records {
             builder.push_with(
@@ -593,7 +530,7 @@ impl Work {
     /// it stopped at, if any; returns where the records after it start.
     fn accept(
         &mut self,
-        records: &[InRecord],
+        records: &[DecodedRecord],
         output: TransformOutput,
     ) -> Result<Option<usize>, Halt> {
         let batch = match output.records.batch() {
@@ -643,7 +580,7 @@ impl Work {
     }
 
     /// The error policy for one input record.
-    fn reject(&mut self, record: &InRecord, error: String) -> Result<(), Halt> {
+    fn reject(&mut self, record: &DecodedRecord, error: String) -> Result<(), Halt> {
         match &self.spec.on_error {
             OnError::Stop => Err(Halt::Stop(record.offset, error)),
             OnError::DeadLetter { .. } => {
