@@ -192,6 +192,8 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 let mut topic = CreatePartitionsTopic::default();
                 topic.name = TopicName(StrBytes::from_string(name.clone()));
                 topic.count = count;
+                // Null, not empty: the broker places the new partitions.
+                topic.assignments = None;
                 let mut request = CreatePartitionsRequest::default();
                 request.topics = vec![topic];
                 request.timeout_ms = 30_000;
