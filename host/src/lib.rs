@@ -17,6 +17,7 @@ pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod controller;
 pub mod group;
 pub mod kafka;

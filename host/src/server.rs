@@ -121,6 +121,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         plugins.clone(),
     ));
     let transform_tasks = transforms.spawn();
+    let mirrors = Arc::new(crate::connect::Mirrors::new(
+        broker.clone(),
+        plugins.clone(),
+    ));
+    let mirror_tasks = mirrors.spawn();
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
@@ -156,6 +161,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 broker: broker.clone(),
                 plugins: plugins.clone(),
                 transforms: transforms.clone(),
+                mirrors: mirrors.clone(),
             },
             stop_rx_admin,
         ))
@@ -166,6 +172,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: moving leadership away");
     transform_tasks.abort();
     transforms.shutdown().await;
+    mirror_tasks.abort();
+    mirrors.shutdown().await;
     controller.shut_down(CONTROLLED_SHUTDOWN_TIMEOUT).await;
     replication.shutdown();
     duties.abort();

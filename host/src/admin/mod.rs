@@ -6,6 +6,7 @@
 //! or a disk stall never holds up the Kafka listener's async threads.
 
 mod cluster;
+mod mirrors;
 mod plugins;
 mod produce;
 mod transforms;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub plugins: Arc<Plugins>,
     /// Its transform tasks.
     pub transforms: Arc<crate::transform::Transforms>,
+    /// Its mirrors.
+    pub mirrors: Arc<crate::connect::Mirrors>,
 }
 
 /// A JSON error response.
@@ -94,6 +97,15 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/transforms/{name}/pause", post(transforms::pause))
         .route("/v1/transforms/{name}/resume", post(transforms::resume))
+        .route("/v1/mirrors", get(mirrors::list).post(mirrors::create))
+        .route(
+            "/v1/mirrors/{name}",
+            get(mirrors::describe).delete(mirrors::remove),
+        )
+        .route("/v1/mirrors/{name}/pause", post(mirrors::pause))
+        .route("/v1/mirrors/{name}/resume", post(mirrors::resume))
+        .route("/v1/mirrors/{name}/checkpoints", get(mirrors::checkpoints))
+        .route("/v1/mirrors/{name}/failover", post(mirrors::failover))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -38,7 +38,9 @@ fn controller_error(e: ControllerError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", e.to_string())
         }
         ControllerError::Rejected(
-            StateError::PluginUsedByTopics { .. } | StateError::PluginRunByTransforms { .. },
+            StateError::PluginUsedByTopics { .. }
+            | StateError::PluginRunByTransforms { .. }
+            | StateError::PluginRunByMirrors { .. },
         ) => ApiError::new(StatusCode::CONFLICT, "plugin_in_use", e.to_string()),
         other => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

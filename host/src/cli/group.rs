@@ -154,7 +154,7 @@ fn group_id(group: &str) -> GroupId {
 }
 
 /// A connection to the group's coordinator (the bootstrap broker if it is the one).
-async fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<Client> {
+pub(crate) async fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<Client> {
     let mut request = FindCoordinatorRequest::default();
     request.key = StrBytes::from_string(group.to_string());
     let version = client.version(ApiKey::FindCoordinator, 3)?;
@@ -168,7 +168,7 @@ async fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<Client>
     Client::connect(&address).await
 }
 
-async fn describe_group(
+pub(crate) async fn describe_group(
     client: &mut Client,
     group: &str,
 ) -> anyhow::Result<DescribeGroupsResponse> {

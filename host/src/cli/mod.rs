@@ -4,8 +4,9 @@
 pub mod client;
 mod cluster;
 mod consume;
-mod group;
+pub(crate) mod group;
 mod http;
+mod mirror;
 mod plugin;
 mod produce;
 mod topic;
@@ -44,6 +45,10 @@ enum Command {
     /// Run transform plugins over topics: deploy, list, describe, pause, resume, remove.
     #[command(subcommand)]
     Transform(transform::TransformCommand),
+    /// Mirror another cluster's topics and group offsets into this one: create, list,
+    /// describe, pause, resume, delete, checkpoints, failover.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
     /// List, describe (with lag), reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -116,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => block_on(plugin::run(cmd)),
         Command::Group(cmd) => block_on(group::run(cmd)),
         Command::Transform(cmd) => block_on(transform::run(cmd)),
+        Command::Mirror(cmd) => block_on(mirror::run(cmd)),
         Command::Cluster(cmd) => block_on(cluster::run(cmd)),
     }
 }

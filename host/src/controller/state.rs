@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use crate::connect::spec::MirrorSpec;
 use crate::plugin::{PluginRecord, Source};
 use crate::transform::spec::TransformSpec;
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,20 @@ pub enum StateError {
     /// A change names a transform that does not exist.
     #[error("transform '{0}' does not exist")]
     UnknownTransform(String),
+    /// A plugin that mirrors run cannot be removed.
+    #[error("plugin '{name}' is run by mirror(s) {mirrors}; delete them first")]
+    PluginRunByMirrors {
+        /// The plugin.
+        name: String,
+        /// The mirrors, comma separated.
+        mirrors: String,
+    },
+    /// A mirror is created under a name that is taken.
+    #[error("mirror '{0}' already exists")]
+    MirrorExists(String),
+    /// A change names a mirror that does not exist.
+    #[error("mirror '{0}' does not exist")]
+    UnknownMirror(String),
 }
 
 /// A broker as registered with the controller.
@@ -286,6 +301,19 @@ pub enum Command {
         /// The transform.
         name: String,
     },
+    /// Creates a mirror (`create`: refused if the name is taken) or replaces one
+    /// (pause, resume: refused if it does not exist).
+    SetMirror {
+        /// The mirror (boxed, as transforms).
+        spec: Box<MirrorSpec>,
+        /// Whether this creates it.
+        create: bool,
+    },
+    /// Deletes a mirror (its records in `__quiver_mirrors` are deleted after).
+    RemoveMirror {
+        /// The mirror.
+        name: String,
+    },
     /// Move leadership back to the preferred replica where it is in sync and alive.
     ElectPreferredLeaders {
         /// Partitions to consider; empty means all.
@@ -322,6 +350,9 @@ pub struct State {
     /// Transforms by name: each runs on the leaders of its input's partitions.
     #[serde(default)]
     pub transforms: BTreeMap<String, TransformSpec>,
+    /// Mirrors by name: they run on the leader of `__quiver_mirrors`.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, MirrorSpec>,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -620,6 +651,18 @@ impl State {
                         name,
                     });
                 }
+                let mirrors: Vec<&str> = self
+                    .mirrors
+                    .values()
+                    .filter(|m| m.plugin == name)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                if !mirrors.is_empty() {
+                    return Err(StateError::PluginRunByMirrors {
+                        mirrors: mirrors.join(", "),
+                        name,
+                    });
+                }
                 self.plugins.remove(&name);
             }
             Command::SetTransform { spec, create } => {
@@ -636,6 +679,21 @@ impl State {
                 self.transforms
                     .remove(&name)
                     .ok_or(StateError::UnknownTransform(name))?;
+            }
+            Command::SetMirror { spec, create } => {
+                let exists = self.mirrors.contains_key(&spec.name);
+                if create && exists {
+                    return Err(StateError::MirrorExists(spec.name));
+                }
+                if !create && !exists {
+                    return Err(StateError::UnknownMirror(spec.name));
+                }
+                self.mirrors.insert(spec.name.clone(), *spec);
+            }
+            Command::RemoveMirror { name } => {
+                self.mirrors
+                    .remove(&name)
+                    .ok_or(StateError::UnknownMirror(name))?;
             }
             Command::ElectPreferredLeaders { partitions } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();

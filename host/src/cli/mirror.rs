@@ -1,0 +1,394 @@
+//! `quiver mirror create|list|describe|pause|resume|delete|checkpoints|failover`, over
+//! the admin API of the target cluster (mirrors run where the data goes).
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::http::{encode, request};
+use super::plugin::Admin;
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub(crate) enum MirrorCommand {
+    /// Mirror topics and group offsets of a source cluster into this one.
+    Create {
+        /// Mirror name.
+        name: String,
+        /// The source cluster's bootstrap servers (host:port[,host:port…]).
+        #[arg(long)]
+        source: String,
+        /// What this cluster calls the source: `--source-alias us-east` mirrors
+        /// `orders` as `us-east.orders` under the default naming.
+        #[arg(long)]
+        source_alias: String,
+        /// The connector plugin (deploy it first with `quiver plugin deploy --kind connector`).
+        #[arg(long, default_value = "mirror")]
+        plugin: String,
+        /// Regular expression of source topics to mirror (whole names).
+        #[arg(long)]
+        topics: Option<String>,
+        /// Regular expression of consumer groups whose offsets are translated.
+        #[arg(long)]
+        groups: Option<String>,
+        /// How the source is reached: kafka (any Kafka-API cluster).
+        #[arg(long, default_value = "kafka")]
+        via: String,
+        /// Plugin configuration, e.g. --config naming=identity (repeatable).
+        #[arg(long, short)]
+        config: Vec<String>,
+        /// Write idempotently by source coordinates: no duplicates after a crash.
+        #[arg(long)]
+        exactly_once: bool,
+        /// Replication factor of the target topics it creates (default: min(3, brokers)).
+        #[arg(long)]
+        replication_factor: Option<i16>,
+        /// A source topic config not to copy (repeatable; replication settings never are).
+        #[arg(long = "exclude-config")]
+        exclude_configs: Vec<String>,
+        /// How often to look for new topics and partitions at the source, ms.
+        #[arg(long)]
+        discovery_interval_ms: Option<u64>,
+        /// How often to translate group offsets, ms.
+        #[arg(long)]
+        checkpoint_interval_ms: Option<u64>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// List mirrors.
+    List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Show a mirror's state, throughput, latency and records behind per partition.
+    Describe {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Pause a mirror; it keeps its positions.
+    Pause {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Resume a paused mirror.
+    Resume {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Delete a mirror (its target topics stay).
+    Delete {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Show the translated offsets of every mirrored group.
+    Checkpoints {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Move a consumer group to this cluster: commit its translated offsets here
+    /// (refused while the group has members here).
+    Failover {
+        /// Mirror name.
+        name: String,
+        /// The consumer group.
+        #[arg(long)]
+        group: String,
+        /// Show the offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}
+
+fn print_describe(v: &Value) {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let r = &v["report"];
+    println!("mirror:     {}", s("name"));
+    println!(
+        "source:     {} (alias {}, via {})",
+        s("source"),
+        s("source_alias"),
+        s("via")
+    );
+    println!("plugin:     {}", s("plugin"));
+    println!(
+        "delivery:   {}",
+        if v["exactly_once"].as_bool() == Some(true) {
+            "exactly-once"
+        } else {
+            "at-least-once"
+        }
+    );
+    println!("status:     {}", s("status"));
+    if let Some(reason) = r["reason"].as_str() {
+        println!("reason:     {reason}");
+    }
+    if r.is_null() {
+        println!(
+            "runs on:    broker {} (ask its admin API for live figures)",
+            v["runs_on"]
+        );
+        return;
+    }
+    println!(
+        "copied:     {} records, {} bytes; {:.0} records/s, {:.0} bytes/s",
+        r["records"],
+        r["bytes"],
+        r["records_per_sec"].as_f64().unwrap_or(0.0),
+        r["bytes_per_sec"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency:    p50 {} ms, p99 {} ms (source timestamp to target append)",
+        r["latency_p50_ms"], r["latency_p99_ms"]
+    );
+    println!(
+        "dropped:    {} by the plugin, {} that came from this cluster",
+        r["filtered"], r["loops_prevented"]
+    );
+    println!("behind:     {} records", v["behind"]);
+    println!(
+        "{:<32} {:<40} {:>9} {:>12} {:>12} {:>10}",
+        "SOURCE TOPIC", "TARGET TOPIC", "PARTITION", "POSITION", "SOURCE-HW", "BEHIND"
+    );
+    for (topic, t) in r["topics"].as_object().into_iter().flatten() {
+        for p in t["partitions"].as_array().into_iter().flatten() {
+            println!(
+                "{:<32} {:<40} {:>9} {:>12} {:>12} {:>10}",
+                topic,
+                t["target"].as_str().unwrap_or(""),
+                p["partition"].to_string(),
+                p["position"].to_string(),
+                p["high_watermark"].to_string(),
+                p["behind"].to_string()
+            );
+        }
+    }
+}
+
+async fn get(admin: &Admin, path: &str) -> anyhow::Result<Value> {
+    request(&admin.admin, "GET", path, None, b"").await?.json()
+}
+
+async fn post(admin: &Admin, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let bytes = serde_json::to_vec(body).expect("serialisable");
+    request(&admin.admin, "POST", path, Some("application/json"), &bytes)
+        .await?
+        .json()
+}
+
+pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        MirrorCommand::Create {
+            name,
+            source,
+            source_alias,
+            plugin,
+            topics,
+            groups,
+            via,
+            config,
+            exactly_once,
+            replication_factor,
+            exclude_configs,
+            discovery_interval_ms,
+            checkpoint_interval_ms,
+            admin,
+        } => {
+            let mut entries = serde_json::Map::new();
+            for c in &config {
+                let Some((k, v)) = c.split_once('=') else {
+                    bail!("config `{c}` is not of the form key=value");
+                };
+                entries.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            let mut body = json!({
+                "name": name,
+                "source": source,
+                "source_alias": source_alias,
+                "plugin": plugin,
+                "via": via,
+                "config": entries,
+                "exactly_once": exactly_once,
+                "exclude_configs": exclude_configs,
+            });
+            for (key, value) in [
+                ("topics", topics.map(Value::from)),
+                ("groups", groups.map(Value::from)),
+                ("replication_factor", replication_factor.map(Value::from)),
+                (
+                    "discovery_interval_ms",
+                    discovery_interval_ms.map(Value::from),
+                ),
+                (
+                    "checkpoint_interval_ms",
+                    checkpoint_interval_ms.map(Value::from),
+                ),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value;
+                }
+            }
+            let v = post(&admin, "/v1/mirrors", &body)
+                .await
+                .with_context(|| format!("creating mirror '{name}'"))?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "created mirror {name}: {} ({}) -> this cluster, plugin {}",
+                    v["source"].as_str().unwrap_or(""),
+                    v["source_alias"].as_str().unwrap_or(""),
+                    v["plugin"].as_str().unwrap_or("")
+                );
+            }
+        }
+        MirrorCommand::List { admin } => {
+            let v = get(&admin, "/v1/mirrors").await?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<24} {:<12} {:<30} {:<10} {:>14} {:>10}",
+                    "NAME", "ALIAS", "SOURCE", "STATUS", "RECORDS", "BEHIND"
+                );
+                for m in v["mirrors"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<12} {:<30} {:<10} {:>14} {:>10}",
+                        m["name"].as_str().unwrap_or(""),
+                        m["source_alias"].as_str().unwrap_or(""),
+                        m["source"].as_str().unwrap_or(""),
+                        m["status"].as_str().unwrap_or(""),
+                        m["report"]["records"].to_string(),
+                        m["behind"].to_string()
+                    );
+                }
+            }
+        }
+        MirrorCommand::Describe { name, admin } => {
+            let v = get(&admin, &format!("/v1/mirrors/{}", encode(&name))).await?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                print_describe(&v);
+            }
+        }
+        MirrorCommand::Pause { name, admin } => {
+            let v = post(
+                &admin,
+                &format!("/v1/mirrors/{}/pause", encode(&name)),
+                &json!({}),
+            )
+            .await?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("paused mirror '{name}'")
+            }
+        }
+        MirrorCommand::Resume { name, admin } => {
+            let v = post(
+                &admin,
+                &format!("/v1/mirrors/{}/resume", encode(&name)),
+                &json!({}),
+            )
+            .await?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("resumed mirror '{name}'")
+            }
+        }
+        MirrorCommand::Delete { name, admin } => {
+            let r = request(
+                &admin.admin,
+                "DELETE",
+                &format!("/v1/mirrors/{}", encode(&name)),
+                None,
+                b"",
+            )
+            .await?;
+            if r.status >= 400 {
+                r.json()?;
+            }
+            println!("deleted mirror '{name}' (its target topics stay)");
+        }
+        MirrorCommand::Checkpoints { name, admin } => {
+            let v = get(
+                &admin,
+                &format!("/v1/mirrors/{}/checkpoints", encode(&name)),
+            )
+            .await?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<24} {:<40} {:>9} {:>14} {:>14}",
+                    "GROUP", "TARGET TOPIC", "PARTITION", "SOURCE-OFFSET", "TARGET-OFFSET"
+                );
+                for (group, c) in v["groups"].as_object().into_iter().flatten() {
+                    for o in c["offsets"].as_array().into_iter().flatten() {
+                        println!(
+                            "{:<24} {:<40} {:>9} {:>14} {:>14}",
+                            group,
+                            o["target_topic"].as_str().unwrap_or(""),
+                            o["partition"].to_string(),
+                            o["source_offset"].to_string(),
+                            o["target_offset"].to_string()
+                        );
+                    }
+                }
+            }
+        }
+        MirrorCommand::Failover {
+            name,
+            group,
+            dry_run,
+            admin,
+        } => {
+            let v = post(
+                &admin,
+                &format!("/v1/mirrors/{}/failover", encode(&name)),
+                &json!({ "group": group, "dry_run": dry_run }),
+            )
+            .await
+            .with_context(|| format!("failing group '{group}' over"))?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!("{:<40} {:>9} {:>14}", "TOPIC", "PARTITION", "OFFSET");
+                for o in v["offsets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:>9} {:>14}",
+                        o["topic"].as_str().unwrap_or(""),
+                        o["partition"].to_string(),
+                        o["offset"].to_string()
+                    );
+                }
+                if dry_run {
+                    println!("dry run: nothing committed");
+                } else {
+                    println!("group '{group}' now starts here from the offsets above");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

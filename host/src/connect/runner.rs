@@ -1,0 +1,938 @@
+//! One mirror: pull committed records from the source cluster, let the connector
+//! plugin decide, write them to the same partition of the target topic here, and
+//! record the position; now and then look for new topics and partitions, and translate
+//! the mirrored groups' committed offsets.
+//!
+//! Fetching runs ahead of writing: one task per source broker keeps a fetch in flight
+//! for the partitions that broker leads and hands decoded records over a short queue,
+//! so a long round trip to the source is paid once per queue slot rather than once per
+//! write. Writing, position records and checkpoints happen in order on the mirror's
+//! own task. Anything unexpected (a source or target partition that moved, a plugin
+//! that failed, a write that was refused) drops the fetchers and starts again from the
+//! recorded positions after a backoff; with exactly-once on, what the target already
+//! holds of a replay is skipped by its producer sequence.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+use parking_lot::Mutex;
+use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::offsets::{self, Checkpoint, GroupOffset, Position, MIRRORS_TOPIC};
+use super::source::{Source, SourceMetadata};
+use super::spec::MirrorSpec;
+use super::Stored;
+use crate::broker::writer::{ClusterWriter, Sequence};
+use crate::broker::{now_ms, Broker, TopicError};
+use crate::log::batch::{decode_records, DecodedRecord};
+use crate::partition::encode::RecordData;
+use crate::partition::keyed;
+use crate::plugin::connector::ConnectorSession;
+use crate::plugin::Plugins;
+
+/// The header carrying the ids of the clusters a record has passed through, oldest
+/// first, comma separated.
+pub const PROVENANCE_HEADER: &str = "quiver.provenance";
+
+/// Bytes asked per partition and per fetch.
+const PARTITION_FETCH_BYTES: i32 = 4 * 1024 * 1024;
+const FETCH_BYTES: i32 = 64 * 1024 * 1024;
+/// How long a fetch may wait at the source for new records.
+const FETCH_WAIT_MS: i32 = 500;
+/// Fetched chunks waiting to be written, per mirror: bounds memory (each holds at most
+/// one fetch) while keeping the next fetches in flight.
+const QUEUE: usize = 4;
+/// Latency samples kept for the percentiles.
+const LATENCY_SAMPLES: usize = 4096;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the operator sees of one mirrored partition.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionReport {
+    /// The partition (the same at both ends).
+    pub partition: i32,
+    /// The next source offset to copy.
+    pub position: i64,
+    /// The source's high watermark when last fetched.
+    pub high_watermark: i64,
+    /// Records behind the source.
+    pub behind: i64,
+}
+
+/// What the operator sees of one mirrored topic.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TopicReport {
+    /// The topic it is copied to here.
+    pub target: String,
+    /// Its partitions.
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// What the operator sees of one mirror on the broker running it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MirrorReport {
+    /// starting, running, retrying or stopped.
+    pub state: String,
+    /// Why it is retrying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The source's cluster id.
+    pub source_cluster_id: String,
+    /// The plugin version running.
+    pub plugin_version: u32,
+    /// Mirrored topics by source name.
+    pub topics: BTreeMap<String, TopicReport>,
+    /// Records written to the target.
+    pub records: u64,
+    /// Their bytes (keys and values).
+    pub bytes: u64,
+    /// Records the plugin dropped.
+    pub filtered: u64,
+    /// Records not copied because they came from this cluster (loop prevention).
+    pub loops_prevented: u64,
+    /// Records per second and bytes per second over the last second or so.
+    pub records_per_sec: f64,
+    /// See `records_per_sec`.
+    pub bytes_per_sec: f64,
+    /// Replication latency (record timestamp at the source to append here), ms.
+    pub latency_p50_ms: i64,
+    /// See `latency_p50_ms`.
+    pub latency_p99_ms: i64,
+    /// The last time the source answered, ms since the epoch (the mirror's heartbeat).
+    pub last_contact_ms: i64,
+    /// The last time the group offsets were translated.
+    pub last_checkpoint_ms: i64,
+    /// Restarts after a failure.
+    pub restarts: u64,
+    #[serde(skip)]
+    latencies: VecDeque<i64>,
+    #[serde(skip)]
+    window: (i64, u64, u64),
+}
+
+impl MirrorReport {
+    fn sample_latency(&mut self, ms: i64) {
+        if self.latencies.len() == LATENCY_SAMPLES {
+            self.latencies.pop_front();
+        }
+        self.latencies.push_back(ms.max(0));
+        let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        self.latency_p50_ms = at(0.5);
+        self.latency_p99_ms = at(0.99);
+    }
+
+    fn count(&mut self, records: u64, bytes: u64, now: i64) {
+        self.records += records;
+        self.bytes += bytes;
+        let (start, r, b) = &mut self.window;
+        if *start == 0 {
+            *start = now;
+        }
+        *r += records;
+        *b += bytes;
+        let elapsed = now - *start;
+        if elapsed >= 1000 {
+            self.records_per_sec = *r as f64 * 1000.0 / elapsed as f64;
+            self.bytes_per_sec = *b as f64 * 1000.0 / elapsed as f64;
+            self.window = (now, 0, 0);
+        }
+    }
+}
+
+/// A report shared between a runner and the operator's view of it.
+pub type SharedReport = Arc<Mutex<MirrorReport>>;
+
+/// A source topic and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    target: String,
+    partitions: i32,
+}
+
+/// Records fetched from one source partition, decoded.
+struct Chunk {
+    topic: String,
+    partition: i32,
+    from: i64,
+    next: i64,
+    high_watermark: i64,
+    records: Vec<DecodedRecord>,
+}
+
+/// How a run ended.
+enum Ended {
+    /// Told to stop, or the spec changed.
+    Stopped,
+    /// The source's topics changed: plan again.
+    Replan,
+}
+
+/// One mirror on the broker that runs it.
+pub(super) struct Runner {
+    pub broker: Arc<Broker>,
+    pub plugins: Arc<Plugins>,
+    pub spec: MirrorSpec,
+    pub report: SharedReport,
+    pub stored: Arc<Mutex<Stored>>,
+}
+
+impl Runner {
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            self.set_state("starting", None);
+            match self.run_once(&mut stop).await {
+                Ok(Ended::Stopped) => {
+                    self.set_state("stopped", None);
+                    return;
+                }
+                Ok(Ended::Replan) => backoff = FIRST_BACKOFF,
+                Err(reason) => {
+                    tracing::warn!(mirror = %self.spec.name, %reason, "mirror: retrying after a failure");
+                    self.set_state("retrying", Some(reason));
+                    self.report.lock().restarts += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: &str, reason: Option<String>) {
+        let mut report = self.report.lock();
+        report.state = state.to_string();
+        report.reason = reason;
+    }
+
+    fn still_current(&self) -> bool {
+        self.broker.metadata().mirrors.get(&self.spec.name) == Some(&self.spec)
+    }
+
+    async fn run_once(&self, stop: &mut watch::Receiver<bool>) -> Result<Ended, String> {
+        let spec = &self.spec;
+        let mut source = Source::new(&spec.source, &spec.alias);
+        let meta = source.metadata().await.map_err(|e| e.to_string())?;
+        if meta.cluster_id == self.broker.cluster_id() {
+            return Err(format!(
+                "the source reports cluster id '{}', the same as this cluster's: loop prevention tells clusters apart by id; give each cluster its own cluster.id",
+                meta.cluster_id
+            ));
+        }
+        self.report.lock().last_contact_ms = now_ms();
+        self.report.lock().source_cluster_id = meta.cluster_id.clone();
+        let (plugins, plugin, config) = (
+            self.plugins.clone(),
+            spec.plugin.clone(),
+            spec.config.clone(),
+        );
+        let mut session =
+            tokio::task::spawn_blocking(move || plugins.open_connector(&plugin, config))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("plugin '{}' {e}", spec.plugin))?;
+        self.report.lock().plugin_version = session.version();
+        let routes = self.plan(&meta, &mut session, &mut source).await?;
+        let mut positions = self.positions(&meta, &routes, &mut source).await?;
+        {
+            let mut report = self.report.lock();
+            report.topics = routes
+                .iter()
+                .map(|(topic, route)| {
+                    let partitions = (0..route.partitions)
+                        .map(|p| PartitionReport {
+                            partition: p,
+                            position: positions[&(topic.clone(), p)].next_offset,
+                            high_watermark: -1,
+                            behind: 0,
+                        })
+                        .collect();
+                    (
+                        topic.clone(),
+                        TopicReport {
+                            target: route.target.clone(),
+                            partitions,
+                        },
+                    )
+                })
+                .collect();
+        }
+        // One fetcher per source broker, for the partitions it leads.
+        let (tx, mut rx) = mpsc::channel::<Result<Vec<Chunk>, String>>(QUEUE);
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
+        for (topic, route) in &routes {
+            let leaders = &meta.topics[topic];
+            for p in 0..route.partitions {
+                let leader = leaders.get(p as usize).copied().unwrap_or(-1);
+                if leader < 0 {
+                    return Err(format!("source partition {topic}-{p} has no leader"));
+                }
+                by_leader.entry(leader).or_default().push((
+                    topic.clone(),
+                    p,
+                    positions[&(topic.clone(), p)].next_offset,
+                ));
+            }
+        }
+        let mut fetchers = Vec::new();
+        for (leader, partitions) in by_leader {
+            let mut src = Source::new(&spec.source, &spec.alias);
+            src.use_brokers(&meta);
+            fetchers.push(AbortOnDrop(tokio::spawn(fetch_loop(
+                src,
+                leader,
+                partitions,
+                tx.clone(),
+            ))));
+        }
+        drop(tx);
+        self.set_state("running", None);
+        let mut writer = ClusterWriter::new(self.broker.clone());
+        let mut discovery =
+            tokio::time::interval(Duration::from_millis(spec.discovery_interval_ms));
+        let mut checkpoints =
+            tokio::time::interval(Duration::from_millis(spec.checkpoint_interval_ms));
+        discovery.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(Ended::Stopped),
+                chunks = rx.recv() => {
+                    let chunks = chunks.ok_or("the fetchers ended")??;
+                    self.report.lock().last_contact_ms = now_ms();
+                    if !self.still_current() {
+                        return Ok(Ended::Stopped);
+                    }
+                    self.copy(chunks, &routes, &mut positions, &mut session, &mut writer, &meta.cluster_id).await?;
+                }
+                _ = discovery.tick() => {
+                    if !self.still_current() {
+                        return Ok(Ended::Stopped);
+                    }
+                    let now = source.metadata().await.map_err(|e| e.to_string())?;
+                    if self.changed(&meta, &now, &routes, &mut session)? {
+                        tracing::info!(mirror = %spec.name, "mirror: the source's topics changed; planning again");
+                        return Ok(Ended::Replan);
+                    }
+                }
+                _ = checkpoints.tick() => {
+                    if let Err(e) = self.checkpoint(&mut source, &mut session, &routes, &positions, &mut writer).await {
+                        tracing::warn!(mirror = %spec.name, error = %e, "mirror: could not translate group offsets");
+                        source.reset();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The source topics the plugin mirrors and their targets; creates the target
+    /// topics (same partition count, the source's configs but the excluded ones) and
+    /// adds partitions a source topic gained.
+    async fn plan(
+        &self,
+        meta: &SourceMetadata,
+        session: &mut ConnectorSession,
+        source: &mut Source,
+    ) -> Result<BTreeMap<String, Route>, String> {
+        let mut routes = BTreeMap::new();
+        for (topic, leaders) in &meta.topics {
+            let Some(target) = self.target_of(session, topic)? else {
+                continue;
+            };
+            let partitions = leaders.len() as i32;
+            self.ensure_target(source, topic, &target, partitions)
+                .await?;
+            routes.insert(topic.clone(), Route { target, partitions });
+        }
+        Ok(routes)
+    }
+
+    fn target_of(
+        &self,
+        session: &mut ConnectorSession,
+        topic: &str,
+    ) -> Result<Option<String>, String> {
+        // Internal topics are the source cluster's own business.
+        if topic.starts_with("__") {
+            return Ok(None);
+        }
+        let target = tokio::task::block_in_place(|| {
+            self.plugins.target_topic(session, &self.spec.alias, topic)
+        })
+        .map_err(|e| format!("plugin '{}' target-topic: {e}", self.spec.plugin))?;
+        match target {
+            Some(t) if t.starts_with("__") || crate::broker::validate_topic_name(&t).is_err() => {
+                Err(format!(
+                    "plugin '{}' named '{t}' as the target of '{topic}', which is not a topic name a mirror may write",
+                    self.spec.plugin
+                ))
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn ensure_target(
+        &self,
+        source: &mut Source,
+        topic: &str,
+        target: &str,
+        partitions: i32,
+    ) -> Result<(), String> {
+        if let Some(existing) = self.broker.metadata().topics.get(target) {
+            let have = existing.assignments.len() as i32;
+            if have < partitions {
+                match self
+                    .broker
+                    .create_partitions(target, partitions, None, false)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(mirror = %self.spec.name, topic = target, partitions, "mirror: added partitions to the target")
+                    }
+                    Err(e) => return Err(format!("adding partitions to '{target}': {e}")),
+                }
+            }
+            return Ok(());
+        }
+        let configs: BTreeMap<String, String> = source
+            .topic_configs(topic)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(k, _)| self.spec.copies_config(k) && crate::config::topic::def(k).is_some())
+            .collect();
+        let live = self.broker.metadata().live_brokers().count().max(1) as i16;
+        let factor = match self.spec.replication_factor {
+            0 => live.min(3),
+            n => n,
+        };
+        match self
+            .broker
+            .create_topic(target, partitions, factor, configs, false)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(mirror = %self.spec.name, source = topic, target, partitions, "mirror: created the target topic");
+                Ok(())
+            }
+            Err(TopicError::Exists(_)) => Ok(()),
+            Err(e) => Err(format!("creating the target topic '{target}': {e}")),
+        }
+    }
+
+    /// Whether the source gained topics the plugin mirrors, or partitions.
+    fn changed(
+        &self,
+        before: &SourceMetadata,
+        now: &SourceMetadata,
+        routes: &BTreeMap<String, Route>,
+        session: &mut ConnectorSession,
+    ) -> Result<bool, String> {
+        for (topic, leaders) in &now.topics {
+            match routes.get(topic) {
+                Some(route) if leaders.len() as i32 != route.partitions => return Ok(true),
+                Some(_) if before.topics.get(topic) != Some(leaders) => return Ok(true),
+                Some(_) => {}
+                None if before.topics.contains_key(topic) => {}
+                None => {
+                    if self.target_of(session, topic)?.is_some() {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Each routed partition's recorded position, or a fresh one at the source's log
+    /// start (with a producer id when exactly-once).
+    async fn positions(
+        &self,
+        meta: &SourceMetadata,
+        routes: &BTreeMap<String, Route>,
+        source: &mut Source,
+    ) -> Result<BTreeMap<(String, i32), Position>, String> {
+        let spec = &self.spec;
+        let mut out = BTreeMap::new();
+        let mut fresh: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        {
+            let stored = self.stored.lock();
+            for (topic, route) in routes {
+                for p in 0..route.partitions {
+                    let key = offsets::position_key(&spec.name, &spec.id, topic, p);
+                    match stored.positions.get(&key) {
+                        Some(pos) => {
+                            let mut pos = pos.clone();
+                            pos.target = route.target.clone();
+                            out.insert((topic.clone(), p), pos);
+                        }
+                        None => {
+                            let leader = meta.topics[topic].get(p as usize).copied().unwrap_or(-1);
+                            fresh.entry(leader).or_default().push((topic.clone(), p));
+                        }
+                    }
+                }
+            }
+        }
+        for (leader, partitions) in fresh {
+            if leader < 0 {
+                return Err(format!("source partitions {partitions:?} have no leader"));
+            }
+            let earliest = source
+                .list_offsets(leader, &partitions, -2)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (topic, p) in partitions {
+                let start = earliest
+                    .get(&(topic.clone(), p))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0);
+                out.insert(
+                    (topic.clone(), p),
+                    Position {
+                        next_offset: start,
+                        target: routes[&topic].target.clone(),
+                        producer_id: -1,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        if spec.exactly_once {
+            for pos in out.values_mut().filter(|p| p.producer_id < 0) {
+                pos.producer_id = self
+                    .broker
+                    .allocate_producer_id()
+                    .await
+                    .map_err(|e| format!("could not allocate a producer id: {e}"))?;
+                pos.next_sequence = 0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes fetched records to their targets and records the new positions.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy(
+        &self,
+        chunks: Vec<Chunk>,
+        routes: &BTreeMap<String, Route>,
+        positions: &mut BTreeMap<(String, i32), Position>,
+        session: &mut ConnectorSession,
+        writer: &mut ClusterWriter,
+        source_cluster: &str,
+    ) -> Result<(), String> {
+        let spec = &self.spec;
+        let here = self.broker.cluster_id().to_string();
+        let mut moved: Vec<(String, Position)> = Vec::new();
+        for chunk in chunks {
+            let key = (chunk.topic.clone(), chunk.partition);
+            let (Some(route), Some(pos)) = (routes.get(&chunk.topic), positions.get_mut(&key))
+            else {
+                continue;
+            };
+            self.note_high_watermark(&chunk, pos.next_offset);
+            if chunk.from != pos.next_offset || chunk.next <= pos.next_offset {
+                continue;
+            }
+            // Records that passed through this cluster never come back to it.
+            let total = chunk.records.len();
+            let records: Vec<&DecodedRecord> = chunk
+                .records
+                .iter()
+                .filter(|r| !came_from(r, &here))
+                .collect();
+            let loops = (total - records.len()) as u64;
+            let mapped = if records.is_empty() {
+                Columns::default()
+            } else {
+                let mut columns = ColumnsBuilder::new(chunk.topic.clone(), chunk.partition);
+                for r in &records {
+                    columns.push_with(
+                        r.key.as_deref(),
+                        r.value.as_deref(),
+                        r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+                        r.timestamp,
+                        r.offset,
+                    );
+                }
+                let columns = columns.build();
+                tokio::task::block_in_place(|| {
+                    self.plugins.map_records(session, &spec.alias, columns)
+                })
+                .map_err(|e| {
+                    format!(
+                        "plugin '{}' map-records on {}-{}: {e}",
+                        spec.plugin, chunk.topic, chunk.partition
+                    )
+                })?
+            };
+            let out = with_provenance(&mapped, source_cluster)?;
+            let filtered = (records.len() - out.len()) as u64;
+            let sequence = spec.exactly_once.then_some(Sequence {
+                producer_id: pos.producer_id,
+                next: &mut pos.next_sequence,
+            });
+            let appended = writer
+                .append(
+                    &route.target,
+                    chunk.partition,
+                    &out,
+                    Compression::None,
+                    sequence,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = now_ms();
+            for (i, (first, base)) in appended.batches.iter().enumerate() {
+                let end = appended.batches.get(i + 1).map_or(out.len(), |b| b.0);
+                pos.record(&mapped.offsets[*first..end], *base);
+            }
+            pos.next_offset = chunk.next;
+            pos.written_ms = now;
+            moved.push((
+                offsets::position_key(&spec.name, &spec.id, &chunk.topic, chunk.partition),
+                pos.clone(),
+            ));
+            let bytes: u64 = out
+                .iter()
+                .map(|r| {
+                    (r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
+                        as u64
+                })
+                .sum();
+            let mut report = self.report.lock();
+            report.count(appended.written, bytes, now);
+            report.filtered += filtered;
+            report.loops_prevented += loops;
+            if let (Some(first), Some(last)) = (out.first(), out.last()) {
+                report.sample_latency(now - first.timestamp);
+                report.sample_latency(now - last.timestamp);
+            }
+            set_position(
+                &mut report,
+                &chunk.topic,
+                chunk.partition,
+                chunk.next,
+                chunk.high_watermark,
+            );
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(String, Option<&Position>)> =
+            moved.iter().map(|(k, p)| (k.clone(), Some(p))).collect();
+        let batch = keyed::encode(&records, now_ms()).map_err(|e| e.to_string())?;
+        writer
+            .send(MIRRORS_TOPIC, 0, batch)
+            .await
+            .map_err(|e| format!("recording positions: {e}"))?;
+        let mut stored = self.stored.lock();
+        for (key, pos) in moved {
+            stored.positions.insert(key, pos);
+        }
+        Ok(())
+    }
+
+    fn note_high_watermark(&self, chunk: &Chunk, position: i64) {
+        let mut report = self.report.lock();
+        set_position(
+            &mut report,
+            &chunk.topic,
+            chunk.partition,
+            position,
+            chunk.high_watermark,
+        );
+    }
+
+    /// Translates the committed offsets of the mirrored groups and records them.
+    async fn checkpoint(
+        &self,
+        source: &mut Source,
+        session: &mut ConnectorSession,
+        routes: &BTreeMap<String, Route>,
+        positions: &BTreeMap<(String, i32), Position>,
+        writer: &mut ClusterWriter,
+    ) -> Result<(), String> {
+        let spec = &self.spec;
+        let groups = source.groups().await.map_err(|e| e.to_string())?;
+        let mut records = Vec::new();
+        for group in groups {
+            let mirrored = tokio::task::block_in_place(|| {
+                self.plugins.mirror_group(session, &spec.alias, &group)
+            })
+            .map_err(|e| format!("plugin '{}' mirror-group: {e}", spec.plugin))?;
+            if !mirrored {
+                continue;
+            }
+            let time_ms = now_ms();
+            let committed = source.committed(&group).await.map_err(|e| e.to_string())?;
+            let mut checkpoint = Checkpoint {
+                time_ms,
+                offsets: Vec::new(),
+            };
+            for ((topic, p), offset) in committed {
+                let (Some(route), Some(pos)) =
+                    (routes.get(&topic), positions.get(&(topic.clone(), p)))
+                else {
+                    continue;
+                };
+                // The position as recorded: what the target surely holds.
+                let stored = self
+                    .stored
+                    .lock()
+                    .positions
+                    .get(&offsets::position_key(&spec.name, &spec.id, &topic, p))
+                    .cloned()
+                    .unwrap_or_else(|| pos.clone());
+                if let Some(target_offset) = stored.translate(offset) {
+                    checkpoint.offsets.push(GroupOffset {
+                        source_topic: topic.clone(),
+                        target_topic: route.target.clone(),
+                        partition: p,
+                        source_offset: offset,
+                        target_offset,
+                    });
+                }
+            }
+            let key = offsets::checkpoint_key(&spec.name, &spec.id, &group);
+            let unchanged = self
+                .stored
+                .lock()
+                .checkpoints
+                .get(&key)
+                .is_some_and(|c| c.offsets == checkpoint.offsets);
+            if !unchanged && !checkpoint.offsets.is_empty() {
+                records.push((key, checkpoint));
+            }
+        }
+        self.report.lock().last_checkpoint_ms = now_ms();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<(String, Option<&Checkpoint>)> =
+            records.iter().map(|(k, c)| (k.clone(), Some(c))).collect();
+        let batch = keyed::encode(&refs, now_ms()).map_err(|e| e.to_string())?;
+        writer
+            .send(MIRRORS_TOPIC, 0, batch)
+            .await
+            .map_err(|e| format!("recording checkpoints: {e}"))?;
+        let mut stored = self.stored.lock();
+        for (key, checkpoint) in records {
+            stored.checkpoints.insert(key, checkpoint);
+        }
+        Ok(())
+    }
+}
+
+fn set_position(report: &mut MirrorReport, topic: &str, partition: i32, position: i64, hw: i64) {
+    if let Some(p) = report
+        .topics
+        .get_mut(topic)
+        .and_then(|t| t.partitions.get_mut(partition as usize))
+    {
+        p.position = position;
+        if hw >= 0 {
+            p.high_watermark = hw;
+        }
+        p.behind = (p.high_watermark - position).max(0);
+    }
+}
+
+/// Whether a record's provenance names cluster `id`.
+fn came_from(record: &DecodedRecord, id: &str) -> bool {
+    record
+        .headers
+        .iter()
+        .filter(|(k, _)| k == PROVENANCE_HEADER)
+        .filter_map(|(_, v)| v.as_deref())
+        .any(|v| v.split(|b| *b == b',').any(|c| c == id.as_bytes()))
+}
+
+/// The plugin's records as target records, with the source cluster's id appended to
+/// their provenance.
+fn with_provenance(mapped: &Columns, source_cluster: &str) -> Result<Vec<RecordData>, String> {
+    if mapped.offsets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch = mapped.batch().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(mapped.offsets.len());
+    for record in batch.iter() {
+        let mut headers: Vec<(String, Option<Bytes>)> =
+            Vec::with_capacity(record.header_count() + 1);
+        let mut chain: Option<Vec<u8>> = None;
+        for (k, v) in record.headers() {
+            if k == PROVENANCE_HEADER.as_bytes() {
+                chain = Some(v.unwrap_or_default().to_vec());
+                continue;
+            }
+            headers.push((
+                String::from_utf8_lossy(k).into_owned(),
+                v.map(Bytes::copy_from_slice),
+            ));
+        }
+        let mut chain = chain.unwrap_or_default();
+        if !chain.is_empty() {
+            chain.push(b',');
+        }
+        chain.extend_from_slice(source_cluster.as_bytes());
+        headers.push((PROVENANCE_HEADER.to_string(), Some(Bytes::from(chain))));
+        out.push(RecordData {
+            key: record.key().map(Bytes::copy_from_slice),
+            value: record.value().map(Bytes::copy_from_slice),
+            headers,
+            timestamp: record.timestamp(),
+        });
+    }
+    Ok(out)
+}
+
+/// Aborts a task when dropped: a mirror that restarts leaves no fetcher behind.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches from one source broker until the queue closes or a fetch fails.
+async fn fetch_loop(
+    mut source: Source,
+    leader: i32,
+    mut partitions: Vec<(String, i32, i64)>,
+    tx: mpsc::Sender<Result<Vec<Chunk>, String>>,
+) {
+    loop {
+        let fetched = match source
+            .fetch(
+                leader,
+                &partitions,
+                FETCH_WAIT_MS,
+                PARTITION_FETCH_BYTES,
+                FETCH_BYTES,
+            )
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let address = source.address(leader).unwrap_or("?").to_string();
+                let _ = tx
+                    .send(Err(format!(
+                        "fetching from source broker {leader} ({address}): {e}"
+                    )))
+                    .await;
+                return;
+            }
+        };
+        let mut chunks = Vec::with_capacity(fetched.len());
+        for f in fetched {
+            if let Some(error) = f.error {
+                let _ = tx
+                    .send(Err(format!(
+                        "source partition {}-{}: {error:?}",
+                        f.topic, f.partition
+                    )))
+                    .await;
+                return;
+            }
+            let Some(slot) = partitions
+                .iter_mut()
+                .find(|(t, p, _)| *t == f.topic && *p == f.partition)
+            else {
+                continue;
+            };
+            if f.offset < f.log_start && f.records.is_empty() {
+                // Retention removed what the position points at: what is gone is gone
+                // at the source too; go on from its log start.
+                tracing::warn!(topic = %f.topic, partition = f.partition, from = f.offset, to = f.log_start, "mirror: source records were deleted before they were copied");
+                slot.2 = f.log_start;
+                chunks.push(Chunk {
+                    topic: f.topic,
+                    partition: f.partition,
+                    from: f.offset,
+                    next: f.log_start,
+                    high_watermark: f.high_watermark,
+                    records: Vec::new(),
+                });
+                continue;
+            }
+            let (next, records) = match decode_records(&f.records, f.offset, f.high_watermark) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(format!(
+                            "source partition {}-{} sent a bad batch: {e}",
+                            f.topic, f.partition
+                        )))
+                        .await;
+                    return;
+                }
+            };
+            slot.2 = next.max(f.offset);
+            chunks.push(Chunk {
+                topic: f.topic,
+                partition: f.partition,
+                from: f.offset,
+                next: next.max(f.offset),
+                high_watermark: f.high_watermark,
+                records,
+            });
+        }
+        if tx.send(Ok(chunks)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Positions and checkpoints of every mirror, as `__quiver_mirrors` holds them.
+pub(super) fn split_stored(all: BTreeMap<String, serde_json::Value>) -> Stored {
+    let mut stored = Stored::default();
+    for (key, value) in all {
+        match offsets::parse_key(&key) {
+            Some(offsets::Key::Position(..)) => {
+                if let Ok(p) = serde_json::from_value(value) {
+                    stored.positions.insert(key, p);
+                }
+            }
+            Some(offsets::Key::Checkpoint(..)) => {
+                if let Ok(c) = serde_json::from_value(value) {
+                    stored.checkpoints.insert(key, c);
+                }
+            }
+            None => {}
+        }
+    }
+    stored
+}
+
+/// Keys of `stored` that belong to no mirror in `mirrors` (by name and id).
+pub(super) fn orphans(stored: &Stored, mirrors: &BTreeMap<String, MirrorSpec>) -> BTreeSet<String> {
+    let belongs = |name: &str, id: &str| mirrors.get(name).is_some_and(|m| m.id == id);
+    stored
+        .positions
+        .keys()
+        .chain(stored.checkpoints.keys())
+        .filter(|key| match offsets::parse_key(key) {
+            Some(offsets::Key::Position(n, id, ..)) | Some(offsets::Key::Checkpoint(n, id, _)) => {
+                !belongs(n, id)
+            }
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
