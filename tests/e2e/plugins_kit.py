@@ -49,6 +49,7 @@ WASM = {
     "filter": "quiver_plugin_filter.wasm",
     "split": "quiver_plugin_split.wasm",
     "repartition": "quiver_plugin_repartition.wasm",
+    "mirror": "quiver_plugin_mirror.wasm",
     "transform-hostile": "quiver_test_plugin_transform_hostile.wasm",
 }
 NATIVE_MURMUR2 = "libquiver_plugin_murmur2.so"
