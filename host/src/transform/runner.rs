@@ -213,6 +213,21 @@ impl Runner {
                     return;
                 }
             }
+            // Recorded before any output carries it: a runner that dies before its
+            // first progress record must come back with the same producer id, or its
+            // replayed outputs could not be told from new ones.
+            let recorded = match progress::encode(&[(key.clone(), Some(&position))], now_ms()) {
+                Ok(batch) => ClusterWriter::new(self.broker.clone())
+                    .send(PROGRESS_TOPIC, 0, batch)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = recorded {
+                self.set_state("waiting", Some(format!("recording the producer id: {e}")));
+                return;
+            }
+            self.progress.lock().insert(key.clone(), position.clone());
         }
         let mut work = Some(Work {
             broker: self.broker.clone(),
