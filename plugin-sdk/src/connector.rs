@@ -1,9 +1,10 @@
 //! The `connector` kind: the policy of a mirror connector.
 //!
 //! The host does all the I/O of mirroring (the remote cluster client, local writes,
-//! checkpoints, offset translation); the plugin decides what is mirrored, under which
-//! names, and how loops are prevented. The defaults follow MirrorMaker 2's
-//! `DefaultReplicationPolicy`, so an empty implementation is a working mirror.
+//! checkpoints, offset translation) and prevents loops (the `quiver.provenance` header it
+//! adds); the plugin decides what is mirrored, under which names, and which records. The
+//! defaults follow MirrorMaker 2's `DefaultReplicationPolicy`, so an empty
+//! implementation is a working mirror.
 
 use crate::columns::{Batch, Columns};
 use crate::config::Config;
@@ -57,8 +58,11 @@ pub trait Connector {
         !group.starts_with("__")
     }
 
-    /// The records to write to the target for `batch`, in the same layout. Default: every
-    /// record unchanged.
+    /// The records to write to the target for `batch` (one source partition), in the
+    /// same layout. Records may be dropped or changed but not added or reordered: each
+    /// keeps the offset of the record it stands for, so the host can translate consumer
+    /// offsets (see [`ColumnsBuilder::push_record`](crate::ColumnsBuilder::push_record)).
+    /// Default: every record unchanged.
     fn map_records(&mut self, source_cluster: &str, batch: &Batch<'_>) -> Result<Columns> {
         let _ = source_cluster;
         Ok(batch.to_columns())

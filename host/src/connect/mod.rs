@@ -258,7 +258,10 @@ impl Mirrors {
     /// The state of mirror `name` on this broker, if it runs here.
     pub fn report(&self, name: &str) -> Option<MirrorReport> {
         self.leads_store()?;
-        self.reports.lock().get(name).map(|r| r.lock().clone())
+        self.reports
+            .lock()
+            .get(name)
+            .map(|r| r.lock().clone().as_of(now_ms()))
     }
 
     /// The checkpoints of mirror `spec`, by group, from this broker's replica of

@@ -27,8 +27,10 @@ impl std::str::FromStr for Via {
 }
 
 /// Configs never copied from a source topic to its target, as MirrorMaker 2's
-/// `DefaultConfigPropertyFilter`: replication settings that belong to each cluster.
+/// `DefaultConfigPropertyFilter`: replication settings that belong to each cluster, and
+/// the partitioner plugin (plugins are deployed per cluster).
 pub const DEFAULT_EXCLUDED_CONFIGS: &[&str] = &[
+    "partitioner",
     "follower.replication.throttled.replicas",
     "leader.replication.throttled.replicas",
     "message.timestamp.difference.max.ms",
