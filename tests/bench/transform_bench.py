@@ -39,7 +39,7 @@ from broker_bench import (_pdeathsig, api_versions_probe, log, machine_info,  # 
 
 
 class Broker:
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, sets: dict | None = None, before_start=None):
         self.dir = tempfile.mkdtemp(prefix="quiver-tbench-")
         self.port, self._lock1 = reserve_port()
         self.admin_port, self._lock2 = reserve_port()
@@ -47,6 +47,11 @@ class Broker:
         cmd = [binary, "serve", "--data-dir", os.path.join(self.dir, "data"),
                "--kafka-listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
                "--set", f"cluster.listen=127.0.0.1:{self.cluster_port}"]
+        if before_start is not None:
+            # e.g. a proxy in front of the Kafka port, whose address is then advertised
+            sets = {**(sets or {}), **before_start(self)}
+        for k, v in (sets or {}).items():
+            cmd += ["--set", f"{k}={v}"]
         self.log = open(os.path.join(self.dir, "broker.log"), "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
         deadline = time.monotonic() + 60

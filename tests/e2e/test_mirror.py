@@ -1,5 +1,5 @@
 """Geo-replication end to end: two clusters on one machine joined by a delayed link
-(wanproxy.py), a mirror created on the target with the CLI, real Kafka clients on both
+(delayproxy.py), a mirror created on the target with the CLI, real Kafka clients on both
 sides. Every test reads whole topics back and compares record by record."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from clients import create_topic
 from harness import wait_until
 from plugins_kit import AdminApi, plugin_cli, quiver, wasm_path
 from transforms_kit import produce, read_topic
-from wanproxy import WanProxy
+from delayproxy import DelayProxy
 
 PROVENANCE = "quiver.provenance"
 
@@ -23,7 +23,7 @@ def region(broker_factory, cluster_id: str, proxies: list, delay_ms: float = 40.
     """A one-broker cluster whose advertised Kafka address is a delayed link to it, so
     whoever learns its brokers from Metadata (a mirror elsewhere) crosses the link."""
     b = broker_factory(sets={"cluster.id": cluster_id}, start=False)
-    proxy = WanProxy("127.0.0.1", b.port, delay_ms).start()
+    proxy = DelayProxy("127.0.0.1", b.port, delay_ms).start()
     proxies.append(proxy)
     b.sets["kafka.advertised_port"] = str(proxy.port)
     b.start()
@@ -209,6 +209,15 @@ def test_new_topics_and_partitions_are_discovered(broker_factory, proxies):
     produce(east.bootstrap, "orders.two", [{"key": b"k3", "value": b"v3", "partition": 3}])
     wait_caught_up(west, "east", "orders.two", {3: 1}, timeout=30)
     assert read_topic(west.bootstrap, "us-east.orders.two", 4)[3][0][1:3] == (b"k3", b"v3")
+    # A config changed at the source follows; one set only at the target stays.
+    quiver("topic", "alter", "us-east.orders.two", "--config", "min.insync.replicas=1",
+           "--bootstrap", west.bootstrap)
+    quiver("topic", "alter", "orders.two", "--config", "retention.ms=3600000", "--bootstrap", east.bootstrap)
+
+    def target_configs():
+        return quiver("topic", "describe", "us-east.orders.two", "--bootstrap", west.bootstrap).stdout
+    wait_until(lambda: "3600000" in target_configs(), 30, "the config change to reach the target")
+    assert "min.insync.replicas" in target_configs()
 
 
 def test_kill_the_source_then_the_target_mid_mirror_loses_and_repeats_nothing(broker_factory, proxies):
@@ -256,3 +265,35 @@ def test_bad_mirror_requests_are_refused_with_the_reason(broker_factory, proxies
     mirror_cli(west, "create", "twin", "--source", twin.bootstrap, "--source-alias", "twin")
     wait_until(lambda: "same as this cluster" in (describe(west, "twin").get("report") or {}).get("reason", ""),
                30, "the twin mirror to explain why it does not run")
+
+
+def test_a_mirror_into_three_brokers_moves_when_the_broker_running_it_dies(broker_factory, cluster_factory,
+                                                                            proxies):
+    east = region(broker_factory, "us-east", proxies, delay_ms=5)
+    west = cluster_factory(3, cluster_id="eu-west")
+    partitions = 6
+    create_topic(east.bootstrap, "orders", partitions)
+    produce(east.bootstrap, "orders", source_records(30_000, partitions, "a"))
+    first = west.broker(1)
+    deploy_mirror_plugin(first)
+    mirror_cli(first, "create", "east", "--source", east.link.address, "--source-alias", "us-east",
+               "--exactly-once", "--discovery-interval-ms", "500")
+
+    def runner():
+        leader = west.leader_of("__quiver_mirrors", 0)
+        return leader if leader in west.live_ids() else None
+    wait_until(runner, 30, "__quiver_mirrors to have a leader")
+    running_on = runner()
+    wait_until(lambda: (describe(west.broker(running_on), "east").get("report") or {}).get("records", 0) > 0,
+               30, "copying to start")
+    west.kill(running_on)
+    produce(east.bootstrap, "orders", source_records(10_000, partitions, "b"))
+    wait_until(lambda: runner() not in (None, running_on), 60, "the mirror to move to another broker")
+    taken_over = west.broker(runner())
+    wait_caught_up(taken_over, "east", "orders", {p: 40_000 // partitions for p in range(partitions)})
+    assert west.replicas_of("us-east.orders", 0).__len__() == 3
+    source = read_topic(east.bootstrap, "orders", partitions)
+    target = read_topic(taken_over.bootstrap, "us-east.orders", partitions)
+    for p in range(partitions):
+        # Exactly-once across the move: every record once, in order.
+        assert [(k, v) for (_, k, v, _, _) in target[p]] == [(k, v) for (_, k, v, _, _) in source[p]], p

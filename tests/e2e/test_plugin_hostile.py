@@ -62,7 +62,7 @@ REFUSED = {
                               "init_failed", "set `route.header` or `route.json-field`"),
     "kind-not-served": (lambda: component("wrong-kind"), "quota-policy", {}, 422, "unsupported_kind",
                         "plugins of kind 'quota-policy' cannot be deployed on this broker yet; "
-                        "partitioner and transform can"),
+                        "partitioner, transform and connector can"),
 }
 
 

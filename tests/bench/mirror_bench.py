@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Mirror benchmark: two one-broker regions joined by a delayed link; prints figures,
+asserts nothing.
+
+The source region's Kafka address is advertised through a user-space proxy that delays
+each direction by --delay-ms (40 ms: an 80 ms round trip, as between continents), so the
+mirror in the target region crosses it for every fetch. In one run, --runs times each:
+
+1. Local produce: N records of --size bytes produced into the target region by a
+   librdkafka producer on this machine (20 partitions) — what the target can take in.
+2. Mirror: the same N records already in the source; a mirror created on the target;
+   records per second from its first copied record until it has copied all of them.
+   The ratio mirror / local produce is the figure the target is set against (>= 0.8).
+3. Latency: records produced into the source at half of the mirror's peak rate for
+   --seconds, the source stamping its append time (`LogAppendTime`); the mirror's
+   replication latency (source append to target append) p50/p99 as it reports it.
+
+    python3 tests/bench/mirror_bench.py --binary target/release/quiver --runs 3
+
+Options: --records, --size, --delay-ms, --seconds, --plugins DIR, --out FILE (JSON,
+default target/bench/mirror.json). Figures go in docs/perf.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
+from broker_bench import log, machine_info, proc_cpu_seconds  # noqa: E402
+from transform_bench import Broker  # noqa: E402
+from delayproxy import DelayProxy  # noqa: E402
+
+PARTITIONS = 20
+
+
+def create(bootstrap: str, name: str, config: dict | None = None):
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    a.create_topics([NewTopic(name, PARTITIONS, 1, config=config or {})])[name].result(30)
+
+
+def produce(bootstrap: str, topic: str, n: int, size: int) -> float:
+    """Produces n records round-robin over the partitions; returns the seconds taken."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1 << 20,
+                  "batch.num.messages": 100000, "queue.buffering.max.messages": 1000000,
+                  "queue.buffering.max.kbytes": 2097151, "acks": "all"})
+    payload = os.urandom(size)
+    t0 = time.monotonic()
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, value=payload, key=b"k%d" % i, partition=i % PARTITIONS)
+                break
+            except BufferError:
+                p.poll(0.01)
+    if p.flush(600):
+        raise SystemExit("records not acknowledged")
+    return time.monotonic() - t0
+
+
+def produce_at_rate(bootstrap: str, topic: str, rate: float, seconds: float, size: int):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    payload = os.urandom(size)
+    t0 = time.monotonic()
+    sent = 0
+    while time.monotonic() - t0 < seconds:
+        due = int((time.monotonic() - t0) * rate)
+        while sent < due:
+            try:
+                p.produce(topic, value=payload, partition=sent % PARTITIONS)
+                sent += 1
+            except BufferError:
+                p.poll(0.005)
+        p.poll(0)
+        time.sleep(0.002)
+    p.flush(60)
+    return sent
+
+
+def mirror_report(target: Broker, name: str) -> dict:
+    status, body = target.api("GET", f"/v1/mirrors/{name}")
+    if status != 200:
+        raise SystemExit(f"describe failed: {status} {body}")
+    return body
+
+
+def one_run(args, source: Broker, target: Broker) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    local, topic, lat = f"local-{tag}", f"orders-{tag}", f"lat-{tag}"
+    create(target.bootstrap, local)
+    create(source.bootstrap, topic)
+    create(source.bootstrap, lat, {"message.timestamp.type": "LogAppendTime"})
+    mb = args.records * args.size / 1e6
+
+    local_s = produce(target.bootstrap, local, args.records, args.size)
+    produce(source.bootstrap, topic, args.records, args.size)
+
+    name = f"m-{tag}"
+    body = {"name": name, "source": source.link.address, "source_alias": "us-east",
+            "topics": f"{topic}|{lat}", "discovery_interval_ms": 500}
+    status, reply = target.api("POST", "/v1/mirrors", json.dumps(body).encode())
+    if status != 201:
+        raise SystemExit(f"mirror create failed: {status} {reply}")
+    cpu0 = proc_cpu_seconds(target.proc.pid)
+    first = None
+    deadline = time.monotonic() + 900
+    while True:
+        report = mirror_report(target, name).get("report") or {}
+        copied = sum(p["position"] for p in report.get("topics", {}).get(topic, {}).get("partitions", []))
+        now = time.monotonic()
+        if first is None and copied > 0:
+            first = (now, copied)
+        if copied >= args.records:
+            break
+        if now > deadline:
+            raise SystemExit(f"the mirror did not finish: {report}")
+        time.sleep(0.02)
+    cpu = proc_cpu_seconds(target.proc.pid) - cpu0
+    t_first, c_first = first
+    elapsed = max(now - t_first, 1e-3)
+    mirror_rate = (args.records - c_first) / elapsed
+    local_rate = args.records / local_s
+
+    # Latency at half of the mirror's peak.
+    rate = mirror_rate / 2
+    produce_at_rate(source.bootstrap, lat, rate, args.seconds, args.size)
+    time.sleep(1)
+    report = mirror_report(target, name).get("report") or {}
+    target.api("DELETE", f"/v1/mirrors/{name}")
+    for b, topics in ((target, [local, f"us-east.{topic}", f"us-east.{lat}"]), (source, [topic, lat])):
+        a = AdminClient({"bootstrap.servers": b.bootstrap})
+        for f in a.delete_topics(topics).values():
+            try:
+                f.result(30)
+            except Exception:
+                pass
+    return {
+        "local_produce_rec_s": local_rate, "local_produce_mb_s": local_rate * args.size / 1e6,
+        "mirror_rec_s": mirror_rate, "mirror_mb_s": mirror_rate * args.size / 1e6,
+        "ratio": mirror_rate / local_rate, "mirror_cpu_s_per_gib": cpu / (mb / 1073.741824),
+        "latency_rate_rec_s": rate, "latency_p50_ms": report.get("latency_p50_ms"),
+        "latency_p99_ms": report.get("latency_p99_ms"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description="mirror benchmark (prints figures)")
+    ap.add_argument("--binary", default="target/release/quiver")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--delay-ms", type=float, default=40.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--plugins", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"),
+                                                       "wasm32-wasip2", "release"))
+    ap.add_argument("--out", default="target/bench/mirror.json")
+    args = ap.parse_args()
+
+    proxies = []
+
+    def linked(b):
+        proxy = DelayProxy("127.0.0.1", b.port, args.delay_ms).start()
+        proxies.append(proxy)
+        b.link = proxy
+        return {"kafka.advertised_port": str(proxy.port)}
+
+    source = Broker(args.binary, sets={"cluster.id": "us-east"}, before_start=linked)
+    target = Broker(args.binary, sets={"cluster.id": "eu-west"})
+    try:
+        wasm = open(os.path.join(args.plugins, "quiver_plugin_mirror.wasm"), "rb").read()
+        status, body = target.api("PUT", "/v1/plugins/mirror?kind=connector", wasm, "application/wasm")
+        if status not in (200, 201):
+            raise SystemExit(f"plugin deploy failed: {status} {body}")
+        runs = []
+        for i in range(args.runs):
+            r = one_run(args, source, target)
+            log(f"run {i + 1}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in r.items()))
+            runs.append(r)
+    finally:
+        source.close()
+        target.close()
+        for p in proxies:
+            p.stop()
+
+    def med(k):
+        vals = [r[k] for r in runs if r[k] is not None]
+        return statistics.median(vals), min(vals), max(vals)
+    rtt = 2 * args.delay_ms
+    print(f"\nmirror over a {rtt:.0f} ms round trip, {args.records} records of {args.size} B, "
+          f"{PARTITIONS} partitions, median (min..max) of {args.runs}")
+    for key, what in (("local_produce_mb_s", "local produce, MB/s"), ("mirror_mb_s", "mirror, MB/s"),
+                      ("ratio", "mirror / local produce (target >= 0.8)"),
+                      ("mirror_cpu_s_per_gib", "target broker CPU s per GiB mirrored"),
+                      ("latency_rate_rec_s", "latency phase rate, records/s (half of peak)"),
+                      ("latency_p50_ms", "replication latency p50, ms"),
+                      ("latency_p99_ms", f"replication latency p99, ms (target <= {rtt + 50:.0f})")):
+        m, lo, hi = med(key)
+        print(f"  {what:<50} {m:>10.3g}  ({lo:.3g}..{hi:.3g})")
+    print("  QUIC vs Kafka transport at 0% and 1% loss: not measured (--via quic is not built)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine_info(), "args": vars(args), "runs": runs}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
