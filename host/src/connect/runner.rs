@@ -45,6 +45,11 @@ const PARTITION_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 const FETCH_BYTES: i32 = 16 * 1024 * 1024;
 /// How long a fetch may wait at the source for new records.
 const FETCH_WAIT_MS: i32 = 500;
+/// Fetch sessions (connections, each with a fetch in flight) per mirror, spread over
+/// the source brokers (at least one each, at most one per partition). Over an 80 ms
+/// round trip one session moves ~16 MiB per round; eight fill the link here
+/// (docs/perf.md, "Mirroring"). Memory: at most sessions + QUEUE fetches' bytes.
+const FETCH_SESSIONS: usize = 8;
 /// Fetches waiting to be written, per mirror: bounds memory (each holds at most one
 /// fetch's bytes, decoded) while the next fetch is in flight.
 const QUEUE: usize = 2;
@@ -299,15 +304,25 @@ impl Runner {
             }
         }
         let mut fetchers = Vec::new();
+        let per_broker = (FETCH_SESSIONS / by_leader.len().max(1)).max(1);
         for (leader, partitions) in by_leader {
-            let mut src = Source::new(&spec.source, &spec.alias);
-            src.use_brokers(&meta);
-            fetchers.push(AbortOnDrop(tokio::spawn(fetch_loop(
-                src,
-                leader,
-                partitions,
-                tx.clone(),
-            ))));
+            // Several sessions per source broker, each its own connection with a fetch in
+            // flight: over a long round trip one fetch at a time cannot fill the link.
+            let sessions = per_broker.min(partitions.len());
+            let mut groups = vec![Vec::new(); sessions];
+            for (i, partition) in partitions.into_iter().enumerate() {
+                groups[i % sessions].push(partition);
+            }
+            for group in groups {
+                let mut src = Source::new(&spec.source, &spec.alias);
+                src.use_brokers(&meta);
+                fetchers.push(AbortOnDrop(tokio::spawn(fetch_loop(
+                    src,
+                    leader,
+                    group,
+                    tx.clone(),
+                ))));
+            }
         }
         drop(tx);
         self.set_state("running", None);
