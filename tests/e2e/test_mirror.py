@@ -80,7 +80,7 @@ def source_records(n: int, partitions: int, tag: str) -> list:
 def test_mirror_copies_every_partition_in_order_over_a_wan_link(broker_factory, proxies):
     east = region(broker_factory, "us-east", proxies)
     west = region(broker_factory, "eu-west", proxies)
-    partitions, n = 20, 200_000
+    partitions, n = 20, 1_000_000
     create_topic(east.bootstrap, "orders", partitions, {"cleanup.policy": "delete", "retention.ms": "86400000"})
     create_topic(east.bootstrap, "payments", 2)
     produce(east.bootstrap, "orders", source_records(n, partitions, "o"), **{"linger.ms": 20})
