@@ -8,7 +8,6 @@
 //! describe says why it waits.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,11 +25,7 @@ use crate::broker::now_ms;
 use crate::cli::client::Client;
 use crate::connect::spec::{MirrorSpec, Via};
 use crate::controller::state::{Command, StateError};
-use crate::controller::ControllerError;
 use crate::plugin::{CallError, Kind};
-
-/// How long a mirror change may take to commit.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The body of `POST /v1/mirrors`.
 #[derive(Debug, Deserialize)]
@@ -87,30 +82,20 @@ fn unknown(name: &str) -> ApiError {
     )
 }
 
-fn controller_error(e: ControllerError) -> ApiError {
+fn refused(e: &StateError) -> Option<ApiError> {
     match e {
-        ControllerError::Rejected(StateError::MirrorExists(name)) => ApiError::new(
+        StateError::MirrorExists(name) => Some(ApiError::new(
             StatusCode::CONFLICT,
             "mirror_exists",
             format!("mirror '{name}' already exists; delete it first or pick another name"),
-        ),
-        ControllerError::Rejected(StateError::UnknownMirror(name)) => unknown(&name),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "controller_unavailable",
-            other.to_string(),
-        ),
+        )),
+        StateError::UnknownMirror(name) => Some(unknown(name)),
+        _ => None,
     }
 }
 
 async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
-    state
-        .broker
-        .controller()
-        .submit(command, CONTROLLER_TIMEOUT)
-        .await
-        .map(drop)
-        .map_err(controller_error)
+    super::commit(state, command, refused).await
 }
 
 fn spec_of(body: CreateBody) -> Result<MirrorSpec, ApiError> {
@@ -159,9 +144,7 @@ pub(super) async fn create(
     let spec = spec_of(body)?;
     let metadata = state.broker.metadata();
     if metadata.mirrors.contains_key(&spec.name) {
-        return Err(controller_error(ControllerError::Rejected(
-            StateError::MirrorExists(spec.name),
-        )));
+        return Err(refused(&StateError::MirrorExists(spec.name)).expect("answered"));
     }
     let plugin = metadata.plugins.get(&spec.plugin).ok_or_else(|| {
         ApiError::new(

@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::controller::state::{Command, StateError};
+use crate::controller::ControllerError;
 use crate::plugin::Plugins;
 
 /// What the handlers share.
@@ -132,6 +134,43 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     {
         tracing::error!(error = %e, "admin API stopped");
     }
+}
+
+/// How long a metadata change made through the admin API may take to commit.
+const CONTROLLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Commits `command` through the controller. A refusal `refused` knows (a handler's own
+/// errors: a name taken, a name unknown) becomes its answer; anything else means the
+/// controller could not be reached in time.
+pub(crate) async fn commit(
+    state: &AdminState,
+    command: Command,
+    refused: fn(&StateError) -> Option<ApiError>,
+) -> Result<(), ApiError> {
+    state
+        .broker
+        .controller()
+        .submit(command, CONTROLLER_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| controller_error(e, refused))
+}
+
+/// The answer for a change the controller did not commit (see [`commit`]).
+pub(crate) fn controller_error(
+    e: ControllerError,
+    refused: fn(&StateError) -> Option<ApiError>,
+) -> ApiError {
+    if let ControllerError::Rejected(state) = &e {
+        if let Some(answer) = refused(state) {
+            return answer;
+        }
+    }
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "controller_unavailable",
+        e.to_string(),
+    )
 }
 
 /// Runs blocking work off the async threads.

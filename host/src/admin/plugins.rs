@@ -17,47 +17,29 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::{blocking, AdminState, ApiError};
 use crate::controller::state::{Command, Component, PluginMeta, StateError};
-use crate::controller::ControllerError;
 use crate::plugin::{Code, DeployRequest, Kind, LimitOverrides, PluginError, PluginRecord};
 
 /// Versions the cluster keeps per plugin (with their components); older ones go.
 const KEPT_VERSIONS: usize = 10;
-/// How long a plugin change may take to commit.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn controller_error(e: ControllerError) -> ApiError {
-    match e {
-        ControllerError::Rejected(StateError::PluginChanged { .. }) => {
-            ApiError::new(StatusCode::CONFLICT, "plugin_changed", e.to_string())
-        }
-        ControllerError::Rejected(StateError::UnknownPlugin(_)) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", e.to_string())
-        }
-        ControllerError::Rejected(
-            StateError::PluginUsedByTopics { .. }
-            | StateError::PluginRunByTransforms { .. }
-            | StateError::PluginRunByMirrors { .. },
-        ) => ApiError::new(StatusCode::CONFLICT, "plugin_in_use", e.to_string()),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "controller_unavailable",
-            other.to_string(),
-        ),
-    }
+fn refused(e: &StateError) -> Option<ApiError> {
+    let (status, code) = match e {
+        StateError::PluginChanged { .. } => (StatusCode::CONFLICT, "plugin_changed"),
+        StateError::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
+        StateError::PluginUsedByTopics { .. }
+        | StateError::PluginRunByTransforms { .. }
+        | StateError::PluginRunByMirrors { .. } => (StatusCode::CONFLICT, "plugin_in_use"),
+        _ => return None,
+    };
+    Some(ApiError::new(status, code, e.to_string()))
 }
 
 /// Commits a plugin change, then applies the cluster's plugins here before answering.
 async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
-    state
-        .broker
-        .controller()
-        .submit(command, CONTROLLER_TIMEOUT)
-        .await
-        .map_err(controller_error)?;
+    super::commit(state, command, refused).await?;
     let (plugins, metadata) = (state.plugins.clone(), state.broker.metadata());
     blocking(move || plugins.sync(&metadata.plugins)).await
 }

@@ -19,12 +19,9 @@ use serde_json::{json, Value};
 use super::{blocking, AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::controller::state::{Command, StateError};
-use crate::controller::ControllerError;
 use crate::plugin::{CallError, Kind};
 use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPLIFICATION};
 
-/// How long a transform change may take to commit.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a pause or removal waits for this broker's tasks to finish their step.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -67,30 +64,20 @@ fn unknown(name: &str) -> ApiError {
     )
 }
 
-fn controller_error(e: ControllerError) -> ApiError {
+fn refused(e: &StateError) -> Option<ApiError> {
     match e {
-        ControllerError::Rejected(StateError::TransformExists(name)) => ApiError::new(
+        StateError::TransformExists(name) => Some(ApiError::new(
             StatusCode::CONFLICT,
             "transform_exists",
             format!("transform '{name}' already exists; remove it first or pick another name"),
-        ),
-        ControllerError::Rejected(StateError::UnknownTransform(name)) => unknown(&name),
-        other => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "controller_unavailable",
-            other.to_string(),
-        ),
+        )),
+        StateError::UnknownTransform(name) => Some(unknown(name)),
+        _ => None,
     }
 }
 
 async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
-    state
-        .broker
-        .controller()
-        .submit(command, CONTROLLER_TIMEOUT)
-        .await
-        .map_err(controller_error)?;
-    Ok(())
+    super::commit(state, command, refused).await
 }
 
 /// The spec of a deploy request, checked against itself.
@@ -153,9 +140,7 @@ pub(super) async fn deploy(
     let spec = spec_of(body)?;
     let metadata = state.broker.metadata();
     if metadata.transforms.contains_key(&spec.name) {
-        return Err(controller_error(ControllerError::Rejected(
-            StateError::TransformExists(spec.name),
-        )));
+        return Err(refused(&StateError::TransformExists(spec.name)).expect("answered"));
     }
     let plugin = metadata.plugins.get(&spec.plugin).ok_or_else(|| {
         ApiError::new(
