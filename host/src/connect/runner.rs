@@ -191,6 +191,7 @@ enum Ended {
 }
 
 /// One mirror on the broker that runs it.
+#[derive(Clone)]
 pub(super) struct Runner {
     pub broker: Arc<Broker>,
     pub plugins: Arc<Plugins>,
@@ -326,12 +327,16 @@ impl Runner {
         }
         drop(tx);
         self.set_state("running", None);
+        // Discovery, config sync and checkpoints each cost round trips to the source:
+        // they run beside the copying, never in its way.
+        let (control_tx, mut control_rx) = mpsc::channel::<Result<Ended, String>>(1);
+        let _control = AbortOnDrop(tokio::spawn(self.clone().control(
+            meta.clone(),
+            routes.clone(),
+            control_tx,
+        )));
+        drop(source);
         let mut writer = ClusterWriter::new(self.broker.clone());
-        let mut discovery =
-            tokio::time::interval(Duration::from_millis(spec.discovery_interval_ms));
-        let mut checkpoints =
-            tokio::time::interval(Duration::from_millis(spec.checkpoint_interval_ms));
-        discovery.tick().await;
         loop {
             tokio::select! {
                 _ = stop.changed() => return Ok(Ended::Stopped),
@@ -343,11 +348,59 @@ impl Runner {
                     }
                     self.copy(chunks, &routes, &mut positions, &mut session, &mut writer, &meta.cluster_id).await?;
                 }
+                ended = control_rx.recv() => {
+                    return ended.unwrap_or_else(|| Err("the control task ended".into()));
+                }
+            }
+        }
+    }
+
+    /// Runs discovery (new topics and partitions, config changes) and checkpoints
+    /// until the source's topics change (`Replan`), the spec changes (`Stopped`) or the
+    /// source cannot be asked; reports how it ended on `ended`. Has its own connection
+    /// and plugin instance.
+    async fn control(
+        self,
+        meta: SourceMetadata,
+        routes: BTreeMap<String, Route>,
+        ended: mpsc::Sender<Result<Ended, String>>,
+    ) {
+        let result = self.control_loop(meta, routes).await;
+        let _ = ended.send(result).await;
+    }
+
+    async fn control_loop(
+        &self,
+        meta: SourceMetadata,
+        routes: BTreeMap<String, Route>,
+    ) -> Result<Ended, String> {
+        let spec = &self.spec;
+        let mut source = Source::new(&spec.source, &spec.alias);
+        source.use_brokers(&meta);
+        let (plugins, plugin, config) = (
+            self.plugins.clone(),
+            spec.plugin.clone(),
+            spec.config.clone(),
+        );
+        let mut session =
+            tokio::task::spawn_blocking(move || plugins.open_connector(&plugin, config))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("plugin '{}' {e}", spec.plugin))?;
+        let mut writer = ClusterWriter::new(self.broker.clone());
+        let mut discovery =
+            tokio::time::interval(Duration::from_millis(spec.discovery_interval_ms));
+        let mut checkpoints =
+            tokio::time::interval(Duration::from_millis(spec.checkpoint_interval_ms));
+        discovery.tick().await;
+        loop {
+            tokio::select! {
                 _ = discovery.tick() => {
                     if !self.still_current() {
                         return Ok(Ended::Stopped);
                     }
                     let now = source.metadata().await.map_err(|e| e.to_string())?;
+                    self.report.lock().last_contact_ms = now_ms();
                     if self.changed(&meta, &now, &routes, &mut session)? {
                         tracing::info!(mirror = %spec.name, "mirror: the source's topics changed; planning again");
                         return Ok(Ended::Replan);
@@ -358,7 +411,7 @@ impl Runner {
                     }
                 }
                 _ = checkpoints.tick() => {
-                    if let Err(e) = self.checkpoint(&mut source, &mut session, &routes, &positions, &mut writer).await {
+                    if let Err(e) = self.checkpoint(&mut source, &mut session, &routes, &mut writer).await {
                         tracing::warn!(mirror = %spec.name, error = %e, "mirror: could not translate group offsets");
                         source.reset();
                     }
@@ -775,7 +828,6 @@ impl Runner {
         source: &mut Source,
         session: &mut ConnectorSession,
         routes: &BTreeMap<String, Route>,
-        positions: &BTreeMap<(String, i32), Position>,
         writer: &mut ClusterWriter,
     ) -> Result<(), String> {
         let spec = &self.spec;
@@ -796,19 +848,19 @@ impl Runner {
                 offsets: Vec::new(),
             };
             for ((topic, p), offset) in committed {
-                let (Some(route), Some(pos)) =
-                    (routes.get(&topic), positions.get(&(topic.clone(), p)))
-                else {
+                let Some(route) = routes.get(&topic) else {
                     continue;
                 };
                 // The position as recorded: what the target surely holds.
-                let stored = self
+                let Some(stored) = self
                     .stored
                     .lock()
                     .positions
                     .get(&offsets::position_key(&spec.name, &spec.id, &topic, p))
                     .cloned()
-                    .unwrap_or_else(|| pos.clone());
+                else {
+                    continue;
+                };
                 if let Some(target_offset) = stored.translate(offset) {
                     checkpoint.offsets.push(GroupOffset {
                         source_topic: topic.clone(),
