@@ -11,9 +11,10 @@ mirror in the target region crosses it for every fetch. In one run, --runs times
 2. Mirror: the same N records already in the source; a mirror created on the target;
    records per second from its first copied record until it has copied all of them.
    The ratio mirror / local produce is the figure the target is set against (>= 0.8).
-3. Latency: records produced into the source at half of the mirror's peak rate for
-   --seconds, the source stamping its append time (`LogAppendTime`); the mirror's
-   replication latency (source append to target append) p50/p99 as it reports it.
+3. Latency: records produced into the source at half of the mirror's peak rate, then
+   at --modest-rate (5,000/s), for --seconds each, the source stamping its append time
+   (`LogAppendTime`); the replication latency (source append to target append) p50/p99
+   of a mirror of each phase's own, as it reports it.
 
     python3 tests/bench/mirror_bench.py --binary target/release/quiver --runs 3
 
@@ -94,12 +95,30 @@ def mirror_report(target: Broker, name: str) -> dict:
     return body
 
 
+def latency_phase(args, source: Broker, target: Broker, topic: str, name: str, rate: float) -> dict:
+    """Produces into `topic` at `rate` for --seconds through a mirror of its own; returns
+    the mirror's replication latency figures."""
+    body = {"name": name, "source": source.link.address, "source_alias": "us-east",
+            "topics": topic, "discovery_interval_ms": 500}
+    status, reply = target.api("POST", "/v1/mirrors", json.dumps(body).encode())
+    if status != 201:
+        raise SystemExit(f"mirror create failed: {status} {reply}")
+    while not (mirror_report(target, name).get("report") or {}).get("topics"):
+        time.sleep(0.05)
+    produce_at_rate(source.bootstrap, topic, rate, args.seconds, args.size)
+    time.sleep(1)
+    report = mirror_report(target, name).get("report") or {}
+    target.api("DELETE", f"/v1/mirrors/{name}")
+    return {"latency_p50_ms": report.get("latency_p50_ms"), "latency_p99_ms": report.get("latency_p99_ms")}
+
+
 def one_run(args, source: Broker, target: Broker) -> dict:
     tag = uuid.uuid4().hex[:6]
     local, topic, lat = f"local-{tag}", f"orders-{tag}", f"lat-{tag}"
     create(target.bootstrap, local)
     create(source.bootstrap, topic)
     create(source.bootstrap, lat, {"message.timestamp.type": "LogAppendTime"})
+    create(source.bootstrap, f"{lat}-b", {"message.timestamp.type": "LogAppendTime"})
     mb = args.records * args.size / 1e6
 
     local_s = produce(target.bootstrap, local, args.records, args.size)
@@ -133,22 +152,14 @@ def one_run(args, source: Broker, target: Broker) -> dict:
 
     target.api("DELETE", f"/v1/mirrors/{name}")
 
-    # Latency at half of the mirror's peak, through a mirror of its own: its latency
-    # samples are of this phase only, not of the backlog copied above.
+    # Latency at half of the mirror's peak, and at a fixed modest rate, each through a
+    # mirror of its own: its latency samples are of that phase only, not of the backlog
+    # copied above.
     rate = mirror_rate / 2
-    lname = f"l-{tag}"
-    body = {"name": lname, "source": source.link.address, "source_alias": "us-east",
-            "topics": lat, "discovery_interval_ms": 500}
-    status, reply = target.api("POST", "/v1/mirrors", json.dumps(body).encode())
-    if status != 201:
-        raise SystemExit(f"mirror create failed: {status} {reply}")
-    while not (mirror_report(target, lname).get("report") or {}).get("topics"):
-        time.sleep(0.05)
-    produce_at_rate(source.bootstrap, lat, rate, args.seconds, args.size)
-    time.sleep(1)
-    report = mirror_report(target, lname).get("report") or {}
-    target.api("DELETE", f"/v1/mirrors/{lname}")
-    for b, topics in ((target, [local, f"us-east.{topic}", f"us-east.{lat}"]), (source, [topic, lat])):
+    half = latency_phase(args, source, target, lat, f"l-{tag}", rate)
+    modest = latency_phase(args, source, target, f"{lat}-b", f"lb-{tag}", args.modest_rate)
+    for b, topics in ((target, [local, f"us-east.{topic}", f"us-east.{lat}", f"us-east.{lat}-b"]),
+                      (source, [topic, lat, f"{lat}-b"])):
         a = AdminClient({"bootstrap.servers": b.bootstrap})
         for f in a.delete_topics(topics).values():
             try:
@@ -159,8 +170,9 @@ def one_run(args, source: Broker, target: Broker) -> dict:
         "local_produce_rec_s": local_rate, "local_produce_mb_s": local_rate * args.size / 1e6,
         "mirror_rec_s": mirror_rate, "mirror_mb_s": mirror_rate * args.size / 1e6,
         "ratio": mirror_rate / local_rate, "mirror_cpu_s_per_gib": cpu / (mb / 1073.741824),
-        "latency_rate_rec_s": rate, "latency_p50_ms": report.get("latency_p50_ms"),
-        "latency_p99_ms": report.get("latency_p99_ms"),
+        "latency_rate_rec_s": rate, "latency_p50_ms": half["latency_p50_ms"],
+        "latency_p99_ms": half["latency_p99_ms"],
+        "modest_p50_ms": modest["latency_p50_ms"], "modest_p99_ms": modest["latency_p99_ms"],
     }
 
 
@@ -172,6 +184,7 @@ def main():
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--delay-ms", type=float, default=40.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--modest-rate", type=float, default=5000.0)
     ap.add_argument("--plugins", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"),
                                                        "wasm32-wasip2", "release"))
     ap.add_argument("--out", default="target/bench/mirror.json")
@@ -215,7 +228,9 @@ def main():
                       ("mirror_cpu_s_per_gib", "target broker CPU s per GiB mirrored"),
                       ("latency_rate_rec_s", "latency phase rate, records/s (half of peak)"),
                       ("latency_p50_ms", "replication latency p50, ms"),
-                      ("latency_p99_ms", f"replication latency p99, ms (target <= {rtt + 50:.0f})")):
+                      ("latency_p99_ms", f"replication latency p99, ms (target <= {rtt + 50:.0f})"),
+                      ("modest_p50_ms", f"latency p50 at {args.modest_rate:.0f} records/s, ms"),
+                      ("modest_p99_ms", f"latency p99 at {args.modest_rate:.0f} records/s, ms")):
         m, lo, hi = med(key)
         print(f"  {what:<50} {m:>10.3g}  ({lo:.3g}..{hi:.3g})")
     print("  QUIC vs Kafka transport at 0% and 1% loss: not measured (--via quic is not built)")
