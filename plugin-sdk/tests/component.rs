@@ -82,7 +82,7 @@ fn build_plugins() -> Vec<PathBuf> {
 #[test]
 fn components_carry_the_api_version_and_their_world() {
     let wasm = build_plugins();
-    assert_eq!(wasm.len(), 18, "{wasm:?}");
+    assert_eq!(wasm.len(), 19, "{wasm:?}");
     let partitioner = [
         "quiver:plugin/lifecycle@0.1.0",
         "quiver:plugin/partition@0.1.0",
@@ -90,6 +90,10 @@ fn components_carry_the_api_version_and_their_world() {
     let transform = [
         "quiver:plugin/lifecycle@0.1.0",
         "quiver:plugin/record-transform@0.1.0",
+    ];
+    let connector = [
+        "quiver:plugin/lifecycle@0.1.0",
+        "quiver:plugin/mirror@0.1.0",
     ];
     for path in &wasm {
         let name = path.file_stem().unwrap().to_str().unwrap();
@@ -102,14 +106,15 @@ fn components_carry_the_api_version_and_their_world() {
         let mut exports = described.exports.clone();
         exports.sort();
         // wrong-kind is a transform deployed as a partitioner by the host's tests.
-        let expected = match name {
+        let expected: &[&str] = match name {
             "quiver_plugin_json_redact"
             | "quiver_plugin_filter"
             | "quiver_plugin_split"
             | "quiver_plugin_repartition"
             | "quiver_test_plugin_transform_hostile"
-            | "quiver_test_plugin_wrong_kind" => transform,
-            _ => partitioner,
+            | "quiver_test_plugin_wrong_kind" => &transform,
+            "quiver_plugin_mirror" => &connector,
+            _ => &partitioner,
         };
         assert_eq!(exports, expected, "{name}: exports");
         for import in &described.imports {
