@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import kproto
-from harness import Broker, PortSlot, ask_api_versions, quiver_bin, tail
+from harness import Broker, PortSlot, ask_api_versions, quiver_bin, tail, wait_until
 
 # Timing of the test clusters: quick failure detection so faults resolve in seconds.
 FAST_TIMING = {
@@ -76,6 +76,19 @@ class _NetnsPorts:
         pass
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is in the stopped state ('T' in /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for tid in tasks:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+    except FileNotFoundError:
+        return False
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 class ClusterBroker(Broker):
     """One broker of a Cluster: harness.Broker started from a config file,
     optionally inside a namespace, asked for readiness from the clients' side."""
@@ -105,9 +118,12 @@ class ClusterBroker(Broker):
         return self.cluster.call(ask_api_versions, self.host, self.port)
 
     def pause(self):
-        """SIGSTOP: the process stays, frozen (timeouts run out around it)."""
+        """SIGSTOP: the process stays, frozen (timeouts run out around it). Returns once
+        every thread is stopped: the signal is delivered asynchronously, and a thread
+        still running could answer one more request."""
         os.kill(self.proc.pid, signal.SIGSTOP)
         self.paused = True
+        wait_until(lambda: all_threads_stopped(self.proc.pid), 10, f"broker {self.node_id} to stop")
 
     def resume(self):
         os.kill(self.proc.pid, signal.SIGCONT)
