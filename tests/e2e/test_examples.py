@@ -1,0 +1,34 @@
+"""The example scenarios in examples/ run to completion as a new user runs them, and
+show what their READMEs promise."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from harness import PortSlot, quiver_bin
+from plugins_kit import plugins_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_two_regions_mirror_and_fail_a_group_over(tmp_path):
+    slot = PortSlot()
+    try:
+        env = {**os.environ, "QUIVER": quiver_bin(), "QUIVER_PLUGINS": str(plugins_dir()),
+               "PORT_BASE": str(slot.base), "DATA": str(tmp_path / "regions")}
+        proc = subprocess.run(["bash", str(ROOT / "examples/two-regions/run.sh")], env=env,
+                              capture_output=True, text=True, timeout=180)
+    finally:
+        slot.release()
+    out = proc.stdout
+    assert proc.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "created mirror from-us-east" in out, out
+    # The mirrored records carry where they came from.
+    assert re.search(r"^0 0 order-\S+ \{\"id\":\d+\} quiver\.provenance=us-east$", out, re.M), out
+    # After failover the group resumes at 200 in every partition of the mirrored topic.
+    after = out.split("== eu-west: group billing resumes", 1)[-1]
+    resumed = re.findall(r"^us-east\.orders\s+(\d)\s+(\d+)\s", after, re.M)
+    assert sorted(resumed) == [("0", "200"), ("1", "200"), ("2", "200")], out
