@@ -658,32 +658,20 @@ impl Runner {
         // Fresh positions are recorded before anything is written under them: a mirror
         // that dies before its first position record must come back with the same
         // producer id, or its replay could not be told from new records.
-        let fresh: Vec<(String, Option<&Position>)> = out
+        let fresh: Vec<(String, Position)> = out
             .iter()
-            .filter(|((topic, p), _)| {
-                !self
-                    .stored
-                    .lock()
-                    .positions
-                    .contains_key(&offsets::position_key(&spec.name, &spec.id, topic, *p))
-            })
             .map(|((topic, p), pos)| {
                 (
                     offsets::position_key(&spec.name, &spec.id, topic, *p),
-                    Some(pos),
+                    pos.clone(),
                 )
             })
+            .filter(|(key, _)| !self.stored.lock().positions.contains_key(key))
             .collect();
         if !fresh.is_empty() {
-            let batch = keyed::encode(&fresh, now_ms()).map_err(|e| e.to_string())?;
-            ClusterWriter::new(self.broker.clone())
-                .send(MIRRORS_TOPIC, 0, batch)
-                .await
-                .map_err(|e| format!("recording the first positions: {e}"))?;
-            let mut stored = self.stored.lock();
-            for (key, pos) in fresh {
-                stored.positions.insert(key, pos.cloned().expect("some"));
-            }
+            let mut writer = ClusterWriter::new(self.broker.clone());
+            record(&mut writer, &fresh, "the first positions").await?;
+            self.stored.lock().positions.extend(fresh);
         }
         Ok(out)
     }
@@ -797,17 +785,8 @@ impl Runner {
         if moved.is_empty() {
             return Ok(());
         }
-        let records: Vec<(String, Option<&Position>)> =
-            moved.iter().map(|(k, p)| (k.clone(), Some(p))).collect();
-        let batch = keyed::encode(&records, now_ms()).map_err(|e| e.to_string())?;
-        writer
-            .send(MIRRORS_TOPIC, 0, batch)
-            .await
-            .map_err(|e| format!("recording positions: {e}"))?;
-        let mut stored = self.stored.lock();
-        for (key, pos) in moved {
-            stored.positions.insert(key, pos);
-        }
+        record(writer, &moved, "positions").await?;
+        self.stored.lock().positions.extend(moved);
         Ok(())
     }
 
@@ -886,19 +865,28 @@ impl Runner {
         if records.is_empty() {
             return Ok(());
         }
-        let refs: Vec<(String, Option<&Checkpoint>)> =
-            records.iter().map(|(k, c)| (k.clone(), Some(c))).collect();
-        let batch = keyed::encode(&refs, now_ms()).map_err(|e| e.to_string())?;
-        writer
-            .send(MIRRORS_TOPIC, 0, batch)
-            .await
-            .map_err(|e| format!("recording checkpoints: {e}"))?;
-        let mut stored = self.stored.lock();
-        for (key, checkpoint) in records {
-            stored.checkpoints.insert(key, checkpoint);
-        }
+        record(writer, &records, "checkpoints").await?;
+        self.stored.lock().checkpoints.extend(records);
         Ok(())
     }
+}
+
+/// Appends records to `__quiver_mirrors`, acknowledged by its in-sync replicas.
+async fn record<T: Serialize>(
+    writer: &mut ClusterWriter,
+    records: &[(String, T)],
+    what: &str,
+) -> Result<(), String> {
+    let refs: Vec<(String, Option<&T>)> = records
+        .iter()
+        .map(|(key, value)| (key.clone(), Some(value)))
+        .collect();
+    let batch = keyed::encode(&refs, now_ms()).map_err(|e| e.to_string())?;
+    writer
+        .send(MIRRORS_TOPIC, 0, batch)
+        .await
+        .map(drop)
+        .map_err(|e| format!("recording {what}: {e}"))
 }
 
 fn set_position(report: &mut MirrorReport, topic: &str, partition: i32, position: i64, hw: i64) {
