@@ -128,15 +128,19 @@ impl MirrorReport {
             self.latencies.pop_front();
         }
         self.latencies.push_back(ms.max(0));
-        let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
-        sorted.sort_unstable();
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        self.latency_p50_ms = at(0.5);
-        self.latency_p99_ms = at(0.99);
     }
 
-    /// The report as of `now`: rates drop to zero once nothing was copied for a while.
+    /// The report as of `now`, for the operator: latency percentiles from the samples
+    /// (worked out here, when asked, not on every write), and rates that drop to zero
+    /// once nothing was copied for a while.
     pub fn as_of(mut self, now: i64) -> Self {
+        if !self.latencies.is_empty() {
+            let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
+            sorted.sort_unstable();
+            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+            self.latency_p50_ms = at(0.5);
+            self.latency_p99_ms = at(0.99);
+        }
         if self.window.0 > 0 && now - self.window.0 > 3000 {
             self.records_per_sec = 0.0;
             self.bytes_per_sec = 0.0;
@@ -1183,7 +1187,8 @@ mod tests {
         for ms in 1..=100 {
             report.sample_latency(ms);
         }
-        assert_eq!((report.latency_p50_ms, report.latency_p99_ms), (51, 99));
+        let seen = report.clone().as_of(10_000);
+        assert_eq!((seen.latency_p50_ms, seen.latency_p99_ms), (51, 99));
         report.count(100, 1000, 10_000);
         report.count(100, 1000, 11_000);
         assert_eq!((report.records, report.bytes), (200, 2000));
