@@ -20,12 +20,12 @@ use kafka_protocol::protocol::StrBytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, AdminState, ApiError};
+use super::{AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::cli::client::Client;
 use crate::connect::spec::{MirrorSpec, Via};
 use crate::controller::state::{Command, StateError};
-use crate::plugin::{CallError, Kind};
+use crate::plugin::Kind;
 
 /// The body of `POST /v1/mirrors`.
 #[derive(Debug, Deserialize)]
@@ -146,50 +146,12 @@ pub(super) async fn create(
     if metadata.mirrors.contains_key(&spec.name) {
         return Err(refused(&StateError::MirrorExists(spec.name)).expect("answered"));
     }
-    let plugin = metadata.plugins.get(&spec.plugin).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_plugin",
-            format!(
-                "plugin '{}' is not deployed; deploy it with `quiver plugin deploy {} --kind connector --file …`",
-                spec.plugin, spec.plugin
-            ),
-        )
-    })?;
-    if plugin.record.kind != Kind::Connector {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "wrong_kind",
-            format!(
-                "plugin '{}' is a {}, not a connector",
-                spec.plugin, plugin.record.kind
-            ),
-        ));
-    }
-    let (plugins, name, config) = (
-        state.plugins.clone(),
-        spec.plugin.clone(),
-        spec.config.clone(),
-    );
-    let opened = blocking(move || {
-        if plugins.get(&name).is_none() {
-            plugins.sync(&metadata.plugins);
-        }
-        plugins.open_connector(&name, config).map(drop)
+    super::expect_plugin(&metadata, &spec.plugin, Kind::Connector)?;
+    let (config, plugin) = (spec.config.clone(), spec.plugin.clone());
+    super::try_init(&state, &spec.plugin, move |plugins| {
+        plugins.open_connector(&plugin, config).map(drop)
     })
     .await?;
-    if let Err(e) = opened {
-        let code = match e {
-            CallError::Init(_) => "init_failed",
-            CallError::WrongKind(_) => "wrong_kind",
-            _ => "plugin_unusable",
-        };
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            format!("plugin '{}' {e}", spec.plugin),
-        ));
-    }
     let name = spec.name.clone();
     commit(
         &state,

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::controller::state::{Command, StateError};
 use crate::controller::ControllerError;
-use crate::plugin::Plugins;
+use crate::plugin::{CallError, Kind, Plugins};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -171,6 +171,68 @@ pub(crate) fn controller_error(
         "controller_unavailable",
         e.to_string(),
     )
+}
+
+/// Refuses a plugin that is not deployed in the cluster, or not of `kind`, saying how
+/// to deploy one.
+pub(crate) fn expect_plugin(
+    metadata: &crate::controller::state::State,
+    name: &str,
+    kind: Kind,
+) -> Result<(), ApiError> {
+    let plugin = metadata.plugins.get(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!(
+                "plugin '{name}' is not deployed; deploy it with `quiver plugin deploy {name} --kind {kind} --file …`"
+            ),
+        )
+    })?;
+    if plugin.record.kind != kind {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_kind",
+            format!("plugin '{name}' is a {}, not a {kind}", plugin.record.kind),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `open` (the plugin's `init` with a runner's configuration) once on this broker
+/// before anything is recorded, so a bad configuration is refused now rather than
+/// failing wherever the runner lands. The plugin may have been deployed through another
+/// broker a moment ago: the cluster's plugins are applied here first if so, as the
+/// reconciler is about to.
+pub(crate) async fn try_init(
+    state: &AdminState,
+    name: &str,
+    open: impl FnOnce(&Plugins) -> Result<(), CallError> + Send + 'static,
+) -> Result<(), ApiError> {
+    let (plugins, metadata, plugin) = (
+        state.plugins.clone(),
+        state.broker.metadata(),
+        name.to_string(),
+    );
+    let opened = blocking(move || {
+        if plugins.get(&plugin).is_none() {
+            plugins.sync(&metadata.plugins);
+        }
+        open(&plugins)
+    })
+    .await?;
+    opened.map_err(|e| {
+        let code = match e {
+            CallError::Init(_) => "init_failed",
+            CallError::WrongKind(_) => "wrong_kind",
+            _ => "plugin_unusable",
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            format!("plugin '{name}' {e}"),
+        )
+    })
 }
 
 /// Runs blocking work off the async threads.

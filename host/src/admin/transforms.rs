@@ -16,10 +16,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, AdminState, ApiError};
+use super::{AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::controller::state::{Command, StateError};
-use crate::plugin::{CallError, Kind};
+use crate::plugin::Kind;
 use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPLIFICATION};
 
 /// How long a pause or removal waits for this broker's tasks to finish their step.
@@ -142,26 +142,7 @@ pub(super) async fn deploy(
     if metadata.transforms.contains_key(&spec.name) {
         return Err(refused(&StateError::TransformExists(spec.name)).expect("answered"));
     }
-    let plugin = metadata.plugins.get(&spec.plugin).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_plugin",
-            format!(
-                "plugin '{}' is not deployed; deploy it with `quiver plugin deploy {} --kind transform --file …`",
-                spec.plugin, spec.plugin
-            ),
-        )
-    })?;
-    if plugin.record.kind != Kind::Transform {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "wrong_kind",
-            format!(
-                "plugin '{}' is a {}, not a transform",
-                spec.plugin, plugin.record.kind
-            ),
-        ));
-    }
+    super::expect_plugin(&metadata, &spec.plugin, Kind::Transform)?;
     let missing = std::iter::once(spec.input.as_str())
         .chain(spec.written_topics())
         .find(|t| !metadata.topics.contains_key(*t));
@@ -172,34 +153,11 @@ pub(super) async fn deploy(
             format!("topic '{topic}' does not exist; create it before deploying the transform"),
         ));
     }
-    // The plugin's init with this transform's configuration, once, before anything is
-    // recorded: a bad config is refused now rather than failing on every partition.
-    // The plugin may have been deployed through another broker a moment ago: apply the
-    // cluster's plugins here first, as the reconciler is about to.
-    let (plugins, name, config) = (
-        state.plugins.clone(),
-        spec.plugin.clone(),
-        spec.init_config(),
-    );
-    let opened = blocking(move || {
-        if plugins.get(&name).is_none() {
-            plugins.sync(&metadata.plugins);
-        }
-        plugins.open_transform(&name, config).map(drop)
+    let (config, spec_plugin) = (spec.init_config(), spec.plugin.clone());
+    super::try_init(&state, &spec.plugin, move |plugins| {
+        plugins.open_transform(&spec_plugin, config).map(drop)
     })
     .await?;
-    if let Err(e) = opened {
-        let (status, code) = match e {
-            CallError::Init(_) => (StatusCode::UNPROCESSABLE_ENTITY, "init_failed"),
-            CallError::WrongKind(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind"),
-            _ => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_unusable"),
-        };
-        return Err(ApiError::new(
-            status,
-            code,
-            format!("plugin '{}' {e}", spec.plugin),
-        ));
-    }
     let name = spec.name.clone();
     commit(
         &state,
