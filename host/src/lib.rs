@@ -4,8 +4,9 @@
 //! partitions a broker hosts ([`partition`], [`broker`]), their replication between
 //! brokers ([`replication`]), the metadata every broker agrees on ([`controller`]), the
 //! authenticated QUIC transport between brokers ([`net`]), the Kafka wire protocol
-//! ([`kafka`]) and consumer groups with their committed offsets ([`group`]). Policy — custom
-//! partitioners, transforms, quotas, connectors — arrives later as sandboxed plugins.
+//! ([`kafka`]) and consumer groups with their committed offsets ([`group`]); who a client
+//! is and what it may do lives in [`tenancy`]. Policy — custom partitioners, transforms,
+//! quotas, connectors — is sandboxed plugins ([`plugin`]).
 //!
 //! Configuration is one typed [`config::Config`], loaded from defaults, `quiver.toml`,
 //! `QUIVER_*` environment variables and command-line flags, in that order.
@@ -27,4 +28,5 @@ pub mod partition;
 pub mod plugin;
 pub mod replication;
 pub mod server;
+pub mod tenancy;
 pub mod transform;

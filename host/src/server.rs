@@ -126,9 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         plugins.clone(),
     ));
     let mirror_tasks = mirrors.spawn();
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
+    let listeners = bind_kafka_listeners(broker.config()).await?;
     let admin_config = broker.config().admin.clone();
     let admin_listener = if admin_config.enabled {
         Some(
@@ -149,7 +147,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_admin = stop_rx.clone();
     let server = tokio::spawn(crate::kafka::serve(
-        listener,
+        listeners,
         broker.clone(),
         stop_rx,
         SHUTDOWN_GRACE,
@@ -194,12 +192,94 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds every Kafka listener, with its TLS configuration and SASL mechanisms.
+async fn bind_kafka_listeners(config: &Config) -> anyhow::Result<Vec<crate::kafka::Listener>> {
+    use crate::config::SecurityProtocol;
+    use crate::tenancy::sasl::SaslMechanism;
+    let all = config.kafka.all_listeners();
+    let acceptor = |client_auth: bool| -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        Ok(tokio_rustls::TlsAcceptor::from(
+            crate::tenancy::tls::server_config(&config.security.tls, client_auth)
+                .context("setting up TLS for the Kafka listeners")?,
+        ))
+    };
+    let uses =
+        |protocol: SecurityProtocol| all.iter().any(|(_, l)| l.security_protocol == protocol);
+    // SSL listeners ask for client certificates as configured; SASL_SSL ones never do.
+    let ssl = uses(SecurityProtocol::Ssl)
+        .then(|| acceptor(true))
+        .transpose()?;
+    let sasl_ssl = uses(SecurityProtocol::SaslSsl)
+        .then(|| acceptor(false))
+        .transpose()?;
+    let mut listeners = Vec::new();
+    for (index, (name, listener)) in all.into_iter().enumerate() {
+        let key = if index == 0 {
+            "kafka.listen".to_string()
+        } else {
+            format!("kafka.listeners.{name}.listen")
+        };
+        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
+            format!(
+                "binding the Kafka listener {name} on {} ({key})",
+                listener.listen
+            )
+        })?;
+        let protocol = listener.security_protocol;
+        let mechanisms = if protocol.sasl() {
+            config
+                .security
+                .sasl
+                .mechanisms
+                .iter()
+                .filter_map(|m| SaslMechanism::parse(m))
+                // PLAIN sends the password itself: not over a listener without TLS
+                // unless the operator says so.
+                .filter(|m| {
+                    *m != SaslMechanism::Plain
+                        || protocol.tls()
+                        || config.security.sasl.plain_without_tls
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if protocol.sasl() && mechanisms.is_empty() {
+            anyhow::bail!(
+                "listener {name} is {} but offers no SASL mechanism: PLAIN is not offered without TLS unless security.sasl.plain_without_tls = true",
+                protocol.name()
+            );
+        }
+        tracing::info!(listener = %name, address = %listener.listen, protocol = protocol.name(), mechanisms = ?mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>(), "Kafka listener bound");
+        listeners.push(crate::kafka::Listener {
+            socket,
+            info: Arc::new(crate::kafka::session::ListenerInfo {
+                name,
+                protocol,
+                mechanisms,
+            }),
+            tls: match protocol {
+                SecurityProtocol::Ssl => ssl.clone(),
+                SecurityProtocol::SaslSsl => sasl_ssl.clone(),
+                _ => None,
+            },
+        });
+    }
+    Ok(listeners)
+}
+
 /// Starts this broker's controller replica and attaches it to the broker.
 async fn start_controller(
     broker: &Arc<Broker>,
 ) -> anyhow::Result<(Arc<Controller>, crate::net::Endpoint, Arc<ClusterService>)> {
     let config = broker.config();
     let (kafka_host, kafka_port) = config.kafka.advertised();
+    let listeners = config
+        .kafka
+        .all_listeners()
+        .into_iter()
+        .map(|(name, listener)| (name, listener.advertised()))
+        .collect();
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -212,6 +292,7 @@ async fn start_controller(
         rack: config.broker.rack.clone(),
         incarnation,
         fenced: false,
+        listeners,
     };
     let cluster = &config.cluster;
     let tls_dir = match &cluster.tls_dir {

@@ -10,6 +10,7 @@
 
 pub mod produce;
 pub mod remote;
+mod security;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,6 +34,7 @@ use crate::group::{GroupCoordinator, GroupError, LoadStats, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::replication::ReplicaManager;
+use crate::tenancy::Security;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_NAME: usize = 249;
@@ -42,7 +44,7 @@ const MAX_TOPIC_NAME: usize = 249;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// How long a topic change waits for the controller.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a topic operation failed; [`TopicError::code`] maps it to a Kafka error code.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +193,7 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     appended: Notify,
     groups: Arc<GroupCoordinator>,
+    security: Security,
     _lock: fs::File,
 }
 
@@ -219,6 +222,7 @@ impl Broker {
         remove_deleted_dirs(&dir);
         Ok(Broker {
             groups: Arc::new(GroupCoordinator::new(config.group.limits())),
+            security: Security::new(&config.security),
             config,
             controller: OnceLock::new(),
             replication: OnceLock::new(),
@@ -1095,6 +1099,7 @@ pub(crate) mod test_support {
             rack: None,
             incarnation,
             fenced: false,
+            listeners: Default::default(),
         };
         let controller = Controller::start(registration, &config.cluster, dir, Arc::new(Alone))
             .await

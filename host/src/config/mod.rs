@@ -58,6 +58,167 @@ pub struct Config {
     pub group: GroupConfig,
     /// Peers, controller voters, leases and replication.
     pub cluster: ClusterConfig,
+    /// TLS, SASL and the ACL authorizer for the Kafka listeners.
+    pub security: SecurityConfig,
+}
+
+/// How a Kafka listener secures its connections (Kafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication: every client is `User:ANONYMOUS`.
+    #[default]
+    #[serde(rename = "PLAINTEXT", alias = "plaintext")]
+    Plaintext,
+    /// TLS; a client certificate, when verified, is the principal.
+    #[serde(rename = "SSL", alias = "ssl")]
+    Ssl,
+    /// SASL without TLS.
+    #[serde(rename = "SASL_PLAINTEXT", alias = "sasl_plaintext")]
+    SaslPlaintext,
+    /// SASL inside TLS.
+    #[serde(rename = "SASL_SSL", alias = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name (`SASL_SSL`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether connections are TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// `[kafka.listeners.<name>]`: a Kafka listener besides the main one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address it binds.
+    pub listen: SocketAddr,
+    /// How it secures connections.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// Host clients are told to connect to; defaults to the listen address.
+    #[serde(default)]
+    pub advertised_host: Option<String>,
+    /// Port clients are told to connect to; defaults to the listen port.
+    #[serde(default)]
+    pub advertised_port: Option<u16>,
+}
+
+impl ListenerConfig {
+    /// The host and port clients should use to reach this listener.
+    pub fn advertised(&self) -> (String, u16) {
+        let host = self
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string());
+        (host, self.advertised_port.unwrap_or(self.listen.port()))
+    }
+}
+
+/// Whether TLS listeners ask clients for certificates.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client certificates.
+    #[default]
+    None,
+    /// Asked for; a client without one is anonymous, one with an untrusted one is refused.
+    Requested,
+    /// Every client must present a certificate signed by `client_ca_file`.
+    Required,
+}
+
+/// `[security.tls]`: certificates of the TLS listeners (PEM files).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The listeners' certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub key_file: Option<PathBuf>,
+    /// CA certificates trusted to sign client certificates (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether client certificates are asked for.
+    pub client_auth: ClientAuth,
+}
+
+/// `[security.sasl]`: SASL on SASL_PLAINTEXT and SASL_SSL listeners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (a list, or one string
+    /// separated by commas, as Kafka's `sasl.enabled.mechanisms`).
+    #[serde(deserialize_with = "string_list")]
+    pub mechanisms: Vec<String>,
+    /// Offer PLAIN on SASL_PLAINTEXT listeners too, where the password crosses the
+    /// network in the clear. Off by default.
+    pub plain_without_tls: bool,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        Self {
+            mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            plain_without_tls: false,
+        }
+    }
+}
+
+/// `[security]`: TLS, SASL and authorization of Kafka clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// TLS listeners' certificates.
+    pub tls: TlsConfig,
+    /// SASL mechanisms.
+    pub sasl: SaslConfig,
+    /// Enforce ACLs (Kafka's `authorizer.class.name`): every request is checked, and
+    /// what no ACL allows is denied.
+    pub authorizer: bool,
+    /// Principals allowed everything (`User:admin`; a list or a comma-separated string).
+    #[serde(deserialize_with = "string_list")]
+    pub super_users: Vec<String>,
+}
+
+/// A list of strings written either as a list or as one comma-separated string (the
+/// form an environment variable or `--set` gives).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::One(s) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Form::Many(v) => v,
+    })
 }
 
 /// `[admin]`: the HTTP admin API (plugin deploys, HTTP produce, health).
@@ -216,6 +377,11 @@ pub struct KafkaConfig {
     pub default_partitions: i32,
     /// Largest request frame accepted; a larger length prefix closes the connection.
     pub max_frame_bytes: u32,
+    /// How the main listener (`listen`) secures connections; it is named after it
+    /// (`PLAINTEXT`, `SASL_SSL`…).
+    pub security_protocol: SecurityProtocol,
+    /// More listeners, by name, e.g. `[kafka.listeners.secure]`.
+    pub listeners: std::collections::BTreeMap<String, ListenerConfig>,
 }
 
 impl Default for KafkaConfig {
@@ -227,6 +393,8 @@ impl Default for KafkaConfig {
             auto_create_topics: true,
             default_partitions: 1,
             max_frame_bytes: 100 * 1024 * 1024,
+            security_protocol: SecurityProtocol::Plaintext,
+            listeners: Default::default(),
         }
     }
 }
@@ -239,6 +407,20 @@ impl KafkaConfig {
             .clone()
             .unwrap_or_else(|| self.listen.ip().to_string());
         (host, self.advertised_port.unwrap_or(self.listen.port()))
+    }
+
+    /// Every listener: the main one (named after its protocol) first, then the others
+    /// by name.
+    pub fn all_listeners(&self) -> Vec<(String, ListenerConfig)> {
+        let main = ListenerConfig {
+            listen: self.listen,
+            security_protocol: self.security_protocol,
+            advertised_host: self.advertised_host.clone(),
+            advertised_port: self.advertised_port,
+        };
+        std::iter::once((self.security_protocol.name().to_string(), main))
+            .chain(self.listeners.clone())
+            .collect()
     }
 }
 
@@ -325,6 +507,111 @@ impl Config {
         Ok(config)
     }
 
+    /// Listener names and addresses are distinct; TLS listeners have certificates;
+    /// SASL mechanisms and super users are well formed.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: &dyn std::fmt::Display, reason: String) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.into(),
+                value: value.to_string(),
+                reason,
+            }
+        }
+        let listeners = self.kafka.all_listeners();
+        let main_name = self.kafka.security_protocol.name();
+        for (name, listener) in &listeners[1..] {
+            let key = format!("kafka.listeners.{name}");
+            if name == main_name {
+                return Err(invalid(
+                    &key,
+                    name,
+                    format!("the main listener (kafka.listen) is already named {main_name}, after its security protocol"),
+                ));
+            }
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    &key,
+                    name,
+                    "a listener name is ASCII letters, digits, '_' or '-'".into(),
+                ));
+            }
+            if let Some(host) = &listener.advertised_host {
+                if host.trim().is_empty() {
+                    return Err(invalid(
+                        &format!("{key}.advertised_host"),
+                        host,
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+        }
+        for (i, (name, listener)) in listeners.iter().enumerate() {
+            if let Some((other, _)) = listeners[..i]
+                .iter()
+                .find(|(_, l)| l.listen == listener.listen)
+            {
+                return Err(invalid(
+                    &format!("kafka.listeners.{name}.listen"),
+                    &listener.listen,
+                    format!("listener {other} already binds this address"),
+                ));
+            }
+        }
+        let security = &self.security;
+        if listeners.iter().any(|(_, l)| l.security_protocol.tls())
+            && (security.tls.cert_file.is_none() || security.tls.key_file.is_none())
+        {
+            return Err(invalid(
+                "security.tls.cert_file",
+                &"(unset)",
+                "an SSL or SASL_SSL listener needs security.tls.cert_file and security.tls.key_file".into(),
+            ));
+        }
+        if security.tls.client_auth != ClientAuth::None && security.tls.client_ca_file.is_none() {
+            return Err(invalid(
+                "security.tls.client_ca_file",
+                &"(unset)",
+                format!(
+                    "security.tls.client_auth = {:?} needs the CA that signs client certificates",
+                    security.tls.client_auth
+                )
+                .to_lowercase(),
+            ));
+        }
+        for mechanism in &security.sasl.mechanisms {
+            if crate::tenancy::sasl::SaslMechanism::parse(mechanism).is_none() {
+                return Err(invalid(
+                    "security.sasl.mechanisms",
+                    mechanism,
+                    "supported: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512".into(),
+                ));
+            }
+        }
+        if security.sasl.mechanisms.is_empty()
+            && listeners.iter().any(|(_, l)| l.security_protocol.sasl())
+        {
+            return Err(invalid(
+                "security.sasl.mechanisms",
+                &"(empty)",
+                "a SASL listener needs at least one mechanism".into(),
+            ));
+        }
+        for user in &security.super_users {
+            if crate::tenancy::Principal::parse(user).is_none() {
+                return Err(invalid(
+                    "security.super_users",
+                    user,
+                    "a principal is written Type:name, e.g. User:admin".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every value against what the broker accepts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &str, value: impl ToString, reason: &str) -> ConfigError {
@@ -364,6 +651,7 @@ impl Config {
                 return Err(invalid("kafka.advertised_host", host, "must not be empty"));
             }
         }
+        self.validate_listeners()?;
         // The log defaults are exactly the topic configs' defaults, so they are checked
         // by the same rules a CreateTopics request is.
         for (key, value) in self.log.as_topic_configs() {

@@ -237,6 +237,7 @@ mod tests {
             rack: rack.map(String::from),
             incarnation: 1,
             fenced: false,
+            listeners: Default::default(),
         }
     }
 

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 
 use crate::connect::spec::MirrorSpec;
 use crate::plugin::{PluginRecord, Source};
+use crate::tenancy::acl::{AclBinding, AclFilter, Acls};
+use crate::tenancy::scram::{Credential, Mechanism};
+use crate::tenancy::Users;
 use crate::transform::spec::TransformSpec;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -133,6 +136,9 @@ pub enum StateError {
     /// A change names a mirror that does not exist.
     #[error("mirror '{0}' does not exist")]
     UnknownMirror(String),
+    /// An ACL that cannot be stored.
+    #[error("invalid ACL: {0}")]
+    InvalidAcl(String),
 }
 
 /// A broker as registered with the controller.
@@ -153,6 +159,21 @@ pub struct BrokerMeta {
     pub incarnation: u64,
     /// A fenced broker leads nothing and is in no ISR it could be removed from.
     pub fenced: bool,
+    /// The advertised (host, port) of each Kafka listener by name; Metadata answers a
+    /// client with the addresses of the listener it came through.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, (String, u16)>,
+}
+
+impl BrokerMeta {
+    /// Where clients of the listener named `listener` reach this broker (the main
+    /// listener's address when the broker has no listener of that name).
+    pub fn endpoint(&self, listener: &str) -> (&str, u16) {
+        match self.listeners.get(listener) {
+            Some((host, port)) => (host, *port),
+            None => (&self.kafka_host, self.kafka_port),
+        }
+    }
 }
 
 /// One partition's replica set and leadership.
@@ -314,6 +335,23 @@ pub enum Command {
         /// The mirror.
         name: String,
     },
+    /// Adds ACLs (ones that exist already change nothing).
+    CreateAcls {
+        /// The ACLs, validated by the proposer.
+        acls: Vec<AclBinding>,
+    },
+    /// Removes the ACLs each filter selects; the result lists them per filter.
+    DeleteAcls {
+        /// The filters.
+        filters: Vec<AclFilter>,
+    },
+    /// Sets and removes users' SCRAM credentials; a user without credentials is gone.
+    AlterCredentials {
+        /// (user, mechanism, credential) to set.
+        upsert: Vec<(String, Mechanism, Credential)>,
+        /// (user, mechanism) to remove.
+        delete: Vec<(String, Mechanism)>,
+    },
     /// Move leadership back to the preferred replica where it is in sync and alive.
     ElectPreferredLeaders {
         /// Partitions to consider; empty means all.
@@ -332,6 +370,8 @@ pub enum Applied {
     Partition(PartitionState),
     /// How many partitions changed leader.
     LeadersChanged(usize),
+    /// The ACLs removed, per filter.
+    AclsDeleted(Vec<Vec<AclBinding>>),
 }
 
 /// The metadata state machine.
@@ -353,6 +393,12 @@ pub struct State {
     /// Mirrors by name: they run on the leader of `__quiver_mirrors`.
     #[serde(default)]
     pub mirrors: BTreeMap<String, MirrorSpec>,
+    /// The ACLs every broker enforces when the authorizer is on.
+    #[serde(default)]
+    pub acls: Acls,
+    /// SCRAM credentials by user name (no passwords: salted keys only).
+    #[serde(default)]
+    pub users: Users,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -695,6 +741,35 @@ impl State {
                     .remove(&name)
                     .ok_or(StateError::UnknownMirror(name))?;
             }
+            Command::CreateAcls { acls } => {
+                for acl in &acls {
+                    acl.validate()
+                        .map_err(|e| StateError::InvalidAcl(e.to_string()))?;
+                }
+                for acl in acls {
+                    self.acls.add(acl);
+                }
+            }
+            Command::DeleteAcls { filters } => {
+                let removed = filters.iter().map(|f| self.acls.remove(f)).collect();
+                return Ok(Applied::AclsDeleted(removed));
+            }
+            Command::AlterCredentials { upsert, delete } => {
+                for (user, mechanism) in delete {
+                    if let Some(creds) = self.users.get_mut(&user) {
+                        creds.remove(&mechanism);
+                        if creds.is_empty() {
+                            self.users.remove(&user);
+                        }
+                    }
+                }
+                for (user, mechanism, credential) in upsert {
+                    self.users
+                        .entry(user)
+                        .or_default()
+                        .insert(mechanism, credential);
+                }
+            }
             Command::ElectPreferredLeaders { partitions } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
                 let mut changed = 0;
@@ -842,6 +917,7 @@ mod tests {
             rack: None,
             incarnation: 1,
             fenced: false,
+            listeners: Default::default(),
         }
     }
 

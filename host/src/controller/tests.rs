@@ -74,6 +74,7 @@ async fn start(board: &Arc<Switchboard>, dir: &Path, id: i32, incarnation: u64) 
         rack: None,
         incarnation,
         fenced: false,
+        listeners: Default::default(),
     };
     let port = Arc::new(Port {
         from: id,

@@ -1,6 +1,7 @@
-//! The Kafka wire-protocol listener: accepts TCP connections, reads length-prefixed
-//! frames, dispatches each request to its API handler (one file per API in [`api`]) and
-//! writes responses back in request order.
+//! The Kafka wire-protocol listeners: accept TCP connections (TLS on SSL and SASL_SSL
+//! listeners), read length-prefixed frames, authenticate SASL clients ([`session`]),
+//! dispatch each request to its API handler (one file per API in [`api`]) and write
+//! responses back in request order.
 //!
 //! Requests on one connection are handled one at a time, as Kafka does, which keeps
 //! responses ordered without bookkeeping; clients pipeline, so reads and writes are
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod frame;
+pub mod session;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -21,13 +23,15 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use frame::{ChunkedBuf, ResponseFrame};
+use session::{ListenerInfo, Session};
 
 /// Why a connection was closed by the broker.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,16 @@ pub enum ConnectionError {
         /// The decoder's message.
         reason: String,
     },
+    /// The TLS handshake failed (an untrusted or missing client certificate, a client
+    /// that does not speak TLS).
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
+    /// A request other than ApiVersions or SASL before the client authenticated.
+    #[error("{0:?} before SASL authentication finished")]
+    Unauthenticated(ApiKey),
+    /// The client's login was refused (the answer saying why was sent first).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// A response could not be encoded (a broker bug; logged with the request).
     #[error("encoding the {api:?} v{version} response: {reason}")]
     Encode {
@@ -86,11 +100,51 @@ pub enum ConnectionError {
     },
 }
 
-/// Serves Kafka clients on `listener` until `shutdown` turns true, then stops accepting,
-/// lets each connection finish the request it is handling, and returns once all
-/// connections are closed (or `grace` has passed).
+/// A bound Kafka listener and how it secures its connections.
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// Its name, protocol and SASL mechanisms.
+    pub info: Arc<ListenerInfo>,
+    /// The TLS acceptor of SSL and SASL_SSL listeners.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("info", &self.info)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves Kafka clients on every listener until `shutdown` turns true, then stops
+/// accepting, lets each connection finish the request it is handling, and returns once
+/// all connections are closed (or `grace` has passed).
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut tasks = JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(serve_listener(
+            listener,
+            broker.clone(),
+            shutdown.clone(),
+            grace,
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_listener(
+    listener: Listener,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -98,15 +152,18 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
+                    let info = listener.info.clone();
+                    let tls = listener.tls.clone();
                     connections.spawn(async move {
-                        match handle_connection(stream, peer, broker, shutdown).await {
-                            Ok(()) => tracing::debug!(%peer, "connection closed"),
-                            Err(ConnectionError::Io(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
-                            Err(e) => tracing::warn!(%peer, reason = %e, "closing connection"),
+                        let name = info.name.clone();
+                        match handle_connection(stream, peer, info, tls, broker, shutdown).await {
+                            Ok(()) => tracing::debug!(%peer, listener = %name, "connection closed"),
+                            Err(ConnectionError::Io(e)) => tracing::debug!(%peer, listener = %name, error = %e, "connection ended"),
+                            Err(e) => tracing::warn!(%peer, listener = %name, reason = %e, "closing connection"),
                         }
                     });
                 }
@@ -134,11 +191,62 @@ pub async fn serve(
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    info: Arc<ListenerInfo>,
+    tls: Option<TlsAcceptor>,
     broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     stream.set_nodelay(true)?;
-    let (read, write) = stream.into_split();
+    let mut session = Session::new(info, peer);
+    let Some(acceptor) = tls else {
+        let (read, write) = stream.into_split();
+        return serve_connection(read, write, &mut session, broker, shutdown).await;
+    };
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            broker.security().logins.failed("tls_handshake");
+            return Err(ConnectionError::TlsHandshake(e.to_string()));
+        }
+        Err(_) => {
+            broker.security().logins.failed("tls_handshake");
+            return Err(ConnectionError::TlsHandshake(format!(
+                "not finished within {TLS_HANDSHAKE_TIMEOUT:?}"
+            )));
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    if let Some(certificate) = certificate {
+        // rustls verified the chain against security.tls.client_ca_file already.
+        let principal = crate::tenancy::tls::principal_of(certificate).ok_or_else(|| {
+            broker.security().logins.failed("tls_certificate");
+            ConnectionError::TlsHandshake(
+                "the client certificate's subject cannot be read as a principal".into(),
+            )
+        })?;
+        broker.security().logins.succeeded();
+        tracing::debug!(%peer, %principal, "client certificate verified");
+        session.principal = principal;
+    }
+    let (read, write) = tokio::io::split(stream);
+    serve_connection(read, write, &mut session, broker, shutdown).await
+}
+
+async fn serve_connection<R, W>(
+    read: R,
+    write: W,
+    session: &mut Session,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut writer = BufWriter::with_capacity(64 * 1024, write);
     let max = broker.config().kafka.max_frame_bytes;
@@ -155,6 +263,14 @@ async fn handle_connection(
         if length <= 0 || length as u32 > max {
             return Err(ConnectionError::FrameLength { length, max });
         }
+        // Before authentication a client may send only small SASL frames; a large
+        // length from an unauthenticated client is refused before it is read.
+        if session.needs_authentication() && length as u32 > MAX_UNAUTHENTICATED_FRAME {
+            return Err(ConnectionError::FrameLength {
+                length,
+                max: MAX_UNAUTHENTICATED_FRAME,
+            });
+        }
         // The buffer grows with the bytes that actually arrive, so a client announcing a
         // large frame and sending little holds little memory.
         let mut frame = Vec::with_capacity((length as usize).min(64 * 1024));
@@ -168,11 +284,15 @@ async fn handle_connection(
                 received: frame.len(),
             });
         }
-        let response = handle_frame(&broker, Bytes::from(frame), peer).await?;
+        let response = handle_frame(&broker, Bytes::from(frame), session).await?;
         if let Some(response) = response {
             for chunk in response.chunks() {
                 writer.write_all(chunk).await?;
             }
+        }
+        if let Some(reason) = session.close_after_response.take() {
+            writer.flush().await?;
+            return Err(ConnectionError::Authentication(reason));
         }
         // Flush once the client has no further request queued, so pipelined requests
         // share one write.
@@ -186,12 +306,15 @@ async fn handle_connection(
     }
 }
 
+/// Largest frame a client may send before it has authenticated (SASL tokens are small).
+const MAX_UNAUTHENTICATED_FRAME: u32 = 64 * 1024;
+
 /// Decodes one request frame, runs its handler and returns the encoded response frame
 /// (length prefix included), or `None` when the request expects no response.
 async fn handle_frame(
     broker: &Broker,
     mut frame: Bytes,
-    peer: SocketAddr,
+    session: &mut Session,
 ) -> Result<Option<ResponseFrame>, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Malformed {
@@ -219,11 +342,6 @@ async fn handle_frame(
             reason: e.to_string(),
         }
     })?;
-    let ctx = api::Context {
-        broker,
-        header: &header,
-        peer,
-    };
     match supported {
         Some(range) if range.contains(version) => {}
         Some(range) => {
@@ -236,6 +354,29 @@ async fn handle_frame(
         }
         None => return Err(ConnectionError::UnknownApiKey(key)),
     }
+    match api {
+        ApiKey::ApiVersions => {}
+        ApiKey::SaslHandshake => {
+            let request = decode_request(api, version, frame)?;
+            let response = api::sasl_handshake::handle(broker, session, request, version);
+            return encode_response(&header, api, version, &response).map(Some);
+        }
+        ApiKey::SaslAuthenticate => {
+            let request = decode_request(api, version, frame)?;
+            let response = api::sasl_authenticate::handle(broker, session, request, version).await;
+            return encode_response(&header, api, version, &response).map(Some);
+        }
+        _ if session.needs_authentication() => {
+            return Err(ConnectionError::Unauthenticated(api));
+        }
+        _ => {}
+    }
+    let ctx = api::Context {
+        broker,
+        header: &header,
+        peer: session.peer,
+        session: &*session,
+    };
     api::dispatch(ctx, api, version, frame).await
 }
 

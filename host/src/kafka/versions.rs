@@ -55,6 +55,15 @@ const TABLE: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 0, 4, 2),
     (ApiKey::DescribeProducers, 0, 0, 0),
+    // v0 handshakes are followed by raw SASL tokens outside Kafka frames; every client
+    // since Kafka 1.0 uses v1 and SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2, 0),
+    (ApiKey::DescribeAcls, 0, 3, 1),
+    (ApiKey::CreateAcls, 0, 3, 1),
+    (ApiKey::DeleteAcls, 0, 3, 1),
+    (ApiKey::DescribeUserScramCredentials, 0, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0, 0),
 ];
 
 /// Every advertised API with its advertised range.

@@ -271,8 +271,13 @@ impl fmt::Debug for BrokerMaterial {
 /// Makes a new CA for cluster `cluster_id`.
 pub fn generate_ca(cluster_id: &str) -> Result<CaMaterial, NetError> {
     check_cluster_id(cluster_id)?;
+    generate_named_ca(&format!("Quiver cluster CA {cluster_id}"))
+}
+
+/// Makes a new CA named `common_name` (plus a fingerprint of its key).
+pub fn generate_named_ca(common_name: &str) -> Result<CaMaterial, NetError> {
     let generate = |e: rcgen::Error| NetError::Generate {
-        what: format!("the CA of cluster `{cluster_id}`"),
+        what: format!("the CA `{common_name}`"),
         reason: e.to_string(),
     };
     let key = KeyPair::generate().map_err(generate)?;
@@ -287,7 +292,7 @@ pub fn generate_ca(cluster_id: &str) -> Result<CaMaterial, NetError> {
             .map(|b| format!("{b:02x}"))
             .collect()
     };
-    params.distinguished_name = name(&format!("Quiver cluster CA {cluster_id} {fingerprint}"));
+    params.distinguished_name = name(&format!("{common_name} {fingerprint}"));
     // Path length 0: the CA signs broker certificates only, no intermediate CAs.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -358,6 +363,69 @@ pub fn issue_broker(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// Who a leaf certificate from [`issue_leaf`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafUse {
+    /// A TLS server (a Kafka listener): the hosts go into its names.
+    Server,
+    /// A TLS client: its subject is just `CN=<name>`, the principal Kafka derives.
+    Client,
+}
+
+/// Issues a certificate signed by `ca` with the subject `CN=<common_name>` (clients)
+/// or `O=Quiver, CN=<common_name>` (servers), and a DNS or IP name for each of
+/// `hosts`. Returns (certificate PEM, private key PEM).
+pub fn issue_leaf(
+    ca: &CaMaterial,
+    common_name: &str,
+    hosts: &[String],
+    usage: LeafUse,
+) -> Result<(String, String), NetError> {
+    let mut sans = Vec::new();
+    for host in hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+        sans.push(match host.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(dns_name(host)?),
+        });
+    }
+    let generate = |e: rcgen::Error| NetError::Generate {
+        what: format!("the certificate of `{common_name}`"),
+        reason: e.to_string(),
+    };
+    let key = KeyPair::generate().map_err(generate)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = match usage {
+        LeafUse::Server => name(common_name),
+        LeafUse::Client => {
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, common_name);
+            dn
+        }
+    };
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![match usage {
+        LeafUse::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        LeafUse::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params);
+    let cert = params
+        .signed_by(&key, &ca.issuer, &ca.key)
+        .map_err(generate)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Writes one PEM file the way [`write_dir`] does (temporary name, then rename; keys
+/// 0600), creating `path`'s directory if needed.
+pub fn write_pem(path: &Path, contents: &str, secret: bool) -> Result<PathBuf, NetError> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    write_file(path, contents, secret)
 }
 
 /// Writes `ca` (when given) and `brokers` into `dir`, creating it (mode 0700) if

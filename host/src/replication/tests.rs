@@ -128,6 +128,7 @@ fn broker_meta(id: i32) -> BrokerMeta {
         rack: None,
         incarnation: 1,
         fenced: false,
+        listeners: Default::default(),
     }
 }
 

@@ -6,8 +6,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::describe_configs::{static_broker_configs, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{
+    config_access, static_broker_configs, RESOURCE_BROKER, RESOURCE_TOPIC,
+};
 use super::{kstr, Context};
+use crate::tenancy::acl::Operation;
 
 /// Answers an AlterConfigs request. Configs left out of the request return to their
 /// defaults, as in Kafka.
@@ -21,7 +24,14 @@ pub async fn handle(
         let mut result = AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
+        let access = config_access(
+            ctx,
+            resource.resource_type,
+            resource.resource_name.as_str(),
+            Operation::AlterConfigs,
+        );
         let outcome = match resource.resource_type {
+            _ if access.is_err() => access,
             RESOURCE_TOPIC => {
                 let configs: BTreeMap<String, String> = resource
                     .configs

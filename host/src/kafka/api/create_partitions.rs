@@ -5,6 +5,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{kstr, Context};
+use crate::tenancy::acl::Operation;
+use kafka_protocol::error::ResponseError;
 
 /// Answers a CreatePartitions request.
 pub async fn handle(
@@ -16,7 +18,13 @@ pub async fn handle(
     for wanted in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = wanted.name.clone();
-        if let Err(e) = ctx
+        if !ctx.topic_allowed(Operation::Alter, wanted.name.0.as_str()) {
+            result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            result.error_message = Some(kstr(format!(
+                "not authorized to ALTER topic '{}'",
+                wanted.name.0.as_str()
+            )));
+        } else if let Err(e) = ctx
             .broker
             .create_partitions(
                 wanted.name.0.as_str(),

@@ -14,6 +14,7 @@ use super::{kstr, Context};
 use crate::broker::{Replicas, TopicError};
 use crate::config::topic;
 use crate::controller::placement::AssignmentError;
+use crate::tenancy::acl::Operation;
 
 /// Answers a CreateTopics request.
 pub async fn handle(
@@ -38,6 +39,13 @@ pub async fn handle(
             Err((
                 ResponseError::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
+            ))
+        } else if !ctx.cluster_allowed(Operation::Create)
+            && !ctx.topic_allowed(Operation::Create, &name)
+        {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                format!("not authorized to CREATE topic '{name}'"),
             ))
         } else {
             let configs: BTreeMap<String, String> = wanted

@@ -4,6 +4,8 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::Context;
+use crate::tenancy::acl::Operation;
+use kafka_protocol::error::ResponseError;
 
 /// Answers a DeleteGroups request.
 pub fn handle(
@@ -17,7 +19,9 @@ pub fn handle(
         .into_iter()
         .map(|id| {
             let mut out = DeletableGroupResult::default();
-            if let Err(error) = ctx.broker.groups().delete_group(id.0.as_str()) {
+            if !ctx.group_allowed(Operation::Delete, id.0.as_str()) {
+                out.error_code = ResponseError::GroupAuthorizationFailed.code();
+            } else if let Err(error) = ctx.broker.groups().delete_group(id.0.as_str()) {
                 out.error_code = error.code();
             }
             out.group_id = id;

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::Context;
 use crate::log::LogError;
+use crate::tenancy::acl::Operation;
 
 /// Answers a DeleteRecords request. An offset of -1 means the high watermark.
 pub fn handle(
@@ -18,7 +19,10 @@ pub fn handle(
 ) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
     for wanted in request.topics {
-        let topic = ctx.broker.topic(wanted.name.0.as_str());
+        let authorized = ctx.topic_allowed(Operation::Delete, wanted.name.0.as_str());
+        let topic = authorized
+            .then(|| ctx.broker.topic(wanted.name.0.as_str()))
+            .flatten();
         let mut out = DeleteRecordsTopicResult::default();
         out.name = wanted.name.clone();
         for p in wanted.partitions {
@@ -29,6 +33,9 @@ pub fn handle(
                 .as_ref()
                 .and_then(|t| t.partition(p.partition_index).cloned());
             match partition {
+                None if !authorized => {
+                    r.error_code = ResponseError::TopicAuthorizationFailed.code()
+                }
                 None => {
                     r.error_code =
                         super::not_hosted(ctx.broker, wanted.name.0.as_str(), p.partition_index)

@@ -5,6 +5,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
 use super::{kstr, Context};
+use crate::tenancy::acl::Operation;
 
 /// Answers a DeleteTopics request.
 pub async fn handle(
@@ -39,6 +40,10 @@ pub async fn handle(
             )),
         };
         let outcome = match resolved {
+            Ok(name) if !ctx.topic_allowed(Operation::Delete, &name) => Err((
+                ResponseError::TopicAuthorizationFailed,
+                format!("not authorized to DELETE topic '{name}'"),
+            )),
             Ok(name) => broker
                 .delete_topic(&name)
                 .await

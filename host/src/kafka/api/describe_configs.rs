@@ -10,6 +10,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use super::{kstr, Context};
 use crate::config::topic::{self, Source};
 use crate::config::Config;
+use crate::tenancy::acl::Operation;
 
 /// One reported config: name, value, source, Kafka type code, documentation.
 type Entry = (String, String, Source, i8, &'static str);
@@ -31,7 +32,14 @@ pub fn handle(
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
+        let access = config_access(
+            ctx,
+            resource.resource_type,
+            name,
+            Operation::DescribeConfigs,
+        );
         let entries: Result<Vec<Entry>, (ResponseError, String)> = match resource.resource_type {
+            _ if access.is_err() => access.map(|()| Vec::new()),
             RESOURCE_TOPIC => match broker.topic(name) {
                 Some(t) => Ok(topic::effective(&broker.config().log, &t.meta.configs)
                     .into_iter()
@@ -104,6 +112,33 @@ pub fn handle(
 }
 
 /// The broker's settings under Kafka's names; all static (from quiver.toml, env, flags).
+/// Whether the client may do `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a
+/// config resource: a topic needs it on the topic, a broker on the cluster.
+pub(crate) fn config_access(
+    ctx: &Context<'_>,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Result<(), (ResponseError, String)> {
+    match resource_type {
+        RESOURCE_TOPIC if !ctx.topic_allowed(operation, name) => Err((
+            ResponseError::TopicAuthorizationFailed,
+            format!(
+                "not authorized to {} on topic '{name}'",
+                operation.name().to_uppercase()
+            ),
+        )),
+        RESOURCE_BROKER if !ctx.cluster_allowed(operation) => Err((
+            ResponseError::ClusterAuthorizationFailed,
+            format!(
+                "not authorized to {} on the cluster",
+                operation.name().to_uppercase()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn broker_entries(config: &Config) -> Vec<Entry> {
     const STRING: i8 = 2;
     const INT: i8 = 3;

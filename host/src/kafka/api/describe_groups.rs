@@ -7,6 +7,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{kstr, Context};
+use crate::tenancy::acl::Operation;
 
 /// Answers a DescribeGroups request.
 pub fn handle(
@@ -23,6 +24,9 @@ pub fn handle(
             out.group_state = kstr("Dead");
             match ctx.broker.groups().describe(id.0.as_str()) {
                 _ if id.0.is_empty() => out.error_code = ResponseError::InvalidGroupId.code(),
+                _ if !ctx.group_allowed(Operation::Describe, id.0.as_str()) => {
+                    out.error_code = ResponseError::GroupAuthorizationFailed.code()
+                }
                 Err(error) => out.error_code = error.code(),
                 Ok(None) => {}
                 Ok(Some(group)) => {

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 use kafka_protocol::protocol::StrBytes;
 
 use super::Context;
+use crate::tenancy::acl::Operation;
 
 /// Answers a DescribeProducers request from the partitions this broker leads.
 pub fn handle(
@@ -21,13 +22,17 @@ pub fn handle(
     let mut response = DescribeProducersResponse::default();
     for wanted in request.topics {
         let name = wanted.name.0.as_str();
-        let topic = ctx.broker.topic(name);
+        let authorized = ctx.topic_allowed(Operation::Read, name);
+        let topic = authorized.then(|| ctx.broker.topic(name)).flatten();
         let mut out = TopicResponse::default();
         out.name = wanted.name.clone();
         for index in wanted.partition_indexes {
             let mut r = PartitionResponse::default();
             r.partition_index = index;
             match topic.as_ref().and_then(|t| t.partition(index).cloned()) {
+                None if !authorized => {
+                    r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                }
                 None => {
                     let error = super::not_hosted(ctx.broker, name, index);
                     r.error_code = error.code();

@@ -23,9 +23,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::Context;
-use crate::broker::{Broker, Topic};
+use crate::broker::Topic;
 use crate::log::LogError;
 use crate::partition::{Changes, Partition};
+use crate::tenancy::acl::Operation;
 
 /// Longest a fetch may park, whatever the client asks: keeps a hostile `max_wait_ms`
 /// from pinning a connection.
@@ -42,9 +43,9 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
         let appended = broker.appended();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let partitions = requested(broker, &request, version);
+        let partitions = requested(ctx, &request, version);
         let mut changes = Changes::register(partitions.iter().map(|p| &**p));
-        let (response, bytes, has_error) = collect(broker, &request, version);
+        let (response, bytes, has_error) = collect(ctx, &request, version);
         let satisfied = bytes >= request.min_bytes.max(0) as usize || has_error;
         if satisfied || tokio::time::Instant::now() >= deadline {
             return response;
@@ -59,7 +60,12 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
 
 /// Reads every requested partition once. Returns the response, the record bytes in it,
 /// and whether any partition carries an error (errors answer immediately).
-fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn collect(
+    ctx: &Context<'_>,
+    request: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
+    let broker = ctx.broker;
     let mut response = FetchResponse::default();
     let mut budget = if version >= 3 {
         request.max_bytes.max(0) as usize
@@ -69,7 +75,7 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
     let mut total = 0usize;
     let mut has_error = false;
     for wanted in &request.topics {
-        let topic = resolve(broker, wanted, version);
+        let topic = resolve(ctx, wanted, version);
         let mut out = FetchableTopicResponse::default();
         if version >= 13 {
             out.topic_id = wanted.topic_id;
@@ -150,10 +156,10 @@ fn collect(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespo
 }
 
 /// The partitions a fetch names that exist here.
-fn requested(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
+fn requested(ctx: &Context<'_>, request: &FetchRequest, version: i16) -> Vec<Arc<Partition>> {
     let mut found = Vec::new();
     for wanted in &request.topics {
-        if let Ok(topic) = resolve(broker, wanted, version) {
+        if let Ok(topic) = resolve(ctx, wanted, version) {
             found.extend(wanted.partitions.iter().filter_map(|p| {
                 usize::try_from(p.partition)
                     .ok()
@@ -165,18 +171,29 @@ fn requested(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<Arc<P
 }
 
 /// Finds the topic a fetch names: by id from v13, by name before.
+/// A topic the client may not READ is TOPIC_AUTHORIZATION_FAILED whether it exists or
+/// not, so its existence does not leak.
 fn resolve(
-    broker: &Broker,
+    ctx: &Context<'_>,
     wanted: &FetchTopic,
     version: i16,
 ) -> Result<Arc<Topic>, ResponseError> {
+    let broker = ctx.broker;
     if version >= 13 {
-        broker
+        let topic = broker
             .topic_by_id(wanted.topic_id)
-            .ok_or(ResponseError::UnknownTopicId)
+            .ok_or(ResponseError::UnknownTopicId)?;
+        if !ctx.topic_allowed(Operation::Read, &topic.meta.name) {
+            return Err(ResponseError::TopicAuthorizationFailed);
+        }
+        Ok(topic)
     } else {
+        let name = wanted.topic.0.as_str();
+        if !ctx.topic_allowed(Operation::Read, name) {
+            return Err(ResponseError::TopicAuthorizationFailed);
+        }
         broker
-            .topic(wanted.topic.0.as_str())
+            .topic(name)
             .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 }

@@ -11,6 +11,7 @@ use super::{kstr, Context};
 use crate::controller::NO_LEADER;
 use crate::group::records::partition_for;
 use crate::group::OFFSETS_TOPIC;
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Key types Kafka defines: 0 group, 1 transaction.
 const KEY_GROUP: i8 = 0;
@@ -34,6 +35,21 @@ pub async fn handle(
         if key_type != KEY_GROUP && key_type != KEY_TRANSACTION {
             return Err(ResponseError::InvalidRequest);
         }
+        if key_type == KEY_GROUP
+            && !ctx.authorize_in(&state, Operation::Describe, ResourceType::Group, key)
+        {
+            return Err(ResponseError::GroupAuthorizationFailed);
+        }
+        if key_type == KEY_TRANSACTION
+            && !ctx.authorize_in(
+                &state,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                key,
+            )
+        {
+            return Err(ResponseError::TransactionalIdAuthorizationFailed);
+        }
         let topic = state
             .topics
             .get(OFFSETS_TOPIC)
@@ -52,7 +68,8 @@ pub async fn handle(
             .get(&leader)
             .filter(|b| !b.fenced)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        Ok((leader, node.kafka_host.clone(), node.kafka_port))
+        let (host, port) = node.endpoint(&ctx.session.listener.name);
+        Ok((leader, host.to_string(), port))
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -109,6 +126,10 @@ pub async fn handle(
 fn message(error: ResponseError) -> &'static str {
     match error {
         ResponseError::CoordinatorNotAvailable => "the group coordinator is still loading",
+        ResponseError::GroupAuthorizationFailed => "not authorized to DESCRIBE this group",
+        ResponseError::TransactionalIdAuthorizationFailed => {
+            "not authorized to DESCRIBE this transactional id"
+        }
         _ => "unknown coordinator key type",
     }
 }

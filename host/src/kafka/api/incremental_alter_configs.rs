@@ -5,9 +5,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::describe_configs::{static_broker_configs, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{
+    config_access, static_broker_configs, RESOURCE_BROKER, RESOURCE_TOPIC,
+};
 use super::{kstr, Context};
 use crate::config::topic;
+use crate::tenancy::acl::Operation;
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -27,7 +30,9 @@ pub async fn handle(
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
+        let access = config_access(ctx, resource.resource_type, name, Operation::AlterConfigs);
         let outcome = match resource.resource_type {
+            _ if access.is_err() => access,
             RESOURCE_TOPIC => match broker.topic(name) {
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,

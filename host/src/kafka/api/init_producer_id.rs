@@ -8,6 +8,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Context;
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Answers an InitProducerId request.
 pub async fn handle(
@@ -18,6 +19,10 @@ pub async fn handle(
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
+    if request.transactional_id.is_none() && !idempotence_allowed(ctx) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return response;
+    }
     if request.transactional_id.is_some() {
         tracing::info!(client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()), "refused a transactional producer: transactions are not supported yet");
         response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
@@ -44,4 +49,20 @@ pub async fn handle(
         }
     }
     response
+}
+
+/// Kafka's rule since 2.8 (KIP-679): an idempotent producer needs IDEMPOTENT_WRITE on
+/// the cluster, or WRITE on any topic.
+fn idempotence_allowed(ctx: &Context<'_>) -> bool {
+    if ctx.cluster_allowed(Operation::IdempotentWrite) {
+        return true;
+    }
+    let security = ctx.broker.security();
+    security.authorize_any(
+        &ctx.broker.metadata(),
+        &ctx.session.principal,
+        ctx.peer.ip(),
+        Operation::Write,
+        ResourceType::Topic,
+    )
 }

@@ -5,6 +5,8 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{client_host, client_id, kstr, Context};
 use crate::group::state::JoinRequest;
+use crate::tenancy::acl::Operation;
+use kafka_protocol::error::ResponseError;
 
 /// Answers a JoinGroup request once the coordinator has decided.
 pub async fn handle(
@@ -12,6 +14,15 @@ pub async fn handle(
     request: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
+    if !ctx.group_allowed(Operation::Read, request.group_id.0.as_str()) {
+        let mut response = JoinGroupResponse::default();
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        response.generation_id = -1;
+        response.member_id = request.member_id;
+        // Before v7 the protocol name is not nullable.
+        response.protocol_name = (version < 7).then(|| kstr(""));
+        return response;
+    }
     let join = JoinRequest {
         group_id: request.group_id.0.to_string(),
         member_id: request.member_id.to_string(),

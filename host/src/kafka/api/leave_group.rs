@@ -6,6 +6,8 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::Context;
 use crate::group::state::Leaving;
+use crate::tenancy::acl::Operation;
+use kafka_protocol::error::ResponseError;
 
 /// Answers a LeaveGroup request.
 pub fn handle(ctx: &Context<'_>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
@@ -25,6 +27,10 @@ pub fn handle(ctx: &Context<'_>, request: LeaveGroupRequest, version: i16) -> Le
         }]
     };
     let mut response = LeaveGroupResponse::default();
+    if !ctx.group_allowed(Operation::Read, request.group_id.0.as_str()) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
     match ctx
         .broker
         .groups()

@@ -4,6 +4,7 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{kstr, Context};
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Answers a ListGroups request.
 pub fn handle(ctx: &Context<'_>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
@@ -24,10 +25,17 @@ pub fn handle(ctx: &Context<'_>, request: ListGroupsRequest, version: i16) -> Li
     } else {
         Vec::new()
     };
+    // Kafka's rule: DESCRIBE on the cluster lists every group; otherwise only the
+    // groups the client may DESCRIBE, so no group name leaks to another tenant.
+    let all = ctx.cluster_allowed(Operation::Describe);
+    let metadata = ctx.broker.metadata();
     response.groups = groups
         .into_iter()
         .filter(|(_, _, state)| {
             filter.is_empty() || filter.contains(&state.name().to_ascii_lowercase())
+        })
+        .filter(|(id, _, _)| {
+            all || ctx.authorize_in(&metadata, Operation::Describe, ResourceType::Group, id)
         })
         .map(|(id, protocol_type, state)| {
             let mut out = ListedGroup::default();

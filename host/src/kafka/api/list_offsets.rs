@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Context;
+use crate::tenancy::acl::Operation;
 
 /// Kafka's special timestamps.
 const LATEST: i64 = -1;
@@ -20,6 +21,7 @@ pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> L
     let broker = ctx.broker;
     let mut response = ListOffsetsResponse::default();
     for wanted in request.topics {
+        let authorized = ctx.topic_allowed(Operation::Describe, wanted.name.0.as_str());
         let topic = broker.topic(wanted.name.0.as_str());
         let mut out = ListOffsetsTopicResponse::default();
         out.name = wanted.name.clone();
@@ -28,6 +30,11 @@ pub fn handle(ctx: &Context<'_>, request: ListOffsetsRequest, version: i16) -> L
             r.partition_index = p.partition_index;
             r.timestamp = -1;
             r.offset = -1;
+            if !authorized {
+                r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                out.partitions.push(r);
+                continue;
+            }
             let partition = topic
                 .as_ref()
                 .and_then(|t| t.partition(p.partition_index).cloned());

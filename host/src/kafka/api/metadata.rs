@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{kstr, Context};
 use crate::controller::{State, TopicMeta, NO_LEADER};
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Answers a Metadata request from this broker's replica of the cluster metadata.
 pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -> MetadataResponse {
@@ -20,7 +21,8 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     let mut state = broker.metadata();
 
     let mut response = MetadataResponse::default();
-    response.brokers = brokers(&state);
+    let listener = ctx.session.listener.name.as_str();
+    response.brokers = brokers(&state, listener);
     if version >= 2 {
         response.cluster_id = Some(kstr(broker.cluster_id().to_string()));
     }
@@ -35,9 +37,13 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     let requested = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => topics,
         _ => {
+            // Only what the client may see: no topic name leaks to another tenant.
             response.topics = state
                 .topics
                 .values()
+                .filter(|t| {
+                    ctx.authorize_in(&state, Operation::Describe, ResourceType::Topic, &t.name)
+                })
                 .map(|t| topic_entry(t, &state, version))
                 .collect();
             return response;
@@ -48,6 +54,19 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     for wanted in requested {
         let entry = match (&wanted.name, version >= 10 && !wanted.topic_id.is_nil()) {
             (_, true) => match state.topics.values().find(|t| t.id == wanted.topic_id) {
+                Some(topic)
+                    if !ctx.authorize_in(
+                        &state,
+                        Operation::Describe,
+                        ResourceType::Topic,
+                        &topic.name,
+                    ) =>
+                {
+                    let mut t = MetadataResponseTopic::default();
+                    t.error_code = ResponseError::TopicAuthorizationFailed.code();
+                    t.topic_id = wanted.topic_id;
+                    t
+                }
                 Some(topic) => topic_entry(topic, &state, version),
                 None => {
                     let mut t = MetadataResponseTopic::default();
@@ -59,11 +78,26 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
             (Some(name), false) => {
                 let name = name.0.as_str();
                 match state.topics.get(name) {
+                    _ if !ctx.authorize_in(
+                        &state,
+                        Operation::Describe,
+                        ResourceType::Topic,
+                        name,
+                    ) =>
+                    {
+                        error_entry(name, ResponseError::TopicAuthorizationFailed)
+                    }
                     Some(topic) => topic_entry(topic, &state, version),
+                    None if auto_create
+                        && !ctx.cluster_allowed(Operation::Create)
+                        && !ctx.topic_allowed(Operation::Create, name) =>
+                    {
+                        error_entry(name, ResponseError::TopicAuthorizationFailed)
+                    }
                     None if auto_create => {
                         let entry = auto_create_topic(ctx, name, version).await;
                         state = broker.metadata();
-                        response.brokers = brokers(&state);
+                        response.brokers = brokers(&state, listener);
                         entry
                     }
                     None => error_entry(name, ResponseError::UnknownTopicOrPartition),
@@ -76,15 +110,16 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     response
 }
 
-/// Every live broker, as clients should reach it.
-fn brokers(state: &State) -> Vec<MetadataResponseBroker> {
+/// Every live broker, as clients of `listener` should reach it.
+fn brokers(state: &State, listener: &str) -> Vec<MetadataResponseBroker> {
     state
         .live_brokers()
         .map(|meta| {
+            let (host, port) = meta.endpoint(listener);
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(meta.id);
-            b.host = kstr(meta.kafka_host.clone());
-            b.port = meta.kafka_port as i32;
+            b.host = kstr(host.to_string());
+            b.port = port as i32;
             b.rack = meta.rack.clone().map(kstr);
             b
         })

@@ -2,6 +2,7 @@
 //! returns the response to encode; handlers only set fields that exist in the version
 //! being answered, because the codec refuses to encode a field the version lacks.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -27,6 +28,9 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
+pub mod scram_credentials;
 pub mod sync_group;
 
 use std::net::SocketAddr;
@@ -37,8 +41,11 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
 use super::frame::ResponseFrame;
+use super::session::Session;
 use super::{decode_request, encode_response, encode_response_sharing, ConnectionError};
 use crate::broker::Broker;
+use crate::controller::state::State;
+use crate::tenancy::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// What a handler knows about the request beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +56,59 @@ pub struct Context<'a> {
     pub header: &'a RequestHeader,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Who the client is and which listener it came through.
+    pub session: &'a Session,
+}
+
+impl Context<'_> {
+    /// Whether the client may do `operation` on (`resource_type`, `name`).
+    pub fn authorize(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        // No metadata snapshot when the answer cannot depend on it.
+        let security = self.broker.security();
+        if !security.authorizer_enabled() || security.is_super_user(&self.session.principal) {
+            return true;
+        }
+        self.authorize_in(&self.broker.metadata(), operation, resource_type, name)
+    }
+
+    /// Like [`authorize`](Self::authorize), against a metadata snapshot the handler
+    /// already holds (one snapshot per request keeps its answers consistent).
+    pub fn authorize_in(
+        &self,
+        metadata: &State,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.broker.security().authorize(
+            metadata,
+            &self.session.principal,
+            self.peer.ip(),
+            operation,
+            resource_type,
+            name,
+        )
+    }
+
+    /// Whether the client may do `operation` on the topic `name`.
+    pub fn topic_allowed(&self, operation: Operation, name: &str) -> bool {
+        self.authorize(operation, ResourceType::Topic, name)
+    }
+
+    /// Whether the client may do `operation` on the group `name`.
+    pub fn group_allowed(&self, operation: Operation, name: &str) -> bool {
+        self.authorize(operation, ResourceType::Group, name)
+    }
+
+    /// Whether the client may do `operation` on the cluster.
+    pub fn cluster_allowed(&self, operation: Operation) -> bool {
+        self.authorize(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Whether the authorizer is on (handlers skip the work of filtering when not).
+    pub fn authorizing(&self) -> bool {
+        self.broker.security().authorizer_enabled()
+    }
 }
 
 /// Decodes the body for `api`, runs its handler and encodes the response frame.
@@ -123,6 +183,31 @@ pub async fn dispatch(
         ApiKey::OffsetDelete => sync_api!(offset_delete),
         ApiKey::OffsetForLeaderEpoch => sync_api!(offset_for_leader_epoch),
         ApiKey::DescribeProducers => sync_api!(describe_producers),
+        ApiKey::CreateAcls => {
+            let request = decode_request(api, version, body)?;
+            let response = acls::create(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::DescribeAcls => {
+            let request = decode_request(api, version, body)?;
+            let response = acls::describe(&ctx, request, version);
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::DeleteAcls => {
+            let request = decode_request(api, version, body)?;
+            let response = acls::delete(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            let request = decode_request(api, version, body)?;
+            let response = scram_credentials::describe(&ctx, request, version);
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let request = decode_request(api, version, body)?;
+            let response = scram_credentials::alter(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
     }
 }

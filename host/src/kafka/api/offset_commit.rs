@@ -14,6 +14,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::Context;
 use crate::broker::now_ms;
 use crate::group::records::OffsetValue;
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Answers an OffsetCommit request.
 pub async fn handle(
@@ -28,15 +29,26 @@ pub async fn handle(
     let cluster = broker.metadata();
     let mut verdicts: HashMap<(String, i32), Option<ResponseError>> = HashMap::new();
     let mut accepted = Vec::new();
+    let group_allowed = ctx.authorize_in(
+        &cluster,
+        Operation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    );
     for topic in &request.topics {
         let name = topic.name.0.to_string();
+        let topic_allowed = ctx.authorize_in(&cluster, Operation::Read, ResourceType::Topic, &name);
         for p in &topic.partitions {
             let metadata = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let verdict = if cluster.partition(&name, p.partition_index).is_none() {
+            let verdict = if !group_allowed {
+                Some(ResponseError::GroupAuthorizationFailed)
+            } else if !topic_allowed {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if cluster.partition(&name, p.partition_index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > max_metadata {
                 Some(ResponseError::OffsetMetadataTooLarge)

@@ -8,6 +8,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::Context;
+use crate::tenancy::acl::Operation;
 
 /// Answers an OffsetDelete request.
 pub fn handle(
@@ -17,8 +18,16 @@ pub fn handle(
 ) -> OffsetDeleteResponse {
     let broker = ctx.broker;
     let mut response = OffsetDeleteResponse::default();
+    if !ctx.group_allowed(Operation::Delete, request.group_id.0.as_str()) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
+    let readable = |topic: &str| ctx.topic_allowed(Operation::Read, topic);
     let mut known = Vec::new();
     for topic in &request.topics {
+        if !readable(topic.name.0.as_str()) {
+            continue;
+        }
         for p in &topic.partitions {
             if broker
                 .partition(topic.name.0.as_str(), p.partition_index)
@@ -44,6 +53,7 @@ pub fn handle(
         .into_iter()
         .map(|topic| {
             let mut out = OffsetDeleteResponseTopic::default();
+            let allowed = readable(topic.name.0.as_str());
             out.partitions = topic
                 .partitions
                 .iter()
@@ -53,7 +63,9 @@ pub fn handle(
                     let known = broker
                         .partition(topic.name.0.as_str(), p.partition_index)
                         .is_some();
-                    r.error_code = if known {
+                    r.error_code = if !allowed {
+                        ResponseError::TopicAuthorizationFailed.code()
+                    } else if known {
                         verdicts
                             .next()
                             .and_then(|(_, verdict)| verdict)

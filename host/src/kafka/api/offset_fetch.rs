@@ -13,9 +13,12 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::{kstr, Context};
 use crate::group::records::OffsetValue;
+use crate::tenancy::acl::{Operation, ResourceType};
 
 /// One partition's answer: (partition, committed offset if any).
-type Fetched = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+/// A partition's committed offset, none, or why the client may not see it.
+type Slot = Result<Option<OffsetValue>, ResponseError>;
+type Fetched = Vec<(String, Vec<(i32, Slot)>)>;
 
 /// Answers an OffsetFetch request.
 pub fn handle(ctx: &Context<'_>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
@@ -44,7 +47,7 @@ pub fn handle(ctx: &Context<'_>, request: OffsetFetchRequest, version: i16) -> O
                                     .map(|(index, value)| {
                                         let mut p = OffsetFetchResponsePartitions::default();
                                         p.partition_index = index;
-                                        fill(value, |o, e, m| {
+                                        p.error_code = fill(value, |o, e, m| {
                                             p.committed_offset = o;
                                             p.committed_leader_epoch = e;
                                             p.metadata = Some(kstr(m));
@@ -79,7 +82,9 @@ pub fn handle(ctx: &Context<'_>, request: OffsetFetchRequest, version: i16) -> O
             let found: Fetched = wanted_for_error
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(t, ps): (String, Vec<i32>)| (t, ps.into_iter().map(|p| (p, None)).collect()))
+                .map(|(t, ps): (String, Vec<i32>)| {
+                    (t, ps.into_iter().map(|p| (p, Ok(None))).collect())
+                })
                 .collect();
             response.topics = v1_topics(found, version, Some(error));
         }
@@ -102,14 +107,14 @@ fn v1_topics(
                 .map(|(index, value)| {
                     let mut p = OffsetFetchResponsePartition::default();
                     p.partition_index = index;
-                    fill(value, |o, e, m| {
+                    let own = fill(value, |o, e, m| {
                         p.committed_offset = o;
                         if version >= 5 {
                             p.committed_leader_epoch = e;
                         }
                         p.metadata = Some(kstr(m));
                     });
-                    p.error_code = error.map_or(0, |e| e.code());
+                    p.error_code = error.map_or(own, |e| e.code());
                     p
                 })
                 .collect();
@@ -118,10 +123,21 @@ fn v1_topics(
         .collect()
 }
 
-fn fill(value: Option<OffsetValue>, mut set: impl FnMut(i64, i32, String)) {
+/// Sets the offset fields from `value`; returns the partition's error code.
+fn fill(value: Slot, mut set: impl FnMut(i64, i32, String)) -> i16 {
     match value {
-        Some(v) => set(v.offset, v.leader_epoch, v.metadata),
-        None => set(-1, -1, String::new()),
+        Ok(Some(v)) => {
+            set(v.offset, v.leader_epoch, v.metadata);
+            0
+        }
+        Ok(None) => {
+            set(-1, -1, String::new());
+            0
+        }
+        Err(error) => {
+            set(-1, -1, String::new());
+            error.code()
+        }
     }
 }
 
@@ -134,25 +150,45 @@ fn fetch(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
+    let metadata = ctx.broker.metadata();
+    if !ctx.authorize_in(&metadata, Operation::Describe, ResourceType::Group, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let visible =
+        |topic: &str| ctx.authorize_in(&metadata, Operation::Describe, ResourceType::Topic, topic);
     let mut committed = ctx.broker.groups().offsets(group)?;
     Ok(match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
+                let allowed = visible(&topic);
                 let values = partitions
                     .into_iter()
-                    .map(|p| (p, committed.remove(&(topic.clone(), p))))
+                    .map(|p| {
+                        let value = committed.remove(&(topic.clone(), p));
+                        (
+                            p,
+                            if allowed {
+                                Ok(value)
+                            } else {
+                                Err(ResponseError::TopicAuthorizationFailed)
+                            },
+                        )
+                    })
                     .collect();
                 (topic, values)
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> = BTreeMap::new();
+            // Every committed partition the client may see; the others are left out.
+            let mut by_topic: BTreeMap<String, Vec<(i32, Slot)>> = BTreeMap::new();
             for ((topic, partition), value) in committed {
-                by_topic
-                    .entry(topic)
-                    .or_default()
-                    .push((partition, Some(value)));
+                if visible(&topic) {
+                    by_topic
+                        .entry(topic)
+                        .or_default()
+                        .push((partition, Ok(Some(value))));
+                }
             }
             by_topic.into_iter().collect()
         }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::Context;
+use crate::tenancy::acl::Operation;
 
 /// Answers an OffsetForLeaderEpoch request.
 pub fn handle(
@@ -23,7 +24,10 @@ pub fn handle(
     let broker = ctx.broker;
     let mut response = OffsetForLeaderEpochResponse::default();
     for wanted in request.topics {
-        let topic = broker.topic(wanted.topic.0.as_str());
+        let authorized = ctx.topic_allowed(Operation::Describe, wanted.topic.0.as_str());
+        let topic = authorized
+            .then(|| broker.topic(wanted.topic.0.as_str()))
+            .flatten();
         let mut out = OffsetForLeaderTopicResult::default();
         out.topic = wanted.topic.clone();
         for p in wanted.partitions {
@@ -37,6 +41,10 @@ pub fn handle(
                     .and_then(|i| t.partitions.get(i).cloned())
             });
             match partition {
+                None if !authorized => {
+                    r.error_code =
+                        kafka_protocol::error::ResponseError::TopicAuthorizationFailed.code()
+                }
                 None => {
                     r.error_code =
                         super::not_hosted(broker, wanted.topic.0.as_str(), p.partition).code()
@@ -110,10 +118,12 @@ mod tests {
         let batch = encode_batch(&data, Compression::None).unwrap();
         b.partition("t", 0).unwrap().append(&batch, 0).unwrap();
         let header = RequestHeader::default();
+        let session = crate::kafka::session::Session::plaintext("127.0.0.1:1".parse().unwrap());
         let ctx = Context {
             broker: &b,
             header: &header,
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: session.peer,
+            session: &session,
         };
         let ask = |partition, current, epoch| {
             let response = handle(&ctx, request(partition, current, epoch), 4);
@@ -157,10 +167,12 @@ mod tests {
             .await
             .unwrap();
         let header = RequestHeader::default();
+        let session = crate::kafka::session::Session::plaintext("127.0.0.1:1".parse().unwrap());
         let ctx = Context {
             broker: &b,
             header: &header,
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: session.peer,
+            session: &session,
         };
         let batch = encode_batch(&[RecordData::default()], Compression::None).unwrap();
         let produce = |topic: &'static str| {

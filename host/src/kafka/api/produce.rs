@@ -19,6 +19,7 @@ use super::{kstr, Context};
 use crate::broker::now_ms;
 use crate::partition::producer_state::SequenceError;
 use crate::partition::{AppendError, Partition};
+use crate::tenancy::acl::Operation;
 
 /// Longest an acks=all produce waits for replication, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,7 +38,9 @@ pub async fn handle(
     let mut waits: Vec<(usize, usize, std::sync::Arc<Partition>, i64)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.as_str().to_string();
-        let topic = broker.topic(&name);
+        let authorized = ctx.topic_allowed(Operation::Write, &name);
+        // An unauthorized client learns nothing about the topic, not even that it exists.
+        let topic = authorized.then(|| broker.topic(&name)).flatten();
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = topic_data.name.clone();
         for partition_data in topic_data.partition_data {
@@ -46,7 +49,12 @@ pub async fn handle(
             let partition = topic
                 .as_ref()
                 .and_then(|t| t.partition(partition_data.index).cloned());
-            let outcome = if !acks_valid {
+            let outcome = if !authorized {
+                Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("not authorized to WRITE to topic '{name}'"),
+                ))
+            } else if !acks_valid {
                 Err((
                     ResponseError::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, not {}", request.acks),

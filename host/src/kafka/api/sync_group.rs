@@ -5,6 +5,8 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{kstr, Context};
 use crate::group::state::SyncRequest;
+use crate::tenancy::acl::Operation;
+use kafka_protocol::error::ResponseError;
 
 /// Answers a SyncGroup request once the assignment is known.
 pub async fn handle(
@@ -12,6 +14,11 @@ pub async fn handle(
     request: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
+    if !ctx.group_allowed(Operation::Read, request.group_id.0.as_str()) {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
     let sync = SyncRequest {
         group_id: request.group_id.0.to_string(),
         generation: request.generation_id,

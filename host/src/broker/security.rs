@@ -1,0 +1,56 @@
+//! The broker's side of security changes: ACLs and SCRAM credentials go through the
+//! controller, so every broker enforces the same ones; the Kafka API and the admin API
+//! both change them here.
+
+use crate::controller::{Applied, Command, ControllerError};
+use crate::tenancy::acl::{AclBinding, AclFilter};
+use crate::tenancy::scram::{Credential, Mechanism};
+use crate::tenancy::Security;
+
+use super::{Broker, CONTROLLER_TIMEOUT};
+
+impl Broker {
+    /// The security settings in force and the login counters.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Adds ACLs cluster-wide (validate them first: one invalid ACL refuses all).
+    pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<(), ControllerError> {
+        self.controller()
+            .submit(Command::CreateAcls { acls }, CONTROLLER_TIMEOUT)
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes the ACLs each filter selects; returns them per filter.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<AclFilter>,
+    ) -> Result<Vec<Vec<AclBinding>>, ControllerError> {
+        let count = filters.len();
+        match self
+            .controller()
+            .submit(Command::DeleteAcls { filters }, CONTROLLER_TIMEOUT)
+            .await?
+        {
+            Applied::AclsDeleted(removed) => Ok(removed),
+            _ => Ok(vec![Vec::new(); count]),
+        }
+    }
+
+    /// Sets and removes SCRAM credentials cluster-wide.
+    pub async fn alter_credentials(
+        &self,
+        upsert: Vec<(String, Mechanism, Credential)>,
+        delete: Vec<(String, Mechanism)>,
+    ) -> Result<(), ControllerError> {
+        self.controller()
+            .submit(
+                Command::AlterCredentials { upsert, delete },
+                CONTROLLER_TIMEOUT,
+            )
+            .await
+            .map(|_| ())
+    }
+}

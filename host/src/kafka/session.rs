@@ -1,0 +1,82 @@
+//! One connection's identity: the listener it came through, the principal it proved,
+//! and where its SASL exchange stands.
+//!
+//! On a SASL listener a connection may send only ApiVersions, SaslHandshake and
+//! SaslAuthenticate until it is authenticated; anything else closes it, as Kafka does,
+//! so no request is ever served for a client that has not proved who it is.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::SecurityProtocol;
+use crate::tenancy::sasl::{Authenticator, SaslMechanism};
+use crate::tenancy::Principal;
+
+/// What a connection's listener is.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    /// Its name (Metadata answers with the addresses of this listener).
+    pub name: String,
+    /// How it secures connections.
+    pub protocol: SecurityProtocol,
+    /// The SASL mechanisms it offers (empty unless SASL).
+    pub mechanisms: Vec<SaslMechanism>,
+}
+
+/// One connection's security state.
+#[derive(Debug)]
+pub struct Session {
+    /// The listener.
+    pub listener: Arc<ListenerInfo>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Who the client is (`User:ANONYMOUS` until proved otherwise).
+    pub principal: Principal,
+    /// The SASL exchange, while one is required and unfinished.
+    pub sasl: Option<Authenticator>,
+    /// Set when the response being sent is the last (a refused login).
+    pub close_after_response: Option<String>,
+}
+
+impl Session {
+    /// A new connection on `listener` from `peer`.
+    pub fn new(listener: Arc<ListenerInfo>, peer: SocketAddr) -> Session {
+        let sasl = listener
+            .protocol
+            .sasl()
+            .then(|| Authenticator::new(listener.mechanisms.clone()));
+        Session {
+            listener,
+            peer,
+            principal: Principal::anonymous(),
+            sasl,
+            close_after_response: None,
+        }
+    }
+
+    /// Whether requests other than ApiVersions and the SASL ones must wait.
+    pub fn needs_authentication(&self) -> bool {
+        self.sasl.is_some()
+    }
+
+    /// The exchange finished: the connection is `principal` from now on.
+    pub fn authenticated(&mut self, principal: Principal) {
+        self.principal = principal;
+        self.sasl = None;
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// An anonymous connection on a PLAINTEXT listener, for handler tests.
+    pub(crate) fn plaintext(peer: SocketAddr) -> Session {
+        Session::new(
+            Arc::new(ListenerInfo {
+                name: "PLAINTEXT".into(),
+                protocol: SecurityProtocol::Plaintext,
+                mechanisms: Vec::new(),
+            }),
+            peer,
+        )
+    }
+}

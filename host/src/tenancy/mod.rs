@@ -1,0 +1,189 @@
+//! Who a Kafka client is and what it may do: principals, TLS and SASL authentication on
+//! the listeners, SCRAM credentials, and Kafka's ACL authorizer.
+//!
+//! Authentication happens per connection ([`sasl`], [`tls`]); its outcome is a
+//! [`Principal`] carried by the connection's session. Authorization is a pure question
+//! to the cluster metadata ([`Security::authorize`]): the ACLs and credentials live in
+//! the controller's replicated state, so every broker decides the same way and a change
+//! takes effect on the next request, without reconnecting.
+
+pub mod acl;
+pub mod sasl;
+pub mod scram;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::SecurityConfig;
+use crate::controller::state::State;
+use acl::{Operation, ResourceType};
+
+/// An authenticated identity, as Kafka writes it: `User:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Principal(String);
+
+impl Principal {
+    /// The principal of a connection that proved nothing (a PLAINTEXT listener, or TLS
+    /// without a client certificate).
+    pub fn anonymous() -> Principal {
+        Principal::user("ANONYMOUS")
+    }
+
+    /// `User:<name>`.
+    pub fn user(name: &str) -> Principal {
+        Principal(format!("User:{name}"))
+    }
+
+    /// The principal written as `Type:name`, if it is of that form.
+    pub fn parse(text: &str) -> Option<Principal> {
+        match text.split_once(':') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                Some(Principal(text.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// `User:alice`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `User`.
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map(|(k, _)| k).unwrap_or("")
+    }
+
+    /// `alice`.
+    pub fn name(&self) -> &str {
+        self.0.split_once(':').map(|(_, n)| n).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The user names and their SCRAM credentials, kept in the cluster metadata.
+pub type Users = BTreeMap<String, BTreeMap<scram::Mechanism, scram::Credential>>;
+
+/// Counts of logins, for operators (`/v1/security/logins`).
+#[derive(Debug, Default)]
+pub struct Logins {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    reasons: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A snapshot of [`Logins`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginCounts {
+    /// Successful authentications (SASL or TLS client certificate).
+    pub succeeded: u64,
+    /// Refused ones.
+    pub failed: u64,
+    /// Refusals by reason (`invalid_credentials`, `unknown_user`,
+    /// `unsupported_mechanism`, `tls_handshake`, `malformed`…).
+    pub failures: BTreeMap<String, u64>,
+}
+
+impl Logins {
+    /// Records a successful login.
+    pub fn succeeded(&self) {
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a refused login and why (a short, stable reason).
+    pub fn failed(&self, reason: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.reasons.lock().entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> LoginCounts {
+        LoginCounts {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            failures: self.reasons.lock().clone(),
+        }
+    }
+}
+
+/// The broker's security settings in force, and its login counters.
+#[derive(Debug)]
+pub struct Security {
+    authorizer: bool,
+    super_users: Vec<Principal>,
+    /// Login counters.
+    pub logins: Logins,
+}
+
+impl Security {
+    /// From the validated configuration.
+    pub fn new(config: &SecurityConfig) -> Security {
+        Security {
+            authorizer: config.authorizer,
+            super_users: config
+                .super_users
+                .iter()
+                .filter_map(|p| Principal::parse(p))
+                .collect(),
+            logins: Logins::default(),
+        }
+    }
+
+    /// Whether ACLs are enforced.
+    pub fn authorizer_enabled(&self) -> bool {
+        self.authorizer
+    }
+
+    /// Whether `principal` is a super user.
+    pub fn is_super_user(&self, principal: &Principal) -> bool {
+        self.super_users.iter().any(|s| s == principal)
+    }
+
+    /// Whether `principal`, connected from `host`, may do `operation` on
+    /// (`resource_type`, `name`) by the ACLs in `metadata`. Everything is allowed when
+    /// the authorizer is off.
+    pub fn authorize(
+        &self,
+        metadata: &State,
+        principal: &Principal,
+        host: IpAddr,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        if !self.authorizer || self.is_super_user(principal) {
+            return true;
+        }
+        metadata
+            .acls
+            .allows(principal, Some(host), operation, resource_type, name)
+    }
+
+    /// Whether `principal` may do `operation` on any resource of `resource_type`.
+    pub fn authorize_any(
+        &self,
+        metadata: &State,
+        principal: &Principal,
+        host: IpAddr,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        if !self.authorizer || self.is_super_user(principal) {
+            return true;
+        }
+        metadata
+            .acls
+            .allows_any(principal, Some(host), operation, resource_type)
+    }
+}
