@@ -1,5 +1,5 @@
 //! The HTTP admin API (default 127.0.0.1:9644): health, cluster status, plugin
-//! lifecycle and HTTP produce, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
+//! lifecycle, HTTP produce, transforms, mirrors, users and ACLs, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
 //! status that says whose fault it was (4xx: the request; 5xx: the broker).
 //!
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
@@ -9,6 +9,7 @@ mod cluster;
 mod mirrors;
 mod plugins;
 mod produce;
+mod security;
 mod transforms;
 
 use std::sync::Arc;
@@ -108,6 +109,18 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/mirrors/{name}/resume", post(mirrors::resume))
         .route("/v1/mirrors/{name}/checkpoints", get(mirrors::checkpoints))
         .route("/v1/mirrors/{name}/failover", post(mirrors::failover))
+        .route("/v1/users", get(security::list_users))
+        .route(
+            "/v1/users/{name}",
+            axum::routing::put(security::put_user).delete(security::delete_user),
+        )
+        .route(
+            "/v1/acls",
+            get(security::list_acls)
+                .post(security::create_acls)
+                .delete(security::delete_acls),
+        )
+        .route("/v1/security/logins", get(security::logins))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

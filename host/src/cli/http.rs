@@ -98,7 +98,32 @@ fn dechunk(mut input: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Percent-encodes a query component.
+/// One JSON call: `body` (if any) is sent as JSON, the answer read as JSON, and an
+/// error status becomes an error carrying the API's message.
+pub(crate) async fn call(
+    address: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    match body {
+        Some(body) => {
+            let bytes = serde_json::to_vec(body).expect("JSON values serialise");
+            request(
+                address,
+                method,
+                path_and_query,
+                Some("application/json"),
+                &bytes,
+            )
+            .await
+        }
+        None => request(address, method, path_and_query, None, b"").await,
+    }?
+    .json()
+}
+
+/// Percent-encodes `s` for a path segment or query value.
 pub(crate) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

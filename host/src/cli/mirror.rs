@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::http::{encode, request};
+use super::http::{call, encode, request};
 use super::plugin::Admin;
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -184,14 +184,11 @@ fn print_describe(v: &Value) {
 }
 
 async fn get(admin: &Admin, path: &str) -> anyhow::Result<Value> {
-    request(&admin.admin, "GET", path, None, b"").await?.json()
+    call(&admin.admin, "GET", path, None).await
 }
 
 async fn post(admin: &Admin, path: &str, body: &Value) -> anyhow::Result<Value> {
-    let bytes = serde_json::to_vec(body).expect("serialisable");
-    request(&admin.admin, "POST", path, Some("application/json"), &bytes)
-        .await?
-        .json()
+    call(&admin.admin, "POST", path, Some(body)).await
 }
 
 pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {

@@ -9,6 +9,7 @@ mod http;
 mod mirror;
 mod plugin;
 mod produce;
+mod security;
 mod topic;
 mod transform;
 
@@ -55,6 +56,15 @@ enum Command {
     /// Cluster administration: status, and certificates for the cluster transport.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// SCRAM users (SASL PLAIN and SCRAM logins): create, list, delete.
+    #[command(subcommand)]
+    User(security::UserCommand),
+    /// ACLs, Kafka's model: create, list, delete.
+    #[command(subcommand)]
+    Acl(security::AclCommand),
+    /// Certificates for the TLS listeners.
+    #[command(subcommand)]
+    Tls(security::TlsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +133,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Transform(cmd) => block_on(transform::run(cmd)),
         Command::Mirror(cmd) => block_on(mirror::run(cmd)),
         Command::Cluster(cmd) => block_on(cluster::run(cmd)),
+        Command::User(cmd) => block_on(security::run_user(cmd)),
+        Command::Acl(cmd) => block_on(security::run_acl(cmd)),
+        Command::Tls(cmd) => security::run_tls(cmd),
     }
 }
 
