@@ -329,8 +329,10 @@ def _worker_cpu():
     return t.user + t.system
 
 
-def produce_worker(bootstrap, topic, partitions, count, size, linger_ms, ready_q, start_evt,
+def produce_worker(bootstrap, topic, partitions, count, size, linger_ms, extra, ready_q, start_evt,
                    result_q, timeout_s):
+    """`count` records of `size` bytes; `extra` is more librdkafka configuration
+    (acks, security settings)."""
     from confluent_kafka import Producer
     res = {"ok": False, "count": count, "errors": 0, "first_error": None}
     _pdeathsig()                                      # die with the benchmark
@@ -342,7 +344,7 @@ def produce_worker(bootstrap, topic, partitions, count, size, linger_ms, ready_q
                     res["first_error"] = str(err)
 
         p = Producer(producer_conf(bootstrap, linger_ms, {
-            "delivery.report.only.error": True, "on_delivery": on_delivery}))
+            **extra, "delivery.report.only.error": True, "on_delivery": on_delivery}))
         p.list_topics(topic, timeout=30)              # connect + metadata before the clock
         payload = os.urandom(size)
         nparts = len(partitions)
@@ -619,8 +621,9 @@ def phase_produce(ctx, cfg, bootstrap, meter, topic, partitions, records):
     per = [records // workers + (1 if w < records % workers else 0) for w in range(workers)]
     parts = list(range(partitions))
     # each worker spreads over all partitions (in chunks), as many independent producers would
+    extra = getattr(cfg, "client_conf", None) or {}
     args = [(bootstrap, topic, parts[w % partitions:] + parts[:w % partitions], per[w],
-             cfg.record_size, cfg.linger_ms) for w in range(workers)]
+             cfg.record_size, cfg.linger_ms, extra) for w in range(workers)]
     cpu0 = meter.cpu()
     res = run_workers(ctx, produce_worker, args, cfg.phase_timeout)
     cpu1 = meter.cpu()

@@ -66,50 +66,6 @@ TARGETS = {
 # load generator (spawned processes; librdkafka threads and fork do not mix)
 
 
-def produce_worker(bootstrap, topic, partitions, count, size, linger_ms, acks, ready_q, start_evt,
-                   result_q, timeout_s):
-    """bb.produce_worker with a choice of acks."""
-    from confluent_kafka import Producer
-    res = {"ok": False, "count": count, "errors": 0, "first_error": None}
-    bb._pdeathsig()
-    try:
-        def on_delivery(err, msg):
-            if err is not None:
-                res["errors"] += 1
-                if res["first_error"] is None:
-                    res["first_error"] = str(err)
-
-        p = Producer(bb.producer_conf(bootstrap, linger_ms, {
-            "acks": acks, "delivery.report.only.error": True, "on_delivery": on_delivery}))
-        p.list_topics(topic, timeout=30)
-        payload = os.urandom(size)
-        nparts = len(partitions)
-        ready_q.put(os.getpid())
-        start_evt.wait()
-        cpu0, t0 = bb._worker_cpu(), time.monotonic()
-        deadline = t0 + timeout_s
-        chunk = 1024
-        for i in range(count):
-            part = partitions[(i // chunk) % nparts]
-            while True:
-                try:
-                    p.produce(topic, payload, partition=part)
-                    break
-                except BufferError:
-                    p.poll(0.01)
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"produce stalled: queue full after {i} records")
-            p.poll(0)
-        left = p.flush(max(1.0, deadline - time.monotonic()))
-        res.update(ok=left == 0 and res["errors"] == 0, undelivered=left, t0=t0, t1=time.monotonic(),
-                   cpu=bb._worker_cpu() - cpu0)
-        if left:
-            res["first_error"] = res["first_error"] or f"{left} records not delivered by the deadline"
-    except Exception as e:
-        res["first_error"] = f"{type(e).__name__}: {e}"
-    result_q.put(res)
-
-
 def produce(ctx, cfg, bootstrap, topic, partitions, records, acks, pids):
     """records x cfg.record_size to topic from cfg.producers workers; MB/s and the
     CPU-seconds the broker processes `pids` spent meanwhile."""
@@ -117,9 +73,9 @@ def produce(ctx, cfg, bootstrap, topic, partitions, records, acks, pids):
     per = [records // workers + (1 if w < records % workers else 0) for w in range(workers)]
     parts = list(range(partitions))
     args = [(bootstrap, topic, parts[w % partitions:] + parts[:w % partitions], per[w], cfg.record_size,
-             cfg.linger_ms, acks) for w in range(workers)]
+             cfg.linger_ms, {"acks": acks}) for w in range(workers)]
     cpu0 = sum(bb.proc_cpu_seconds(pid) for pid in pids)
-    res = bb.run_workers(ctx, produce_worker, args, cfg.phase_timeout)
+    res = bb.run_workers(ctx, bb.produce_worker, args, cfg.phase_timeout)
     cpu1 = sum(bb.proc_cpu_seconds(pid) for pid in pids)
     bad = [r for r in res if not r["ok"]]
     if bad:

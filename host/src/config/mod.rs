@@ -781,6 +781,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_configuration_loads_as_written() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml = &section[start..start + section[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("quiver.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = Config::load(Some(&file), &[]).unwrap();
+        assert!(!config.security.authorizer);
+    }
+
+    #[test]
+    fn listeners_and_security_are_checked_before_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("quiver.toml");
+        std::fs::write(&empty, "").unwrap();
+        let load = |sets: &[&str]| {
+            Config::load(
+                Some(&empty),
+                &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let err = |sets: &[&str]| load(sets).unwrap_err().to_string();
+        let secure = [
+            "kafka.listeners.secure.listen=127.0.0.1:9094",
+            "kafka.listeners.secure.security_protocol=SASL_SSL",
+        ];
+        assert!(err(&secure).contains("security.tls.cert_file"));
+        let mut with_tls = secure.to_vec();
+        with_tls.extend([
+            "security.tls.cert_file=c.pem",
+            "security.tls.key_file=k.pem",
+        ]);
+        let config = load(&with_tls).unwrap();
+        let names: Vec<String> = config
+            .kafka
+            .all_listeners()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["PLAINTEXT", "secure"]);
+        assert!(err(&["kafka.listeners.PLAINTEXT.listen=127.0.0.1:9094"])
+            .contains("already named PLAINTEXT"));
+        assert!(err(&["kafka.listeners.x.listen=127.0.0.1:9092"]).contains("already binds"));
+        assert!(err(&["security.sasl.mechanisms=PLAIN,GSSAPI"]).contains("GSSAPI"));
+        assert!(err(&["security.super_users=admin"]).contains("User:admin"));
+        assert!(err(&["security.tls.client_auth=required"]).contains("client_ca_file"));
+        let listed = load(&["security.super_users=User:a, User:b"]).unwrap();
+        assert_eq!(listed.security.super_users, ["User:a", "User:b"]);
+    }
+
+    #[test]
     fn defaults_are_valid_and_single_node() {
         let config = Config::default();
         config.validate().unwrap();
