@@ -114,8 +114,8 @@ def scenarios(brokers, certs):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default=os.path.expanduser("~/.cache/quiver/target/release/quiver"))
-    ap.add_argument("--records", type=int, help="records per run (default 400,000; quick 60,000)")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--records", type=int, help="records per run (default 1,000,000; quick 60,000)")
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--producers", type=int, default=2)
@@ -125,7 +125,7 @@ def main(argv=None):
     ap.add_argument("--out", default="target/bench/security.json")
     cfg = ap.parse_args(argv)
     if cfg.records is None:
-        cfg.records = 60_000 if cfg.quick else 400_000
+        cfg.records = 60_000 if cfg.quick else 1_000_000
     if cfg.quick:
         cfg.runs = 1
     if not os.path.exists(cfg.binary):
@@ -137,20 +137,23 @@ def main(argv=None):
     brokers = {"off": SecureBroker(cfg.binary, certs, False, work),
                "on": SecureBroker(cfg.binary, certs, True, work)}
     results: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     try:
         for b in brokers.values():
             b.start()
         plan = scenarios(brokers, certs)
-        meter = bb.Meter(None)
         for run in range(cfg.runs):
             for i, (label, b, bootstrap, conf) in enumerate(plan):
+                meter = bb.Meter(b.broker.proc.pid)
                 topic = f"bench.r{run}s{i}"
                 bb.create_topic(b.broker.bootstrap, topic, cfg.partitions)
                 cfg.client_conf = conf
                 r = bb.phase_produce(ctx, cfg, bootstrap, meter, topic, cfg.partitions, cfg.records)
                 b.broker.check_alive()
                 results.setdefault(label, []).append(r["mb_s"])
-                log(f"run {run + 1}/{cfg.runs} {label}: {r['mb_s']:.1f} MB/s")
+                cpu.setdefault(label, []).append(r["broker_cpu_s_per_gib"])
+                log(f"run {run + 1}/{cfg.runs} {label}: {r['mb_s']:.1f} MB/s, "
+                    f"broker {r['broker_cpu_s_per_gib']:.2f} CPU-s/GiB")
                 bb.delete_topic(b.broker.bootstrap, topic)
     finally:
         for b in brokers.values():
@@ -159,16 +162,21 @@ def main(argv=None):
     print()
     print(f"produce {cfg.records:,} x {cfg.record_size} B, {cfg.partitions} partitions, "
           f"{cfg.producers} librdkafka producers, acks=1; median of {cfg.runs} run(s)")
-    print(f"{'scenario':<40} {'MB/s':>8} {'range':>17} {'vs PLAINTEXT off':>17}")
+    print(f"{'scenario':<40} {'MB/s':>8} {'range':>17} {'vs PLAINTEXT off':>17} {'broker CPU-s/GiB':>17}")
     summary = {}
     for label, values in results.items():
         med = statistics.median(values)
         ratio = med / base if base else float("nan")
-        summary[label] = {"mb_s": values, "median": med, "ratio": ratio}
-        print(f"{label:<40} {med:8.1f} {min(values):8.1f}-{max(values):<8.1f} {ratio:16.2f}x")
+        cpu_med = statistics.median(cpu[label])
+        summary[label] = {"mb_s": values, "median": med, "ratio": ratio,
+                          "broker_cpu_s_per_gib": cpu[label], "cpu_median": cpu_med}
+        print(f"{label:<40} {med:8.1f} {min(values):8.1f}-{max(values):<8.1f} {ratio:16.2f}x "
+              f"{cpu_med:17.2f}")
     on = summary["PLAINTEXT, authorizer on"]["median"] / base
     verdict = "met" if on >= 0.95 else "MISSED"
     print(f"\nauthorization on / off (PLAINTEXT): {on:.2f}x (target >= 0.95: {verdict})")
+    cpu_ratio = summary["PLAINTEXT, authorizer on"]["cpu_median"] / summary["PLAINTEXT, authorizer off"]["cpu_median"]
+    print(f"broker CPU per GiB, authorizer on / off (PLAINTEXT): {cpu_ratio:.2f}x")
     sasl_on = summary["SASL_SSL SCRAM, authorizer on"]["median"] / summary["SASL_SSL SCRAM, authorizer off"]["median"]
     print(f"authorization on / off (SASL_SSL):  {sasl_on:.2f}x")
     tls = summary["SSL, authorizer off"]["median"] / base
