@@ -34,7 +34,7 @@ use crate::group::{GroupCoordinator, GroupError, LoadStats, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::replication::ReplicaManager;
-use crate::tenancy::Security;
+use crate::tenancy::{tenant, Security};
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_NAME: usize = 249;
@@ -82,6 +82,9 @@ pub enum TopicError {
         /// What would be accepted.
         reason: String,
     },
+    /// The change would break the limits of the tenant owning the topic.
+    #[error("{0}")]
+    TenantLimit(String),
     /// The controller refused the change or could not be reached.
     #[error(transparent)]
     Controller(#[from] ControllerError),
@@ -118,6 +121,10 @@ impl TopicError {
             TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            TopicError::TenantLimit(_)
+            | TopicError::Controller(Rejected(StateError::TenantLimit(_))) => {
+                ResponseError::PolicyViolation
+            }
             TopicError::Storage { .. } => ResponseError::KafkaStorageError,
             TopicError::Controller(ControllerError::Unavailable(_)) => {
                 ResponseError::RequestTimedOut
@@ -195,6 +202,14 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     security: Security,
     _lock: fs::File,
+}
+
+/// A tenant limit the controller's state refuses, as the broker's error.
+fn tenant_limit(checked: Result<(), StateError>) -> Result<(), TopicError> {
+    checked.map_err(|e| match e {
+        StateError::TenantLimit(message) => TopicError::TenantLimit(message),
+        other => TopicError::Controller(ControllerError::Rejected(other)),
+    })
 }
 
 /// Milliseconds since the Unix epoch.
@@ -362,6 +377,10 @@ impl Broker {
         if state.topics.contains_key(name) {
             return Err(TopicError::Exists(name.to_string()));
         }
+        let configs = match tenant::owner(&state.tenants, name) {
+            Some(owner) => tenant::with_defaults(owner, configs),
+            None => configs,
+        };
         let assignments = match replicas {
             Replicas::Placed {
                 partitions,
@@ -388,6 +407,8 @@ impl Broker {
         };
         let partitions = assignments.len() as i32;
         let replication_factor = assignments.first().map_or(0, Vec::len);
+        // Checked here too, so validate_only answers the same as the real thing.
+        tenant_limit(state.check_tenant(name, partitions, &configs))?;
         let meta = TopicMeta {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -457,6 +478,7 @@ impl Broker {
             .get(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let current = topic.partitions;
+        tenant_limit(state.check_tenant(name, count, &topic.configs))?;
         if count <= current {
             return Err(TopicError::InvalidPartitions(format!(
                 "topic '{name}' has {current} partitions; the new count {count} must be larger"
@@ -514,9 +536,15 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         validate_configs(&configs)?;
-        if !self.metadata().topics.contains_key(name) {
+        let state = self.metadata();
+        let Some(topic) = state.topics.get(name) else {
             return Err(TopicError::Unknown(name.to_string()));
-        }
+        };
+        let configs = match tenant::owner(&state.tenants, name) {
+            Some(owner) => tenant::with_defaults(owner, configs),
+            None => configs,
+        };
+        tenant_limit(state.check_tenant(name, topic.partitions, &configs))?;
         if validate_only {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 use crate::controller::{Applied, Command, ControllerError};
 use crate::tenancy::acl::{AclBinding, AclFilter};
 use crate::tenancy::scram::{Credential, Mechanism};
+use crate::tenancy::tenant::Tenant;
 use crate::tenancy::Security;
 
 use super::{Broker, CONTROLLER_TIMEOUT};
@@ -37,6 +38,20 @@ impl Broker {
             Applied::AclsDeleted(removed) => Ok(removed),
             _ => Ok(vec![Vec::new(); count]),
         }
+    }
+
+    /// Bytes held by the partitions of `tenant` that this broker leads (at most a second
+    /// old). A partition's bytes count once, on its leader.
+    pub fn tenant_stored_bytes(&self, tenant: &Tenant) -> u64 {
+        self.security.stored_bytes(&tenant.name, || {
+            self.topics()
+                .iter()
+                .filter(|t| tenant.owns(&t.meta.name))
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.check_leader(-1).is_ok())
+                .map(|p| p.log().size_bytes())
+                .sum()
+        })
     }
 
     /// Sets and removes SCRAM credentials cluster-wide.

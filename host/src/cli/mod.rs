@@ -10,6 +10,7 @@ mod mirror;
 mod plugin;
 mod produce;
 mod security;
+mod tenant;
 mod topic;
 mod transform;
 
@@ -65,6 +66,9 @@ enum Command {
     /// Certificates for the TLS listeners.
     #[command(subcommand)]
     Tls(security::TlsCommand),
+    /// Tenants: namespaces with principals and limits.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => block_on(security::run_user(cmd)),
         Command::Acl(cmd) => block_on(security::run_acl(cmd)),
         Command::Tls(cmd) => security::run_tls(cmd),
+        Command::Tenant(cmd) => block_on(tenant::run(cmd)),
     }
 }
 

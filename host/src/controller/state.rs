@@ -13,6 +13,7 @@ use crate::connect::spec::MirrorSpec;
 use crate::plugin::{PluginRecord, Source};
 use crate::tenancy::acl::{AclBinding, AclFilter, Acls};
 use crate::tenancy::scram::{Credential, Mechanism};
+use crate::tenancy::tenant::{self, Tenant};
 use crate::tenancy::Users;
 use crate::transform::spec::TransformSpec;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,18 @@ pub enum StateError {
     /// An ACL that cannot be stored.
     #[error("invalid ACL: {0}")]
     InvalidAcl(String),
+    /// A tenant is created under a name that is taken.
+    #[error("tenant '{0}' already exists")]
+    TenantExists(String),
+    /// A change names a tenant that does not exist.
+    #[error("tenant '{0}' does not exist")]
+    UnknownTenant(String),
+    /// A tenant that cannot be stored (its name, prefix, principals or limits).
+    #[error("invalid tenant: {0}")]
+    InvalidTenant(String),
+    /// A topic change would break its tenant's limits; the message names the limit.
+    #[error("{0}")]
+    TenantLimit(String),
 }
 
 /// A broker as registered with the controller.
@@ -345,6 +358,19 @@ pub enum Command {
         /// The filters.
         filters: Vec<AclFilter>,
     },
+    /// Creates a tenant (`create`: refused if the name is taken) or replaces one (its
+    /// principals' ACLs follow).
+    SetTenant {
+        /// The tenant.
+        tenant: Tenant,
+        /// Whether this creates it.
+        create: bool,
+    },
+    /// Removes a tenant and the ACLs it granted; its topics stay.
+    RemoveTenant {
+        /// The tenant.
+        name: String,
+    },
     /// Sets and removes users' SCRAM credentials; a user without credentials is gone.
     AlterCredentials {
         /// (user, mechanism, credential) to set.
@@ -399,6 +425,9 @@ pub struct State {
     /// SCRAM credentials by user name (no passwords: salted keys only).
     #[serde(default)]
     pub users: Users,
+    /// Tenants by name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, Tenant>,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -465,6 +494,27 @@ impl State {
             .get(usize::try_from(partition).ok()?)
     }
 
+    /// Checks that topic `name` with `partitions` partitions and `configs` fits the
+    /// limits of the tenant owning it (if any).
+    pub fn check_tenant(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), StateError> {
+        let Some(owner) = tenant::owner(&self.tenants, name) else {
+            return Ok(());
+        };
+        let others: i64 = self
+            .topics
+            .values()
+            .filter(|t| t.name != name && owner.owns(&t.name))
+            .map(|t| i64::from(t.partitions))
+            .sum();
+        tenant::check_topic(owner, name, i64::from(partitions), others, configs)
+            .map_err(|e| StateError::TenantLimit(e.to_string()))
+    }
+
     /// Applies one command, or explains why it cannot apply; on error `self` is unchanged.
     pub fn apply(&mut self, command: Command) -> Result<Applied, StateError> {
         match command {
@@ -472,6 +522,7 @@ impl State {
                 if self.topics.contains_key(&meta.name) {
                     return Err(StateError::TopicExists(meta.name));
                 }
+                self.check_tenant(&meta.name, meta.partitions, &meta.configs)?;
                 for partition in meta.assignments.iter_mut() {
                     self.settle_new_partition(partition);
                 }
@@ -487,6 +538,12 @@ impl State {
                 partitions,
                 assignments,
             } => {
+                let configs = self
+                    .topics
+                    .get(&name)
+                    .map(|t| t.configs.clone())
+                    .ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                self.check_tenant(&name, partitions, &configs)?;
                 let topic = self
                     .topics
                     .get_mut(&name)
@@ -511,6 +568,12 @@ impl State {
                     .extend(added);
             }
             Command::SetConfigs { name, configs } => {
+                let partitions = self
+                    .topics
+                    .get(&name)
+                    .map(|t| t.partitions)
+                    .ok_or_else(|| StateError::UnknownTopic(name.clone()))?;
+                self.check_tenant(&name, partitions, &configs)?;
                 let topic = self
                     .topics
                     .get_mut(&name)
@@ -753,6 +816,36 @@ impl State {
             Command::DeleteAcls { filters } => {
                 let removed = filters.iter().map(|f| self.acls.remove(f)).collect();
                 return Ok(Applied::AclsDeleted(removed));
+            }
+            Command::SetTenant { tenant, create } => {
+                tenant
+                    .validate()
+                    .and_then(|()| tenant.check_against(&self.tenants))
+                    .map_err(|e| StateError::InvalidTenant(e.to_string()))?;
+                let old = self.tenants.get(&tenant.name);
+                match (create, old) {
+                    (true, Some(_)) => return Err(StateError::TenantExists(tenant.name)),
+                    (false, None) => return Err(StateError::UnknownTenant(tenant.name)),
+                    _ => {}
+                }
+                if let Some(old) = old {
+                    for acl in old.acls() {
+                        self.acls.remove_exact(&acl);
+                    }
+                }
+                for acl in tenant.acls() {
+                    self.acls.add(acl);
+                }
+                self.tenants.insert(tenant.name.clone(), tenant);
+            }
+            Command::RemoveTenant { name } => {
+                let old = self
+                    .tenants
+                    .remove(&name)
+                    .ok_or(StateError::UnknownTenant(name))?;
+                for acl in old.acls() {
+                    self.acls.remove_exact(&acl);
+                }
             }
             Command::AlterCredentials { upsert, delete } => {
                 for (user, mechanism) in delete {
@@ -1336,5 +1429,87 @@ mod tests {
             state.apply(Command::RemovePlugin { name: "p".into() }),
             Err(StateError::UnknownPlugin("p".into()))
         );
+    }
+
+    fn tenant_topic(name: &str, partitions: i32) -> Command {
+        Command::CreateTopic(TopicMeta {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+            internal: false,
+            assignments: (0..partitions)
+                .map(|_| PartitionState::new(vec![1]))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn tenants_grant_their_prefix_and_cap_partitions_atomically() {
+        use crate::tenancy::acl::{Operation, ResourceType};
+        use crate::tenancy::Principal;
+        let mut state = cluster(&[&[1]]);
+        let tenant = Tenant {
+            name: "acme".into(),
+            prefix: "acme.".into(),
+            principals: vec!["User:app".into()],
+            limits: crate::tenancy::tenant::TenantLimits {
+                max_partitions: Some(4),
+                max_retention_ms: Some(60_000),
+                ..Default::default()
+            },
+        };
+        state
+            .apply(Command::SetTenant {
+                tenant: tenant.clone(),
+                create: true,
+            })
+            .unwrap();
+        let app = Principal::user("app");
+        assert!(state
+            .acls
+            .allows(&app, None, Operation::Write, ResourceType::Topic, "acme.x"));
+        assert!(state
+            .acls
+            .allows(&app, None, Operation::Read, ResourceType::Group, "acme.g"));
+        assert!(!state
+            .acls
+            .allows(&app, None, Operation::Read, ResourceType::Topic, "t"));
+        state.apply(tenant_topic("acme.a", 3)).unwrap();
+        // Each change is checked against what is committed before it, so two creates
+        // racing cannot exceed the limit together.
+        assert!(matches!(
+            state.apply(tenant_topic("acme.b", 2)),
+            Err(StateError::TenantLimit(m)) if m.contains("max_partitions")
+        ));
+        state.apply(tenant_topic("acme.b", 1)).unwrap();
+        assert!(matches!(
+            state.apply(Command::SetPartitions {
+                name: "acme.a".into(),
+                partitions: 4,
+                assignments: vec![vec![1]]
+            }),
+            Err(StateError::TenantLimit(_))
+        ));
+        assert!(matches!(
+            state.apply(Command::SetConfigs { name: "acme.a".into(), configs: BTreeMap::new() }),
+            Err(StateError::TenantLimit(m)) if m.contains("retention.ms")
+        ));
+        // Topics outside every tenant are not limited.
+        state.apply(tenant_topic("other", 50)).unwrap();
+        assert_eq!(
+            state.apply(Command::SetTenant {
+                tenant: tenant.clone(),
+                create: true
+            }),
+            Err(StateError::TenantExists("acme".into()))
+        );
+        state
+            .apply(Command::RemoveTenant {
+                name: "acme".into(),
+            })
+            .unwrap();
+        assert!(state.acls.is_empty());
+        assert!(state.topics.contains_key("acme.a"));
     }
 }

@@ -228,9 +228,12 @@ async fn handle_connection(
                 "the client certificate's subject cannot be read as a principal".into(),
             )
         })?;
+        if let Err(reason) = session.authenticated(principal.clone(), &broker) {
+            broker.security().logins.failed("tenant_connections");
+            return Err(ConnectionError::Authentication(reason));
+        }
         broker.security().logins.succeeded();
         tracing::debug!(%peer, %principal, "client certificate verified");
-        session.principal = principal;
     }
     let (read, write) = tokio::io::split(stream);
     serve_connection(read, write, &mut session, broker, shutdown).await

@@ -8,9 +8,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::broker::Broker;
 use crate::config::SecurityProtocol;
 use crate::tenancy::sasl::{Authenticator, SaslMechanism};
-use crate::tenancy::Principal;
+use crate::tenancy::{tenant, Principal, TenantConnection};
 
 /// What a connection's listener is.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct Session {
     pub sasl: Option<Authenticator>,
     /// Set when the response being sent is the last (a refused login).
     pub close_after_response: Option<String>,
+    /// Counts this connection against its tenant's `max_connections` while it lives.
+    pub tenant_connection: Option<TenantConnection>,
 }
 
 impl Session {
@@ -51,6 +54,7 @@ impl Session {
             principal: Principal::anonymous(),
             sasl,
             close_after_response: None,
+            tenant_connection: None,
         }
     }
 
@@ -59,10 +63,16 @@ impl Session {
         self.sasl.is_some()
     }
 
-    /// The exchange finished: the connection is `principal` from now on.
-    pub fn authenticated(&mut self, principal: Principal) {
+    /// The client proved it is `principal`: the connection acts for it from now on,
+    /// unless `principal`'s tenant has no connection left on this broker.
+    pub fn authenticated(&mut self, principal: Principal, broker: &Broker) -> Result<(), String> {
+        let metadata = broker.metadata();
+        if let Some(tenant) = tenant::of_principal(&metadata.tenants, &principal) {
+            self.tenant_connection = Some(broker.security().admit_connection(tenant)?);
+        }
         self.principal = principal;
         self.sasl = None;
+        Ok(())
     }
 }
 

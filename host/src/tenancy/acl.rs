@@ -404,6 +404,11 @@ impl Acls {
         self.bindings.insert(acl);
     }
 
+    /// Removes exactly `acl`, if present.
+    pub fn remove_exact(&mut self, acl: &AclBinding) -> bool {
+        self.bindings.remove(acl)
+    }
+
     /// Removes and returns every ACL `filter` selects.
     pub fn remove(&mut self, filter: &AclFilter) -> Vec<AclBinding> {
         let removed: Vec<AclBinding> = self

@@ -1,5 +1,6 @@
 //! Who a Kafka client is and what it may do: principals, TLS and SASL authentication on
-//! the listeners, SCRAM credentials, and Kafka's ACL authorizer.
+//! the listeners, SCRAM credentials, Kafka's ACL authorizer, and tenants (namespaces
+//! with limits, [`tenant`]).
 //!
 //! Authentication happens per connection ([`sasl`], [`tls`]); its outcome is a
 //! [`Principal`] carried by the connection's session. Authorization is a pure question
@@ -10,12 +11,15 @@
 pub mod acl;
 pub mod sasl;
 pub mod scram;
+pub mod tenant;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SecurityConfig;
 use crate::controller::state::State;
 use acl::{Operation, ResourceType};
+use tenant::Tenant;
 
 /// An authenticated identity, as Kafka writes it: `User:alice`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,14 +122,30 @@ impl Logins {
     }
 }
 
-/// The broker's security settings in force, and its login counters.
+/// The broker's security settings in force, its login counters, and what it counts
+/// per tenant (connections, stored bytes).
 #[derive(Debug)]
 pub struct Security {
     authorizer: bool,
     super_users: Vec<Principal>,
     /// Login counters.
     pub logins: Logins,
+    connections: Mutex<BTreeMap<String, Arc<AtomicU32>>>,
+    stored: Mutex<BTreeMap<String, (Instant, u64)>>,
 }
+
+/// One authenticated connection of a tenant; the count goes down when it is dropped.
+#[derive(Debug)]
+pub struct TenantConnection(Arc<AtomicU32>);
+
+impl Drop for TenantConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a tenant's stored-bytes figure is reused before it is summed again.
+const STORED_BYTES_TTL: Duration = Duration::from_secs(1);
 
 impl Security {
     /// From the validated configuration.
@@ -137,7 +158,52 @@ impl Security {
                 .filter_map(|p| Principal::parse(p))
                 .collect(),
             logins: Logins::default(),
+            connections: Mutex::new(BTreeMap::new()),
+            stored: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Admits one more authenticated connection of `tenant` on this broker, or says
+    /// which limit refuses it.
+    pub fn admit_connection(&self, tenant: &Tenant) -> Result<TenantConnection, String> {
+        let counter = self
+            .connections
+            .lock()
+            .entry(tenant.name.clone())
+            .or_default()
+            .clone();
+        let max = tenant.limits.max_connections.unwrap_or(u32::MAX);
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map(|_| TenantConnection(counter.clone()))
+            .map_err(|n| {
+                format!(
+                    "tenant {} has {n} connections on this broker, its limit (max_connections {max})",
+                    tenant.name
+                )
+            })
+    }
+
+    /// The authenticated connections of `tenant` on this broker.
+    pub fn tenant_connections(&self, tenant: &str) -> u32 {
+        self.connections
+            .lock()
+            .get(tenant)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The bytes `tenant` stores here, summed by `sum` at most once a second: produce
+    /// asks on every request, and summing walks every segment of the tenant's logs.
+    pub fn stored_bytes(&self, tenant: &str, sum: impl FnOnce() -> u64) -> u64 {
+        let now = Instant::now();
+        if let Some((at, bytes)) = self.stored.lock().get(tenant) {
+            if now.duration_since(*at) < STORED_BYTES_TTL {
+                return *bytes;
+            }
+        }
+        let bytes = sum();
+        self.stored.lock().insert(tenant.to_string(), (now, bytes));
+        bytes
     }
 
     /// Whether ACLs are enforced.

@@ -15,6 +15,7 @@ use crate::broker::{Replicas, TopicError};
 use crate::config::topic;
 use crate::controller::placement::AssignmentError;
 use crate::tenancy::acl::Operation;
+use crate::tenancy::tenant;
 
 /// Answers a CreateTopics request.
 pub async fn handle(
@@ -40,6 +41,8 @@ pub async fn handle(
                 ResponseError::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
             ))
+        } else if let Some(message) = outside_namespace(ctx, &name) {
+            Err((ResponseError::TopicAuthorizationFailed, message))
         } else if !ctx.cluster_allowed(Operation::Create)
             && !ctx.topic_allowed(Operation::Create, &name)
         {
@@ -112,6 +115,18 @@ pub async fn handle(
 /// The replicas a topic asks for: a count and a replication factor, or, as Kafka's
 /// `--replica-assignment`, a broker list per partition (numbered 0.. once each), in
 /// which case the count and factor must be -1.
+/// A tenant's principal creates topics only under the tenant's prefix; says why not.
+fn outside_namespace(ctx: &Context<'_>, name: &str) -> Option<String> {
+    let metadata = ctx.broker.metadata();
+    let tenant = tenant::of_principal(&metadata.tenants, &ctx.session.principal)?;
+    (!tenant.owns(name)).then(|| {
+        format!(
+            "{} acts for tenant {}, whose topics are named '{}…'; '{name}' is outside it",
+            ctx.session.principal, tenant.name, tenant.prefix
+        )
+    })
+}
+
 fn replicas(wanted: &CreatableTopic) -> Result<Replicas, (ResponseError, String)> {
     if wanted.assignments.is_empty() {
         return Ok(Replicas::Placed {

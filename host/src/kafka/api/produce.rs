@@ -36,9 +36,15 @@ pub async fn handle(
     let mut response = ProduceResponse::default();
     // acks=all: (topic index, partition index, partition, end offset to wait for).
     let mut waits: Vec<(usize, usize, std::sync::Arc<Partition>, i64)> = Vec::new();
+    let tenants = broker.metadata().tenants.clone();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.as_str().to_string();
         let authorized = ctx.topic_allowed(Operation::Write, &name);
+        let over_storage = if authorized {
+            storage_refusal(ctx, &tenants, &name)
+        } else {
+            None
+        };
         // An unauthorized client learns nothing about the topic, not even that it exists.
         let topic = authorized.then(|| broker.topic(&name)).flatten();
         let mut topic_response = TopicProduceResponse::default();
@@ -54,6 +60,8 @@ pub async fn handle(
                     ResponseError::TopicAuthorizationFailed,
                     format!("not authorized to WRITE to topic '{name}'"),
                 ))
+            } else if let Some(message) = &over_storage {
+                Err((ResponseError::PolicyViolation, message.clone()))
             } else if !acks_valid {
                 Err((
                     ResponseError::InvalidRequiredAcks,
@@ -119,6 +127,23 @@ pub async fn handle(
         }
     }
     (request.acks != 0).then_some(response)
+}
+
+/// Why a produce to `topic` is refused by its tenant's `max_stored_bytes`, if it is.
+fn storage_refusal(
+    ctx: &Context<'_>,
+    tenants: &std::collections::BTreeMap<String, crate::tenancy::tenant::Tenant>,
+    topic: &str,
+) -> Option<String> {
+    let owner = crate::tenancy::tenant::owner(tenants, topic)?;
+    let max = owner.limits.max_stored_bytes?;
+    let stored = ctx.broker.tenant_stored_bytes(owner);
+    (stored >= max as u64).then(|| {
+        format!(
+            "tenant {} stores {stored} bytes on this broker, its limit is {max} (max_stored_bytes); retention or deleting records makes room",
+            owner.name
+        )
+    })
 }
 
 fn refuse(

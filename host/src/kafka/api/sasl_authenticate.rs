@@ -45,12 +45,20 @@ pub async fn handle(
         Ok(SaslStep::Authenticated { principal, token }) => Ok((principal, token)),
         Err(e) => Err(e),
     };
+    let outcome = outcome.and_then(|(principal, token)| {
+        session
+            .authenticated(principal.clone(), broker)
+            .map(|()| (principal, token))
+            .map_err(|message| SaslError::Failed {
+                reason: "tenant_connections",
+                message,
+            })
+    });
     match outcome {
         Ok((principal, token)) => {
             broker.security().logins.succeeded();
             tracing::debug!(peer = %session.peer, listener = %session.listener.name, %principal, "authenticated");
             response.auth_bytes = Bytes::from(token);
-            session.authenticated(principal);
         }
         Err(e) => {
             broker.security().logins.failed(e.reason());
