@@ -1,5 +1,5 @@
 //! The HTTP admin API (default 127.0.0.1:9644): health, cluster status, plugin
-//! lifecycle, HTTP produce, transforms, mirrors, users, ACLs and tenants, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
+//! lifecycle, HTTP produce, transforms, mirrors, users, ACLs, tenants and quotas, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
 //! status that says whose fault it was (4xx: the request; 5xx: the broker).
 //!
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
@@ -9,6 +9,7 @@ mod cluster;
 mod mirrors;
 mod plugins;
 mod produce;
+mod quotas;
 mod security;
 mod tenants;
 mod transforms;
@@ -122,6 +123,7 @@ pub fn router(state: AdminState) -> Router {
                 .delete(security::delete_acls),
         )
         .route("/v1/security/logins", get(security::logins))
+        .route("/v1/quotas", get(quotas::list).post(quotas::change))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/v1/tenants/{name}",

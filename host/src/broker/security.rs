@@ -4,6 +4,7 @@
 
 use crate::controller::{Applied, Command, ControllerError};
 use crate::tenancy::acl::{AclBinding, AclFilter};
+use crate::tenancy::quota::{QuotaEntity, QuotaType, QuotaValue};
 use crate::tenancy::scram::{Credential, Mechanism};
 use crate::tenancy::tenant::Tenant;
 use crate::tenancy::Security;
@@ -52,6 +53,17 @@ impl Broker {
                 .map(|p| p.log().size_bytes())
                 .sum()
         })
+    }
+
+    /// Sets (`Some`) and removes (`None`) client quotas cluster-wide.
+    pub async fn alter_quotas(
+        &self,
+        changes: Vec<(QuotaEntity, QuotaType, Option<QuotaValue>)>,
+    ) -> Result<(), ControllerError> {
+        self.controller()
+            .submit(Command::AlterQuotas { changes }, CONTROLLER_TIMEOUT)
+            .await
+            .map(|_| ())
     }
 
     /// Sets and removes SCRAM credentials cluster-wide.

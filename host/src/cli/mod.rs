@@ -9,6 +9,7 @@ mod http;
 mod mirror;
 mod plugin;
 mod produce;
+mod quota;
 mod security;
 mod tenant;
 mod topic;
@@ -69,6 +70,9 @@ enum Command {
     /// Tenants: namespaces with principals and limits.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Client and tenant quotas (Kafka's byte rates, request percentage, mutations).
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Acl(cmd) => block_on(security::run_acl(cmd)),
         Command::Tls(cmd) => security::run_tls(cmd),
         Command::Tenant(cmd) => block_on(tenant::run(cmd)),
+        Command::Quota(cmd) => block_on(quota::run(cmd)),
     }
 }
 

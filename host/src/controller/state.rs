@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use crate::connect::spec::MirrorSpec;
 use crate::plugin::{PluginRecord, Source};
 use crate::tenancy::acl::{AclBinding, AclFilter, Acls};
+use crate::tenancy::quota::{QuotaConfigs, QuotaEntity, QuotaType, QuotaValue};
 use crate::tenancy::scram::{Credential, Mechanism};
 use crate::tenancy::tenant::{self, Tenant};
 use crate::tenancy::Users;
@@ -371,6 +372,11 @@ pub enum Command {
         /// The tenant.
         name: String,
     },
+    /// Sets (`Some`) and removes (`None`) client quotas, validated by the proposer.
+    AlterQuotas {
+        /// (entity, quota type, value).
+        changes: Vec<(QuotaEntity, QuotaType, Option<QuotaValue>)>,
+    },
     /// Sets and removes users' SCRAM credentials; a user without credentials is gone.
     AlterCredentials {
         /// (user, mechanism, credential) to set.
@@ -428,6 +434,9 @@ pub struct State {
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, Tenant>,
+    /// Client quotas by entity.
+    #[serde(default, with = "crate::tenancy::quota::configs_serde")]
+    pub quotas: QuotaConfigs,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -845,6 +854,23 @@ impl State {
                     .ok_or(StateError::UnknownTenant(name))?;
                 for acl in old.acls() {
                     self.acls.remove_exact(&acl);
+                }
+            }
+            Command::AlterQuotas { changes } => {
+                for (entity, kind, value) in changes {
+                    match value {
+                        Some(v) => {
+                            self.quotas.entry(entity).or_default().insert(kind, v);
+                        }
+                        None => {
+                            if let Some(values) = self.quotas.get_mut(&entity) {
+                                values.remove(&kind);
+                                if values.is_empty() {
+                                    self.quotas.remove(&entity);
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Command::AlterCredentials { upsert, delete } => {

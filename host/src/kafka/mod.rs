@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
+use crate::tenancy::quota::QuotaType;
 use frame::{ChunkedBuf, ResponseFrame};
 use session::{ListenerInfo, Session};
 
@@ -297,6 +298,17 @@ where
             writer.flush().await?;
             return Err(ConnectionError::Authentication(reason));
         }
+        // A throttled client gets its answer now and is not read from until the
+        // throttle has passed (KIP-219), so one that ignores throttle_time_ms is held
+        // to its quota too.
+        let throttle = session.take_throttle();
+        if !throttle.is_zero() {
+            writer.flush().await?;
+            tokio::select! {
+                _ = tokio::time::sleep(throttle) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
         // Flush once the client has no further request queued, so pipelined requests
         // share one write.
         if reader.buffer().is_empty() {
@@ -380,7 +392,17 @@ async fn handle_frame(
         peer: session.peer,
         session: &*session,
     };
-    api::dispatch(ctx, api, version, frame).await
+    // request_percentage: a client already over it is throttled in this response; the
+    // time this request takes counts towards the next.
+    ctx.quota(QuotaType::RequestPercentage, 0.0, false);
+    let started = std::time::Instant::now();
+    let response = api::dispatch(ctx, api, version, frame).await;
+    ctx.quota(
+        QuotaType::RequestPercentage,
+        started.elapsed().as_secs_f64() * 100.0,
+        true,
+    );
+    response
 }
 
 /// Decodes a request body of type `R`.

@@ -6,7 +6,9 @@
 //! so no request is ever served for a client that has not proved who it is.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::SecurityProtocol;
@@ -39,6 +41,9 @@ pub struct Session {
     pub close_after_response: Option<String>,
     /// Counts this connection against its tenant's `max_connections` while it lives.
     pub tenant_connection: Option<TenantConnection>,
+    /// The throttle the request being handled has earned, ms: sent as its
+    /// `throttle_time_ms`, then the connection is muted that long.
+    throttle_ms: AtomicU64,
 }
 
 impl Session {
@@ -55,7 +60,25 @@ impl Session {
             sasl,
             close_after_response: None,
             tenant_connection: None,
+            throttle_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Raises the current request's throttle to at least `throttle`; returns it, ms.
+    pub fn throttle(&self, throttle: Duration) -> i32 {
+        let ms = throttle.as_millis().min(i32::MAX as u128) as u64;
+        let now = self.throttle_ms.fetch_max(ms, Ordering::Relaxed).max(ms);
+        now as i32
+    }
+
+    /// The current request's throttle, ms (what `throttle_time_ms` says).
+    pub fn throttle_time_ms(&self) -> i32 {
+        self.throttle_ms.load(Ordering::Relaxed) as i32
+    }
+
+    /// Takes the throttle earned by the request just answered.
+    pub fn take_throttle(&self) -> Duration {
+        Duration::from_millis(self.throttle_ms.swap(0, Ordering::Relaxed))
     }
 
     /// Whether requests other than ApiVersions and the SASL ones must wait.

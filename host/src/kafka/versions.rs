@@ -62,6 +62,8 @@ const TABLE: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3, 1),
     (ApiKey::CreateAcls, 0, 3, 1),
     (ApiKey::DeleteAcls, 0, 3, 1),
+    (ApiKey::DescribeClientQuotas, 0, 1, 0),
+    (ApiKey::AlterClientQuotas, 0, 1, 0),
     (ApiKey::DescribeUserScramCredentials, 0, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0, 0),
 ];

@@ -9,6 +9,7 @@
 //! takes effect on the next request, without reconnecting.
 
 pub mod acl;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 pub mod tenant;
@@ -132,6 +133,8 @@ pub struct Security {
     pub logins: Logins,
     connections: Mutex<BTreeMap<String, Arc<AtomicU32>>>,
     stored: Mutex<BTreeMap<String, (Instant, u64)>>,
+    /// Quota meters, one sliding rate per quota key.
+    pub meters: quota::Meters,
 }
 
 /// One authenticated connection of a tenant; the count goes down when it is dropped.
@@ -160,7 +163,40 @@ impl Security {
             logins: Logins::default(),
             connections: Mutex::new(BTreeMap::new()),
             stored: Mutex::new(BTreeMap::new()),
+            meters: quota::Meters::default(),
         }
+    }
+
+    /// Records `value` of `kind` for `client` (`record` false: only looks) and returns
+    /// the throttle its quotas call for: the larger of the client's own quota and its
+    /// tenant's.
+    pub fn throttle(
+        &self,
+        metadata: &State,
+        client: &quota::Client<'_>,
+        kind: quota::QuotaType,
+        value: f64,
+        record: bool,
+    ) -> Duration {
+        if metadata.quotas.is_empty() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let own = quota::resolve(&metadata.quotas, client, kind);
+        let tenant = client
+            .tenant
+            .and_then(|t| quota::resolve_tenant(&metadata.quotas, t, kind));
+        own.into_iter()
+            .chain(tenant)
+            .map(|(key, limit)| {
+                if record {
+                    self.meters.record(&key, limit, value, now)
+                } else {
+                    self.meters.current(&key, limit, now)
+                }
+            })
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Admits one more authenticated connection of `tenant` on this broker, or says

@@ -15,6 +15,7 @@ use crate::broker::{Replicas, TopicError};
 use crate::config::topic;
 use crate::controller::placement::AssignmentError;
 use crate::tenancy::acl::Operation;
+use crate::tenancy::quota::QuotaType;
 use crate::tenancy::tenant;
 
 /// Answers a CreateTopics request.
@@ -40,6 +41,11 @@ pub async fn handle(
             Err((
                 ResponseError::InvalidRequest,
                 format!("topic '{name}' appears more than once in the request"),
+            ))
+        } else if version >= 6 && ctx.quota(QuotaType::ControllerMutations, 0.0, false) > 0 {
+            Err((
+                ResponseError::ThrottlingQuotaExceeded,
+                "controller_mutation_rate exceeded; retry after throttle_time_ms".to_string(),
             ))
         } else if let Some(message) = outside_namespace(ctx, &name) {
             Err((ResponseError::TopicAuthorizationFailed, message))
@@ -69,6 +75,15 @@ pub async fn handle(
                 Err(refused) => Err(refused),
             }
         };
+        if let Ok(meta) = &outcome {
+            if !request.validate_only {
+                ctx.quota(
+                    QuotaType::ControllerMutations,
+                    f64::from(meta.partitions),
+                    true,
+                );
+            }
+        }
         match outcome {
             Ok(meta) => {
                 if version >= 7 {
@@ -108,6 +123,9 @@ pub async fn handle(
             }
         }
         response.topics.push(result);
+    }
+    if version >= 2 {
+        response.throttle_time_ms = ctx.session.throttle_time_ms();
     }
     response
 }

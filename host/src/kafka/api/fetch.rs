@@ -27,6 +27,7 @@ use crate::broker::Topic;
 use crate::log::LogError;
 use crate::partition::{Changes, Partition};
 use crate::tenancy::acl::Operation;
+use crate::tenancy::quota::QuotaType;
 
 /// Longest a fetch may park, whatever the client asks: keeps a hostile `max_wait_ms`
 /// from pinning a connection.
@@ -36,6 +37,16 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// `min_bytes`.
 pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> FetchResponse {
     let broker = ctx.broker;
+    // A client over its consumer_byte_rate gets an empty answer carrying the throttle,
+    // as Kafka does since KIP-219, and its connection is muted that long.
+    let throttle = ctx.quota(QuotaType::FetchBytes, 0.0, false);
+    if throttle > 0 {
+        let mut response = FetchResponse::default();
+        if version >= 1 {
+            response.throttle_time_ms = throttle;
+        }
+        return response;
+    }
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -48,6 +59,11 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
         let (response, bytes, has_error) = collect(ctx, &request, version);
         let satisfied = bytes >= request.min_bytes.max(0) as usize || has_error;
         if satisfied || tokio::time::Instant::now() >= deadline {
+            let mut response = response;
+            let throttle = ctx.quota(QuotaType::FetchBytes, bytes as f64, true);
+            if version >= 1 {
+                response.throttle_time_ms = throttle;
+            }
             return response;
         }
         tokio::select! {

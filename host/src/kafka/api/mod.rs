@@ -5,6 +5,7 @@
 pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -46,6 +47,8 @@ use super::{decode_request, encode_response, encode_response_sharing, Connection
 use crate::broker::Broker;
 use crate::controller::state::State;
 use crate::tenancy::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::tenancy::quota::{self, QuotaType};
+use crate::tenancy::tenant;
 
 /// What a handler knows about the request beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +106,33 @@ impl Context<'_> {
     /// Whether the client may do `operation` on the cluster.
     pub fn cluster_allowed(&self, operation: Operation) -> bool {
         self.authorize(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Records `value` of the quota `kind` for this client and raises the request's
+    /// throttle to what its quotas call for (`record` false: only looks). Returns the
+    /// request's throttle so far, ms.
+    pub fn quota(&self, kind: QuotaType, value: f64, record: bool) -> i32 {
+        let metadata = self.broker.metadata();
+        if metadata.quotas.is_empty() {
+            return self.session.throttle_time_ms();
+        }
+        let client_id = self
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("");
+        let tenant = tenant::of_principal(&metadata.tenants, &self.session.principal);
+        let client = quota::Client {
+            user: self.session.principal.name(),
+            client_id,
+            tenant: tenant.map(|t| t.name.as_str()),
+        };
+        let throttle = self
+            .broker
+            .security()
+            .throttle(&metadata, &client, kind, value, record);
+        self.session.throttle(throttle)
     }
 
     /// Whether the authorizer is on (handlers skip the work of filtering when not).
@@ -196,6 +226,16 @@ pub async fn dispatch(
         ApiKey::DeleteAcls => {
             let request = decode_request(api, version, body)?;
             let response = acls::delete(&ctx, request, version).await;
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::DescribeClientQuotas => {
+            let request = decode_request(api, version, body)?;
+            let response = client_quotas::describe(&ctx, request, version);
+            encode_response(ctx.header, api, version, &response).map(Some)
+        }
+        ApiKey::AlterClientQuotas => {
+            let request = decode_request(api, version, body)?;
+            let response = client_quotas::alter(&ctx, request, version).await;
             encode_response(ctx.header, api, version, &response).map(Some)
         }
         ApiKey::DescribeUserScramCredentials => {

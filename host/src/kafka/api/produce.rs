@@ -20,6 +20,7 @@ use crate::broker::now_ms;
 use crate::partition::producer_state::SequenceError;
 use crate::partition::{AppendError, Partition};
 use crate::tenancy::acl::Operation;
+use crate::tenancy::quota::QuotaType;
 
 /// Longest an acks=all produce waits for replication, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,6 +38,7 @@ pub async fn handle(
     // acks=all: (topic index, partition index, partition, end offset to wait for).
     let mut waits: Vec<(usize, usize, std::sync::Arc<Partition>, i64)> = Vec::new();
     let tenants = broker.metadata().tenants.clone();
+    let mut produced_bytes = 0usize;
     for topic_data in request.topic_data {
         let name = topic_data.name.0.as_str().to_string();
         let authorized = ctx.topic_allowed(Operation::Write, &name);
@@ -69,6 +71,7 @@ pub async fn handle(
                 ))
             } else if let Some(partition) = &partition {
                 let records = partition_data.records.unwrap_or_default();
+                produced_bytes += records.len();
                 partition
                     .append_with_acks(&records, now_ms(), request.acks)
                     .map_err(|e| (append_error_code(&e), e.to_string()))
@@ -125,6 +128,10 @@ pub async fn handle(
                 e.to_string(),
             );
         }
+    }
+    let throttle = ctx.quota(QuotaType::ProduceBytes, produced_bytes as f64, true);
+    if version >= 1 {
+        response.throttle_time_ms = throttle;
     }
     (request.acks != 0).then_some(response)
 }

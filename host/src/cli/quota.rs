@@ -1,0 +1,198 @@
+//! `quiver quota set|remove|list`: client and tenant quotas over the admin API.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::http::call;
+use super::plugin::Admin;
+
+/// Whose quota: a user, a client id, both, their defaults, or a tenant.
+#[derive(Debug, Args)]
+pub(crate) struct EntityArgs {
+    /// A user (the principal's name: `alice` for User:alice).
+    #[arg(long, conflicts_with_all = ["default_user", "tenant"])]
+    user: Option<String>,
+    /// The default for every user without a quota of their own.
+    #[arg(long)]
+    default_user: bool,
+    /// A Kafka client.id.
+    #[arg(long, conflicts_with_all = ["default_client_id", "tenant"])]
+    client_id: Option<String>,
+    /// The default for every client id without a quota of its own.
+    #[arg(long)]
+    default_client_id: bool,
+    /// A tenant: all its principals' traffic together.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+impl EntityArgs {
+    fn entity(&self) -> anyhow::Result<Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(t) = &self.tenant {
+            if self.default_user || self.default_client_id {
+                bail!("a tenant quota names only the tenant");
+            }
+            m.insert("tenant".into(), json!(t));
+        }
+        match (&self.user, self.default_user) {
+            (Some(u), _) => {
+                m.insert("user".into(), json!(u));
+            }
+            (None, true) => {
+                m.insert("user".into(), Value::Null);
+            }
+            _ => {}
+        }
+        match (&self.client_id, self.default_client_id) {
+            (Some(c), _) => {
+                m.insert("client-id".into(), json!(c));
+            }
+            (None, true) => {
+                m.insert("client-id".into(), Value::Null);
+            }
+            _ => {}
+        }
+        if m.is_empty() {
+            bail!("name whose quota: --user, --default-user, --client-id, --default-client-id or --tenant");
+        }
+        Ok(Value::Object(m))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuotaCommand {
+    /// Set quotas of a user, client id, their defaults, or a tenant.
+    Set {
+        #[command(flatten)]
+        entity: EntityArgs,
+        /// Bytes per second produced.
+        #[arg(long)]
+        producer_byte_rate: Option<f64>,
+        /// Bytes per second fetched.
+        #[arg(long)]
+        consumer_byte_rate: Option<f64>,
+        /// Percent of one request-handling thread.
+        #[arg(long)]
+        request_percentage: Option<f64>,
+        /// Partitions created or deleted per second.
+        #[arg(long)]
+        controller_mutation_rate: Option<f64>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Remove quotas (the named ones, or every quota of the entity).
+    Remove {
+        #[command(flatten)]
+        entity: EntityArgs,
+        /// producer_byte_rate, consumer_byte_rate, request_percentage or
+        /// controller_mutation_rate (repeatable; default all).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// List quotas and what this broker meters against them.
+    List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+}
+
+fn entity_text(e: &Value) -> String {
+    e.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("<default>")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        QuotaCommand::Set {
+            entity,
+            producer_byte_rate,
+            consumer_byte_rate,
+            request_percentage,
+            controller_mutation_rate,
+            admin,
+        } => {
+            let mut set = serde_json::Map::new();
+            for (k, v) in [
+                ("producer_byte_rate", producer_byte_rate),
+                ("consumer_byte_rate", consumer_byte_rate),
+                ("request_percentage", request_percentage),
+                ("controller_mutation_rate", controller_mutation_rate),
+            ] {
+                if let Some(v) = v {
+                    set.insert(k.into(), json!(v));
+                }
+            }
+            if set.is_empty() {
+                bail!("name at least one quota, e.g. --producer-byte-rate 1048576");
+            }
+            let body = json!({ "entity": entity.entity()?, "set": set });
+            let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}: {}", entity_text(&v["entity"]), v["values"]);
+            }
+        }
+        QuotaCommand::Remove {
+            entity,
+            keys,
+            admin,
+        } => {
+            let keys = if keys.is_empty() {
+                [
+                    "producer_byte_rate",
+                    "consumer_byte_rate",
+                    "request_percentage",
+                    "controller_mutation_rate",
+                ]
+                .map(String::from)
+                .to_vec()
+            } else {
+                keys
+            };
+            let body = json!({ "entity": entity.entity()?, "remove": keys });
+            let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}: {}", entity_text(&v["entity"]), v["values"]);
+            }
+        }
+        QuotaCommand::List { admin } => {
+            let v = call(&admin.admin, "GET", "/v1/quotas", None).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<40} QUOTAS", "ENTITY");
+            for q in v["quotas"].as_array().into_iter().flatten() {
+                println!("{:<40} {}", entity_text(&q["entity"]), q["values"]);
+            }
+            let usage = v["usage_here"].as_array().cloned().unwrap_or_default();
+            if !usage.is_empty() {
+                println!("\n{:<40} {:<26} RATE (this broker)", "KEY", "TYPE");
+                for u in usage {
+                    println!(
+                        "{:<40} {:<26} {:.1}",
+                        u["key"].as_str().unwrap_or("?"),
+                        u["type"].as_str().unwrap_or("?"),
+                        u["rate"].as_f64().unwrap_or(0.0)
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

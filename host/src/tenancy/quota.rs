@@ -1,0 +1,432 @@
+//! Client quotas with Kafka's semantics: configured per entity (user, client id, their
+//! defaults and combinations, and Quiver's tenant), metered per quota key over sliding
+//! windows, enforced by `throttle_time_ms` and by muting the connection that long.
+//!
+//! Resolution follows Kafka: for each quota type the most specific configured entity
+//! wins, in the order `user+client-id`, `user+<default client-id>`, `user`,
+//! `<default user>+client-id`, `<default user>+<default client-id>`, `<default user>`,
+//! `client-id`, `<default client-id>`. The entity that matched decides the metering key:
+//! clients share a bucket exactly when they resolve to the same user and client-id
+//! parts. A tenant's quota is metered over all its principals together and applies on
+//! top: a request is throttled by whichever of the two is further over.
+//!
+//! The rate is Kafka's: the sum over `SAMPLES` windows of `WINDOW` each, divided by the
+//! time they cover; the throttle time is `(rate - quota) / quota × SAMPLES × WINDOW`,
+//! which is how long the client must stay idle for the rate to fall back to the quota.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// One window of the sliding rate.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Windows kept (Kafka's `quota.window.num` default).
+pub const SAMPLES: u32 = 11;
+
+/// A kind of quota, by its Kafka config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum QuotaType {
+    /// `producer_byte_rate`: bytes per second produced.
+    #[serde(rename = "producer_byte_rate")]
+    ProduceBytes,
+    /// `consumer_byte_rate`: bytes per second fetched.
+    #[serde(rename = "consumer_byte_rate")]
+    FetchBytes,
+    /// `request_percentage`: percent of one request-handling thread's time.
+    #[serde(rename = "request_percentage")]
+    RequestPercentage,
+    /// `controller_mutation_rate`: partitions created or deleted per second.
+    #[serde(rename = "controller_mutation_rate")]
+    ControllerMutations,
+}
+
+impl QuotaType {
+    /// Every type.
+    pub const ALL: [QuotaType; 4] = [
+        QuotaType::ProduceBytes,
+        QuotaType::FetchBytes,
+        QuotaType::RequestPercentage,
+        QuotaType::ControllerMutations,
+    ];
+
+    /// The Kafka config key.
+    pub fn key(self) -> &'static str {
+        match self {
+            QuotaType::ProduceBytes => "producer_byte_rate",
+            QuotaType::FetchBytes => "consumer_byte_rate",
+            QuotaType::RequestPercentage => "request_percentage",
+            QuotaType::ControllerMutations => "controller_mutation_rate",
+        }
+    }
+
+    /// The type with config key `key`.
+    pub fn parse(key: &str) -> Option<QuotaType> {
+        QuotaType::ALL.into_iter().find(|t| t.key() == key)
+    }
+}
+
+/// Entity types: Kafka's `user` and `client-id`, and Quiver's `tenant`.
+pub const USER: &str = "user";
+/// The `client-id` entity type.
+pub const CLIENT_ID: &str = "client-id";
+/// The `tenant` entity type (Quiver's).
+pub const TENANT: &str = "tenant";
+
+/// A quota entity: entity type → name (`None`: the default of that type). Kafka allows
+/// `user`, `client-id` and both; Quiver adds `tenant` on its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntity(pub BTreeMap<String, Option<String>>);
+
+/// Why a quota change is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// The entity is not a combination Kafka (or Quiver) supports.
+    #[error("{0}")]
+    Entity(String),
+    /// The key or value is not acceptable.
+    #[error("{0}")]
+    Value(String),
+}
+
+impl QuotaEntity {
+    /// Checks the combination: user, client-id, user + client-id, or tenant (alone,
+    /// named).
+    pub fn validate(&self) -> Result<(), QuotaError> {
+        let types: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        match types.as_slice() {
+            [CLIENT_ID] | [USER] | [CLIENT_ID, USER] => Ok(()),
+            [TENANT] if self.0[TENANT].is_some() => Ok(()),
+            [TENANT] => Err(QuotaError::Entity(
+                "a tenant quota names its tenant (there is no default tenant)".into(),
+            )),
+            other => Err(QuotaError::Entity(format!(
+                "entity {other:?} is not one of user, client-id, user+client-id, tenant"
+            ))),
+        }
+    }
+
+    /// `user=alice,client-id=<default>` for messages and the CLI.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(t, n)| format!("{t}={}", n.as_deref().unwrap_or("<default>")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Checks a quota value for `key`.
+pub fn validate_value(key: &str, value: f64) -> Result<QuotaType, QuotaError> {
+    let kind = QuotaType::parse(key).ok_or_else(|| {
+        QuotaError::Value(format!(
+            "quota `{key}` is not one of {}",
+            QuotaType::ALL.map(|t| t.key()).join(", ")
+        ))
+    })?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(QuotaError::Value(format!(
+            "{key} must be a positive number, not {value}"
+        )));
+    }
+    Ok(kind)
+}
+
+/// A quota's value. Compared bit for bit, so the metadata state that holds it stays `Eq`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
+
+/// The configured quotas: entity → (type → value).
+pub type QuotaConfigs = BTreeMap<QuotaEntity, BTreeMap<QuotaType, QuotaValue>>;
+
+/// Serde for [`QuotaConfigs`] as a list of (entity, values): JSON map keys must be
+/// strings, and an entity is a map.
+pub mod configs_serde {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Serializes as a list of pairs.
+    pub fn serialize<S: Serializer>(configs: &QuotaConfigs, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(configs.iter())
+    }
+
+    /// Deserializes from a list of pairs.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QuotaConfigs, D::Error> {
+        let pairs: Vec<(QuotaEntity, BTreeMap<QuotaType, QuotaValue>)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+/// Who a request comes from, for quota purposes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Client<'a> {
+    /// The principal's name (`alice` for `User:alice`).
+    pub user: &'a str,
+    /// The Kafka client.id.
+    pub client_id: &'a str,
+    /// The tenant the principal acts for.
+    pub tenant: Option<&'a str>,
+}
+
+/// A metering bucket: which quota type and whose traffic is summed together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuotaKey {
+    /// The quota type.
+    pub kind: QuotaType,
+    /// `user=…,client-id=…` or `tenant=…`.
+    pub key: String,
+}
+
+/// The quota of `kind` that applies to `client` (not counting its tenant's), and its
+/// metering key, by Kafka's precedence.
+pub fn resolve(
+    configs: &QuotaConfigs,
+    client: &Client<'_>,
+    kind: QuotaType,
+) -> Option<(QuotaKey, f64)> {
+    let entity = |user: Option<Option<&str>>, id: Option<Option<&str>>| {
+        let mut m = BTreeMap::new();
+        if let Some(u) = user {
+            m.insert(USER.to_string(), u.map(String::from));
+        }
+        if let Some(c) = id {
+            m.insert(CLIENT_ID.to_string(), c.map(String::from));
+        }
+        QuotaEntity(m)
+    };
+    let (u, c) = (Some(client.user), Some(client.client_id));
+    // (entity, whether the user part keys the bucket, whether the client part does)
+    let order = [
+        (entity(Some(u), Some(c)), true, true),
+        (entity(Some(u), Some(None)), true, true),
+        (entity(Some(u), None), true, false),
+        (entity(Some(None), Some(c)), true, true),
+        (entity(Some(None), Some(None)), true, true),
+        (entity(Some(None), None), true, false),
+        (entity(None, Some(c)), false, true),
+        (entity(None, Some(None)), false, true),
+    ];
+    order.into_iter().find_map(|(e, by_user, by_client)| {
+        let value = configs.get(&e)?.get(&kind)?.0;
+        let mut key = Vec::new();
+        if by_user {
+            key.push(format!("user={}", client.user));
+        }
+        if by_client {
+            key.push(format!("client-id={}", client.client_id));
+        }
+        Some((
+            QuotaKey {
+                kind,
+                key: key.join(","),
+            },
+            value,
+        ))
+    })
+}
+
+/// The tenant quota of `kind` for `tenant`, with its key.
+pub fn resolve_tenant(
+    configs: &QuotaConfigs,
+    tenant: &str,
+    kind: QuotaType,
+) -> Option<(QuotaKey, f64)> {
+    let entity = QuotaEntity(BTreeMap::from([(
+        TENANT.to_string(),
+        Some(tenant.to_string()),
+    )]));
+    let value = configs.get(&entity)?.get(&kind)?.0;
+    Some((
+        QuotaKey {
+            kind,
+            key: format!("tenant={tenant}"),
+        },
+        value,
+    ))
+}
+
+/// A sliding-window rate: `SAMPLES` windows of `WINDOW`.
+#[derive(Debug, Default)]
+struct Rate {
+    /// (window start, total in it), oldest first.
+    samples: VecDeque<(Instant, f64)>,
+}
+
+impl Rate {
+    fn record(&mut self, value: f64, now: Instant) {
+        self.expire(now);
+        match self.samples.back_mut() {
+            Some((start, total)) if now.duration_since(*start) < WINDOW => *total += value,
+            _ => self.samples.push_back((now, value)),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let span = WINDOW * SAMPLES;
+        while self
+            .samples
+            .front()
+            .is_some_and(|(start, _)| now.duration_since(*start) >= span)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per second, over the time the samples cover (at least `SAMPLES - 1` windows, as
+    /// Kafka does, so one burst after an idle period is not read as a huge rate).
+    fn per_second(&mut self, now: Instant) -> f64 {
+        self.expire(now);
+        let Some((oldest, _)) = self.samples.front() else {
+            return 0.0;
+        };
+        let covered = now
+            .duration_since(*oldest)
+            .max(WINDOW * (SAMPLES - 1))
+            .as_secs_f64();
+        self.samples.iter().map(|(_, v)| v).sum::<f64>() / covered
+    }
+}
+
+/// How long a client over `quota` at `rate` must stay idle (Kafka's formula), capped at
+/// the span of the windows.
+pub fn throttle(rate: f64, quota: f64) -> Duration {
+    if rate <= quota || quota <= 0.0 {
+        return Duration::ZERO;
+    }
+    let span = (WINDOW * SAMPLES).as_secs_f64();
+    Duration::from_secs_f64(((rate - quota) / quota * span).min(span))
+}
+
+/// The broker's meters: one sliding rate per quota key.
+#[derive(Debug, Default)]
+pub struct Meters {
+    rates: Mutex<HashMap<QuotaKey, Rate>>,
+}
+
+impl Meters {
+    /// Adds `value` to `key` and returns the throttle its quota calls for now.
+    pub fn record(&self, key: &QuotaKey, quota: f64, value: f64, now: Instant) -> Duration {
+        let mut rates = self.rates.lock();
+        let rate = rates.entry(key.clone()).or_default();
+        rate.record(value, now);
+        throttle(rate.per_second(now), quota)
+    }
+
+    /// The throttle `key`'s quota calls for now, without recording anything.
+    pub fn current(&self, key: &QuotaKey, quota: f64, now: Instant) -> Duration {
+        let mut rates = self.rates.lock();
+        match rates.get_mut(key) {
+            Some(rate) => throttle(rate.per_second(now), quota),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Every key's current rate per second (for the admin API).
+    pub fn rates(&self, now: Instant) -> BTreeMap<QuotaKey, f64> {
+        let mut rates = self.rates.lock();
+        rates.retain(|_, r| {
+            r.expire(now);
+            !r.samples.is_empty()
+        });
+        rates
+            .iter_mut()
+            .map(|(k, r)| (k.clone(), r.per_second(now)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity(pairs: &[(&str, Option<&str>)]) -> QuotaEntity {
+        QuotaEntity(
+            pairs
+                .iter()
+                .map(|(t, n)| (t.to_string(), n.map(String::from)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_most_specific_entity_wins_and_decides_the_bucket() {
+        let mut configs = QuotaConfigs::new();
+        let set = |c: &mut QuotaConfigs, e, v| {
+            c.entry(e)
+                .or_default()
+                .insert(QuotaType::ProduceBytes, QuotaValue(v));
+        };
+        set(&mut configs, entity(&[(USER, None)]), 100.0);
+        set(&mut configs, entity(&[(USER, Some("alice"))]), 200.0);
+        set(
+            &mut configs,
+            entity(&[(USER, Some("alice")), (CLIENT_ID, Some("etl"))]),
+            300.0,
+        );
+        set(&mut configs, entity(&[(CLIENT_ID, Some("etl"))]), 400.0);
+        let alice = |id| Client {
+            user: "alice",
+            client_id: id,
+            tenant: None,
+        };
+        let (key, v) = resolve(&configs, &alice("etl"), QuotaType::ProduceBytes).unwrap();
+        assert_eq!((key.key.as_str(), v), ("user=alice,client-id=etl", 300.0));
+        // alice's other clients share her user quota.
+        let (key, v) = resolve(&configs, &alice("web"), QuotaType::ProduceBytes).unwrap();
+        assert_eq!((key.key.as_str(), v), ("user=alice", 200.0));
+        // The default user quota applies per user, not shared.
+        let bob = Client {
+            user: "bob",
+            client_id: "etl",
+            tenant: None,
+        };
+        let (key, v) = resolve(&configs, &bob, QuotaType::ProduceBytes).unwrap();
+        assert_eq!((key.key.as_str(), v), ("user=bob", 100.0));
+        assert!(resolve(&configs, &bob, QuotaType::FetchBytes).is_none());
+    }
+
+    #[test]
+    fn throttle_is_the_idle_time_that_brings_the_rate_back() {
+        let start = Instant::now();
+        let meters = Meters::default();
+        let key = QuotaKey {
+            kind: QuotaType::ProduceBytes,
+            key: "user=a".into(),
+        };
+        // 1 MB/s quota; 20 MB in the first second reads as 2 MB/s over 10 s of windows.
+        let t = meters.record(&key, 1e6, 20e6, start);
+        assert_eq!(t, Duration::from_secs(11));
+        // Within quota: no throttle.
+        let other = QuotaKey {
+            kind: QuotaType::ProduceBytes,
+            key: "user=b".into(),
+        };
+        assert_eq!(meters.record(&other, 1e6, 5e6, start), Duration::ZERO);
+        // Old samples leave the window.
+        let later = start + WINDOW * (SAMPLES + 1);
+        assert_eq!(meters.current(&key, 1e6, later), Duration::ZERO);
+    }
+
+    #[test]
+    fn entities_and_values_are_checked() {
+        assert!(entity(&[(USER, Some("a"))]).validate().is_ok());
+        assert!(entity(&[(USER, None), (CLIENT_ID, Some("x"))])
+            .validate()
+            .is_ok());
+        assert!(entity(&[(TENANT, Some("acme"))]).validate().is_ok());
+        assert!(entity(&[(TENANT, None)]).validate().is_err());
+        assert!(entity(&[("ip", Some("1.2.3.4"))]).validate().is_err());
+        assert!(validate_value("producer_byte_rate", 1024.0).is_ok());
+        assert!(validate_value("producer_byte_rate", -1.0).is_err());
+        assert!(validate_value("bogus", 1.0).is_err());
+    }
+}
