@@ -10,9 +10,15 @@
 //! parts. A tenant's quota is metered over all its principals together and applies on
 //! top: a request is throttled by whichever of the two is further over.
 //!
-//! The rate is Kafka's: the sum over `SAMPLES` windows of `WINDOW` each, divided by the
-//! time they cover; the throttle time is `(rate - quota) / quota × SAMPLES × WINDOW`,
-//! which is how long the client must stay idle for the rate to fall back to the quota.
+//! Usage is measured as Kafka measures it: the sum over `SAMPLES` windows of `WINDOW`
+//! each, divided by the time they cover (reported by `/v1/quotas`). Enforcement is a
+//! token bucket per key, refilled at the quota and holding at most `BURST` of it (the
+//! model Kafka adopted for controller mutations in KIP-599): a request that takes the
+//! bucket below zero is throttled for as long as the refill needs to pay the debt back.
+//! Kafka's byte-rate formula over the sliding windows, `(rate - quota) / quota × span`,
+//! lets a client send ten seconds' worth in one burst each time an old window expires
+//! (the rate is averaged over at least ten seconds); the bucket gives it its quota
+//! steadily, within one second's worth, which is what a neighbour needs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -24,6 +30,10 @@ use serde::{Deserialize, Serialize};
 pub const WINDOW: Duration = Duration::from_secs(1);
 /// Windows kept (Kafka's `quota.window.num` default).
 pub const SAMPLES: u32 = 11;
+/// How much unused quota a key may save up: one second's worth.
+pub const BURST: Duration = Duration::from_secs(1);
+/// The longest single throttle; a larger debt is paid over several.
+pub const MAX_THROTTLE: Duration = Duration::from_secs(11);
 
 /// A kind of quota, by its Kafka config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -296,50 +306,82 @@ impl Rate {
     }
 }
 
-/// How long a client over `quota` at `rate` must stay idle (Kafka's formula), capped at
-/// the span of the windows.
-pub fn throttle(rate: f64, quota: f64) -> Duration {
-    if rate <= quota || quota <= 0.0 {
-        return Duration::ZERO;
-    }
-    let span = (WINDOW * SAMPLES).as_secs_f64();
-    Duration::from_secs_f64(((rate - quota) / quota * span).min(span))
+/// One key's meter: its measured rate and its token bucket.
+#[derive(Debug)]
+struct Meter {
+    rate: Rate,
+    /// Quota units available; below zero is debt.
+    tokens: f64,
+    refilled: Instant,
 }
 
-/// The broker's meters: one sliding rate per quota key.
+impl Meter {
+    fn new(quota: f64, now: Instant) -> Meter {
+        Meter {
+            rate: Rate::default(),
+            tokens: quota * BURST.as_secs_f64(),
+            refilled: now,
+        }
+    }
+
+    /// Refills at `quota` per second (the quota may have changed since the last call).
+    fn refill(&mut self, quota: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + quota * elapsed).min(quota * BURST.as_secs_f64());
+        self.refilled = now;
+    }
+
+    /// How long until the debt is paid back.
+    fn throttle(&self, quota: f64) -> Duration {
+        if self.tokens >= 0.0 || quota <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-self.tokens / quota).min(MAX_THROTTLE)
+    }
+}
+
+/// The broker's meters, one per quota key.
 #[derive(Debug, Default)]
 pub struct Meters {
-    rates: Mutex<HashMap<QuotaKey, Rate>>,
+    meters: Mutex<HashMap<QuotaKey, Meter>>,
 }
 
 impl Meters {
     /// Adds `value` to `key` and returns the throttle its quota calls for now.
     pub fn record(&self, key: &QuotaKey, quota: f64, value: f64, now: Instant) -> Duration {
-        let mut rates = self.rates.lock();
-        let rate = rates.entry(key.clone()).or_default();
-        rate.record(value, now);
-        throttle(rate.per_second(now), quota)
+        let mut meters = self.meters.lock();
+        let meter = meters
+            .entry(key.clone())
+            .or_insert_with(|| Meter::new(quota, now));
+        meter.refill(quota, now);
+        meter.tokens -= value;
+        meter.rate.record(value, now);
+        meter.throttle(quota)
     }
 
     /// The throttle `key`'s quota calls for now, without recording anything.
     pub fn current(&self, key: &QuotaKey, quota: f64, now: Instant) -> Duration {
-        let mut rates = self.rates.lock();
-        match rates.get_mut(key) {
-            Some(rate) => throttle(rate.per_second(now), quota),
+        let mut meters = self.meters.lock();
+        match meters.get_mut(key) {
+            Some(meter) => {
+                meter.refill(quota, now);
+                meter.throttle(quota)
+            }
             None => Duration::ZERO,
         }
     }
 
-    /// Every key's current rate per second (for the admin API).
+    /// Every key's measured rate per second over the windows (for the admin API); keys
+    /// idle for the whole span and out of debt are forgotten.
     pub fn rates(&self, now: Instant) -> BTreeMap<QuotaKey, f64> {
-        let mut rates = self.rates.lock();
-        rates.retain(|_, r| {
-            r.expire(now);
-            !r.samples.is_empty()
+        let mut meters = self.meters.lock();
+        meters.retain(|_, m| {
+            m.rate.expire(now);
+            !m.rate.samples.is_empty() || m.tokens < 0.0
         });
-        rates
+        meters
             .iter_mut()
-            .map(|(k, r)| (k.clone(), r.per_second(now)))
+            .map(|(k, m)| (k.clone(), m.rate.per_second(now)))
             .collect()
     }
 }
@@ -394,26 +436,66 @@ mod tests {
         assert!(resolve(&configs, &bob, QuotaType::FetchBytes).is_none());
     }
 
+    fn key(name: &str) -> QuotaKey {
+        QuotaKey {
+            kind: QuotaType::ProduceBytes,
+            key: name.into(),
+        }
+    }
+
     #[test]
-    fn throttle_is_the_idle_time_that_brings_the_rate_back() {
+    fn throttle_is_the_time_the_refill_needs_to_pay_the_debt() {
         let start = Instant::now();
         let meters = Meters::default();
-        let key = QuotaKey {
-            kind: QuotaType::ProduceBytes,
-            key: "user=a".into(),
-        };
-        // 1 MB/s quota; 20 MB in the first second reads as 2 MB/s over 10 s of windows.
-        let t = meters.record(&key, 1e6, 20e6, start);
-        assert_eq!(t, Duration::from_secs(11));
-        // Within quota: no throttle.
-        let other = QuotaKey {
-            kind: QuotaType::ProduceBytes,
-            key: "user=b".into(),
-        };
-        assert_eq!(meters.record(&other, 1e6, 5e6, start), Duration::ZERO);
-        // Old samples leave the window.
-        let later = start + WINDOW * (SAMPLES + 1);
-        assert_eq!(meters.current(&key, 1e6, later), Duration::ZERO);
+        let a = key("user=a");
+        // 1 MB/s with 1 MB of burst: 0.6 MB passes, the next 0.9 MB leaves 0.5 MB of debt.
+        assert_eq!(meters.record(&a, 1e6, 0.6e6, start), Duration::ZERO);
+        assert_eq!(
+            meters.record(&a, 1e6, 0.9e6, start),
+            Duration::from_millis(500)
+        );
+        let quarter = start + Duration::from_millis(250);
+        assert_eq!(meters.current(&a, 1e6, quarter), Duration::from_millis(250));
+        let half = start + Duration::from_millis(500);
+        assert_eq!(meters.current(&a, 1e6, half), Duration::ZERO);
+        // A huge debt is paid over several throttles of at most MAX_THROTTLE.
+        assert_eq!(
+            meters.record(&key("user=b"), 1e6, 100e6, start),
+            MAX_THROTTLE
+        );
+        // Idle time refills at most one second's worth.
+        let c = key("user=c");
+        meters.record(&c, 1e6, 1e6, start);
+        let later = start + Duration::from_secs(5);
+        assert_eq!(meters.record(&c, 1e6, 1e6, later), Duration::ZERO);
+        assert!(meters.record(&c, 1e6, 1e6, later) > Duration::ZERO);
+        // The measured rate is the windows' (Kafka's): 3 MB over the 10 s minimum.
+        assert_eq!(meters.rates(later)[&c], 0.3e6);
+    }
+
+    #[test]
+    fn a_client_pushing_hard_gets_its_quota_steadily() {
+        // 100 KB requests back to back, each throttle waited out, for 30 s at 1 MB/s:
+        // at every 5 s mark it has sent its quota's worth, within one second's burst.
+        let start = Instant::now();
+        let meters = Meters::default();
+        let a = key("user=a");
+        let mut now = start;
+        let mut sent = Vec::new();
+        while now < start + Duration::from_secs(30) {
+            let throttle = meters.record(&a, 1e6, 1e5, now);
+            sent.push(now - start);
+            now += throttle + Duration::from_millis(1);
+        }
+        for second in (5..30).step_by(5) {
+            let upto = sent
+                .iter()
+                .filter(|t| **t < Duration::from_secs(second))
+                .count() as f64
+                * 1e5;
+            let want = 1e6 * second as f64;
+            assert!((upto - want).abs() <= 1.1e6, "{second} s: {upto} vs {want}");
+        }
     }
 
     #[test]
