@@ -1,0 +1,176 @@
+"""Quotas with Kafka's semantics: a tenant producing far over its quota is held to it
+while its neighbour's latency holds, a client that ignores throttle_time_ms is muted,
+and quotas are managed through the Kafka API as well as `quiver quota`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import kproto
+from clients import DeliveryLog, producer
+from harness import quiver_bin
+from test_tenants import cli, secured_broker, sasl_conf
+
+QUOTA = 5_000_000  # bytes/s
+
+
+def latencies(sasl, user, password, topic, seconds, rate=200):
+    """Produce 1 KiB records at `rate`/s for `seconds`, each waited for; returns the
+    delivery latencies in seconds."""
+    conf = {k: v for k, v in sasl_conf(sasl, user, password).items() if k != "bootstrap.servers"}
+    p = producer(sasl, **conf, **{"linger.ms": 0})
+    out = []
+    sent = {}
+
+    def cb(i):
+        def done(err, msg):
+            assert err is None, err
+            out.append(time.monotonic() - sent[i])
+        return done
+
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        sent[i] = time.monotonic()
+        p.produce(topic, bytes(1024), partition=0, on_delivery=cb(i))
+        p.poll(0)
+        i += 1
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+    assert p.flush(30) == 0
+    return out
+
+
+def p99(values):
+    return statistics.quantiles(values, n=100)[98]
+
+
+@pytest.mark.timeout(240)
+def test_a_noisy_tenant_is_held_to_its_quota_and_its_neighbour_keeps_its_latency(broker_factory, tmp_path):
+    b, sasl = secured_broker(broker_factory)
+    cli(b, "tenant", "create", "noisy", "--prefix", "noisy.", "--user", "noisy-app:pw1")
+    cli(b, "tenant", "create", "quiet", "--prefix", "quiet.", "--user", "quiet-app:pw2")
+    cli(b, "quota", "set", "--tenant", "noisy", "--producer-byte-rate", str(QUOTA))
+    listed = json.loads(cli(b, "quota", "list", "--json").stdout)
+    assert listed["quotas"] == [{"entity": {"tenant": "noisy"}, "values": {"producer_byte_rate": float(QUOTA)}}]
+    cli(b, "user", "create", "admin", "--password", "pw-admin")
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient(sasl_conf(sasl, "admin", "pw-admin"))
+    for t in ("noisy.flood", "quiet.orders"):
+        admin.create_topics([NewTopic(t, 1)])[t].result(timeout=30)
+
+    solo = latencies(sasl, "quiet-app", "pw2", "quiet.orders", 5)
+
+    seconds = 30
+    log = tmp_path / "flood.log"
+    flood = subprocess.Popen([sys.executable, str(Path(__file__).with_name("flood_producer.py")),
+                              json.dumps(sasl_conf(sasl, "noisy-app", "pw1")), "noisy.flood",
+                              str(seconds), str(log)])
+    try:
+        time.sleep(10)  # the neighbour is measured while the flood is throttled
+        shared = latencies(sasl, "quiet-app", "pw2", "quiet.orders", 12)
+        assert flood.wait(timeout=120) == 0
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+    lines = log.read_text().split()
+    assert "err" not in lines, "the flood's records fail; a quota throttles, it never refuses"
+    delivered = [(float(t), int(n)) for t, n in zip(lines[0::2], lines[1::2])]
+    # Kafka's windows let a burst through at first (the rate is averaged over 10 s);
+    # from then on the tenant gets its quota.
+    steady = [n for t, n in delivered if 12 <= t < seconds]
+    achieved = sum(steady) / (seconds - 12)
+    total = sum(n for _, n in delivered) / seconds
+    print(f"noisy tenant: {achieved / 1e6:.2f} MB/s steady, {total / 1e6:.2f} MB/s overall, quota {QUOTA / 1e6:.2f}; "
+          f"quiet p99 solo {p99(solo) * 1000:.1f} ms, beside the flood {p99(shared) * 1000:.1f} ms")
+    assert abs(achieved - QUOTA) <= 0.1 * QUOTA, achieved
+    # Without the quota it would have sent far more: it tried at least 10x.
+    assert len(delivered) < 10 * QUOTA * seconds / 1024
+    assert p99(shared) <= 2 * max(p99(solo), 0.005), (p99(solo), p99(shared))
+
+
+def produce_v3_throttled(conn, topic, records):
+    """Produce v3 (throttle_time_ms follows the responses); returns (error, throttle ms)."""
+    body = (kproto.string(None) + kproto.i16(1) + kproto.i32(10000)
+            + kproto.array([kproto.string(topic) + kproto.array([kproto.i32(0) + kproto.kbytes(records)])]))
+    r = conn.request(kproto.PRODUCE, 3, body)
+    parts = r.array(lambda rr: (rr.string(), rr.array(lambda p: (p.i32(), p.i16(), p.i64(), p.i64()))))
+    return parts[0][1][0][1], r.i32()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_ignores_the_throttle_is_muted(broker_factory):
+    b = broker_factory()
+    subprocess.run([quiver_bin(), "quota", "set", "--default-user", "--producer-byte-rate", "1000000",
+                    "--admin", b.admin], check=True, capture_output=True)
+    records = kproto.encode_batch([kproto.Record(key=None, value=bytes(1000)) for _ in range(500)])
+    with kproto.Conn.to(b.bootstrap) as conn:
+        kproto.metadata_v1(conn, ["muted"])  # auto-creates the topic
+        throttled = None
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < 20:
+            t0 = time.monotonic()
+            error, throttle = produce_v3_throttled(conn, "muted", records)
+            if error != 0 and sent == 0:  # the new partition's leader is still starting
+                time.sleep(0.05)
+                continue
+            assert error == 0, error
+            sent += len(records)
+            if throttled is not None:
+                # The request after a throttled answer was not read before the throttle
+                # had passed, although this client sent it at once.
+                waited = time.monotonic() - t0
+                assert waited >= throttled / 1000 * 0.9, (waited, throttled)
+                break
+            if throttle > 0:
+                throttled = throttle
+        assert throttled is not None, "never throttled: 1 MB/s was exceeded many times over"
+
+
+@pytest.mark.timeout(60)
+def test_quotas_through_the_kafka_api(broker_factory):
+    b = broker_factory()
+    with kproto.Conn.to(b.bootstrap) as conn:
+        # AlterClientQuotas v0: set user=alice producer_byte_rate, and a bad key.
+        def entry(entity, ops):
+            return (kproto.array([kproto.string(t) + kproto.string(n) for t, n in entity])
+                    + kproto.array([kproto.string(k) + struct_f64(v) + kproto.i8(1 if rm else 0)
+                                    for k, v, rm in ops]))
+        body = kproto.array([
+            entry([("user", "alice")], [("producer_byte_rate", 2048.0, False)]),
+            entry([("user", "bob")], [("bogus_rate", 1.0, False)]),
+        ]) + kproto.i8(0)
+        r = conn.request(49, 0, body)
+        r.i32()  # throttle
+        results = r.array(lambda rr: (rr.i16(), rr.string(), rr.array(lambda e: (e.string(), e.string()))))
+        assert results[0][0] == 0 and results[0][2] == [("user", "alice")]
+        assert results[1][0] == 42 and "bogus_rate" in results[1][1]
+        # DescribeClientQuotas v0: user exact alice.
+        body = kproto.array([kproto.string("user") + kproto.i8(0) + kproto.string("alice")]) + kproto.i8(0)
+        r = conn.request(48, 0, body)
+        r.i32()
+        assert r.i16() == 0
+        r.string()
+        entries = r.array(lambda rr: (rr.array(lambda e: (e.string(), e.string())),
+                                      rr.array(lambda v: (v.string(), struct_unpack_f64(v)))))
+        assert entries == [([("user", "alice")], [("producer_byte_rate", 2048.0)])]
+    listed = json.loads(subprocess.run([quiver_bin(), "quota", "list", "--json", "--admin", b.admin],
+                                       check=True, capture_output=True, text=True).stdout)
+    assert listed["quotas"] == [{"entity": {"user": "alice"}, "values": {"producer_byte_rate": 2048.0}}]
+
+
+def struct_f64(v: float) -> bytes:
+    import struct
+    return struct.pack(">d", v)
+
+
+def struct_unpack_f64(r) -> float:
+    import struct
+    return struct.unpack(">d", r.raw(8))[0]
