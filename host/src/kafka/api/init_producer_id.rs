@@ -2,7 +2,10 @@
 //!
 //! Ids come from the metadata store, which reserves them durably in blocks, so an id is
 //! never handed out twice across restarts. A producer re-initialising with its id gets
-//! the next epoch (KIP-360). Transactional ids are refused until transactions exist.
+//! the next epoch (KIP-360). Transactional producers are authorized like Kafka's (WRITE
+//! on the transactional id) and then refused with UNSUPPORTED_VERSION until transactions
+//! exist: an outsider learns nothing more than before, and an owner's client fails fast
+//! with an error that is not mistaken for a missing ACL.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -23,9 +26,21 @@ pub async fn handle(
         response.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return response;
     }
-    if request.transactional_id.is_some() {
-        tracing::info!(client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()), "refused a transactional producer: transactions are not supported yet");
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+    if let Some(transactional_id) = &request.transactional_id {
+        if !ctx.authorize(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            transactional_id.as_str(),
+        ) {
+            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return response;
+        }
+        tracing::info!(
+            client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()),
+            transactional_id = transactional_id.as_str(),
+            "refused a transactional producer: transactions are not supported yet"
+        );
+        response.error_code = ResponseError::UnsupportedVersion.code();
         return response;
     }
     let (existing_id, existing_epoch) = if version >= 3 {
