@@ -5,23 +5,16 @@ the limit."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import os
 import subprocess
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
-import kproto
+import securitykit as sk
 from clients import DeliveryLog, consumer, producer
 from harness import quiver_bin, wait_until
-
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
-
 
 def cli(broker, *args, check=True) -> subprocess.CompletedProcess:
     proc = subprocess.run([quiver_bin(), *args, "--admin", broker.admin], capture_output=True,
@@ -133,28 +126,14 @@ def test_a_tenant_works_inside_its_namespace_and_is_refused_outside_and_past_lim
 
 
 def scram_login(bootstrap, user, password):
-    """A SCRAM-SHA-256 login over a raw connection (RFC 5802, written here); returns the
-    connection and the SaslAuthenticate error code and message of the final step."""
-    conn = kproto.Conn.to(bootstrap)
-    r = conn.request(SASL_HANDSHAKE, 1, kproto.string("SCRAM-SHA-256"))
-    assert r.i16() == 0
-    nonce = base64.b64encode(os.urandom(18)).decode()
-    first_bare = f"n={user},r={nonce}"
-    r = conn.request(SASL_AUTHENTICATE, 1, kproto.kbytes(f"n,,{first_bare}".encode()))
-    code, message, server_first = r.i16(), r.string(), r.bytes().decode()
-    if code:
-        return conn, code, message
-    attrs = dict(a.split("=", 1) for a in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
-                                 int(attrs["i"]))
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored = hashlib.sha256(client_key).digest()
-    without_proof = f"c=biws,r={attrs['r']}"
-    auth = f"{first_bare},{server_first},{without_proof}".encode()
-    signature = hmac.new(stored, auth, hashlib.sha256).digest()
-    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
-    r = conn.request(SASL_AUTHENTICATE, 1, kproto.kbytes(f"{without_proof},p={proof}".encode()))
-    return conn, r.i16(), r.string()
+    """A SCRAM-SHA-256 login over a raw connection; returns the connection and the error
+    code and message of the step that refused it (0 and None when admitted)."""
+    conn = sk.KConn(bootstrap)
+    try:
+        conn.login("SCRAM-SHA-256", user, password)
+    except sk.LoginRefused as refused:
+        return conn, refused.code, refused.message
+    return conn, 0, None
 
 
 @pytest.mark.timeout(120)
