@@ -57,13 +57,18 @@ pub fn quota_key<T: QuotaPolicy>(slot: &Slot<T>, client: &Client) -> Result<Stri
     slot.with(|plugin| plugin.quota_key(client))
 }
 
-/// `policy.limits`.
-pub fn quota_limits<T: QuotaPolicy>(
+/// `policy.initial-limits`.
+pub fn quota_initial_limits<T: QuotaPolicy>(slot: &Slot<T>, key: &str) -> Result<Limits> {
+    slot.with(|plugin| plugin.initial_limits(key))
+}
+
+/// `policy.rebalance`.
+pub fn quota_rebalance<T: QuotaPolicy>(
     slot: &Slot<T>,
-    key: &str,
-    recent: Option<&Usage>,
-) -> Result<Limits> {
-    slot.with(|plugin| plugin.limits(key, recent))
+    window_ms: u32,
+    usage: &[Usage],
+) -> Result<Vec<(String, Limits)>> {
+    slot.with(|plugin| plugin.rebalance(window_ms, usage))
 }
 
 /// `lifecycle.init` of a connector.

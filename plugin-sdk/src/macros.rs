@@ -240,12 +240,21 @@ mod wasm {
             mod __quiver_system {
                 $crate::bindings!(quota_policy);
                 $crate::__wit_conversions!();
-                use exports::quiver::plugin::policy::{Client, Limits, Usage};
+                use exports::quiver::plugin::policy::{Assignment, Client, Limits, Usage};
                 use $crate::__private::{glue, Slot};
 
                 static PLUGIN: Slot<super::__QuiverQuotaPolicy> = Slot::new();
 
                 struct Component;
+
+                fn wit_limits(limits: $crate::Limits) -> Limits {
+                    Limits {
+                        produce_bytes_per_second: limits.produce_bytes_per_second,
+                        fetch_bytes_per_second: limits.fetch_bytes_per_second,
+                        request_percentage: limits.request_percentage,
+                        controller_mutations_per_second: limits.controller_mutations_per_second,
+                    }
+                }
 
                 impl exports::quiver::plugin::lifecycle::Guest for Component {
                     fn init(
@@ -264,29 +273,45 @@ mod wasm {
                             principal: client.principal,
                             tenant: client.tenant,
                             client_id: client.client_id,
+                            listener: client.listener,
                             host: client.host,
                         };
                         glue::quota_key(&PLUGIN, &client).map_err(wit_error)
                     }
 
-                    fn key_limits(
+                    fn initial_limits(
                         key: ::std::string::String,
-                        recent: ::core::option::Option<Usage>,
                     ) -> ::core::result::Result<Limits, wit_types::PluginError> {
-                        let recent = recent.map(|u| $crate::Usage {
-                            key: u.key,
-                            produce_bytes: u.produce_bytes,
-                            fetch_bytes: u.fetch_bytes,
-                            requests: u.requests,
-                            window_ms: u.window_ms,
-                        });
-                        let limits = glue::quota_limits(&PLUGIN, &key, recent.as_ref())
-                            .map_err(wit_error)?;
-                        Ok(Limits {
-                            produce_bytes_per_second: limits.produce_bytes_per_second,
-                            fetch_bytes_per_second: limits.fetch_bytes_per_second,
-                            requests_per_second: limits.requests_per_second,
-                        })
+                        glue::quota_initial_limits(&PLUGIN, &key)
+                            .map(wit_limits)
+                            .map_err(wit_error)
+                    }
+
+                    fn rebalance(
+                        window_ms: u32,
+                        usage: ::std::vec::Vec<Usage>,
+                    ) -> ::core::result::Result<::std::vec::Vec<Assignment>, wit_types::PluginError>
+                    {
+                        let usage: ::std::vec::Vec<$crate::Usage> = usage
+                            .into_iter()
+                            .map(|u| $crate::Usage {
+                                key: u.key,
+                                produce_bytes: u.produce_bytes,
+                                fetch_bytes: u.fetch_bytes,
+                                requests: u.requests,
+                                request_time_us: u.request_time_us,
+                                connections: u.connections,
+                            })
+                            .collect();
+                        let changes =
+                            glue::quota_rebalance(&PLUGIN, window_ms, &usage).map_err(wit_error)?;
+                        Ok(changes
+                            .into_iter()
+                            .map(|(key, limits)| Assignment {
+                                key,
+                                limits: wit_limits(limits),
+                            })
+                            .collect())
                     }
                 }
 

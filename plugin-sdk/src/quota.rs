@@ -14,37 +14,43 @@ pub struct Client {
     pub principal: String,
     /// The tenant the principal belongs to, if any.
     pub tenant: Option<String>,
-    /// The Kafka `client.id`.
+    /// The Kafka `client.id` (empty when the client sent none).
     pub client_id: String,
-    /// The client's address.
+    /// The listener the client connected to.
+    pub listener: String,
+    /// The client's IP address.
     pub host: String,
 }
 
 /// Limits for one quota key (the WIT `limits`); `None` is unlimited, and the default is
 /// unlimited everywhere.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
-    /// Produce throughput.
+    /// Bytes per second produced (`producer_byte_rate`).
     pub produce_bytes_per_second: Option<u64>,
-    /// Fetch throughput.
+    /// Bytes per second fetched (`consumer_byte_rate`).
     pub fetch_bytes_per_second: Option<u64>,
-    /// Request rate.
-    pub requests_per_second: Option<u32>,
+    /// Percent of one request thread's time (`request_percentage`).
+    pub request_percentage: Option<f64>,
+    /// Partitions created or deleted per second (`controller_mutation_rate`).
+    pub controller_mutations_per_second: Option<f64>,
 }
 
-/// Usage of one key over the last window (the WIT `usage`).
+/// What one key used over the last window on this broker (the WIT `usage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     /// The quota key.
     pub key: String,
-    /// Bytes produced in the window.
+    /// Bytes produced.
     pub produce_bytes: u64,
-    /// Bytes fetched in the window.
+    /// Bytes fetched.
     pub fetch_bytes: u64,
-    /// Requests in the window.
+    /// Requests handled.
     pub requests: u32,
-    /// Window length.
-    pub window_ms: u32,
+    /// Time spent handling its requests, microseconds.
+    pub request_time_us: u64,
+    /// Its connections open at the end of the window.
+    pub connections: u32,
 }
 
 /// A quota policy.
@@ -61,7 +67,7 @@ pub struct Usage {
 ///         Ok(client.tenant.clone().unwrap_or_else(|| client.principal.clone()))
 ///     }
 ///
-///     fn limits(&mut self, _key: &str, _recent: Option<&Usage>) -> Result<Limits> {
+///     fn initial_limits(&mut self, _key: &str) -> Result<Limits> {
 ///         Ok(Limits { produce_bytes_per_second: Some(10_000_000), ..Limits::default() })
 ///     }
 /// }
@@ -87,9 +93,17 @@ pub trait QuotaPolicy {
         Ok(client.principal.clone())
     }
 
-    /// The limits of `key`: called when the key is first seen (`recent` is `None`) and
-    /// after each window with that window's usage.
-    fn limits(&mut self, key: &str, recent: Option<&Usage>) -> Result<Limits>;
+    /// The limits of a key the host has not seen before (or sees again after the policy
+    /// was redeployed).
+    fn initial_limits(&mut self, key: &str) -> Result<Limits>;
+
+    /// Called once per window of `window_ms` with the usage of every active key; returns
+    /// new limits for the keys whose limits change (keys left out keep theirs). The
+    /// default never adapts.
+    fn rebalance(&mut self, window_ms: u32, usage: &[Usage]) -> Result<Vec<(String, Limits)>> {
+        let _ = (window_ms, usage);
+        Ok(Vec::new())
+    }
 }
 
 /// Compile-time check used by `register_quota_policy!`.

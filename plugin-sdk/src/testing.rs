@@ -348,9 +348,14 @@ impl<T: QuotaPolicy + Default> QuotaPolicyHarness<T> {
         glue::quota_key(&self.slot, client)
     }
 
-    /// The limits of `key`.
-    pub fn limits(&self, key: &str, recent: Option<&Usage>) -> Result<Limits> {
-        glue::quota_limits(&self.slot, key, recent)
+    /// The limits of a new `key`.
+    pub fn initial_limits(&self, key: &str) -> Result<Limits> {
+        glue::quota_initial_limits(&self.slot, key)
+    }
+
+    /// The limits that change after a window with `usage`.
+    pub fn rebalance(&self, window_ms: u32, usage: &[Usage]) -> Result<Vec<(String, Limits)>> {
+        glue::quota_rebalance(&self.slot, window_ms, usage)
     }
 }
 
@@ -437,12 +442,24 @@ mod tests {
     struct Tenants;
 
     impl QuotaPolicy for Tenants {
-        fn limits(&mut self, key: &str, recent: Option<&Usage>) -> Result<Limits> {
+        fn initial_limits(&mut self, key: &str) -> Result<Limits> {
             Ok(Limits {
-                requests_per_second: Some(if key == "gold" { 1000 } else { 10 }),
-                fetch_bytes_per_second: recent.map(|u| u.fetch_bytes),
+                produce_bytes_per_second: Some(if key == "gold" { 1000 } else { 10 }),
                 ..Limits::default()
             })
+        }
+
+        fn rebalance(&mut self, _window_ms: u32, usage: &[Usage]) -> Result<Vec<(String, Limits)>> {
+            Ok(usage
+                .iter()
+                .map(|u| {
+                    let limits = Limits {
+                        fetch_bytes_per_second: Some(u.fetch_bytes),
+                        ..Limits::default()
+                    };
+                    (u.key.clone(), limits)
+                })
+                .collect())
         }
     }
 
@@ -453,11 +470,12 @@ mod tests {
             principal: "User:alice".into(),
             tenant: None,
             client_id: "c".into(),
+            listener: "PLAINTEXT".into(),
             host: "127.0.0.1".into(),
         };
         assert_eq!(h.quota_key(&client).unwrap(), "User:alice");
         assert_eq!(
-            h.limits("gold", None).unwrap().requests_per_second,
+            h.initial_limits("gold").unwrap().produce_bytes_per_second,
             Some(1000)
         );
         let usage = Usage {
@@ -465,12 +483,12 @@ mod tests {
             produce_bytes: 0,
             fetch_bytes: 5,
             requests: 1,
-            window_ms: 1000,
+            request_time_us: 40,
+            connections: 1,
         };
-        assert_eq!(
-            h.limits("x", Some(&usage)).unwrap().fetch_bytes_per_second,
-            Some(5)
-        );
+        let changes = h.rebalance(1000, &[usage]).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.fetch_bytes_per_second, Some(5));
     }
 
     #[derive(Default)]
