@@ -60,9 +60,8 @@ REFUSED = {
                         "init_failed", "unknown config key `vip.kyes`"),
     "field-route-no-source": (lambda: component("field-route"), "partitioner", {"route.map": "a:0"}, 422,
                               "init_failed", "set `route.header` or `route.json-field`"),
-    "kind-not-served": (lambda: component("wrong-kind"), "quota-policy", {}, 422, "unsupported_kind",
-                        "plugins of kind 'quota-policy' cannot be deployed on this broker yet; "
-                        "partitioner, transform and connector can"),
+    "wrong-kind-quota-policy": (lambda: component("wrong-kind"), "quota-policy", {}, 422, "wrong_kind",
+                                "does not implement the quota-policy world"),
 }
 
 

@@ -26,5 +26,13 @@ pub mod connector {
     });
 }
 
+/// The `quota-policy` world.
+pub mod quota_policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "quota-policy",
+    });
+}
+
 /// The plugin API versions this host can bind, newest first.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];

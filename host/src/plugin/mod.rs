@@ -20,6 +20,7 @@ pub mod engine;
 pub mod metrics;
 pub mod native;
 pub mod partitioner;
+pub mod quota;
 pub mod sandbox;
 pub mod transform;
 
@@ -43,6 +44,7 @@ use engine::PluginEngine;
 use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
 use native::NativePartitioner;
 use partitioner::WasmPartitioner;
+use quota::{PolicyClient, PolicyLimits, PolicyUsage, QuotaPolicySession, WasmQuotaPolicy};
 use sandbox::{HostState, LogLine, PluginLog};
 use transform::{TransformOutput, TransformSession, WasmTransform};
 
@@ -343,6 +345,7 @@ enum Runner {
     NativePartitioner(NativePartitioner),
     WasmTransform(WasmTransform),
     WasmConnector(WasmConnector),
+    WasmQuotaPolicy(WasmQuotaPolicy),
 }
 
 /// Health of a deployment.
@@ -512,11 +515,6 @@ impl Plugins {
         kind: Kind,
         version: &VersionRecord,
     ) -> Result<(Deployment, bool), PluginError> {
-        if kind == Kind::QuotaPolicy {
-            return Err(PluginError::UnsupportedKind(format!(
-                "plugins of kind '{kind}' cannot be deployed on this broker yet; partitioner, transform and connector can"
-            )));
-        }
         let limits = Limits::resolve(&self.settings, &version.limits);
         let log = PluginLog::default();
         let (runner, cached) = match &version.source {
@@ -531,7 +529,12 @@ impl Plugins {
                     Kind::Connector => {
                         Runner::WasmConnector(WasmConnector::new(&component, &self.linker)?)
                     }
-                    _ => Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?),
+                    Kind::QuotaPolicy => {
+                        Runner::WasmQuotaPolicy(WasmQuotaPolicy::new(&component, &self.linker)?)
+                    }
+                    Kind::Partitioner => {
+                        Runner::WasmPartitioner(WasmPartitioner::new(&component, &self.linker)?)
+                    }
                 };
                 (runner, cached)
             }
@@ -570,6 +573,7 @@ impl Plugins {
             Runner::WasmPartitioner(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::WasmTransform(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::WasmConnector(runner) => runner.warm_up(&self.engine, &deployment),
+            Runner::WasmQuotaPolicy(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::NativePartitioner(_) => Ok(()),
         };
         warmed.map_err(|e| match e {
@@ -1032,6 +1036,61 @@ impl Plugins {
         ConnectorSession::open(&self.engine, deployment, config)
     }
 
+    /// Opens a session of the serving version of the quota-policy plugin `name`; `init`
+    /// runs now.
+    pub fn open_quota_policy(&self, name: &str) -> Result<QuotaPolicySession, CallError> {
+        let Some(deployment) = self.get(name) else {
+            return Err(match self.unloadable.read().get(name) {
+                Some((reason, _)) => CallError::Failed(reason.clone()),
+                None => CallError::NotDeployed,
+            });
+        };
+        QuotaPolicySession::open(&self.engine, deployment)
+    }
+
+    /// Persists a failure a session's call has just caused.
+    fn note_failure<T>(&self, deployment: &Deployment, result: &Result<T, CallError>) {
+        if result.is_err() {
+            if let Status::Failed { reason, at_ms } = deployment.status() {
+                self.persist_failure(&deployment.name, deployment.version, reason, at_ms);
+            }
+        }
+    }
+
+    /// The quota key a policy gives `client`.
+    pub fn quota_key(
+        &self,
+        session: &mut QuotaPolicySession,
+        client: &PolicyClient,
+    ) -> Result<String, CallError> {
+        let result = session.quota_key(&self.engine, self.settings.max_traps, client);
+        self.note_failure(&session.deployment().clone(), &result);
+        result
+    }
+
+    /// The limits a policy gives a new key.
+    pub fn initial_limits(
+        &self,
+        session: &mut QuotaPolicySession,
+        key: &str,
+    ) -> Result<PolicyLimits, CallError> {
+        let result = session.initial_limits(&self.engine, self.settings.max_traps, key);
+        self.note_failure(&session.deployment().clone(), &result);
+        result
+    }
+
+    /// The limits a policy changes after a window.
+    pub fn rebalance(
+        &self,
+        session: &mut QuotaPolicySession,
+        window_ms: u32,
+        usage: &[PolicyUsage],
+    ) -> Result<Vec<(String, PolicyLimits)>, CallError> {
+        let result = session.rebalance(&self.engine, self.settings.max_traps, window_ms, usage);
+        self.note_failure(&session.deployment().clone(), &result);
+        result
+    }
+
     /// The target topic a connector session names for a source topic.
     pub fn target_topic(
         &self,
@@ -1112,6 +1171,35 @@ impl Deployment {
         self.status.lock().clone()
     }
 
+    /// Counts a call's outcome toward marking this version failed: traps and unusable
+    /// answers are misbehaviour; an error the plugin returns is it speaking for itself.
+    fn judge<T>(&self, result: &Result<T, CallError>, max_traps: u32, what: &str) {
+        match result {
+            Ok(_) => self.consecutive_traps.store(0, Ordering::Relaxed),
+            Err(e @ (CallError::Trap(_) | CallError::Output(_))) => {
+                let (wording, last) = match e {
+                    CallError::Trap(reason) => {
+                        self.log.push("host", &format!("{what}: trap: {reason}"));
+                        ("traps", reason.clone())
+                    }
+                    other => {
+                        self.log
+                            .push("host", &format!("{what}: call failed: {other}"));
+                        ("failed calls", other.to_string())
+                    }
+                };
+                let count = self.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
+                if count >= max_traps {
+                    let reason = format!("{count} consecutive {wording}; last: {last}");
+                    self.log.push("host", &format!("marked failed: {reason}"));
+                    tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
+                    self.mark_failed(reason, now_ms());
+                }
+            }
+            Err(e) => self.log.push("host", &format!("{what}: call failed: {e}")),
+        }
+    }
+
     /// Stops serving this version: every later call fails with `reason`.
     fn mark_failed(&self, reason: String, at_ms: i64) {
         let mut status = self.status.lock();
@@ -1136,7 +1224,7 @@ impl Deployment {
         let result = match &self.runner {
             Runner::WasmPartitioner(r) => r.partition(engine, self, batch, partitions),
             Runner::NativePartitioner(r) => r.partition(self, &batch, partitions),
-            Runner::WasmTransform(_) | Runner::WasmConnector(_) => {
+            Runner::WasmTransform(_) | Runner::WasmConnector(_) | Runner::WasmQuotaPolicy(_) => {
                 Err(CallError::WrongKind(format!(
                     "plugin '{}' is a {}, not a partitioner",
                     self.name, self.kind
@@ -1149,31 +1237,7 @@ impl Deployment {
             Err(_) => Outcome::Error,
         };
         self.metrics.record(records, started.elapsed(), outcome);
-        match &result {
-            Ok(_) => self.consecutive_traps.store(0, Ordering::Relaxed),
-            // Traps and unusable answers are misbehaviour and count toward marking the
-            // plugin failed; an error the plugin returns is it speaking for itself.
-            Err(e @ (CallError::Trap(_) | CallError::Output(_))) => {
-                let (wording, last) = match e {
-                    CallError::Trap(reason) => {
-                        self.log.push("host", &format!("trap: {reason}"));
-                        ("traps", reason.clone())
-                    }
-                    other => {
-                        self.log.push("host", &format!("call failed: {other}"));
-                        ("failed calls", other.to_string())
-                    }
-                };
-                let count = self.consecutive_traps.fetch_add(1, Ordering::Relaxed) + 1;
-                if count >= max_traps {
-                    let reason = format!("{count} consecutive {wording}; last: {last}");
-                    self.log.push("host", &format!("marked failed: {reason}"));
-                    tracing::error!(plugin = %self.name, version = self.version, %reason, "plugin marked failed");
-                    self.mark_failed(reason, now_ms());
-                }
-            }
-            Err(e) => self.log.push("host", &format!("call failed: {e}")),
-        }
+        self.judge(&result, max_traps, "partition");
         result
     }
 }
