@@ -116,6 +116,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .context("applying the cluster's plugins")?;
     }
     let reconciler = spawn_reconciler(broker.clone(), plugins.clone());
+    let policies = broker.security().policies.clone();
+    policies.attach(plugins.clone());
+    let policy_windows = {
+        let weak = Arc::downgrade(&broker);
+        policies.spawn_windows(move || Some(weak.upgrade()?.metadata().quota_policies.clone()))
+    };
     let transforms = Arc::new(crate::transform::Transforms::new(
         broker.clone(),
         plugins.clone(),
@@ -176,6 +182,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     replication.shutdown();
     duties.abort();
     reconciler.abort();
+    policy_windows.abort();
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     server.await.context("the Kafka listener task failed")?;

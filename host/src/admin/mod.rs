@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -124,6 +124,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/security/logins", get(security::logins))
         .route("/v1/quotas", get(quotas::list).post(quotas::change))
+        .route("/v1/quotas/policy", put(quotas::bind))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/v1/tenants/{name}",

@@ -1,5 +1,6 @@
-//! `/v1/quotas`: client and tenant quotas (the same records AlterClientQuotas changes)
-//! and what this broker currently meters against them.
+//! `/v1/quotas`: client and tenant quotas (the same records AlterClientQuotas changes),
+//! the quota-policy plugins bound to the cluster and to tenants, and what this broker
+//! currently meters against them.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{AdminState, ApiError};
+use crate::controller::state::{Command, StateError};
 use crate::tenancy::quota::{self, QuotaEntity, QuotaType, QuotaValue};
 
 /// `GET /v1/quotas`.
@@ -23,15 +25,99 @@ pub(crate) async fn list(State(state): State<AdminState>) -> Json<Value> {
             })
         })
         .collect();
-    let usage: Vec<Value> = state
+    let rates = state
         .broker
         .security()
         .meters
-        .rates(std::time::Instant::now())
-        .into_iter()
+        .rates(std::time::Instant::now());
+    let usage: Vec<Value> = rates
+        .iter()
         .map(|(key, rate)| json!({ "key": key.key, "type": key.kind.key(), "rate": rate }))
         .collect();
-    Json(json!({ "quotas": quotas, "usage_here": usage }))
+    let views = state.broker.security().policies.views();
+    let policies: Vec<Value> = metadata
+        .quota_policies
+        .iter()
+        .map(|(scope, plugin)| {
+            let view = views.get(plugin);
+            let keys: Vec<Value> = view
+                .map(|v| v.keys.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    let metered = format!("policy={plugin},key={}", k.key);
+                    let usage: serde_json::Map<String, Value> = rates
+                        .iter()
+                        .filter(|(q, _)| q.key == metered)
+                        .map(|(q, rate)| (q.kind.key().to_string(), json!(rate)))
+                        .collect();
+                    json!({
+                        "key": k.key,
+                        "limits": k.limits.iter().map(|(t, v)| (t.key().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                        "connections_here": k.connections,
+                        "usage": usage,
+                    })
+                })
+                .collect();
+            json!({
+                "tenant": (!scope.is_empty()).then_some(scope),
+                "plugin": plugin,
+                "version": view.map_or(0, |v| v.version),
+                "failed": view.and_then(|v| v.failed.clone()),
+                "keys": keys,
+            })
+        })
+        .collect();
+    Json(json!({ "quotas": quotas, "policies": policies, "usage_here": usage }))
+}
+
+/// The body of `PUT /v1/quotas/policy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyBinding {
+    /// The tenant whose clients the policy decides; absent: every other client.
+    #[serde(default)]
+    tenant: Option<String>,
+    /// The quota-policy plugin; absent or null: unbind.
+    #[serde(default)]
+    plugin: Option<String>,
+}
+
+fn refused(e: &StateError) -> Option<ApiError> {
+    match e {
+        StateError::UnknownTenant(_) => Some(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+            e.to_string(),
+        )),
+        StateError::UnknownPlugin(_) => Some(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            e.to_string(),
+        )),
+        StateError::NotAQuotaPolicy { .. } => Some(ApiError::bad_request(e.to_string())),
+        _ => None,
+    }
+}
+
+/// `PUT /v1/quotas/policy`: binds (or, without a plugin, unbinds) the quota policy of a
+/// tenant or of the cluster.
+pub(crate) async fn bind(
+    State(state): State<AdminState>,
+    Json(body): Json<PolicyBinding>,
+) -> Result<Json<Value>, ApiError> {
+    super::commit(
+        &state,
+        Command::SetQuotaPolicy {
+            tenant: body.tenant.clone(),
+            plugin: body.plugin.clone(),
+        },
+        refused,
+    )
+    .await?;
+    Ok(Json(
+        json!({ "tenant": body.tenant, "plugin": body.plugin }),
+    ))
 }
 
 /// The body of `POST /v1/quotas`.

@@ -1,4 +1,5 @@
-//! `quiver quota set|remove|list`: client and tenant quotas over the admin API.
+//! `quiver quota set|remove|list|policy`: client and tenant quotas, and the quota-policy
+//! plugins that decide them, over the admin API.
 
 use std::process::ExitCode;
 
@@ -95,8 +96,36 @@ pub(crate) enum QuotaCommand {
         #[command(flatten)]
         admin: Admin,
     },
-    /// List quotas and what this broker meters against them.
+    /// List quotas, quota policies, and what this broker meters against them.
     List {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Bind or clear the quota-policy plugin that decides quotas.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `quiver quota policy …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Make a deployed quota-policy plugin decide the quotas of a tenant's clients
+    /// (--tenant) or of every client no tenant policy covers. It replaces the
+    /// configured client quotas for those clients; tenant quotas still apply on top.
+    Set {
+        /// The quota-policy plugin (deploy it with `quiver plugin deploy --kind quota-policy`).
+        plugin: String,
+        /// The tenant whose clients it decides.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Stop deciding quotas by plugin for a tenant (--tenant) or for the cluster.
+    Clear {
+        /// The tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         #[command(flatten)]
         admin: Admin,
     },
@@ -180,6 +209,36 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             for q in v["quotas"].as_array().into_iter().flatten() {
                 println!("{:<40} {}", entity_text(&q["entity"]), q["values"]);
             }
+            let policies = v["policies"].as_array().cloned().unwrap_or_default();
+            if !policies.is_empty() {
+                println!(
+                    "\n{:<20} {:<20} {:<8} {:<30} LIMITS",
+                    "SCOPE", "POLICY", "VERSION", "KEY"
+                );
+                for p in policies {
+                    let scope = p["tenant"]
+                        .as_str()
+                        .map_or("cluster".to_string(), |t| format!("tenant={t}"));
+                    let plugin = p["plugin"].as_str().unwrap_or("?");
+                    if let Some(reason) = p["failed"].as_str() {
+                        println!(
+                            "{scope:<20} {plugin:<20} failing: {reason} (limits in force stay)"
+                        );
+                    }
+                    let version = p["version"].to_string();
+                    let keys = p["keys"].as_array().cloned().unwrap_or_default();
+                    if keys.is_empty() {
+                        println!("{scope:<20} {plugin:<20} {version:<8} (no clients yet)");
+                    }
+                    for k in keys {
+                        println!(
+                            "{scope:<20} {plugin:<20} {version:<8} {:<30} {}",
+                            k["key"].as_str().unwrap_or("?"),
+                            k["limits"]
+                        );
+                    }
+                }
+            }
             let usage = v["usage_here"].as_array().cloned().unwrap_or_default();
             if !usage.is_empty() {
                 println!("\n{:<40} {:<26} RATE (this broker)", "KEY", "TYPE");
@@ -190,6 +249,34 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
                         u["type"].as_str().unwrap_or("?"),
                         u["rate"].as_f64().unwrap_or(0.0)
                     );
+                }
+            }
+        }
+        QuotaCommand::Policy(PolicyCommand::Set {
+            plugin,
+            tenant,
+            admin,
+        }) => {
+            let body = json!({ "tenant": tenant, "plugin": plugin });
+            let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match &tenant {
+                    Some(t) => println!("plugin {plugin} decides the quotas of tenant {t}"),
+                    None => println!("plugin {plugin} decides the quotas of the cluster's clients"),
+                }
+            }
+        }
+        QuotaCommand::Policy(PolicyCommand::Clear { tenant, admin }) => {
+            let body = json!({ "tenant": tenant, "plugin": null });
+            let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match &tenant {
+                    Some(t) => println!("tenant {t}'s quotas are no longer decided by a plugin"),
+                    None => println!("the cluster's quotas are no longer decided by a plugin"),
                 }
             }
         }

@@ -153,6 +153,22 @@ pub enum StateError {
     /// A topic change would break its tenant's limits; the message names the limit.
     #[error("{0}")]
     TenantLimit(String),
+    /// A quota policy binding names a plugin that is not a quota policy.
+    #[error("plugin '{name}' is a {kind}, not a quota-policy")]
+    NotAQuotaPolicy {
+        /// The plugin.
+        name: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// A plugin that decides quotas cannot be removed.
+    #[error("plugin '{name}' is the quota policy of {scopes}; clear that first")]
+    PluginDecidesQuotas {
+        /// The plugin.
+        name: String,
+        /// `the cluster` and/or `tenant <name>`, comma separated.
+        scopes: String,
+    },
 }
 
 /// A broker as registered with the controller.
@@ -372,6 +388,14 @@ pub enum Command {
         /// The tenant.
         name: String,
     },
+    /// Binds (`Some`) or unbinds (`None`) the quota-policy plugin of a tenant's clients
+    /// (`tenant` set) or of every other client.
+    SetQuotaPolicy {
+        /// The tenant, or `None` for the cluster-wide policy.
+        tenant: Option<String>,
+        /// The plugin.
+        plugin: Option<String>,
+    },
     /// Sets (`Some`) and removes (`None`) client quotas, validated by the proposer.
     AlterQuotas {
         /// (entity, quota type, value).
@@ -437,6 +461,10 @@ pub struct State {
     /// Client quotas by entity.
     #[serde(default, with = "crate::tenancy::quota::configs_serde")]
     pub quotas: QuotaConfigs,
+    /// Quota-policy plugins by scope: a tenant's name, or `""` for every client no
+    /// tenant binding covers.
+    #[serde(default)]
+    pub quota_policies: BTreeMap<String, String>,
 }
 
 /// A plugin as the cluster knows it: its versions (which one serves) and the
@@ -781,6 +809,21 @@ impl State {
                         name,
                     });
                 }
+                let scopes: Vec<String> = self
+                    .quota_policies
+                    .iter()
+                    .filter(|(_, plugin)| **plugin == name)
+                    .map(|(scope, _)| match scope.as_str() {
+                        "" => "the cluster".to_string(),
+                        tenant => format!("tenant {tenant}"),
+                    })
+                    .collect();
+                if !scopes.is_empty() {
+                    return Err(StateError::PluginDecidesQuotas {
+                        scopes: scopes.join(", "),
+                        name,
+                    });
+                }
                 self.plugins.remove(&name);
             }
             Command::SetTransform { spec, create } => {
@@ -854,6 +897,33 @@ impl State {
                     .ok_or(StateError::UnknownTenant(name))?;
                 for acl in old.acls() {
                     self.acls.remove_exact(&acl);
+                }
+                self.quota_policies.remove(&old.name);
+            }
+            Command::SetQuotaPolicy { tenant, plugin } => {
+                if let Some(tenant) = &tenant {
+                    if !self.tenants.contains_key(tenant) {
+                        return Err(StateError::UnknownTenant(tenant.clone()));
+                    }
+                }
+                let scope = tenant.unwrap_or_default();
+                match plugin {
+                    Some(plugin) => {
+                        let meta = self
+                            .plugins
+                            .get(&plugin)
+                            .ok_or_else(|| StateError::UnknownPlugin(plugin.clone()))?;
+                        if meta.record.kind != crate::plugin::Kind::QuotaPolicy {
+                            return Err(StateError::NotAQuotaPolicy {
+                                kind: meta.record.kind.to_string(),
+                                name: plugin,
+                            });
+                        }
+                        self.quota_policies.insert(scope, plugin);
+                    }
+                    None => {
+                        self.quota_policies.remove(&scope);
+                    }
                 }
             }
             Command::AlterQuotas { changes } => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::SecurityProtocol;
+use crate::tenancy::policy::ConnectionKey;
 use crate::tenancy::sasl::{Authenticator, SaslMechanism};
 use crate::tenancy::{tenant, Principal, TenantConnection};
 
@@ -41,6 +42,8 @@ pub struct Session {
     pub close_after_response: Option<String>,
     /// Counts this connection against its tenant's `max_connections` while it lives.
     pub tenant_connection: Option<TenantConnection>,
+    /// The key a quota policy metered this connection under.
+    pub policy_key: ConnectionKey,
     /// The throttle the request being handled has earned, ms: sent as its
     /// `throttle_time_ms`, then the connection is muted that long.
     throttle_ms: AtomicU64,
@@ -60,6 +63,7 @@ impl Session {
             sasl,
             close_after_response: None,
             tenant_connection: None,
+            policy_key: ConnectionKey::default(),
             throttle_ms: AtomicU64::new(0),
         }
     }

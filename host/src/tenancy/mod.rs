@@ -6,9 +6,11 @@
 //! [`Principal`] carried by the connection's session. Authorization is a pure question
 //! to the cluster metadata ([`Security::authorize`]): the ACLs and credentials live in
 //! the controller's replicated state, so every broker decides the same way and a change
-//! takes effect on the next request, without reconnecting.
+//! takes effect on the next request, without reconnecting. Quotas ([`quota`]) are
+//! configured Kafka's way or decided by quota-policy plugins ([`policy`]).
 
 pub mod acl;
+pub mod policy;
 pub mod quota;
 pub mod sasl;
 pub mod scram;
@@ -135,6 +137,8 @@ pub struct Security {
     stored: Mutex<BTreeMap<String, (Instant, u64)>>,
     /// Quota meters, one sliding rate per quota key.
     pub meters: quota::Meters,
+    /// Quota-policy plugins in force.
+    pub policies: Arc<policy::QuotaPolicies>,
 }
 
 /// One authenticated connection of a tenant; the count goes down when it is dropped.
@@ -164,25 +168,39 @@ impl Security {
             connections: Mutex::new(BTreeMap::new()),
             stored: Mutex::new(BTreeMap::new()),
             meters: quota::Meters::default(),
+            policies: Arc::new(policy::QuotaPolicies::default()),
         }
     }
 
     /// Records `value` of `kind` for `client` (`record` false: only looks) and returns
     /// the throttle its quotas call for: the larger of the client's own quota and its
-    /// tenant's.
-    pub fn throttle(
+    /// tenant's. The client's own quota comes from its tenant's quota policy, else the
+    /// cluster's, else the configured quotas.
+    pub fn throttle<'a>(
         &self,
         metadata: &State,
         client: &quota::Client<'_>,
+        asker: impl FnOnce() -> (policy::Asker<'a>, &'a policy::ConnectionKey),
         kind: quota::QuotaType,
         value: f64,
         record: bool,
     ) -> Duration {
-        if metadata.quotas.is_empty() {
+        if metadata.quotas.is_empty() && metadata.quota_policies.is_empty() {
             return Duration::ZERO;
         }
         let now = Instant::now();
-        let own = quota::resolve(&metadata.quotas, client, kind);
+        let bound = client
+            .tenant
+            .and_then(|t| metadata.quota_policies.get(t))
+            .or_else(|| metadata.quota_policies.get(""));
+        let own = match bound {
+            Some(plugin) => {
+                let (asker, cache) = asker();
+                self.policies
+                    .resolve(plugin, &asker, cache, kind, value, record)
+            }
+            None => quota::resolve(&metadata.quotas, client, kind),
+        };
         let tenant = client
             .tenant
             .and_then(|t| quota::resolve_tenant(&metadata.quotas, t, kind));

@@ -48,7 +48,7 @@ use crate::broker::Broker;
 use crate::controller::state::State;
 use crate::tenancy::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::tenancy::quota::{self, QuotaType};
-use crate::tenancy::tenant;
+use crate::tenancy::{policy, tenant};
 
 /// What a handler knows about the request beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +113,7 @@ impl Context<'_> {
     /// request's throttle so far, ms.
     pub fn quota(&self, kind: QuotaType, value: f64, record: bool) -> i32 {
         let metadata = self.broker.metadata();
-        if metadata.quotas.is_empty() {
+        if metadata.quotas.is_empty() && metadata.quota_policies.is_empty() {
             return self.session.throttle_time_ms();
         }
         let client_id = self
@@ -123,15 +123,28 @@ impl Context<'_> {
             .map(|c| c.as_str())
             .unwrap_or("");
         let tenant = tenant::of_principal(&metadata.tenants, &self.session.principal);
+        let tenant = tenant.map(|t| t.name.as_str());
         let client = quota::Client {
             user: self.session.principal.name(),
             client_id,
-            tenant: tenant.map(|t| t.name.as_str()),
+            tenant,
+        };
+        let asker = || {
+            (
+                policy::Asker {
+                    principal: self.session.principal.to_string(),
+                    tenant,
+                    client_id,
+                    listener: &self.session.listener.name,
+                    host: self.peer.ip().to_string(),
+                },
+                &self.session.policy_key,
+            )
         };
         let throttle = self
             .broker
             .security()
-            .throttle(&metadata, &client, kind, value, record);
+            .throttle(&metadata, &client, asker, kind, value, record);
         self.session.throttle(throttle)
     }
 
