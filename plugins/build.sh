@@ -23,6 +23,8 @@ packages=(
     quiver-plugin-split
     quiver-plugin-repartition
     quiver-plugin-mirror
+    quiver-plugin-tiers
+    quiver-plugin-fair-share
     custom-partitioner
     quiver-test-plugin-infinite-loop
     quiver-test-plugin-memory-bomb
@@ -33,6 +35,7 @@ packages=(
     quiver-test-plugin-wrong-kind
     quiver-test-plugin-bad-config
     quiver-test-plugin-transform-hostile
+    quiver-test-plugin-quota-trap
 )
 
 args=()
