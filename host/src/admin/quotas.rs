@@ -62,7 +62,8 @@ pub(crate) async fn list(State(state): State<AdminState>) -> Json<Value> {
             json!({
                 "tenant": (!scope.is_empty()).then_some(scope),
                 "plugin": plugin,
-                "version": view.map_or(0, |v| v.version),
+                // null until a client of this broker first needed the policy
+                "version": view.map(|v| v.version).filter(|v| *v > 0),
                 "failed": view.and_then(|v| v.failed.clone()),
                 "keys": keys,
             })

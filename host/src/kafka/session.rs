@@ -99,6 +99,9 @@ impl Session {
         }
         self.principal = principal;
         self.sasl = None;
+        // Quota policies key by principal: the handshake's requests were metered as
+        // anonymous, what follows is the principal's.
+        *self.policy_key.get_mut() = None;
         Ok(())
     }
 }

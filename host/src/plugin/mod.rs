@@ -1173,18 +1173,24 @@ impl Deployment {
 
     /// Counts a call's outcome toward marking this version failed: traps and unusable
     /// answers are misbehaviour; an error the plugin returns is it speaking for itself.
+    /// `what` names the call in the log (empty for a kind with a single call).
     fn judge<T>(&self, result: &Result<T, CallError>, max_traps: u32, what: &str) {
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what}: ")
+        };
         match result {
             Ok(_) => self.consecutive_traps.store(0, Ordering::Relaxed),
             Err(e @ (CallError::Trap(_) | CallError::Output(_))) => {
                 let (wording, last) = match e {
                     CallError::Trap(reason) => {
-                        self.log.push("host", &format!("{what}: trap: {reason}"));
+                        self.log.push("host", &format!("{what}trap: {reason}"));
                         ("traps", reason.clone())
                     }
                     other => {
                         self.log
-                            .push("host", &format!("{what}: call failed: {other}"));
+                            .push("host", &format!("{what}call failed: {other}"));
                         ("failed calls", other.to_string())
                     }
                 };
@@ -1196,7 +1202,7 @@ impl Deployment {
                     self.mark_failed(reason, now_ms());
                 }
             }
-            Err(e) => self.log.push("host", &format!("{what}: call failed: {e}")),
+            Err(e) => self.log.push("host", &format!("{what}call failed: {e}")),
         }
     }
 
@@ -1237,7 +1243,7 @@ impl Deployment {
             Err(_) => Outcome::Error,
         };
         self.metrics.record(records, started.elapsed(), outcome);
-        self.judge(&result, max_traps, "partition");
+        self.judge(&result, max_traps, "");
         result
     }
 }
