@@ -82,12 +82,14 @@ def test_plugin_refused_deploys_keep_the_serving_version(broker_factory, tmp_pat
             PluginTraffic(broker, healthy_topic, 4, murmur2_partition) as plugin_traffic:
         for case, (body, kind, config, status, code, message) in REFUSED.items():
             wasm = body()
-            replacing = message
+            replacing, replacing_code = message, code
             if kind != "partitioner":
                 replacing = f"plugin 'p' is a partitioner; a {kind} cannot replace it"
-            for name, want in (("p", replacing), (f"new-{case}", message)):  # replace p; a first deploy
+                replacing_code = "unsupported_kind"
+            # replace p; a first deploy
+            for name, want, want_code in (("p", replacing, replacing_code), (f"new-{case}", message, code)):
                 r = api.deploy(name, wasm, config, kind=kind)
-                if (r.status, r.code) != (status, code) or want not in r.message:
+                if (r.status, r.code) != (status, want_code) or want not in r.message:
                     problems.append(f"{case} ({name}) over HTTP: {r}")
             # the CLI: non-zero exit with the reason and the code on stderr
             f = tmp_path / f"{case}.wasm"
@@ -96,7 +98,8 @@ def test_plugin_refused_deploys_keep_the_serving_version(broker_factory, tmp_pat
             for k, v in config.items():
                 args += ["--config", f"{k}={v}"]
             proc = plugin_cli(broker, *args, check=False)
-            if proc.returncode == 0 or replacing not in proc.stderr or f"({code}, HTTP {status})" not in proc.stderr:
+            if (proc.returncode == 0 or replacing not in proc.stderr
+                    or f"({replacing_code}, HTTP {status})" not in proc.stderr):
                 problems.append(f"{case} via CLI: exit {proc.returncode}, stderr {proc.stderr!r}")
             r = api.describe(f"new-{case}")
             if (r.status, r.code) != (404, "unknown_plugin"):

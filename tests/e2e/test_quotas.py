@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import kproto
-from clients import DeliveryLog, producer
+from clients import producer
+from flood_producer import Flood
 from harness import quiver_bin
 from test_tenants import cli, secured_broker, sasl_conf
 
@@ -68,20 +67,16 @@ def test_a_noisy_tenant_is_held_to_its_quota_and_its_neighbour_keeps_its_latency
     solo = latencies(sasl, "quiet-app", "pw2", "quiet.orders", 5)
 
     seconds = 30
-    log = tmp_path / "flood.log"
-    flood = subprocess.Popen([sys.executable, str(Path(__file__).with_name("flood_producer.py")),
-                              json.dumps(sasl_conf(sasl, "noisy-app", "pw1")), "noisy.flood",
-                              str(seconds), str(log)])
+    flood = Flood(tmp_path / "flood.log", sasl_conf(sasl, "noisy-app", "pw1"), "noisy.flood", seconds)
     try:
         time.sleep(10)  # the neighbour is measured while the flood is throttled
         shared = latencies(sasl, "quiet-app", "pw2", "quiet.orders", 12)
-        assert flood.wait(timeout=120) == 0
+        flood.wait(timeout=120)
     finally:
-        if flood.poll() is None:
-            flood.kill()
-    lines = log.read_text().split()
-    assert "err" not in lines, "the flood's records fail; a quota throttles, it never refuses"
-    delivered = [(float(t), int(n)) for t, n in zip(lines[0::2], lines[1::2])]
+        flood.kill()
+    start, records, errors = flood.read()
+    assert not errors, f"the flood's records fail ({errors[:5]}); a quota throttles, it never refuses"
+    delivered = [(t - start, n) for t, n, _ in records]
     # Kafka's windows let a burst through at first (the rate is averaged over 10 s);
     # from then on the tenant gets its quota.
     steady = [n for t, n in delivered if 12 <= t < seconds]
