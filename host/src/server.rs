@@ -6,6 +6,7 @@
 //! requests finish, then flushes and closes every log (the clean-shutdown marker spares
 //! the next start a log scan).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,8 +333,29 @@ async fn start_controller(
     .await
     .context("starting the controller")?;
     broker.attach_controller(controller.clone());
+    controller.exchange_usage(Arc::new(TenantUsage(Arc::downgrade(&broker))));
     let _ = service.controller.set(controller.clone());
     Ok((controller, endpoint, service))
+}
+
+/// The broker's side of the controller's usage exchange: its tenant quota meters.
+struct TenantUsage(std::sync::Weak<Broker>);
+
+impl crate::controller::UsageExchange for TenantUsage {
+    fn local(&self) -> BTreeMap<String, f64> {
+        self.0
+            .upgrade()
+            .map(|b| b.security().tenant_usage_report())
+            .unwrap_or_default()
+    }
+
+    fn cluster(&self, totals: BTreeMap<String, f64>) {
+        if let Some(b) = self.0.upgrade() {
+            b.security()
+                .cluster_usage
+                .set_totals(totals, std::time::Instant::now());
+        }
+    }
 }
 
 /// How much longer than the leader's long-poll a replica fetch may take before the

@@ -91,8 +91,13 @@ pub enum ControllerError {
 enum ControllerRequest {
     /// Commit a command (only the leader does; others answer `NotLeader`).
     Propose(Command),
-    /// Renew a broker's lease.
-    Heartbeat { id: i32, incarnation: u64 },
+    /// Renew a broker's lease, reporting its recent usage of cluster-wide quotas.
+    Heartbeat {
+        id: i32,
+        incarnation: u64,
+        #[serde(default)]
+        usage: BTreeMap<String, f64>,
+    },
 }
 
 /// The answer to a [`ControllerRequest`].
@@ -109,6 +114,10 @@ enum ControllerReply {
         /// False when the controller does not know this incarnation as live: the
         /// broker must register (again).
         registered: bool,
+        /// The cluster's usage of cluster-wide quotas: each key summed over the
+        /// brokers' fresh reports.
+        #[serde(default)]
+        usage: BTreeMap<String, f64>,
     },
     Failed(String),
 }
@@ -143,7 +152,24 @@ pub struct Controller {
     leases: Mutex<Leases>,
     /// A registration is in flight; heartbeats do not start another.
     registering: std::sync::atomic::AtomicBool,
+    /// Where this broker's usage of cluster-wide quotas comes from and the cluster's
+    /// totals go.
+    usage: std::sync::OnceLock<Arc<dyn UsageExchange>>,
+    /// The brokers' latest usage reports (kept by every node, used by the leader).
+    reports: Mutex<HashMap<i32, (Instant, BTreeMap<String, f64>)>>,
 }
+
+/// A broker's side of the usage exchange that makes tenant quotas cluster-wide: what it
+/// reports with each heartbeat, and the totals it is told back.
+pub trait UsageExchange: Send + Sync {
+    /// This broker's recent rate per key.
+    fn local(&self) -> BTreeMap<String, f64>;
+    /// The cluster's total rate per key.
+    fn cluster(&self, totals: BTreeMap<String, f64>);
+}
+
+/// How long a broker's usage report counts toward the totals.
+const USAGE_REPORT_TTL: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Leases {
@@ -299,6 +325,8 @@ impl Controller {
             config: config.clone(),
             leases: Mutex::new(Leases::default()),
             registering: std::sync::atomic::AtomicBool::new(false),
+            usage: std::sync::OnceLock::new(),
+            reports: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -472,7 +500,11 @@ impl Controller {
                     leader: self.leader(),
                 },
             },
-            ControllerRequest::Heartbeat { id, incarnation } => {
+            ControllerRequest::Heartbeat {
+                id,
+                incarnation,
+                usage,
+            } => {
                 // Followers keep the leases too, for the day they lead (Leases::new_term).
                 let registered = self.renew_lease(id, incarnation);
                 if self.leader() != Some(self.id) {
@@ -480,13 +512,40 @@ impl Controller {
                         leader: self.leader(),
                     }
                 } else {
-                    ControllerReply::Heartbeat { registered }
+                    let usage = self.report_usage(id, usage);
+                    ControllerReply::Heartbeat { registered, usage }
                 }
             }
         };
         Ok(Bytes::from(
             serde_json::to_vec(&reply).expect("replies serialise"),
         ))
+    }
+
+    /// Makes tenant quotas cluster-wide: `exchange` reports this broker's usage with
+    /// each heartbeat and takes the cluster's totals.
+    pub fn exchange_usage(&self, exchange: Arc<dyn UsageExchange>) {
+        let _ = self.usage.set(exchange);
+    }
+
+    /// Records broker `id`'s usage report and returns the totals over fresh reports.
+    fn report_usage(&self, id: i32, usage: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+        let now = Instant::now();
+        let mut reports = self.reports.lock();
+        reports.insert(id, (now, usage));
+        reports.retain(|_, (at, _)| now.duration_since(*at) <= USAGE_REPORT_TTL);
+        let mut totals = BTreeMap::new();
+        for (_, report) in reports.values() {
+            for (key, rate) in report {
+                *totals.entry(key.clone()).or_insert(0.0) += rate;
+            }
+        }
+        totals
+    }
+
+    /// This broker's usage report (empty until an exchange is attached).
+    fn local_usage(&self) -> BTreeMap<String, f64> {
+        self.usage.get().map(|u| u.local()).unwrap_or_default()
     }
 
     /// Records a heartbeat; true if `incarnation` is the live registration of `id`.
@@ -549,15 +608,25 @@ impl Controller {
             return;
         };
         let registered = if leader == self.id {
+            let totals = self.report_usage(self.id, self.local_usage());
+            if let Some(exchange) = self.usage.get() {
+                exchange.cluster(totals);
+            }
             self.renew_lease(self.id, self.registration.incarnation)
         } else {
             let request = ControllerRequest::Heartbeat {
                 id: self.id,
                 incarnation: self.registration.incarnation,
+                usage: self.local_usage(),
             };
             let timeout = Duration::from_millis(self.config.heartbeat_interval_ms.max(200));
             match self.call(leader, &request, timeout).await {
-                Ok(ControllerReply::Heartbeat { registered }) => registered,
+                Ok(ControllerReply::Heartbeat { registered, usage }) => {
+                    if let Some(exchange) = self.usage.get() {
+                        exchange.cluster(usage);
+                    }
+                    registered
+                }
                 Ok(_) | Err(_) => return,
             }
         };
@@ -600,9 +669,11 @@ impl Controller {
                 continue;
             }
             let this = self.clone();
+            // Only the leader sums usage; the other voters need the lease alone.
             let request = ControllerRequest::Heartbeat {
                 id: self.id,
                 incarnation: self.registration.incarnation,
+                usage: BTreeMap::new(),
             };
             tokio::spawn(async move {
                 let _ = this.call(voter, &request, timeout).await;

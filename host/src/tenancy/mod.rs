@@ -139,6 +139,8 @@ pub struct Security {
     pub meters: quota::Meters,
     /// Quota-policy plugins in force.
     pub policies: Arc<policy::QuotaPolicies>,
+    /// The cluster's usage of tenant quotas, from the controller.
+    pub cluster_usage: quota::ClusterUsage,
 }
 
 /// One authenticated connection of a tenant; the count goes down when it is dropped.
@@ -169,6 +171,7 @@ impl Security {
             stored: Mutex::new(BTreeMap::new()),
             meters: quota::Meters::default(),
             policies: Arc::new(policy::QuotaPolicies::default()),
+            cluster_usage: quota::ClusterUsage::default(),
         }
     }
 
@@ -201,9 +204,15 @@ impl Security {
             }
             None => quota::resolve(&metadata.quotas, client, kind),
         };
+        // A tenant's quota is cluster-wide: this broker enforces its share.
         let tenant = client
             .tenant
-            .and_then(|t| quota::resolve_tenant(&metadata.quotas, t, kind));
+            .and_then(|t| quota::resolve_tenant(&metadata.quotas, t, kind))
+            .map(|(key, limit)| {
+                let local = self.meters.recent_rate(&key, now, quota::SHARE_SPAN);
+                let share = self.cluster_usage.share(&key, local, now);
+                (key, limit * share)
+            });
         own.into_iter()
             .chain(tenant)
             .map(|(key, limit)| {
@@ -215,6 +224,17 @@ impl Security {
             })
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+
+    /// This broker's recent rate of every tenant quota key, for the controller.
+    pub fn tenant_usage_report(&self) -> BTreeMap<String, f64> {
+        self.meters
+            .recent_rates(Instant::now(), quota::SHARE_SPAN, |k| {
+                k.key.starts_with("tenant=")
+            })
+            .into_iter()
+            .map(|(k, rate)| (k.wire(), rate))
+            .collect()
     }
 
     /// Admits one more authenticated connection of `tenant` on this broker, or says

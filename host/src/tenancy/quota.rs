@@ -19,6 +19,12 @@
 //! lets a client send ten seconds' worth in one burst each time an old window expires
 //! (the rate is averaged over at least ten seconds); the bucket gives it its quota
 //! steadily, within one second's worth, which is what a neighbour needs.
+//!
+//! A tenant's quota is cluster-wide: brokers report their recent rate per tenant key
+//! with their heartbeats, the controller answers with the cluster's totals, and each
+//! broker enforces the share of the quota its own traffic is of the total
+//! ([`ClusterUsage`]), so a tenant spread over three brokers gets its quota in total.
+//! Quotas of users and client ids are per broker, as in Kafka.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -291,6 +297,19 @@ impl Rate {
         }
     }
 
+    /// Per second over the last `span` only: what the cluster-wide share is computed
+    /// from, which must follow traffic moving between brokers within seconds.
+    fn recent_per_second(&mut self, now: Instant, span: Duration) -> f64 {
+        self.expire(now);
+        let total: f64 = self
+            .samples
+            .iter()
+            .filter(|(start, _)| now.duration_since(*start) < span)
+            .map(|(_, v)| v)
+            .sum();
+        total / span.as_secs_f64()
+    }
+
     /// Per second, over the time the samples cover (at least `SAMPLES - 1` windows, as
     /// Kafka does, so one burst after an idle period is not read as a huge rate).
     fn per_second(&mut self, now: Instant) -> f64 {
@@ -371,6 +390,31 @@ impl Meters {
         }
     }
 
+    /// The rate of every key `keep` selects over the last `span`, for the heartbeat's
+    /// usage report.
+    pub fn recent_rates(
+        &self,
+        now: Instant,
+        span: Duration,
+        keep: impl Fn(&QuotaKey) -> bool,
+    ) -> BTreeMap<QuotaKey, f64> {
+        let mut meters = self.meters.lock();
+        meters
+            .iter_mut()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, m)| (k.clone(), m.rate.recent_per_second(now, span)))
+            .filter(|(_, rate)| *rate > 0.0)
+            .collect()
+    }
+
+    /// The rate of `key` over the last `span` (0 when unmetered).
+    pub fn recent_rate(&self, key: &QuotaKey, now: Instant, span: Duration) -> f64 {
+        self.meters
+            .lock()
+            .get_mut(key)
+            .map_or(0.0, |m| m.rate.recent_per_second(now, span))
+    }
+
     /// Every key's measured rate per second over the windows (for the admin API); keys
     /// idle for the whole span and out of debt are forgotten.
     pub fn rates(&self, now: Instant) -> BTreeMap<QuotaKey, f64> {
@@ -383,6 +427,53 @@ impl Meters {
             .iter_mut()
             .map(|(k, m)| (k.clone(), m.rate.per_second(now)))
             .collect()
+    }
+}
+
+/// How far back a broker's reported rate looks.
+pub const SHARE_SPAN: Duration = Duration::from_secs(2);
+/// How long the cluster's totals are trusted without a fresh heartbeat reply; older
+/// totals mean the controller is out of reach, and each broker falls back to the whole
+/// quota (Kafka's per-broker behaviour) rather than to nothing.
+pub const TOTALS_TTL: Duration = Duration::from_secs(3);
+/// The least share of a cluster-wide quota a broker enforces: a broker where the tenant
+/// just started sending gets room to show its traffic.
+pub const MIN_SHARE: f64 = 0.05;
+
+impl QuotaKey {
+    /// The key as heartbeats carry it: `producer_byte_rate/tenant=acme`.
+    pub fn wire(&self) -> String {
+        format!("{}/{}", self.kind.key(), self.key)
+    }
+}
+
+/// The cluster-wide usage of tenant keys as the controller last reported it.
+#[derive(Debug, Default)]
+pub struct ClusterUsage {
+    totals: Mutex<Option<(Instant, HashMap<String, f64>)>>,
+}
+
+impl ClusterUsage {
+    /// Takes the controller's totals (wire key → bytes or units per second).
+    pub fn set_totals(&self, totals: BTreeMap<String, f64>, now: Instant) {
+        *self.totals.lock() = Some((now, totals.into_iter().collect()));
+    }
+
+    /// The share of `key`'s cluster-wide quota this broker enforces, given its own
+    /// recent rate: its part of the cluster's total, at least [`MIN_SHARE`]; the whole
+    /// quota when there are no fresh totals or no traffic anywhere.
+    pub fn share(&self, key: &QuotaKey, local: f64, now: Instant) -> f64 {
+        let totals = self.totals.lock();
+        let Some((at, totals)) = totals.as_ref() else {
+            return 1.0;
+        };
+        if now.saturating_duration_since(*at) > TOTALS_TTL {
+            return 1.0;
+        }
+        match totals.get(&key.wire()) {
+            Some(total) if *total > 0.0 => (local / total).clamp(MIN_SHARE, 1.0),
+            _ => 1.0,
+        }
     }
 }
 
@@ -496,6 +587,23 @@ mod tests {
             let want = 1e6 * second as f64;
             assert!((upto - want).abs() <= 1.1e6, "{second} s: {upto} vs {want}");
         }
+    }
+
+    #[test]
+    fn a_broker_enforces_its_share_of_a_cluster_wide_quota() {
+        let now = Instant::now();
+        let usage = ClusterUsage::default();
+        let k = QuotaKey {
+            kind: QuotaType::ProduceBytes,
+            key: "tenant=acme".into(),
+        };
+        // No totals yet: the whole quota, as a lone broker.
+        assert_eq!(usage.share(&k, 5.0, now), 1.0);
+        usage.set_totals(BTreeMap::from([(k.wire(), 30.0)]), now);
+        assert!((usage.share(&k, 10.0, now) - 1.0 / 3.0).abs() < 1e-9);
+        // A broker the tenant barely uses keeps a floor; stale totals fall back.
+        assert_eq!(usage.share(&k, 0.0, now), MIN_SHARE);
+        assert_eq!(usage.share(&k, 10.0, now + TOTALS_TTL * 2), 1.0);
     }
 
     #[test]
