@@ -5,9 +5,11 @@ and quotas are managed through the Kafka API as well as `quiver quota`."""
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -169,3 +171,53 @@ def struct_f64(v: float) -> bytes:
 def struct_unpack_f64(r) -> float:
     import struct
     return struct.unpack(">d", r.raw(8))[0]
+
+
+def answered_after(bootstrap: str, source: str, started: float) -> float:
+    """Opens a connection from `source` (a loopback address), sends ApiVersions and
+    returns when, after `started`, the answer came."""
+    host, port = bootstrap.rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    try:
+        sock.bind((source, 0))
+        sock.connect((host, int(port)))
+        conn = kproto.Conn.__new__(kproto.Conn)
+        conn.sock, conn._corr = sock, 0
+        assert kproto.api_versions(conn, 0).error_code == 0
+        return time.monotonic() - started
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(120)
+def test_connections_from_one_address_are_held_to_its_creation_rate(broker_factory):
+    """KIP-612: 5 connections per second from 127.0.0.1. Thirty at once: one second's
+    worth is served at once, the rest at the quota's pace; another address (127.0.0.2,
+    also loopback) is not held. Both kinds of entity mistakes are refused by name."""
+    b = broker_factory()
+    set_ip = [quiver_bin(), "quota", "set", "--ip", "127.0.0.1", "--connection-creation-rate", "5",
+              "--admin", b.admin]
+    subprocess.run(set_ip, check=True, capture_output=True, timeout=30)
+    started = time.monotonic()
+    with ThreadPoolExecutor(30) as pool:
+        times = sorted(pool.map(lambda _: answered_after(b.bootstrap, "127.0.0.1", started), range(30)))
+    other = answered_after(b.bootstrap, "127.0.0.2", time.monotonic())
+    print(f"30 connections at 5/s: answered after {times[0]:.2f} .. {times[-1]:.2f} s "
+          f"(6th {times[5]:.2f} s, 20th {times[19]:.2f} s); another address {other * 1000:.0f} ms")
+    assert times[4] < 1.0, times  # the burst: one second's worth
+    # The n-th connection past the burst waits for n/5 s of refill.
+    for n in (10, 20, 29):
+        assert times[n] >= (n + 1 - 5) / 5 * 0.9, (n, times)
+    assert times[-1] <= 25 / 5 + 2, times
+    assert other < 1.0, other
+
+    bad = subprocess.run([quiver_bin(), "quota", "set", "--ip", "127.0.0.1", "--producer-byte-rate", "5",
+                          "--admin", b.admin], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "an ip entity has only connection_creation_rate" in bad.stderr, bad.stderr
+    bad = subprocess.run([quiver_bin(), "quota", "set", "--user", "alice", "--connection-creation-rate", "5",
+                          "--admin", b.admin], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "connection_creation_rate is a quota of ip entities" in bad.stderr, bad.stderr
+    bad = subprocess.run([quiver_bin(), "quota", "set", "--ip", "example.com", "--connection-creation-rate", "5",
+                          "--admin", b.admin], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "ip `example.com` is not an IP address" in bad.stderr, bad.stderr

@@ -143,8 +143,9 @@ pub(crate) async fn change(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut changes = Vec::new();
     for (key, value) in &body.set {
-        let kind =
-            quota::validate_value(key, *value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let kind = quota::validate_value(key, *value)
+            .and_then(|kind| entity.check_kind(kind).map(|()| kind))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         changes.push((entity.clone(), kind, Some(QuotaValue(*value))));
     }
     for key in &body.remove {

@@ -28,6 +28,12 @@ pub(crate) struct EntityArgs {
     /// A tenant: all its principals' traffic together.
     #[arg(long)]
     tenant: Option<String>,
+    /// A client IP address (for --connection-creation-rate).
+    #[arg(long, conflicts_with_all = ["default_ip", "tenant", "user", "default_user", "client_id", "default_client_id"])]
+    ip: Option<String>,
+    /// The default for every IP address without a quota of its own.
+    #[arg(long, conflicts_with_all = ["tenant", "user", "default_user", "client_id", "default_client_id"])]
+    default_ip: bool,
 }
 
 impl EntityArgs {
@@ -57,8 +63,17 @@ impl EntityArgs {
             }
             _ => {}
         }
+        match (&self.ip, self.default_ip) {
+            (Some(ip), _) => {
+                m.insert("ip".into(), json!(ip));
+            }
+            (None, true) => {
+                m.insert("ip".into(), Value::Null);
+            }
+            _ => {}
+        }
         if m.is_empty() {
-            bail!("name whose quota: --user, --default-user, --client-id, --default-client-id or --tenant");
+            bail!("name whose quota: --user, --default-user, --client-id, --default-client-id, --ip, --default-ip or --tenant");
         }
         Ok(Value::Object(m))
     }
@@ -82,6 +97,9 @@ pub(crate) enum QuotaCommand {
         /// Partitions created or deleted per second.
         #[arg(long)]
         controller_mutation_rate: Option<f64>,
+        /// Connections accepted per second from one IP address (--ip or --default-ip).
+        #[arg(long)]
+        connection_creation_rate: Option<f64>,
         #[command(flatten)]
         admin: Admin,
     },
@@ -89,8 +107,9 @@ pub(crate) enum QuotaCommand {
     Remove {
         #[command(flatten)]
         entity: EntityArgs,
-        /// producer_byte_rate, consumer_byte_rate, request_percentage or
-        /// controller_mutation_rate (repeatable; default all).
+        /// producer_byte_rate, consumer_byte_rate, request_percentage,
+        /// controller_mutation_rate or connection_creation_rate (repeatable; default
+        /// all the entity can have).
         #[arg(long = "key")]
         keys: Vec<String>,
         #[command(flatten)]
@@ -150,6 +169,7 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             consumer_byte_rate,
             request_percentage,
             controller_mutation_rate,
+            connection_creation_rate,
             admin,
         } => {
             let mut set = serde_json::Map::new();
@@ -158,6 +178,7 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
                 ("consumer_byte_rate", consumer_byte_rate),
                 ("request_percentage", request_percentage),
                 ("controller_mutation_rate", controller_mutation_rate),
+                ("connection_creation_rate", connection_creation_rate),
             ] {
                 if let Some(v) = v {
                     set.insert(k.into(), json!(v));
@@ -179,17 +200,17 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             keys,
             admin,
         } => {
-            let keys = if keys.is_empty() {
-                [
+            let keys = match (keys.is_empty(), entity.ip.is_some() || entity.default_ip) {
+                (false, _) => keys,
+                (true, true) => vec!["connection_creation_rate".to_string()],
+                (true, false) => [
                     "producer_byte_rate",
                     "consumer_byte_rate",
                     "request_percentage",
                     "controller_mutation_rate",
                 ]
                 .map(String::from)
-                .to_vec()
-            } else {
-                keys
+                .to_vec(),
             };
             let body = json!({ "entity": entity.entity()?, "remove": keys });
             let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;

@@ -161,6 +161,21 @@ async fn serve_listener(
                     let tls = listener.tls.clone();
                     connections.spawn(async move {
                         let name = info.name.clone();
+                        // connection_creation_rate: a connection over its address's
+                        // quota is held that long before it is served; one so far over
+                        // that even the longest hold would not pay for it is closed.
+                        let metadata = broker.metadata();
+                        if !metadata.quotas.is_empty() {
+                            let hold = broker.security().connection_throttle(&metadata, peer.ip());
+                            drop(metadata);
+                            if hold >= crate::tenancy::quota::MAX_THROTTLE {
+                                tracing::debug!(%peer, listener = %name, "closing connection: over its connection_creation_rate quota");
+                                return;
+                            }
+                            if !hold.is_zero() {
+                                tokio::time::sleep(hold).await;
+                            }
+                        }
                         match handle_connection(stream, peer, info, tls, broker, shutdown).await {
                             Ok(()) => tracing::debug!(%peer, listener = %name, "connection closed"),
                             Err(ConnectionError::Io(e)) => tracing::debug!(%peer, listener = %name, error = %e, "connection ended"),

@@ -226,6 +226,15 @@ impl Security {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// Counts a new connection from `ip` against its `connection_creation_rate` quota
+    /// and returns how long to hold it before serving it (KIP-612).
+    pub fn connection_throttle(&self, metadata: &State, ip: IpAddr) -> Duration {
+        match quota::resolve_ip(&metadata.quotas, ip) {
+            Some((key, limit)) => self.meters.record(&key, limit, 1.0, Instant::now()),
+            None => Duration::ZERO,
+        }
+    }
+
     /// This broker's recent rate of every tenant quota key, for the controller.
     pub fn tenant_usage_report(&self) -> BTreeMap<String, f64> {
         self.meters

@@ -296,7 +296,7 @@ impl Policy {
                 // percent-seconds of one thread → microseconds
                 u.request_time_us += value * 1e4;
             }
-            QuotaType::ControllerMutations => {}
+            QuotaType::ControllerMutations | QuotaType::ConnectionCreations => {}
         }
     }
 }

@@ -56,15 +56,20 @@ pub enum QuotaType {
     /// `controller_mutation_rate`: partitions created or deleted per second.
     #[serde(rename = "controller_mutation_rate")]
     ControllerMutations,
+    /// `connection_creation_rate`: connections accepted per second from one IP
+    /// address (KIP-612); a quota of `ip` entities only.
+    #[serde(rename = "connection_creation_rate")]
+    ConnectionCreations,
 }
 
 impl QuotaType {
     /// Every type.
-    pub const ALL: [QuotaType; 4] = [
+    pub const ALL: [QuotaType; 5] = [
         QuotaType::ProduceBytes,
         QuotaType::FetchBytes,
         QuotaType::RequestPercentage,
         QuotaType::ControllerMutations,
+        QuotaType::ConnectionCreations,
     ];
 
     /// The Kafka config key.
@@ -74,6 +79,7 @@ impl QuotaType {
             QuotaType::FetchBytes => "consumer_byte_rate",
             QuotaType::RequestPercentage => "request_percentage",
             QuotaType::ControllerMutations => "controller_mutation_rate",
+            QuotaType::ConnectionCreations => "connection_creation_rate",
         }
     }
 
@@ -89,6 +95,8 @@ pub const USER: &str = "user";
 pub const CLIENT_ID: &str = "client-id";
 /// The `tenant` entity type (Quiver's).
 pub const TENANT: &str = "tenant";
+/// The `ip` entity type: a client IP address, for `connection_creation_rate`.
+pub const IP: &str = "ip";
 
 /// A quota entity: entity type → name (`None`: the default of that type). Kafka allows
 /// `user`, `client-id` and both; Quiver adds `tenant` on its own.
@@ -107,19 +115,41 @@ pub enum QuotaError {
 }
 
 impl QuotaEntity {
-    /// Checks the combination: user, client-id, user + client-id, or tenant (alone,
-    /// named).
+    /// Checks the combination: user, client-id, user + client-id, ip (an address or
+    /// the default), or tenant (alone, named).
     pub fn validate(&self) -> Result<(), QuotaError> {
         let types: Vec<&str> = self.0.keys().map(String::as_str).collect();
         match types.as_slice() {
             [CLIENT_ID] | [USER] | [CLIENT_ID, USER] => Ok(()),
+            [IP] => match &self.0[IP] {
+                Some(ip) if ip.parse::<std::net::IpAddr>().is_err() => Err(QuotaError::Entity(
+                    format!("ip `{ip}` is not an IP address"),
+                )),
+                _ => Ok(()),
+            },
             [TENANT] if self.0[TENANT].is_some() => Ok(()),
             [TENANT] => Err(QuotaError::Entity(
                 "a tenant quota names its tenant (there is no default tenant)".into(),
             )),
             other => Err(QuotaError::Entity(format!(
-                "entity {other:?} is not one of user, client-id, user+client-id, tenant"
+                "entity {other:?} is not one of user, client-id, user+client-id, ip, tenant"
             ))),
+        }
+    }
+
+    /// Checks that this entity can have a quota of `kind`: connection creation is
+    /// metered per IP address, everything else per client.
+    pub fn check_kind(&self, kind: QuotaType) -> Result<(), QuotaError> {
+        let is_ip = self.0.contains_key(IP);
+        match (is_ip, kind == QuotaType::ConnectionCreations) {
+            (true, false) => Err(QuotaError::Value(format!(
+                "an ip entity has only connection_creation_rate, not {}",
+                kind.key()
+            ))),
+            (false, true) => Err(QuotaError::Value(
+                "connection_creation_rate is a quota of ip entities (--ip or --default-ip)".into(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -265,6 +295,26 @@ pub fn resolve_tenant(
         QuotaKey {
             kind,
             key: format!("tenant={tenant}"),
+        },
+        value,
+    ))
+}
+
+/// The `connection_creation_rate` quota of connections from `ip`, with its key: the
+/// address's own, else the default ip entity's; either way each address has its own
+/// bucket, as in Kafka.
+pub fn resolve_ip(configs: &QuotaConfigs, ip: std::net::IpAddr) -> Option<(QuotaKey, f64)> {
+    let kind = QuotaType::ConnectionCreations;
+    let entity = |name: Option<String>| QuotaEntity(BTreeMap::from([(IP.to_string(), name)]));
+    let value = configs
+        .get(&entity(Some(ip.to_string())))
+        .or_else(|| configs.get(&entity(None)))?
+        .get(&kind)?
+        .0;
+    Some((
+        QuotaKey {
+            kind,
+            key: format!("ip={ip}"),
         },
         value,
     ))
@@ -614,7 +664,16 @@ mod tests {
             .is_ok());
         assert!(entity(&[(TENANT, Some("acme"))]).validate().is_ok());
         assert!(entity(&[(TENANT, None)]).validate().is_err());
-        assert!(entity(&[("ip", Some("1.2.3.4"))]).validate().is_err());
+        assert!(entity(&[(IP, Some("1.2.3.4"))]).validate().is_ok());
+        assert!(entity(&[(IP, None)]).validate().is_ok());
+        assert!(entity(&[(IP, Some("not-an-ip"))]).validate().is_err());
+        assert!(entity(&[(IP, None), (USER, None)]).validate().is_err());
+        let ip = entity(&[(IP, None)]);
+        assert!(ip.check_kind(QuotaType::ConnectionCreations).is_ok());
+        assert!(ip.check_kind(QuotaType::ProduceBytes).is_err());
+        assert!(entity(&[(USER, None)])
+            .check_kind(QuotaType::ConnectionCreations)
+            .is_err());
         assert!(validate_value("producer_byte_rate", 1024.0).is_ok());
         assert!(validate_value("producer_byte_rate", -1.0).is_err());
         assert!(validate_value("bogus", 1.0).is_err());

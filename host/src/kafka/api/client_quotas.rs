@@ -152,6 +152,7 @@ pub async fn alter(
                     mine.push((entity.clone(), kind, None));
                 } else {
                     let kind = quota::validate_value(op.key.as_str(), op.value)
+                        .and_then(|kind| entity.check_kind(kind).map(|()| kind))
                         .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))?;
                     mine.push((entity.clone(), kind, Some(QuotaValue(op.value))));
                 }
