@@ -333,7 +333,7 @@ async fn start_controller(
     .await
     .context("starting the controller")?;
     broker.attach_controller(controller.clone());
-    controller.exchange_usage(Arc::new(TenantUsage(Arc::downgrade(&broker))));
+    controller.exchange_usage(Arc::new(TenantUsage(Arc::downgrade(broker))));
     let _ = service.controller.set(controller.clone());
     Ok((controller, endpoint, service))
 }

@@ -82,7 +82,7 @@ fn build_plugins() -> Vec<PathBuf> {
 #[test]
 fn components_carry_the_api_version_and_their_world() {
     let wasm = build_plugins();
-    assert_eq!(wasm.len(), 19, "{wasm:?}");
+    assert_eq!(wasm.len(), 22, "{wasm:?}");
     let partitioner = [
         "quiver:plugin/lifecycle@0.1.0",
         "quiver:plugin/partition@0.1.0",
@@ -94,6 +94,10 @@ fn components_carry_the_api_version_and_their_world() {
     let connector = [
         "quiver:plugin/lifecycle@0.1.0",
         "quiver:plugin/mirror@0.1.0",
+    ];
+    let quota_policy = [
+        "quiver:plugin/lifecycle@0.1.0",
+        "quiver:plugin/policy@0.1.0",
     ];
     for path in &wasm {
         let name = path.file_stem().unwrap().to_str().unwrap();
@@ -114,6 +118,9 @@ fn components_carry_the_api_version_and_their_world() {
             | "quiver_test_plugin_transform_hostile"
             | "quiver_test_plugin_wrong_kind" => &transform,
             "quiver_plugin_mirror" => &connector,
+            "quiver_plugin_tiers"
+            | "quiver_plugin_fair_share"
+            | "quiver_test_plugin_quota_trap" => &quota_policy,
             _ => &partitioner,
         };
         assert_eq!(exports, expected, "{name}: exports");

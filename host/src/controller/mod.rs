@@ -156,8 +156,11 @@ pub struct Controller {
     /// totals go.
     usage: std::sync::OnceLock<Arc<dyn UsageExchange>>,
     /// The brokers' latest usage reports (kept by every node, used by the leader).
-    reports: Mutex<HashMap<i32, (Instant, BTreeMap<String, f64>)>>,
+    reports: Mutex<HashMap<i32, UsageReport>>,
 }
+
+/// When a broker reported, and its rate per key.
+type UsageReport = (Instant, BTreeMap<String, f64>);
 
 /// A broker's side of the usage exchange that makes tenant quotas cluster-wide: what it
 /// reports with each heartbeat, and the totals it is told back.
