@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import kproto
+import securitykit as sk
 from clients import producer
 from flood_producer import Flood
-from harness import quiver_bin
+from harness import quiver_bin, wait_until
 from test_tenants import cli, secured_broker, sasl_conf
 
 QUOTA = 5_000_000  # bytes/s
@@ -221,3 +222,57 @@ def test_connections_from_one_address_are_held_to_its_creation_rate(broker_facto
     bad = subprocess.run([quiver_bin(), "quota", "set", "--ip", "example.com", "--connection-creation-rate", "5",
                           "--admin", b.admin], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "ip `example.com` is not an IP address" in bad.stderr, bad.stderr
+
+
+THROTTLING_QUOTA_EXCEEDED = 89
+
+
+@pytest.mark.timeout(120)
+def test_partition_mutations_are_held_to_the_controller_mutation_rate(broker_factory):
+    """KIP-599 at 2 partitions per second: the request that takes the bucket below
+    zero goes through, with a throttle time (and its connection is muted that long);
+    while the debt lasts the same user's other connections are refused CreateTopics
+    (v6+), CreatePartitions (v3+) and DeleteTopics (v5+) with THROTTLING_QUOTA_EXCEEDED
+    and a throttle time; once it is paid they work again."""
+    from kafka.protocol.admin.topics import CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest
+
+    b = broker_factory()
+    subprocess.run([quiver_bin(), "quota", "set", "--default-user", "--controller-mutation-rate", "2",
+                    "--admin", b.admin], check=True, capture_output=True, timeout=30)
+    # A throttled answer mutes its connection: each refusal is asked on a connection
+    # of its own.
+    conn, other, more = sk.connect(b.bootstrap), sk.connect(b.bootstrap), sk.connect(b.bootstrap)
+    last = sk.connect(b.bootstrap)
+
+    def create(name, partitions, conn=other):
+        r = conn.call(CreateTopicsRequest, 6, topics=[{"name": name, "num_partitions": partitions,
+                                                       "replication_factor": 1, "assignments": [],
+                                                       "configs": []}], timeout_ms=30000, validate_only=False)
+        return r.topics[0].error_code, r.topics[0].error_message, r.throttle_time_ms
+
+    def grow(name, count, conn=other):
+        r = conn.call(CreatePartitionsRequest, 3, topics=[{"name": name, "count": count, "assignments": None}],
+                      timeout_ms=30000, validate_only=False)
+        return r.results[0].error_code, r.results[0].error_message, r.throttle_time_ms
+
+    def delete(name, conn=other):
+        r = conn.call(DeleteTopicsRequest, 5, topic_names=[name], timeout_ms=30000)
+        return r.responses[0].error_code, r.responses[0].error_message, r.throttle_time_ms
+
+    try:
+        assert create("m1", 2, conn)[0] == 0  # one second's worth
+        code, _, throttle = create("m2", 4, conn)  # crosses into 2 s of debt: let through
+        assert code == 0 and throttle > 1000, (code, throttle)
+        started = time.monotonic()
+        refusals = (("CreateTopics", create("m3", 1)), ("CreatePartitions", grow("m1", 3, more)),
+                    ("DeleteTopics", delete("m1", last)))
+        assert time.monotonic() - started < 1.0, "the refusals were not answered at once"
+        for name, (code, message, throttle) in refusals:
+            assert code == THROTTLING_QUOTA_EXCEEDED and "controller_mutation_rate" in message, (name, code, message)
+            assert throttle > 0, (name, throttle)
+        wait_until(lambda: create("m3", 1)[0] == 0, 10, "CreateTopics works once the debt is paid")
+        wait_until(lambda: grow("m1", 3)[0] == 0, 10, "CreatePartitions works once the debt is paid")
+        wait_until(lambda: delete("m2")[0] == 0, 10, "DeleteTopics works once the debt is paid")
+    finally:
+        for c in (conn, other, more, last):
+            c.close()

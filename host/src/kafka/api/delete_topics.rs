@@ -6,6 +6,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 
 use super::{kstr, Context};
 use crate::tenancy::acl::Operation;
+use crate::tenancy::quota::QuotaType;
 
 /// Answers a DeleteTopics request.
 pub async fn handle(
@@ -40,6 +41,13 @@ pub async fn handle(
             )),
         };
         let outcome = match resolved {
+            // KIP-599: deleting partitions counts against controller_mutation_rate.
+            Ok(_) if version >= 5 && ctx.quota(QuotaType::ControllerMutations, 0.0, false) > 0 => {
+                Err((
+                    ResponseError::ThrottlingQuotaExceeded,
+                    "controller_mutation_rate exceeded; retry after throttle_time_ms".to_string(),
+                ))
+            }
             Ok(name) if !ctx.topic_allowed(Operation::Delete, &name) => Err((
                 ResponseError::TopicAuthorizationFailed,
                 format!("not authorized to DELETE topic '{name}'"),
@@ -50,6 +58,13 @@ pub async fn handle(
                 .map_err(|e| (e.code(), e.to_string())),
             Err(e) => Err(e),
         };
+        if let Ok(meta) = &outcome {
+            ctx.quota(
+                QuotaType::ControllerMutations,
+                f64::from(meta.partitions),
+                true,
+            );
+        }
         match outcome {
             Ok(meta) => {
                 result.name = Some(TopicName(kstr(meta.name)));
@@ -70,5 +85,6 @@ pub async fn handle(
         }
         response.responses.push(result);
     }
+    response.throttle_time_ms = ctx.session.throttle_time_ms();
     response
 }
