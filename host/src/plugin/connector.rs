@@ -38,26 +38,11 @@ struct Instance {
     bindings: Connector,
 }
 
-fn describe(e: &WitError) -> String {
-    match e {
-        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
-        WitError::InvalidInput(m) => format!("invalid input: {m}"),
-        WitError::Failed(m) => m.clone(),
-    }
-}
-
 impl WasmConnector {
     /// Links `component` against the sandbox: fails if it imports anything the host does
     /// not provide or lacks the connector world's exports.
     pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = ConnectorPre::new(instance_pre).map_err(|e| {
-            PluginError::WrongKind(format!(
-                "the component does not implement the connector world: {e:#}"
-            ))
-        })?;
+        let pre = super::bindings::link_world(component, linker, "connector", ConnectorPre::new)?;
         Ok(Self { pre })
     }
 
@@ -76,7 +61,7 @@ impl WasmConnector {
                 .quiver_plugin_lifecycle()
                 .call_init(&mut store, &config.to_vec())
                 .map_err(|e| CallError::Trap(format!("init: {}", trap_reason(&e, deployment))))?
-                .map_err(|e| CallError::Init(describe(&e)))?;
+                .map_err(|e| CallError::Init(e.text()))?;
         }
         Ok(Instance { store, bindings })
     }
@@ -158,7 +143,7 @@ impl ConnectorSession {
             Err(trap) => Err(CallError::Trap(trap_reason(&trap, &deployment))),
             Ok(result) => {
                 self.instance = Some(instance);
-                result.map_err(|e| CallError::Plugin(describe(&e)))
+                result.map_err(|e| CallError::Plugin(e.text()))
             }
         };
         let outcome = match &result {

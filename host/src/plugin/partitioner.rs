@@ -12,7 +12,6 @@ use quiver_plugin_sdk::columns::Columns;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
-use super::bindings::partitioner::exports::quiver::plugin::lifecycle::PluginError as WitError;
 use super::bindings::partitioner::quiver::plugin::types::RecordBatch;
 use super::bindings::partitioner::{Partitioner, PartitionerPre};
 use super::engine::PluginEngine;
@@ -38,26 +37,12 @@ struct Instance {
     bindings: Partitioner,
 }
 
-fn describe(e: &WitError) -> String {
-    match e {
-        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
-        WitError::InvalidInput(m) => format!("invalid input: {m}"),
-        WitError::Failed(m) => m.clone(),
-    }
-}
-
 impl WasmPartitioner {
     /// Links `component` against the sandbox: fails if it imports anything the host does
     /// not provide or lacks the partitioner world's exports.
     pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = PartitionerPre::new(instance_pre).map_err(|e| {
-            PluginError::WrongKind(format!(
-                "the component does not implement the partitioner world: {e:#}"
-            ))
-        })?;
+        let pre =
+            super::bindings::link_world(component, linker, "partitioner", PartitionerPre::new)?;
         Ok(Self {
             pre,
             idle: Mutex::new(Vec::new()),
@@ -81,7 +66,7 @@ impl WasmPartitioner {
             .quiver_plugin_lifecycle()
             .call_init(&mut store, &deployment.config)
             .map_err(|e| CallError::Trap(format!("init: {}", trap_reason(&e, deployment))))?
-            .map_err(|e| CallError::Init(describe(&e)))?;
+            .map_err(|e| CallError::Init(e.text()))?;
         deployment.instantiate_us.store(
             instantiated.as_micros() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -135,7 +120,7 @@ impl WasmPartitioner {
                     .push("host", &format!("trap backtrace: {trap:?}"));
                 return Err(CallError::Trap(trap_reason(&trap, deployment)));
             }
-            Ok(Err(e)) => Err(CallError::Plugin(describe(&e))),
+            Ok(Err(e)) => Err(CallError::Plugin(e.text())),
             Ok(Ok(chosen)) => Ok(chosen),
         };
         let mut idle = self.idle.lock();

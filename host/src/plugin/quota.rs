@@ -46,26 +46,12 @@ struct Instance {
     bindings: QuotaPolicy,
 }
 
-fn describe(e: &WitError) -> String {
-    match e {
-        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
-        WitError::InvalidInput(m) => format!("invalid input: {m}"),
-        WitError::Failed(m) => m.clone(),
-    }
-}
-
 impl WasmQuotaPolicy {
     /// Links `component` against the sandbox: fails if it imports anything the host does
     /// not provide or lacks the quota-policy world's exports.
     pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = QuotaPolicyPre::new(instance_pre).map_err(|e| {
-            PluginError::WrongKind(format!(
-                "the component does not implement the quota-policy world: {e:#}"
-            ))
-        })?;
+        let pre =
+            super::bindings::link_world(component, linker, "quota-policy", QuotaPolicyPre::new)?;
         Ok(Self { pre })
     }
 
@@ -82,7 +68,7 @@ impl WasmQuotaPolicy {
             .quiver_plugin_lifecycle()
             .call_init(&mut store, &deployment.config)
             .map_err(|e| CallError::Trap(format!("init: {}", trap_reason(&e, deployment))))?
-            .map_err(|e| CallError::Init(describe(&e)))?;
+            .map_err(|e| CallError::Init(e.text()))?;
         Ok(Instance { store, bindings })
     }
 
@@ -164,7 +150,7 @@ impl QuotaPolicySession {
             Err(trap) => Err(CallError::Trap(trap_reason(&trap, &deployment))),
             Ok(result) => {
                 self.instance = Some(instance);
-                result.map_err(|e| CallError::Plugin(describe(&e)))
+                result.map_err(|e| CallError::Plugin(e.text()))
             }
         };
         let outcome = match &result {

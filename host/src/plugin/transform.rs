@@ -14,7 +14,6 @@ use quiver_plugin_sdk::columns::Columns;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
-use super::bindings::transform::exports::quiver::plugin::lifecycle::PluginError as WitError;
 use super::bindings::transform::quiver::plugin::types::RecordBatch;
 use super::bindings::transform::{Transform, TransformPre};
 use super::engine::PluginEngine;
@@ -38,26 +37,11 @@ struct Instance {
     bindings: Transform,
 }
 
-fn describe(e: &WitError) -> String {
-    match e {
-        WitError::InvalidConfig(m) => format!("invalid config: {m}"),
-        WitError::InvalidInput(m) => format!("invalid input: {m}"),
-        WitError::Failed(m) => m.clone(),
-    }
-}
-
 impl WasmTransform {
     /// Links `component` against the sandbox: fails if it imports anything the host does
     /// not provide or lacks the transform world's exports.
     pub fn new(component: &Component, linker: &Linker<HostState>) -> Result<Self, PluginError> {
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = TransformPre::new(instance_pre).map_err(|e| {
-            PluginError::WrongKind(format!(
-                "the component does not implement the transform world: {e:#}"
-            ))
-        })?;
+        let pre = super::bindings::link_world(component, linker, "transform", TransformPre::new)?;
         Ok(Self { pre })
     }
 
@@ -92,7 +76,7 @@ impl WasmTransform {
                         super::partitioner::trap_reason(&e, deployment)
                     ))
                 })?
-                .map_err(|e| CallError::Init(describe(&e)))?;
+                .map_err(|e| CallError::Init(e.text()))?;
         }
         Ok(Instance { store, bindings })
     }
@@ -237,7 +221,7 @@ impl TransformSession {
             }
             Ok(Err(e)) => {
                 self.instance = Some(instance);
-                return Err(CallError::Plugin(describe(&e)));
+                return Err(CallError::Plugin(e.text()));
             }
             Ok(Ok(output)) => output,
         };
@@ -275,7 +259,7 @@ impl TransformSession {
             records,
             targets: output.targets,
             partitions: output.partitions,
-            failed: output.failed.map(|f| (f.offset, describe(&f.error))),
+            failed: output.failed.map(|f| (f.offset, f.error.text())),
         })
     }
 }
