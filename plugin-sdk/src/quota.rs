@@ -4,7 +4,7 @@
 //! decides. Its failure policy is to fail closed, so a policy should return errors only
 //! for genuinely undecidable clients.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::Result;
 
 /// Who is asking (the WIT `client`).
@@ -20,6 +20,53 @@ pub struct Client {
     pub listener: String,
     /// The client's IP address.
     pub host: String,
+}
+
+impl Client {
+    /// The usual quota key: `tenant:<TENANT>` for a tenant's client, so all of a
+    /// tenant's clients share one budget, else `user:<USER>` (the principal without
+    /// `User:`; `user:ANONYMOUS` without authentication).
+    pub fn tenant_or_user_key(&self) -> String {
+        match self.tenant.as_deref() {
+            Some(tenant) if !tenant.is_empty() => format!("tenant:{tenant}"),
+            _ => {
+                let user = self
+                    .principal
+                    .strip_prefix("User:")
+                    .unwrap_or(&self.principal);
+                format!("user:{user}")
+            }
+        }
+    }
+}
+
+/// A positive, finite number from config `key`'s `value`, or an error naming both.
+pub fn positive(key: &str, value: &str) -> std::result::Result<f64, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(ConfigError::invalid(
+            key,
+            value,
+            "expected a positive number",
+        )),
+    }
+}
+
+/// A byte rate from config `key`'s `value`: a positive number (`4e6` too) rounded to
+/// whole bytes per second, at least one.
+pub fn byte_rate(key: &str, value: &str) -> std::result::Result<u64, ConfigError> {
+    let n = positive(key, value)?.round();
+    if n < 1.0 {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "a byte rate must be at least 1 byte per second",
+        ));
+    }
+    if n >= u64::MAX as f64 {
+        return Err(ConfigError::invalid(key, value, "too large"));
+    }
+    Ok(n as u64)
 }
 
 /// Limits for one quota key (the WIT `limits`); `None` is unlimited, and the default is

@@ -37,6 +37,7 @@
 //! share again even when unchanged.
 
 use quiver_plugin_sdk::prelude::*;
+use quiver_plugin_sdk::quota::{byte_rate, positive};
 use std::collections::{BTreeMap, HashMap};
 
 /// The configuration keys, as `ConfigError::Unknown` lists them.
@@ -60,48 +61,6 @@ pub struct FairShare {
     active: BTreeMap<String, f64>,
     /// The limits last given to each key that is active or new since the last window.
     assigned: HashMap<String, Limits>,
-}
-
-/// The quota key of `client`: `tenant:<TENANT>`, else `user:<USER>`.
-fn key_of(client: &Client) -> String {
-    match client.tenant.as_deref() {
-        Some(tenant) if !tenant.is_empty() => format!("tenant:{tenant}"),
-        _ => {
-            let user = client
-                .principal
-                .strip_prefix("User:")
-                .unwrap_or(&client.principal);
-            format!("user:{user}")
-        }
-    }
-}
-
-/// A positive, finite number, or an error naming `key` and `value`.
-fn positive(key: &str, value: &str) -> Result<f64, ConfigError> {
-    match value.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
-        _ => Err(ConfigError::invalid(
-            key,
-            value,
-            "expected a positive number",
-        )),
-    }
-}
-
-/// A byte rate: a positive number rounded to whole bytes per second, at least one.
-fn byte_rate(key: &str, value: &str) -> Result<u64, ConfigError> {
-    let n = positive(key, value)?.round();
-    if n < 1.0 {
-        return Err(ConfigError::invalid(
-            key,
-            value,
-            "a byte rate must be at least 1 byte per second",
-        ));
-    }
-    if n >= u64::MAX as f64 {
-        return Err(ConfigError::invalid(key, value, "too large"));
-    }
-    Ok(n as u64)
 }
 
 /// Whether a key counts as active in a window.
@@ -193,7 +152,7 @@ impl QuotaPolicy for FairShare {
     }
 
     fn quota_key(&mut self, client: &Client) -> Result<String> {
-        Ok(key_of(client))
+        Ok(client.tenant_or_user_key())
     }
 
     fn initial_limits(&mut self, key: &str) -> Result<Limits> {

@@ -34,6 +34,7 @@
 //! with a new configuration: the broker asks every key again after a redeploy.
 
 use quiver_plugin_sdk::prelude::*;
+use quiver_plugin_sdk::quota::{byte_rate, positive};
 use std::collections::{BTreeMap, HashMap};
 
 /// The configuration keys, as `ConfigError::Unknown` lists them.
@@ -52,52 +53,6 @@ pub struct Tiers {
     /// The limits of every client with no tier of its own: `default`'s, or the
     /// strictest of each type.
     unassigned: Limits,
-}
-
-/// The quota key of `client`: `tenant:<TENANT>`, else `user:<USER>`.
-fn key_of(client: &Client) -> String {
-    match client.tenant.as_deref() {
-        Some(tenant) if !tenant.is_empty() => format!("tenant:{tenant}"),
-        _ => {
-            let user = client
-                .principal
-                .strip_prefix("User:")
-                .unwrap_or(&client.principal);
-            format!("user:{user}")
-        }
-    }
-}
-
-/// A positive, finite number, or an error naming `key` and `value`.
-fn positive(key: &str, value: &str) -> Result<f64, ConfigError> {
-    let n: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, value, "expected a positive number"))?;
-    if !n.is_finite() || n <= 0.0 {
-        return Err(ConfigError::invalid(
-            key,
-            value,
-            "expected a positive number",
-        ));
-    }
-    Ok(n)
-}
-
-/// A byte rate: a positive number rounded to whole bytes per second, at least one.
-fn byte_rate(key: &str, value: &str) -> Result<u64, ConfigError> {
-    let n = positive(key, value)?.round();
-    if n < 1.0 {
-        return Err(ConfigError::invalid(
-            key,
-            value,
-            "a byte rate must be at least 1 byte per second",
-        ));
-    }
-    if n >= u64::MAX as f64 {
-        return Err(ConfigError::invalid(key, value, "too large"));
-    }
-    Ok(n as u64)
 }
 
 /// Sets the limit `field` of a tier from `value`.
@@ -220,7 +175,7 @@ impl QuotaPolicy for Tiers {
     }
 
     fn quota_key(&mut self, client: &Client) -> Result<String> {
-        Ok(key_of(client))
+        Ok(client.tenant_or_user_key())
     }
 
     fn initial_limits(&mut self, key: &str) -> Result<Limits> {
