@@ -11,13 +11,27 @@ listener (SCRAM-SHA-256 user, server certificate from `quiver tls certs`):
        user), so every request is checked against a realistic ACL set and none passes as a
        super user.
 
+Two more brokers, measured through their PLAINTEXT listener only, are set up as `on` and
+then given quotas that meter every request but never throttle (quotas are cluster state,
+so each needs its own broker):
+
+  authz+quotas  a configured default-user quota, `quiver quota set --default-user
+                --producer-byte-rate 1e12` (1 TB/s): every produce request is metered
+                against it (User:ANONYMOUS resolves to it).
+  authz+policy  the `tiers` quota-policy plugin (--plugins) deployed with one tier, `gold`,
+                of 1e12 bytes/s produce, as the tier of every client (`default=gold`), and
+                bound cluster-wide with `quiver quota policy set tiers`.
+
+After every phase of those two the broker's `GET /v1/quotas` must show the producer's key
+metered (and the policy not failed), else the benchmark fails.
+
 Every run produces N records of --record-size bytes to a fresh topic of --partitions
 partitions from --producers librdkafka processes (acks=1), once per scenario, the
 scenarios interleaved so drift of the machine hits all alike. It prints the median MB/s
 and range per scenario and the ratios against PLAINTEXT with the authorizer off; targets:
-authorization on >= 0.95 of off. It asserts nothing.
+authorization on, authz+quotas and authz+policy each >= 0.95 of off. It asserts nothing.
 
-    python3 tests/bench/security_bench.py                 # 3 runs
+    python3 tests/bench/security_bench.py                 # 5 runs
     python3 tests/bench/security_bench.py --quick         # smoke run
 """
 
@@ -40,12 +54,15 @@ from broker_bench import MB, BenchError, log  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
 FILLER_ACLS = 1000
+# A rate no producer here comes near: the quotas meter every request and never throttle.
+HUGE_RATE = "1e12"
+POLICY = "tiers"
 
 
 class SecureBroker:
     """A bb.Broker with four listeners and the admin API on."""
 
-    def __init__(self, binary, certs, authorizer, parent):
+    def __init__(self, binary, certs, authorizer, parent, quotas=None, plugins=None):
         self.ports = {name: bb.reserve_port() for name in ("ssl", "sasl", "sasl_ssl", "admin", "cluster")}
         sets = [
             "admin.enabled=true",
@@ -64,7 +81,10 @@ class SecureBroker:
             "security.super_users=User:admin",
         ]
         self.broker = bb.Broker(binary, sets, parent)
+        self.binary = binary
         self.authorizer = authorizer
+        self.quotas = quotas      # None, "quotas" or "policy"
+        self.plugins = plugins
 
     def port(self, name):
         return self.ports[name][0]
@@ -80,6 +100,41 @@ class SecureBroker:
             self.admin("POST", "/v1/acls", filler + mine)
             count = len(self.admin("GET", "/v1/acls")["acls"])
             log(f"authorizer on with {count} ACLs")
+        if self.quotas == "quotas":
+            self.cli("quota", "set", "--default-user", "--producer-byte-rate", HUGE_RATE)
+        elif self.quotas == "policy":
+            wasm = os.path.join(self.plugins, "quiver_plugin_tiers.wasm")
+            if not os.path.exists(wasm):
+                raise BenchError(f"no {wasm}; build the plugins with bash plugins/build.sh")
+            self.cli("plugin", "deploy", POLICY, "--kind", "quota-policy", "--file", wasm,
+                     "--config", f"tier.gold.producer_byte_rate={HUGE_RATE}", "--config", "default=gold")
+            self.cli("quota", "policy", "set", POLICY)
+
+    def cli(self, *args):
+        """Runs a `quiver` admin command against this broker."""
+        cmd = [self.binary, *args, "--admin", f"127.0.0.1:{self.port('admin')}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise BenchError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+        log(f"quiver {' '.join(args[:3])}: {r.stdout.strip()}")
+
+    def check_metered(self):
+        """Fails the benchmark unless this broker metered the producer (User:ANONYMOUS)
+        against its quota or policy: otherwise the scenario measured nothing."""
+        if self.quotas is None:
+            return
+        view = self.admin("GET", "/v1/quotas")
+        if self.quotas == "quotas":
+            key = "user=ANONYMOUS"
+        else:
+            policies = view["policies"]
+            if len(policies) != 1 or policies[0]["plugin"] != POLICY or policies[0]["failed"]:
+                raise BenchError(f"the {POLICY} policy is not in force as expected: {policies}")
+            key = f"policy={POLICY},key=user:ANONYMOUS"
+        rates = [u["rate"] for u in view["usage_here"]
+                 if u["key"] == key and u["type"] == "producer_byte_rate"]
+        if not rates or rates[0] <= 0:
+            raise BenchError(f"no producer_byte_rate metered under {key}: {view['usage_here']}")
 
     def admin(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
@@ -100,6 +155,9 @@ def scenarios(brokers, certs):
     tls = {"ssl.ca.location": f"{certs}/ca.pem"}
     out = []
     for state, b in brokers.items():
+        if b.quotas is not None:
+            out.append((f"PLAINTEXT, authz+{b.quotas}", b, b.broker.bootstrap, {}))
+            continue
         out += [
             (f"PLAINTEXT, authorizer {state}", b, b.broker.bootstrap, {}),
             (f"SSL, authorizer {state}", b, f"127.0.0.1:{b.port('ssl')}", {"security.protocol": "SSL", **tls}),
@@ -113,7 +171,10 @@ def scenarios(brokers, certs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/quiver/target"))
     ap.add_argument("--binary", default=os.path.expanduser("~/.cache/quiver/target/release/quiver"))
+    ap.add_argument("--plugins", default=os.path.join(target, "wasm32-wasip2", "release"),
+                    help="directory of quiver_plugin_tiers.wasm (bash plugins/build.sh)")
     ap.add_argument("--records", type=int, help="records per run (default 1,000,000; quick 60,000)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--record-size", type=int, default=1024)
@@ -135,7 +196,10 @@ def main(argv=None):
     certs = os.path.join(work, "certs")
     subprocess.run([cfg.binary, "tls", "certs", certs], check=True, stdout=subprocess.DEVNULL)
     brokers = {"off": SecureBroker(cfg.binary, certs, False, work),
-               "on": SecureBroker(cfg.binary, certs, True, work)}
+               "on": SecureBroker(cfg.binary, certs, True, work),
+               "quotas": SecureBroker(cfg.binary, certs, True, work, quotas="quotas"),
+               "policy": SecureBroker(cfg.binary, certs, True, work, quotas="policy",
+                                      plugins=cfg.plugins)}
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     try:
@@ -150,6 +214,7 @@ def main(argv=None):
                 cfg.client_conf = conf
                 r = bb.phase_produce(ctx, cfg, bootstrap, meter, topic, cfg.partitions, cfg.records)
                 b.broker.check_alive()
+                b.check_metered()
                 results.setdefault(label, []).append(r["mb_s"])
                 cpu.setdefault(label, []).append(r["broker_cpu_s_per_gib"])
                 log(f"run {run + 1}/{cfg.runs} {label}: {r['mb_s']:.1f} MB/s, "
@@ -181,6 +246,15 @@ def main(argv=None):
     print(f"authorization on / off (SASL_SSL):  {sasl_on:.2f}x")
     tls = summary["SSL, authorizer off"]["median"] / base
     print(f"TLS / plaintext:                    {tls:.2f}x")
+    authz = summary["PLAINTEXT, authorizer on"]
+    for what in ("quotas", "policy"):
+        s = summary[f"PLAINTEXT, authz+{what}"]
+        ratio = s["median"] / base
+        verdict = "met" if ratio >= 0.95 else "MISSED"
+        print(f"{f'authz+{what} / off (PLAINTEXT):':<35} {ratio:.2f}x (target >= 0.95: {verdict}); "
+              f"vs authorizer on {s['median'] / authz['median']:.2f}x; broker CPU per GiB vs off "
+              f"{s['cpu_median'] / summary['PLAINTEXT, authorizer off']['cpu_median']:.2f}x, "
+              f"vs on {s['cpu_median'] / authz['cpu_median']:.2f}x")
     os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
     with open(cfg.out, "w") as f:
         json.dump({"config": {k: v for k, v in vars(cfg).items() if k != "client_conf"},

@@ -90,7 +90,15 @@ pub struct Policy {
     failure: Mutex<Option<String>>,
     /// Held while a new version is opened, so it is opened once.
     following: Mutex<()>,
+    /// The window each key was last active or connected in: keys idle for
+    /// [`FORGET_AFTER_WINDOWS`] lose their limits (asked again if they return).
+    seen: Mutex<HashMap<String, u64>>,
+    windows: std::sync::atomic::AtomicU64,
 }
+
+/// Windows a key may be idle, with no connection, before the policy's answer for it is
+/// forgotten.
+const FORGET_AFTER_WINDOWS: u64 = 60;
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +120,8 @@ impl Policy {
             connections: Mutex::new(HashMap::new()),
             failure: Mutex::new(None),
             following: Mutex::new(()),
+            seen: Mutex::new(HashMap::new()),
+            windows: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -201,6 +211,7 @@ impl Policy {
                 }
             })
             .collect();
+        self.forget_idle(&report);
         let mut session = self.session.lock();
         let Some(session) = session.as_mut() else {
             return;
@@ -212,6 +223,35 @@ impl Policy {
             for (key, value) in changes {
                 limits.insert(key, from_plugin(&value));
             }
+        }
+    }
+
+    /// Forgets the limits of keys idle (no traffic, no connection) for
+    /// [`FORGET_AFTER_WINDOWS`] windows, so the table holds the keys in use, not every
+    /// key ever seen.
+    fn forget_idle(&self, report: &[PolicyUsage]) {
+        let window = self.windows.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut seen = self.seen.lock();
+        for usage in report {
+            seen.insert(usage.key.clone(), window);
+        }
+        let limits = self.limits.read();
+        let stale: Vec<String> = limits
+            .keys()
+            .filter(|k| {
+                let last = *seen.entry((*k).clone()).or_insert(window);
+                window - last > FORGET_AFTER_WINDOWS
+            })
+            .cloned()
+            .collect();
+        drop(limits);
+        if stale.is_empty() {
+            return;
+        }
+        let mut limits = self.limits.write();
+        for key in &stale {
+            limits.remove(key);
+            seen.remove(key);
         }
     }
 

@@ -413,12 +413,31 @@ impl Meter {
 #[derive(Debug, Default)]
 pub struct Meters {
     meters: Mutex<HashMap<QuotaKey, Meter>>,
+    /// When idle meters were last dropped.
+    pruned: Mutex<Option<Instant>>,
+}
+
+/// Drops the meters idle for the whole span and out of debt: clients come and go (and
+/// client ids can be anything), so the table must not keep every key it ever saw.
+fn prune(meters: &mut HashMap<QuotaKey, Meter>, now: Instant) {
+    meters.retain(|_, m| {
+        m.rate.expire(now);
+        !m.rate.samples.is_empty() || m.tokens < 0.0
+    });
 }
 
 impl Meters {
     /// Adds `value` to `key` and returns the throttle its quota calls for now.
     pub fn record(&self, key: &QuotaKey, quota: f64, value: f64, now: Instant) -> Duration {
         let mut meters = self.meters.lock();
+        {
+            let mut pruned = self.pruned.lock();
+            let due = pruned.is_none_or(|at| now.saturating_duration_since(at) >= WINDOW * SAMPLES);
+            if due {
+                prune(&mut meters, now);
+                *pruned = Some(now);
+            }
+        }
         let meter = meters
             .entry(key.clone())
             .or_insert_with(|| Meter::new(quota, now));
@@ -469,10 +488,7 @@ impl Meters {
     /// idle for the whole span and out of debt are forgotten.
     pub fn rates(&self, now: Instant) -> BTreeMap<QuotaKey, f64> {
         let mut meters = self.meters.lock();
-        meters.retain(|_, m| {
-            m.rate.expire(now);
-            !m.rate.samples.is_empty() || m.tokens < 0.0
-        });
+        prune(&mut meters, now);
         meters
             .iter_mut()
             .map(|(k, m)| (k.clone(), m.rate.per_second(now)))
@@ -637,6 +653,19 @@ mod tests {
             let want = 1e6 * second as f64;
             assert!((upto - want).abs() <= 1.1e6, "{second} s: {upto} vs {want}");
         }
+    }
+
+    #[test]
+    fn idle_meters_are_dropped_as_traffic_goes_on() {
+        let start = Instant::now();
+        let meters = Meters::default();
+        for i in 0..100 {
+            meters.record(&key(&format!("client-id=c{i}")), 1e6, 10.0, start);
+        }
+        // Once a span has passed, recording anything drops the idle ones.
+        let later = start + WINDOW * SAMPLES + Duration::from_millis(1);
+        meters.record(&key("client-id=new"), 1e6, 10.0, later);
+        assert_eq!(meters.meters.lock().len(), 1);
     }
 
     #[test]
