@@ -67,9 +67,13 @@ d = json.load(sys.stdin)
 parts = ((d.get("report") or {}).get("topics") or {}).get("orders", {}).get("partitions", [])
 sys.exit(0 if parts and sum(p["position"] for p in parts) >= 900 else 1)'
 }
+# A checkpoint translates the offsets the mirror has copied past; one taken while it was
+# still copying covers only some partitions, so wait for one that covers all three.
 checkpointed() {
-    "$QUIVER" mirror checkpoints from-us-east --json --admin "$west_admin" |
-        python3 -c 'import json,sys; sys.exit(0 if "billing" in json.load(sys.stdin)["groups"] else 1)'
+    "$QUIVER" mirror checkpoints from-us-east --json --admin "$west_admin" | python3 -c '
+import json, sys
+billing = json.load(sys.stdin)["groups"].get("billing", {})
+sys.exit(0 if len(billing.get("offsets", [])) == 3 else 1)'
 }
 until_ok caught_up
 until_ok checkpointed
