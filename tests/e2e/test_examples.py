@@ -32,3 +32,25 @@ def test_two_regions_mirror_and_fail_a_group_over(tmp_path):
     after = out.split("== eu-west: group billing resumes", 1)[-1]
     resumed = re.findall(r"^us-east\.orders\s+(\d)\s+(\d+)\s", after, re.M)
     assert sorted(resumed) == [("0", "200"), ("1", "200"), ("2", "200")], out
+
+
+def test_noisy_neighbour_is_held_to_its_quota_and_its_neighbour_is_not(tmp_path):
+    slot = PortSlot()
+    try:
+        env = {**os.environ, "QUIVER": quiver_bin(), "PORT_BASE": str(slot.base),
+               "DATA": str(tmp_path / "tenants")}
+        proc = subprocess.run(["bash", str(ROOT / "examples/noisy-neighbour/run.sh")], env=env,
+                              capture_output=True, text=True, timeout=180)
+    finally:
+        slot.release()
+    out = proc.stdout
+    assert proc.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Broker: Topic authorization failed" in out, out
+    # acme got its quota: 20 MB, one second's burst of 2 MB, the rest at 2 MB/s, and
+    # kcat's start counted in.
+    rate = float(re.search(r"^acme: 20\.0 MB delivered in [\d.]+ s = ([\d.]+) MB/s", out, re.M).group(1))
+    assert 1.6 <= rate <= 2.4, out
+    assert int(re.search(r"^acme's client was throttled (\d+) times", out, re.M).group(1)) > 0, out
+    # globex's orders all went through, and the broker metered acme as a tenant.
+    assert re.search(r"^globex: 500 orders delivered in \d+ ms", out, re.M), out
+    assert re.search(r"^tenant=acme\s+producer_byte_rate\s+[\d.]+", out, re.M), out
