@@ -209,8 +209,7 @@ impl Security {
             .tenant
             .and_then(|t| quota::resolve_tenant(&metadata.quotas, t, kind))
             .map(|(key, limit)| {
-                let local = self.meters.recent_rate(&key, now, quota::SHARE_SPAN);
-                let share = self.cluster_usage.share(&key, local, now);
+                let share = self.cluster_usage.share(&key, now);
                 (key, limit * share)
             });
         own.into_iter()
@@ -237,13 +236,16 @@ impl Security {
 
     /// This broker's recent rate of every tenant quota key, for the controller.
     pub fn tenant_usage_report(&self) -> BTreeMap<String, f64> {
-        self.meters
+        let report = self
+            .meters
             .recent_rates(Instant::now(), quota::SHARE_SPAN, |k| {
                 k.key.starts_with("tenant=")
             })
             .into_iter()
             .map(|(k, rate)| (k.wire(), rate))
-            .collect()
+            .collect();
+        self.cluster_usage.set_reported(&report);
+        report
     }
 
     /// Admits one more authenticated connection of `tenant` on this broker, or says

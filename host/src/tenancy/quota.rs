@@ -347,17 +347,24 @@ impl Rate {
         }
     }
 
-    /// Per second over the last `span` only: what the cluster-wide share is computed
-    /// from, which must follow traffic moving between brokers within seconds.
+    /// Per second over the samples that started within the last `span`, divided by
+    /// the time they actually cover (from the first one's start to now): what the
+    /// cluster-wide share is computed from, which must follow traffic moving between
+    /// brokers within seconds, and must not read a window that has just begun as a
+    /// drop in traffic.
     fn recent_per_second(&mut self, now: Instant, span: Duration) -> f64 {
         self.expire(now);
-        let total: f64 = self
+        let recent = self
             .samples
             .iter()
-            .filter(|(start, _)| now.duration_since(*start) < span)
-            .map(|(_, v)| v)
-            .sum();
-        total / span.as_secs_f64()
+            .filter(|(start, _)| now.duration_since(*start) < span);
+        let (first, total) = recent.fold((None, 0.0), |(first, total), (start, v)| {
+            (first.or(Some(*start)), total + v)
+        });
+        match first {
+            Some(first) => total / now.duration_since(first).max(WINDOW).as_secs_f64(),
+            None => 0.0,
+        }
     }
 
     /// Per second, over the time the samples cover (at least `SAMPLES - 1` windows, as
@@ -476,14 +483,6 @@ impl Meters {
             .collect()
     }
 
-    /// The rate of `key` over the last `span` (0 when unmetered).
-    pub fn recent_rate(&self, key: &QuotaKey, now: Instant, span: Duration) -> f64 {
-        self.meters
-            .lock()
-            .get_mut(key)
-            .map_or(0.0, |m| m.rate.recent_per_second(now, span))
-    }
-
     /// Every key's measured rate per second over the windows (for the admin API); keys
     /// idle for the whole span and out of debt are forgotten.
     pub fn rates(&self, now: Instant) -> BTreeMap<QuotaKey, f64> {
@@ -513,22 +512,32 @@ impl QuotaKey {
     }
 }
 
-/// The cluster-wide usage of tenant keys as the controller last reported it.
+/// The cluster-wide usage of tenant keys as the controller last reported it, and this
+/// broker's own part of it.
 #[derive(Debug, Default)]
 pub struct ClusterUsage {
+    /// What this broker last reported (wire key → rate).
+    reported: Mutex<HashMap<String, f64>>,
     totals: Mutex<Option<(Instant, HashMap<String, f64>)>>,
 }
 
 impl ClusterUsage {
+    /// Keeps what this broker reports with its heartbeat: its share is computed from
+    /// that figure, not a fresher one, so it is its exact part of the totals it gets
+    /// back (a lone broker's share is 1, not a ratio of two measurements).
+    pub fn set_reported(&self, report: &BTreeMap<String, f64>) {
+        *self.reported.lock() = report.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    }
+
     /// Takes the controller's totals (wire key → bytes or units per second).
     pub fn set_totals(&self, totals: BTreeMap<String, f64>, now: Instant) {
         *self.totals.lock() = Some((now, totals.into_iter().collect()));
     }
 
-    /// The share of `key`'s cluster-wide quota this broker enforces, given its own
-    /// recent rate: its part of the cluster's total, at least [`MIN_SHARE`]; the whole
-    /// quota when there are no fresh totals or no traffic anywhere.
-    pub fn share(&self, key: &QuotaKey, local: f64, now: Instant) -> f64 {
+    /// The share of `key`'s cluster-wide quota this broker enforces: its reported part
+    /// of the cluster's total, at least [`MIN_SHARE`]; the whole quota when there are
+    /// no fresh totals or no traffic anywhere.
+    pub fn share(&self, key: &QuotaKey, now: Instant) -> f64 {
         let totals = self.totals.lock();
         let Some((at, totals)) = totals.as_ref() else {
             return 1.0;
@@ -536,8 +545,12 @@ impl ClusterUsage {
         if now.saturating_duration_since(*at) > TOTALS_TTL {
             return 1.0;
         }
-        match totals.get(&key.wire()) {
-            Some(total) if *total > 0.0 => (local / total).clamp(MIN_SHARE, 1.0),
+        let wire = key.wire();
+        match totals.get(&wire) {
+            Some(total) if *total > 0.0 => {
+                let local = self.reported.lock().get(&wire).copied().unwrap_or(0.0);
+                (local / total).clamp(MIN_SHARE, 1.0)
+            }
             _ => 1.0,
         }
     }
@@ -677,12 +690,17 @@ mod tests {
             key: "tenant=acme".into(),
         };
         // No totals yet: the whole quota, as a lone broker.
-        assert_eq!(usage.share(&k, 5.0, now), 1.0);
+        assert_eq!(usage.share(&k, now), 1.0);
+        usage.set_reported(&BTreeMap::from([(k.wire(), 10.0)]));
         usage.set_totals(BTreeMap::from([(k.wire(), 30.0)]), now);
-        assert!((usage.share(&k, 10.0, now) - 1.0 / 3.0).abs() < 1e-9);
+        assert!((usage.share(&k, now) - 1.0 / 3.0).abs() < 1e-9);
+        // Alone, the report is the total: all of it.
+        usage.set_totals(BTreeMap::from([(k.wire(), 10.0)]), now);
+        assert_eq!(usage.share(&k, now), 1.0);
         // A broker the tenant barely uses keeps a floor; stale totals fall back.
-        assert_eq!(usage.share(&k, 0.0, now), MIN_SHARE);
-        assert_eq!(usage.share(&k, 10.0, now + TOTALS_TTL * 2), 1.0);
+        usage.set_reported(&BTreeMap::new());
+        assert_eq!(usage.share(&k, now), MIN_SHARE);
+        assert_eq!(usage.share(&k, now + TOTALS_TTL * 2), 1.0);
     }
 
     #[test]
