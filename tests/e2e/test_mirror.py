@@ -284,8 +284,12 @@ def test_a_mirror_into_three_brokers_moves_when_the_broker_running_it_dies(broke
         return leader if leader in west.live_ids() else None
     wait_until(runner, 30, "__quiver_mirrors to have a leader")
     running_on = runner()
-    wait_until(lambda: (describe(west.broker(running_on), "east").get("report") or {}).get("records", 0) > 0,
-               30, "copying to start")
+
+    def copying():
+        # The broker running it may not have applied the mirror's creation yet: 404.
+        proc = mirror_cli(west.broker(running_on), "describe", "east", "--json", check=False)
+        return proc.returncode == 0 and (json.loads(proc.stdout).get("report") or {}).get("records", 0) > 0
+    wait_until(copying, 30, "copying to start")
     west.kill(running_on)
     produce(east.bootstrap, "orders", source_records(10_000, partitions, "b"))
     wait_until(lambda: runner() not in (None, running_on), 60, "the mirror to move to another broker")
