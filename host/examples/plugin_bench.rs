@@ -66,6 +66,10 @@ use quiver_plugin_sdk::columns::Columns;
 use quiver_plugin_sdk::hash::murmur2_partition as partition_for_key;
 use serde_json::{json, Value};
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{fmt_stat, stat, stat_json, Clock};
+
 #[derive(Parser, Debug)]
 #[command(about = "Partitioner plugin benchmark (prints figures; asserts nothing)")]
 struct Args {
@@ -132,36 +136,6 @@ const NATIVE_PLUGIN: &str = "murmur2-native";
 const POOL_RECORDS: usize = 1 << 16;
 /// The timestamp records without one get (all bench records have one).
 const NOW: i64 = 1_700_000_000_000;
-
-// ---------------------------------------------------------------------------------------
-// Clocks
-
-/// What a timed region of part 1 counts.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Clock {
-    /// CPU time of the calling thread: excludes time spent waiting for a CPU.
-    Thread,
-    /// Wall-clock time.
-    Wall,
-}
-
-impl Clock {
-    /// Nanoseconds on this clock since an arbitrary origin.
-    fn now_ns(self) -> u64 {
-        let id = match self {
-            Clock::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
-            Clock::Wall => libc::CLOCK_MONOTONIC,
-        };
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on Linux.
-        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime({self:?}) failed");
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Records
@@ -235,42 +209,6 @@ fn hash_only(recs: &[NewRecord], partitions: u32) -> Vec<u32> {
 /// `settings`.
 fn broker(plugins: &Plugins, settings: &TopicSettings, recs: &[NewRecord], n: u32) -> Vec<i32> {
     choose_partitions(plugins, TOPIC, settings, recs, n, NOW).expect("partitioning")
-}
-
-// ---------------------------------------------------------------------------------------
-// Statistics
-
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stat(values: &[f64]) -> Stat {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Stat {
-        median,
-        min: v[0],
-        max: v[n - 1],
-    }
-}
-
-fn stat_json(values: &[f64]) -> Value {
-    let s = stat(values);
-    json!({ "median": s.median, "min": s.min, "max": s.max, "runs": values })
-}
-
-fn fmt_stat(values: &[f64], digits: usize) -> String {
-    let s = stat(values);
-    format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -100,7 +100,11 @@ use quiver::tenancy::policy::{Asker, ConnectionKey, QuotaPolicies};
 use quiver::tenancy::quota::{self, QuotaEntity, QuotaType, QuotaValue};
 use quiver::tenancy::tenant::{self, Tenant, TenantLimits};
 use quiver::tenancy::{Principal, Security};
-use serde_json::{json, Value};
+use serde_json::json;
+
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{fmt_stat, stat, stat_json, Clock};
 
 #[derive(Parser, Debug)]
 #[command(about = "Quota and quota-policy benchmark (prints figures; asserts nothing)")]
@@ -153,67 +157,7 @@ const CLIENT_ID: &str = "bench-producer";
 const LISTENER: &str = "PLAINTEXT";
 
 // ---------------------------------------------------------------------------------------
-// Clocks and statistics
-
-/// What a timed region counts.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum Clock {
-    /// CPU time of the calling thread: excludes time spent waiting for a CPU.
-    Thread,
-    /// Wall-clock time.
-    Wall,
-}
-
-impl Clock {
-    /// Nanoseconds on this clock since an arbitrary origin.
-    fn now_ns(self) -> u64 {
-        let id = match self {
-            Clock::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
-            Clock::Wall => libc::CLOCK_MONOTONIC,
-        };
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; both clock ids exist on Linux.
-        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime({self:?}) failed");
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stat(values: &[f64]) -> Stat {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Stat {
-        median,
-        min: v[0],
-        max: v[n - 1],
-    }
-}
-
-fn stat_json(values: &[f64]) -> Value {
-    let s = stat(values);
-    json!({ "median": s.median, "min": s.min, "max": s.max, "runs": values })
-}
-
-fn fmt_stat(values: &[f64], digits: usize) -> String {
-    let s = stat(values);
-    format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
-}
+// Statistics
 
 /// Per-run ratios `a[r] / b[r]`.
 fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
