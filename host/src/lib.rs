@@ -23,6 +23,7 @@ pub mod controller;
 pub mod group;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod plugin;

@@ -1,11 +1,13 @@
 //! The HTTP admin API (default 127.0.0.1:9644): health, cluster status, plugin
-//! lifecycle, HTTP produce, transforms, mirrors, users, ACLs, tenants and quotas, as JSON. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
+//! lifecycle, HTTP produce, transforms, mirrors, users, ACLs, tenants and quotas, as
+//! JSON, and `/metrics` for Prometheus. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
 //! status that says whose fault it was (4xx: the request; 5xx: the broker).
 //!
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
 //! or a disk stall never holds up the Kafka listener's async threads.
 
 mod cluster;
+mod metrics;
 mod mirrors;
 mod plugins;
 mod produce;
@@ -81,6 +83,7 @@ pub fn router(state: AdminState) -> Router {
     let limit = state.broker.config().admin.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/plugins", get(plugins::list))
         .route(

@@ -32,6 +32,7 @@ use crate::controller::{
 };
 use crate::group::{GroupCoordinator, GroupError, LoadStats, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::replication::ReplicaManager;
 use crate::tenancy::{tenant, Security};
@@ -201,6 +202,7 @@ pub struct Broker {
     appended: Notify,
     groups: Arc<GroupCoordinator>,
     security: Security,
+    metrics: Arc<Metrics>,
     _lock: fs::File,
 }
 
@@ -238,6 +240,7 @@ impl Broker {
         Ok(Broker {
             groups: Arc::new(GroupCoordinator::new(config.group.limits())),
             security: Security::new(&config.security),
+            metrics: Arc::new(Metrics::new()),
             config,
             controller: OnceLock::new(),
             replication: OnceLock::new(),
@@ -301,6 +304,11 @@ impl Broker {
     /// The group coordinator.
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    /// The broker's event instruments (`/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configuration the broker runs with.
@@ -646,6 +654,18 @@ impl Broker {
                 if !assignment.replicas.contains(&me) {
                     continue;
                 }
+                // ISR changes of a partition led here before and after, whatever
+                // their cause (this broker's proposal, or the controller fencing a
+                // follower), as Kafka's leader counts its ISR shrinks and expansions.
+                if let Some(before) = old.and_then(|t| t.meta.assignments.get(index)) {
+                    if before.leader == me
+                        && assignment.leader == me
+                        && before.isr.len() != assignment.isr.len()
+                    {
+                        self.metrics
+                            .isr_changed(assignment.isr.len() > before.isr.len());
+                    }
+                }
                 let index = index as i32;
                 let partition = match old.and_then(|t| t.partition(index)) {
                     Some(p) => {
@@ -691,6 +711,9 @@ impl Broker {
         for topic in removed {
             for partition in &topic.partitions {
                 self.remove_partition_dir(&topic.meta.name, partition.index());
+            }
+            if !state.topics.contains_key(&topic.meta.name) {
+                self.metrics.forget_topic(&topic.meta.name);
             }
         }
         let led: BTreeSet<i32> = state

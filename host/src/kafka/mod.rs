@@ -161,6 +161,7 @@ async fn serve_listener(
                     let tls = listener.tls.clone();
                     connections.spawn(async move {
                         let name = info.name.clone();
+                        let mut open = broker.metrics().connection_opened();
                         // connection_creation_rate: a connection over its address's
                         // quota is held that long before it is served; one so far over
                         // that even the longest hold would not pay for it is closed.
@@ -169,6 +170,7 @@ async fn serve_listener(
                             let hold = broker.security().connection_throttle(&metadata, peer.ip());
                             drop(metadata);
                             if hold >= crate::tenancy::quota::MAX_THROTTLE {
+                                open.closing("quota");
                                 tracing::debug!(%peer, listener = %name, "closing connection: over its connection_creation_rate quota");
                                 return;
                             }
@@ -176,7 +178,10 @@ async fn serve_listener(
                                 tokio::time::sleep(hold).await;
                             }
                         }
-                        match handle_connection(stream, peer, info, tls, broker, shutdown).await {
+                        let stopping = shutdown.clone();
+                        let ended = handle_connection(stream, peer, info, tls, broker, shutdown).await;
+                        open.closing(closed_because(&ended, *stopping.borrow()));
+                        match ended {
                             Ok(()) => tracing::debug!(%peer, listener = %name, "connection closed"),
                             Err(ConnectionError::Io(e)) => tracing::debug!(%peer, listener = %name, error = %e, "connection ended"),
                             Err(e) => tracing::warn!(%peer, listener = %name, reason = %e, "closing connection"),
@@ -201,6 +206,21 @@ async fn serve_listener(
             "connections still busy after the grace period; closing them"
         );
         connections.abort_all();
+    }
+}
+
+/// Why a connection ended, as the `kafka_connections_closed` metric labels it.
+fn closed_because(ended: &Result<(), ConnectionError>, stopping: bool) -> &'static str {
+    match ended {
+        Ok(()) if stopping => "shutdown",
+        Ok(()) => "client",
+        Err(ConnectionError::Io(_)) => "io",
+        Err(
+            ConnectionError::TlsHandshake(_)
+            | ConnectionError::Authentication(_)
+            | ConnectionError::Unauthenticated(_),
+        ) => "authentication",
+        Err(_) => "protocol",
     }
 }
 
@@ -316,8 +336,14 @@ where
         // A throttled client gets its answer now and is not read from until the
         // throttle has passed (KIP-219), so one that ignores throttle_time_ms is held
         // to its quota too.
-        let throttle = session.take_throttle();
+        let (throttle, kind) = session.take_throttle();
         if !throttle.is_zero() {
+            let metadata = broker.metadata();
+            let tenant =
+                crate::tenancy::tenant::of_principal(&metadata.tenants, &session.principal);
+            broker
+                .metrics()
+                .throttled(tenant.map(|t| t.name.as_str()), kind.key(), throttle);
             writer.flush().await?;
             tokio::select! {
                 _ = tokio::time::sleep(throttle) => {}
@@ -412,9 +438,11 @@ async fn handle_frame(
     ctx.quota(QuotaType::RequestPercentage, 0.0, false);
     let started = std::time::Instant::now();
     let response = api::dispatch(ctx, api, version, frame).await;
+    let elapsed = started.elapsed();
+    broker.metrics().request(api, elapsed);
     ctx.quota(
         QuotaType::RequestPercentage,
-        started.elapsed().as_secs_f64() * 100.0,
+        elapsed.as_secs_f64() * 100.0,
         true,
     );
     response

@@ -6,13 +6,14 @@
 //! so no request is ever served for a client that has not proved who it is.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::SecurityProtocol;
 use crate::tenancy::policy::ConnectionKey;
+use crate::tenancy::quota::QuotaType;
 use crate::tenancy::sasl::{Authenticator, SaslMechanism};
 use crate::tenancy::{tenant, Principal, TenantConnection};
 
@@ -47,6 +48,9 @@ pub struct Session {
     /// The throttle the request being handled has earned, ms: sent as its
     /// `throttle_time_ms`, then the connection is muted that long.
     throttle_ms: AtomicU64,
+    /// Which quota type earned that throttle (its index in [`QuotaType::ALL`]), for
+    /// the throttle metrics.
+    throttled_by: AtomicU8,
 }
 
 impl Session {
@@ -65,14 +69,20 @@ impl Session {
             tenant_connection: None,
             policy_key: ConnectionKey::default(),
             throttle_ms: AtomicU64::new(0),
+            throttled_by: AtomicU8::new(0),
         }
     }
 
-    /// Raises the current request's throttle to at least `throttle`; returns it, ms.
-    pub fn throttle(&self, throttle: Duration) -> i32 {
+    /// Raises the current request's throttle to at least `throttle`, earned by a quota
+    /// of type `kind`; returns it, ms.
+    pub fn throttle(&self, throttle: Duration, kind: QuotaType) -> i32 {
         let ms = throttle.as_millis().min(i32::MAX as u128) as u64;
-        let now = self.throttle_ms.fetch_max(ms, Ordering::Relaxed).max(ms);
-        now as i32
+        let before = self.throttle_ms.fetch_max(ms, Ordering::Relaxed);
+        if ms > before {
+            let index = QuotaType::ALL.iter().position(|t| *t == kind).unwrap_or(0);
+            self.throttled_by.store(index as u8, Ordering::Relaxed);
+        }
+        before.max(ms) as i32
     }
 
     /// The current request's throttle, ms (what `throttle_time_ms` says).
@@ -80,9 +90,13 @@ impl Session {
         self.throttle_ms.load(Ordering::Relaxed) as i32
     }
 
-    /// Takes the throttle earned by the request just answered.
-    pub fn take_throttle(&self) -> Duration {
-        Duration::from_millis(self.throttle_ms.swap(0, Ordering::Relaxed))
+    /// Takes the throttle earned by the request just answered, and the quota type
+    /// that earned it.
+    pub fn take_throttle(&self) -> (Duration, QuotaType) {
+        let ms = self.throttle_ms.swap(0, Ordering::Relaxed);
+        let kind = QuotaType::ALL
+            [usize::from(self.throttled_by.load(Ordering::Relaxed)).min(QuotaType::ALL.len() - 1)];
+        (Duration::from_millis(ms), kind)
     }
 
     /// Whether requests other than ApiVersions and the SASL ones must wait.

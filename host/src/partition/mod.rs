@@ -187,6 +187,11 @@ impl Partition {
         &self.topic
     }
 
+    /// The topic's name, shared (metrics label it without copying).
+    pub fn topic_name(&self) -> &Arc<str> {
+        &self.topic
+    }
+
     /// The partition index.
     pub fn index(&self) -> i32 {
         self.index

@@ -56,9 +56,14 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
         appended.as_mut().enable();
         let partitions = requested(ctx, &request, version);
         let mut changes = Changes::register(partitions.iter().map(|p| &**p));
-        let (response, bytes, has_error) = collect(ctx, &request, version);
+        let (response, read, has_error) = collect(ctx, &request, version);
+        let bytes = read.iter().map(|(_, n)| n).sum::<usize>();
         let satisfied = bytes >= request.min_bytes.max(0) as usize || has_error;
         if satisfied || tokio::time::Instant::now() >= deadline {
+            // Counted once, for the answer sent: a long poll's earlier reads were not.
+            for (partition, n) in &read {
+                broker.metrics().fetched(partition.topic_name(), *n);
+            }
             let mut response = response;
             let throttle = ctx.quota(QuotaType::FetchBytes, bytes as f64, true);
             if version >= 1 {
@@ -74,13 +79,14 @@ pub async fn handle(ctx: &Context<'_>, request: FetchRequest, version: i16) -> F
     }
 }
 
-/// Reads every requested partition once. Returns the response, the record bytes in it,
-/// and whether any partition carries an error (errors answer immediately).
+/// Reads every requested partition once. Returns the response, the record bytes it
+/// holds from each partition read, and whether any partition carries an error (errors
+/// answer immediately).
 fn collect(
     ctx: &Context<'_>,
     request: &FetchRequest,
     version: i16,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchResponse, Vec<(Arc<Partition>, usize)>, bool) {
     let broker = ctx.broker;
     let mut response = FetchResponse::default();
     let mut budget = if version >= 3 {
@@ -89,6 +95,7 @@ fn collect(
         usize::MAX
     };
     let mut total = 0usize;
+    let mut reads = Vec::new();
     let mut has_error = false;
     for wanted in &request.topics {
         let topic = resolve(ctx, wanted, version);
@@ -153,6 +160,9 @@ fn collect(
                     total += n;
                     budget = budget.saturating_sub(n);
                     data.records = Some(read.records);
+                    if n > 0 {
+                        reads.push((partition.clone(), n));
+                    }
                 }
                 Err(LogError::OffsetOutOfRange { .. }) => {
                     data.error_code = ResponseError::OffsetOutOfRange.code();
@@ -168,7 +178,7 @@ fn collect(
         }
         response.responses.push(out);
     }
-    (response, total, has_error)
+    (response, reads, has_error)
 }
 
 /// The partitions a fetch names that exist here.

@@ -145,7 +145,7 @@ impl Context<'_> {
             .broker
             .security()
             .throttle(&metadata, &client, asker, kind, value, record);
-        self.session.throttle(throttle)
+        self.session.throttle(throttle, kind)
     }
 
     /// Whether the authorizer is on (handlers skip the work of filtering when not).

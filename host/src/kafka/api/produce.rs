@@ -54,6 +54,7 @@ pub async fn handle(
         for partition_data in topic_data.partition_data {
             let mut p = PartitionProduceResponse::default();
             p.index = partition_data.index;
+            let mut batch_bytes = 0;
             let partition = topic
                 .as_ref()
                 .and_then(|t| t.partition(partition_data.index).cloned());
@@ -72,6 +73,7 @@ pub async fn handle(
             } else if let Some(partition) = &partition {
                 let records = partition_data.records.unwrap_or_default();
                 produced_bytes += records.len();
+                batch_bytes = records.len();
                 partition
                     .append_with_acks(&records, now_ms(), request.acks)
                     .map_err(|e| (append_error_code(&e), e.to_string()))
@@ -87,6 +89,13 @@ pub async fn handle(
             match outcome {
                 Ok((info, append_time)) => {
                     appended_any = true;
+                    if let Some(partition) = &partition {
+                        broker.metrics().produced(
+                            partition.topic_name(),
+                            batch_bytes,
+                            (info.last_offset - info.base_offset + 1).max(0) as u64,
+                        );
+                    }
                     p.base_offset = info.base_offset;
                     if version >= 2 {
                         p.log_append_time_ms = append_time;
