@@ -30,6 +30,7 @@ import kproto
 from faultkit import (failovers, finish_and_check, pick_follower, recorded_run, sleep_until,
                       summarize_failovers)
 from history import Recorder
+from test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -154,6 +155,15 @@ def test_d_paused_follower_leaves_and_rejoins_the_isr(cluster_factory, tmp_path,
         wl.fault("isr_shrunk", topic=topic, p=p, isr=isr, after=round(time.monotonic() - paused_at, 1))
         c.wait(lambda: {"topic": topic, "partition": p} in c.status()["under_replicated"], 10,
                f"/v1/cluster to list {topic}/{p} as under-replicated")
+        # The leader counts the shrink once it applies it, and /metrics shows the
+        # partition under-replicated as /v1/cluster does.
+        leader = c.leader_of(topic, p)
+        metric = lambda name, **labels: value(scrape(c.broker(leader))[0], name, **labels)  # noqa: E731
+        c.wait(lambda: metric("quiver_isr_shrinks_total") >= 1, 10, f"broker {leader} to count the ISR shrink")
+        c.wait(lambda: metric("quiver_partition_isr_size", topic=topic, partition=p) == len(isr), 10,
+               f"broker {leader} to report {topic}/{p}'s ISR as {isr}")
+        assert metric("quiver_cluster_partitions", state="under_replicated") >= 1
+        expands_before = metric("quiver_isr_expands_total")
         # min.insync.replicas=2 still holds: writes go on, on every partition (the
         # paused broker's own leaderships move away once its lease runs out)
         wl.wait_acked(10, 30, what="with the follower paused")
@@ -163,6 +173,9 @@ def test_d_paused_follower_leaves_and_rejoins_the_isr(cluster_factory, tmp_path,
         c.wait_isr(topic, p, lambda isr: follower in isr, 60, f"to take {follower} back")
         c.wait(lambda: not any(u["topic"] == topic for u in c.status()["under_replicated"]), 60,
                f"{topic} to be fully replicated again")
+        if c.leader_of(topic, p) == leader:
+            c.wait(lambda: metric("quiver_isr_expands_total") > expands_before, 10,
+                   f"broker {leader} to count the ISR expansion")
         finish_and_check(c, wl, topic, PARTITIONS, seed)
 
 
