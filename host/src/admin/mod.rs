@@ -1,12 +1,13 @@
-//! The HTTP admin API (default 127.0.0.1:9644): health, cluster status, plugin
-//! lifecycle, HTTP produce, transforms, mirrors, users, ACLs, tenants and quotas, as
-//! JSON, and `/metrics` for Prometheus. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a
-//! status that says whose fault it was (4xx: the request; 5xx: the broker).
+//! The HTTP admin API (default 127.0.0.1:9644), as JSON: health, cluster status,
+//! topics, consumer groups, plugin lifecycle, HTTP produce, transforms, mirrors, users,
+//! ACLs, tenants and quotas; `/metrics` for Prometheus. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a status
+//! that says whose fault it was (4xx: the request; 5xx: the broker).
 //!
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
 //! or a disk stall never holds up the Kafka listener's async threads.
 
 mod cluster;
+mod groups;
 mod metrics;
 mod mirrors;
 mod plugins;
@@ -14,6 +15,7 @@ mod produce;
 mod quotas;
 mod security;
 mod tenants;
+mod topics;
 mod transforms;
 
 use std::sync::Arc;
@@ -63,7 +65,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
@@ -94,7 +96,14 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/plugins/{name}/logs", get(plugins::logs))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/v1/topics", get(topics::list).post(topics::create))
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::describe).delete(topics::remove),
+        )
         .route("/v1/topics/{topic}/records", post(produce::produce))
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::describe))
         .route(
             "/v1/transforms",
             get(transforms::list).post(transforms::deploy),

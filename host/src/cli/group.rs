@@ -238,7 +238,7 @@ async fn committed(
 }
 
 /// The partitions in a consumer-protocol assignment.
-fn assigned_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
+pub(crate) fn assigned_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
     let mut buf = bytes::Bytes::copy_from_slice(assignment);
     if buf.len() < 2 {
         return Vec::new();
