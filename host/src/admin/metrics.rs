@@ -18,6 +18,8 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::families::{labels, CounterOf, Families, Labels};
+
 use super::{blocking, AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::controller::NO_LEADER;
@@ -55,75 +57,6 @@ fn exposition(state: &AdminState) -> String {
 /// The metrics read at scrape time.
 #[derive(Debug)]
 struct Scrape(AdminState);
-
-type Labels = Vec<(&'static str, String)>;
-
-/// A counter read off a report: its name, its help, and how to read it.
-type CounterOf<T> = (&'static str, &'static str, fn(&T) -> u64);
-
-/// Writes metric families through a collector's encoder.
-struct Families<'a>(DescriptorEncoder<'a>);
-
-impl Families<'_> {
-    fn family<V>(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: MetricType,
-        samples: impl IntoIterator<Item = (Labels, V)>,
-        mut write: impl FnMut(
-            &mut prometheus_client::encoding::MetricEncoder<'_>,
-            &V,
-        ) -> std::fmt::Result,
-    ) -> std::fmt::Result {
-        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
-        for (labels, value) in samples {
-            let mut metric = family.encode_family(&labels)?;
-            write(&mut metric, &value)?;
-        }
-        Ok(())
-    }
-
-    fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels, V)>,
-    ) -> std::fmt::Result {
-        self.family(name, help, MetricType::Gauge, samples, |m, v| {
-            m.encode_gauge(v)
-        })
-    }
-
-    fn counter(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels, u64)>,
-    ) -> std::fmt::Result {
-        self.family(name, help, MetricType::Counter, samples, |m, v| {
-            m.encode_counter::<NoLabelSet, u64, u64>(v, None)
-        })
-    }
-}
-
-impl Families<'_> {
-    /// One counter family per definition, with a sample per row.
-    fn counters<'r, T: 'r>(
-        &mut self,
-        definitions: &[CounterOf<T>],
-        rows: impl Iterator<Item = (Labels, &'r T)> + Clone,
-    ) -> std::fmt::Result {
-        for (name, help, read) in definitions {
-            self.counter(name, help, rows.clone().map(|(l, r)| (l, read(r))))?;
-        }
-        Ok(())
-    }
-}
-
-fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
 
 impl Collector for Scrape {
     fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {

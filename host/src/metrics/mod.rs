@@ -6,15 +6,25 @@
 //! controller and plugin state) is read when `/metrics` is scraped, by the admin
 //! API's exposition (`admin/metrics.rs`), so nothing here has to track it.
 //!
-//! Counters are atomics; a labelled family takes a read lock and a hash lookup per
-//! update, once per request or per partition in a request, never per record.
+//! Counters are atomics; a labelled one takes a read lock and a hash lookup per
+//! update, once per request or per partition in a request, never per record. Topic
+//! traffic and throttles are kept where they can be listed, as well as exposed, since
+//! the console's history takes its rates from them.
 
+pub mod families;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,33 +48,9 @@ impl EncodeLabelValue for Api {
     }
 }
 
-/// A name shared with the partition or topic it labels, so a label costs a reference
-/// count, not a copy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Name(pub Arc<str>);
-
-impl EncodeLabelValue for Name {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(&self.0)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ApiLabels {
     api: Api,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct TopicLabels {
-    topic: Name,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ThrottleLabels {
-    /// The tenant of the throttled client ("" when it belongs to none).
-    tenant: String,
-    /// The quota type that throttled it, as Kafka names it.
-    quota: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -86,13 +72,105 @@ pub struct Metrics {
     connections_accepted: Counter,
     connections_active: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
-    bytes_in: Family<TopicLabels, Counter>,
-    records_in: Family<TopicLabels, Counter>,
-    bytes_out: Family<TopicLabels, Counter>,
     isr_shrinks: Counter,
     isr_expands: Counter,
-    throttle_seconds: Family<ThrottleLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
-    throttled: Family<ThrottleLabels, Counter>,
+    listed: Arc<Listed>,
+}
+
+/// What one topic's producers and fetchers moved through this broker.
+#[derive(Debug, Default)]
+pub struct TopicTraffic {
+    bytes_in: AtomicU64,
+    records_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// A copy of a topic's [`TopicTraffic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Record batch bytes appended by producers.
+    pub bytes_in: u64,
+    /// Records appended by producers.
+    pub records_in: u64,
+    /// Record batch bytes sent to fetchers.
+    pub bytes_out: u64,
+}
+
+/// Throttling of one tenant by one quota type.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Throttled {
+    /// Throttle time imposed, seconds.
+    pub seconds: f64,
+    /// Responses that carried a throttle.
+    pub requests: u64,
+}
+
+/// The counters that can be listed: per topic and per (tenant, quota type).
+#[derive(Debug, Default)]
+struct Listed {
+    topics: RwLock<HashMap<Arc<str>, Arc<TopicTraffic>>>,
+    /// By tenant ("" for clients of none) and quota type.
+    throttles: Mutex<BTreeMap<(String, &'static str), Throttled>>,
+}
+
+impl Listed {
+    fn traffic(&self) -> Vec<(Arc<str>, Traffic)> {
+        let mut out: Vec<(Arc<str>, Traffic)> = self
+            .topics
+            .read()
+            .iter()
+            .map(|(name, t)| {
+                let traffic = Traffic {
+                    bytes_in: t.bytes_in.load(Ordering::Relaxed),
+                    records_in: t.records_in.load(Ordering::Relaxed),
+                    bytes_out: t.bytes_out.load(Ordering::Relaxed),
+                };
+                (name.clone(), traffic)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+impl Collector for Listed {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        use families::{labels, Families};
+        let mut out = Families(encoder);
+        let traffic = self.traffic();
+        let topic = |name: &str| labels([("topic", name)]);
+        out.counter(
+            "topic_bytes_in",
+            "Record batch bytes appended by producers, per topic (replication not included)",
+            traffic.iter().map(|(n, t)| (topic(n), t.bytes_in)),
+        )?;
+        out.counter(
+            "topic_records_in",
+            "Records appended by producers, per topic",
+            traffic.iter().map(|(n, t)| (topic(n), t.records_in)),
+        )?;
+        out.counter(
+            "topic_bytes_out",
+            "Record batch bytes sent to Kafka fetchers (consumers, mirrors), per topic",
+            traffic.iter().map(|(n, t)| (topic(n), t.bytes_out)),
+        )?;
+        let throttles: Vec<_> = self
+            .throttles
+            .lock()
+            .iter()
+            .map(|((tenant, quota), t)| (labels([("tenant", tenant), ("quota", quota)]), *t))
+            .collect();
+        out.counter(
+            "quota_throttle_seconds",
+            "Throttle time imposed on clients, per tenant (\"\" for clients of none) and quota type",
+            throttles.iter().map(|(l, t)| (l.clone(), t.seconds)),
+        )?;
+        out.counter(
+            "quota_throttled_requests",
+            "Responses that carried a throttle, per tenant and quota type",
+            throttles.iter().map(|(l, t)| (l.clone(), t.requests)),
+        )
+    }
 }
 
 impl Default for Metrics {
@@ -130,24 +208,6 @@ impl Metrics {
             "Kafka connections closed, by why: client (the client closed it), shutdown, quota (over connection_creation_rate), authentication, protocol (a malformed or unsupported request), io",
             connections_closed.clone(),
         );
-        let bytes_in = Family::<TopicLabels, Counter>::default();
-        registry.register(
-            "topic_bytes_in",
-            "Record batch bytes appended by producers, per topic (replication not included)",
-            bytes_in.clone(),
-        );
-        let records_in = Family::<TopicLabels, Counter>::default();
-        registry.register(
-            "topic_records_in",
-            "Records appended by producers, per topic",
-            records_in.clone(),
-        );
-        let bytes_out = Family::<TopicLabels, Counter>::default();
-        registry.register(
-            "topic_bytes_out",
-            "Record batch bytes sent to Kafka fetchers (consumers, mirrors), per topic",
-            bytes_out.clone(),
-        );
         let isr_shrinks = Counter::default();
         registry.register(
             "isr_shrinks",
@@ -160,31 +220,17 @@ impl Metrics {
             "ISR expansions of partitions this broker leads (a follower caught up)",
             isr_expands.clone(),
         );
-        let throttle_seconds = Family::default();
-        registry.register(
-            "quota_throttle_seconds",
-            "Throttle time imposed on clients, per tenant and quota type",
-            throttle_seconds.clone(),
-        );
-        let throttled = Family::default();
-        registry.register(
-            "quota_throttled_requests",
-            "Requests answered with a throttle, per tenant and quota type",
-            throttled.clone(),
-        );
+        let listed = Arc::new(Listed::default());
+        registry.register_collector(Box::new(ListedRef(listed.clone())));
         Self {
             registry,
             request_seconds,
             connections_accepted,
             connections_active,
             connections_closed,
-            bytes_in,
-            records_in,
-            bytes_out,
             isr_shrinks,
             isr_expands,
-            throttle_seconds,
-            throttled,
+            listed,
         }
     }
 
@@ -211,35 +257,47 @@ impl Metrics {
         }
     }
 
+    fn topic(&self, topic: &Arc<str>) -> Arc<TopicTraffic> {
+        if let Some(t) = self.listed.topics.read().get(topic) {
+            return t.clone();
+        }
+        self.listed
+            .topics
+            .write()
+            .entry(topic.clone())
+            .or_default()
+            .clone()
+    }
+
     /// `bytes` in `records` records appended to `topic` by a producer.
     pub fn produced(&self, topic: &Arc<str>, bytes: usize, records: u64) {
-        let labels = TopicLabels {
-            topic: Name(topic.clone()),
-        };
-        self.bytes_in.get_or_create(&labels).inc_by(bytes as u64);
-        self.records_in.get_or_create(&labels).inc_by(records);
+        let t = self.topic(topic);
+        t.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        t.records_in.fetch_add(records, Ordering::Relaxed);
     }
 
     /// `bytes` of `topic` sent to a fetcher.
     pub fn fetched(&self, topic: &Arc<str>, bytes: usize) {
-        if bytes == 0 {
-            return;
+        if bytes > 0 {
+            self.topic(topic)
+                .bytes_out
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
-        self.bytes_out
-            .get_or_create(&TopicLabels {
-                topic: Name(topic.clone()),
-            })
-            .inc_by(bytes as u64);
     }
 
-    /// Forgets a deleted topic's series, so deleted topics do not accumulate.
+    /// Forgets a deleted topic's counters, so deleted topics do not accumulate.
     pub fn forget_topic(&self, topic: &str) {
-        let labels = TopicLabels {
-            topic: Name(Arc::from(topic)),
-        };
-        self.bytes_in.remove(&labels);
-        self.records_in.remove(&labels);
-        self.bytes_out.remove(&labels);
+        self.listed.topics.write().remove(topic);
+    }
+
+    /// Every topic's traffic through this broker since it started, by name.
+    pub fn traffic(&self) -> Vec<(Arc<str>, Traffic)> {
+        self.listed.traffic()
+    }
+
+    /// Every (tenant, quota type) throttled since the broker started.
+    pub fn throttles(&self) -> BTreeMap<(String, &'static str), Throttled> {
+        self.listed.throttles.lock().clone()
     }
 
     /// An ISR shrink (`expanded` false) or expansion of a partition led here.
@@ -253,14 +311,22 @@ impl Metrics {
 
     /// A client of `tenant` throttled for `throttle` by a quota of type `quota`.
     pub fn throttled(&self, tenant: Option<&str>, quota: &'static str, throttle: Duration) {
-        let labels = ThrottleLabels {
-            tenant: tenant.unwrap_or_default().to_string(),
-            quota,
-        };
-        self.throttle_seconds
-            .get_or_create(&labels)
-            .inc_by(throttle.as_secs_f64());
-        self.throttled.get_or_create(&labels).inc();
+        let mut throttles = self.listed.throttles.lock();
+        let entry = throttles
+            .entry((tenant.unwrap_or_default().to_string(), quota))
+            .or_default();
+        entry.seconds += throttle.as_secs_f64();
+        entry.requests += 1;
+    }
+}
+
+/// The listed counters as a registry's collector.
+#[derive(Debug)]
+struct ListedRef(Arc<Listed>);
+
+impl Collector for ListedRef {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode(encoder)
     }
 }
 
