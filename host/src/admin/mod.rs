@@ -1,6 +1,7 @@
 //! The HTTP admin API (default 127.0.0.1:9644), as JSON: health, cluster status,
 //! topics, consumer groups, plugin lifecycle, HTTP produce, transforms, mirrors, users,
-//! ACLs, tenants and quotas; `/metrics` for Prometheus. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a status
+//! ACLs, tenants and quotas; `/metrics` for Prometheus; `/v1/openapi.json` describing
+//! it all. Errors are JSON too: `{"error": "<code>", "message": "…"}` with a status
 //! that says whose fault it was (4xx: the request; 5xx: the broker).
 //!
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
@@ -86,6 +87,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/plugins", get(plugins::list))
         .route(
@@ -156,6 +158,16 @@ async fn health(
         "node_id": state.broker.config().broker.node_id,
         "topics": state.broker.topics().len(),
     }))
+}
+
+/// The OpenAPI 3.1 document describing every route above.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
