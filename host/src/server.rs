@@ -167,6 +167,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 plugins: plugins.clone(),
                 transforms: transforms.clone(),
                 mirrors: mirrors.clone(),
+                history: Default::default(),
             },
             stop_rx_admin,
         ))

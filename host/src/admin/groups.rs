@@ -81,7 +81,7 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<Value>,
 }
 
 /// A group's committed offsets with the lag behind each partition's high watermark.
-fn offsets(state: &AdminState, group: &str) -> Vec<Value> {
+pub(super) fn offsets(state: &AdminState, group: &str) -> Vec<Value> {
     let Ok(committed) = state.broker.groups().offsets(group) else {
         return Vec::new();
     };

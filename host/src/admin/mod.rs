@@ -8,7 +8,9 @@
 //! or a disk stall never holds up the Kafka listener's async threads.
 
 mod cluster;
+mod console;
 mod groups;
+pub mod history;
 mod metrics;
 mod mirrors;
 mod plugins;
@@ -46,6 +48,8 @@ pub struct AdminState {
     pub transforms: Arc<crate::transform::Transforms>,
     /// Its mirrors.
     pub mirrors: Arc<crate::connect::Mirrors>,
+    /// The console's charts: recent samples of lag, rates and latencies.
+    pub history: Arc<history::History>,
 }
 
 /// A JSON error response.
@@ -85,7 +89,10 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     let limit = state.broker.config().admin.max_body_bytes;
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/{asset}", get(console::asset))
         .route("/health", get(health))
+        .route("/v1/history", get(history::get))
         .route("/metrics", get(metrics::scrape))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(cluster::status))
@@ -172,6 +179,7 @@ async fn openapi() -> impl IntoResponse {
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    let sampler = history::spawn(state.clone(), state.history.clone(), shutdown.clone());
     let app = router(state);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -182,6 +190,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     {
         tracing::error!(error = %e, "admin API stopped");
     }
+    sampler.abort();
 }
 
 /// How long a metadata change made through the admin API may take to commit.
