@@ -4,8 +4,8 @@
 //!
 //! Kept by the broker rather than by the page, so a console opened during an incident
 //! shows how it began. Rates are deltas of the broker's counters between samples; a
-//! counter that went backwards (a plugin's new version starts its own) counts from
-//! zero. A series whose subject is gone stops growing and ages out.
+//! counter first seen, or one that went backwards (a plugin's new version starts its
+//! own), counts from zero. A series whose subject is gone stops growing and ages out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -72,13 +72,13 @@ impl History {
         let mut points = sample.values;
         let mut last = HashMap::with_capacity(sample.counters.len());
         for (family, subject, value) in sample.counters {
-            if let (Some(seconds), Some(before)) =
-                (elapsed, inner.last.get(&(family, subject.clone())))
-            {
-                let delta = if value >= *before {
-                    value - before
-                } else {
-                    value
+            if let Some(seconds) = elapsed {
+                // A subject first seen now (a new topic, a new plugin) counted from zero
+                // since the previous sample; so did a counter that went backwards.
+                let before = inner.last.get(&(family, subject.clone())).copied();
+                let delta = match before {
+                    Some(before) if value >= before => value - before,
+                    _ => value,
                 };
                 points.push((family, subject.clone(), delta / seconds));
             }
@@ -304,6 +304,14 @@ mod tests {
         assert_eq!(
             json["group_lag"]["billing"],
             json!([[10_000, 5.0], [12_000, 7.0]])
+        );
+        // A subject that appears after the first sample counts from zero.
+        let mut fourth = Sample::default();
+        fourth.counter("topic_bytes_in_per_sec", "new", 600);
+        history.record(16_000, fourth);
+        assert_eq!(
+            history.json(Some("topic_bytes_in_per_sec"), 15_000)["topic_bytes_in_per_sec"]["new"],
+            json!([[16_000, 300.0]])
         );
         assert_eq!(
             history.json(Some("group_lag"), 11_000),

@@ -152,6 +152,9 @@ pub fn produce(
         let (info, _) = replica
             .append(&batch, now)
             .map_err(|source| ProduceError::Append { partition, source })?;
+        broker
+            .metrics()
+            .produced(replica.topic_name(), batch.len(), indices.len() as u64);
         for (n, &i) in indices.iter().enumerate() {
             placements[i] = Placement {
                 partition,

@@ -147,6 +147,11 @@ impl ClusterWriter {
                 let (info, _) = partition
                     .append_with_acks(&batch, now_ms(), -1)
                     .map_err(|e| failed(e.to_string()))?;
+                self.broker.metrics().produced(
+                    partition.topic_name(),
+                    batch.len(),
+                    (info.last_offset - info.base_offset + 1).max(0) as u64,
+                );
                 partition
                     .wait_for_commit(info.last_offset + 1, COMMIT_TIMEOUT)
                     .await

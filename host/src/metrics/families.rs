@@ -31,7 +31,13 @@ impl Families<'_> {
         samples: impl IntoIterator<Item = (Labels, V)>,
         mut write: impl FnMut(&mut MetricEncoder<'_>, &V) -> std::fmt::Result,
     ) -> std::fmt::Result {
-        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
+        // Help ends with a full stop, as the registry writes its own.
+        let help = if help.ends_with('.') {
+            help.to_string()
+        } else {
+            format!("{help}.")
+        };
+        let mut family = self.0.encode_descriptor(name, &help, None, kind)?;
         for (labels, value) in samples {
             let mut metric = family.encode_family(&labels)?;
             write(&mut metric, &value)?;

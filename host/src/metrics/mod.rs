@@ -141,12 +141,12 @@ impl Collector for Listed {
         let topic = |name: &str| labels([("topic", name)]);
         out.counter(
             "topic_bytes_in",
-            "Record batch bytes appended by producers, per topic (replication not included)",
+            "Record batch bytes appended here, per topic: Kafka producers, HTTP produce, and the mirrors and transforms writing to it (replication not included)",
             traffic.iter().map(|(n, t)| (topic(n), t.bytes_in)),
         )?;
         out.counter(
             "topic_records_in",
-            "Records appended by producers, per topic",
+            "Records appended here, per topic (as topic_bytes_in)",
             traffic.iter().map(|(n, t)| (topic(n), t.records_in)),
         )?;
         out.counter(
@@ -269,7 +269,8 @@ impl Metrics {
             .clone()
     }
 
-    /// `bytes` in `records` records appended to `topic` by a producer.
+    /// `bytes` in `records` records appended to `topic` by a writer (a Kafka or HTTP
+    /// producer, a mirror, a transform).
     pub fn produced(&self, topic: &Arc<str>, bytes: usize, records: u64) {
         let t = self.topic(topic);
         t.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
