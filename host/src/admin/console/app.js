@@ -4,7 +4,8 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const PALETTE = ["#2f6f9f", "#c2571a", "#1a7f37", "#8250df", "#b3261e", "#0f7b8a", "#9a6700", "#5c6670"];
+const LIMIT_COLOUR = "#d1242f";
+const PALETTE = ["#2f6f9f", "#c2571a", "#1a7f37", "#8250df", "#0f7b8a", "#9a6700", "#5c6670", "#bf3989"];
 
 // ---- elements -----------------------------------------------------------------------
 
@@ -113,7 +114,8 @@ function chart(family, title, series, options) {
   }
   const t0 = Math.min(...all.map((p) => p[0]));
   const t1 = Math.max(...all.map((p) => p[0]), t0 + 1);
-  const v1 = Math.max(...all.map((p) => p[1]), 1e-9) * 1.1;
+  // An all-zero chart still gets a readable scale.
+  const v1 = Math.max(...all.map((p) => p[1]), 1) * 1.1;
   const x = (t) => left + ((t - t0) / (t1 - t0)) * (width - left - right);
   const y = (v) => top + (1 - v / v1) * (height - top - bottom);
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img" });
@@ -125,11 +127,13 @@ function chart(family, title, series, options) {
     root.append(tick);
   }
   const span = svg("text", { class: "tick", x: width - right, y: height - 6, "text-anchor": "end" });
-  span.textContent = `last ${Math.max(1, Math.round((t1 - t0) / 60000))} min`;
+  const seconds = (t1 - t0) / 1000;
+  span.textContent = seconds < 90 ? `last ${Math.round(seconds)} s` : `last ${Math.round(seconds / 60)} min`;
   root.append(span);
   const legend = el("div", { class: "legend" });
   const draw = (subject, points, index, dashed) => {
-    const color = PALETTE[index % PALETTE.length];
+    // A limit is drawn in the colour of nothing else, so it is not taken for a series.
+    const color = dashed ? LIMIT_COLOUR : PALETTE[index % PALETTE.length];
     const d = points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
     const last = points.length ? points[points.length - 1][1] : null;
     root.append(svg("path", {
@@ -159,7 +163,8 @@ const pages = {
       api("/v1/cluster"), api("/v1/topics"),
       history("topic_bytes_in_per_sec"), history("topic_bytes_out_per_sec"),
     ]);
-    const partitions = topics.topics.reduce((n, t) => n + t.partitions, 0);
+    const user = topics.topics.filter((t) => !t.internal);
+    const partitions = user.reduce((n, t) => n + t.partitions, 0);
     const fenced = cluster.brokers.filter((b) => b.fenced).length;
     return [
       el("h1", {}, `Cluster ${cluster.cluster_id}`),
@@ -168,7 +173,7 @@ const pages = {
         ["Controller", cluster.controller === null ? "none" : cluster.controller, cluster.controller === null ? "bad" : ""],
         ["Raft term", cluster.raft.term],
         ["Brokers", `${cluster.brokers.length - fenced} active` + (fenced ? `, ${fenced} fenced` : ""), fenced ? "warn" : ""],
-        ["Topics", topics.topics.length],
+        ["Topics", user.length],
         ["Partitions", partitions],
         ["Under-replicated", cluster.under_replicated.length, cluster.under_replicated.length ? "warn" : "good"],
         ["Offline", cluster.offline.length, cluster.offline.length ? "bad" : "good"],
