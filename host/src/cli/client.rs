@@ -38,19 +38,26 @@ impl Client {
             bail!("no broker address given (--bootstrap host:port[,host:port…])");
         }
         let mut failures = Vec::new();
-        for address in addresses {
+        for address in &addresses {
             match Self::connect_one(address).await {
                 Ok(client) => return Ok(client),
-                Err(e) => failures.push(format!("{e:#}")),
+                Err(e) if addresses.len() == 1 => failures.push(format!("{e:#}")),
+                Err(e) => failures.push(format!("{address}: {e:#}")),
             }
         }
-        bail!("no broker answered: {}", failures.join("; "))
+        Err(super::hinted(
+            format!(
+                "cannot reach a Kafka broker at {}: {}",
+                addresses.join(","),
+                failures.join("; ")
+            ),
+            "is a broker running there? `quiver serve` starts one; point the CLI at yours with --bootstrap HOST:PORT or QUIVER_BOOTSTRAP",
+        ))
     }
 
     async fn connect_one(address: &str) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(address)
-            .await
-            .with_context(|| format!("connecting to {address}"))?;
+        // The caller names the address.
+        let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         let mut client = Client {
             stream,

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
@@ -60,10 +60,13 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let count = topic::partition_count(&mut client, &args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) if p < 0 || p >= count => {
-            bail!(
-                "topic '{}' has partitions 0..{count}; there is no partition {p}",
-                args.topic
-            )
+            return Err(super::hinted(
+                format!(
+                    "topic '{}' has partitions 0..{count}; there is no partition {p}",
+                    args.topic
+                ),
+                format!("`quiver topic describe {}` lists them", args.topic),
+            ))
         }
         Some(p) => vec![p],
         None => (0..count).collect(),

@@ -280,7 +280,10 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
     }
     let state = described.group_state.as_str();
     if state == "Dead" && offsets.is_empty() {
-        bail!("group '{group}' does not exist");
+        return Err(super::hinted(
+            format!("group '{group}' does not exist"),
+            "`quiver group list` shows the groups there are",
+        ));
     }
     println!(
         "group {group}: state {state}, {} member(s), protocol {}",
@@ -350,11 +353,14 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
     let response = describe_group(&mut coordinator, group).await?;
     let described = &response.groups[0];
     if !described.members.is_empty() {
-        bail!(
-            "group '{group}' has {} active member(s) (state {}); stop its consumers before resetting its offsets",
-            described.members.len(),
-            described.group_state.as_str()
-        );
+        return Err(super::hinted(
+            format!(
+                "group '{group}' has {} active member(s) (state {})",
+                described.members.len(),
+                described.group_state.as_str()
+            ),
+            "stop its consumers before resetting its offsets: their next commit would undo the reset",
+        ));
     }
     let datetime = args
         .to_datetime

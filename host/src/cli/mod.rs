@@ -108,6 +108,43 @@ pub(crate) struct Connection {
     bootstrap: String,
 }
 
+/// An error that knows what the operator can do about it: `main` prints the message
+/// like any error and the hint on a line of its own after it.
+#[derive(Debug)]
+pub(crate) struct Hinted {
+    message: String,
+    hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+/// An error `message` with the next step to try.
+pub(crate) fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// What the binary prints for an error: `error: <message and its causes>`, then a
+/// `hint:` line for each hint the error carries.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut text = format!("error: {err:#}");
+    for cause in err.chain() {
+        if let Some(h) = cause.downcast_ref::<Hinted>() {
+            text.push_str("\nhint: ");
+            text.push_str(&h.hint);
+        }
+    }
+    text
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Serve(_)) {
@@ -197,7 +234,8 @@ pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(S
         .collect()
 }
 
-/// Turns a Kafka error code into an error naming it.
+/// Turns a Kafka error code into an error naming it, and for the errors an operator
+/// can act on, what to do next.
 pub(crate) fn check(
     code: i16,
     message: Option<&str>,
@@ -206,11 +244,92 @@ pub(crate) fn check(
     if code == 0 {
         return Ok(());
     }
-    let name = kafka_protocol::error::ResponseError::try_from_code(code)
+    let error = kafka_protocol::error::ResponseError::try_from_code(code);
+    let name = error
         .map(|e| format!("{e:?}"))
         .unwrap_or_else(|| format!("error {code}"));
-    match message {
-        Some(m) if !m.is_empty() => anyhow::bail!("{what}: {name}: {m}"),
-        _ => anyhow::bail!("{what}: {name}"),
+    let text = match message {
+        Some(m) if !m.is_empty() => format!("{what}: {name}: {m}"),
+        _ => format!("{what}: {name}"),
+    };
+    match error.and_then(kafka_hint) {
+        Some(hint) => Err(hinted(text, hint)),
+        None => Err(anyhow::anyhow!(text)),
+    }
+}
+
+/// The next step for a Kafka error an operator can do something about.
+fn kafka_hint(error: kafka_protocol::error::ResponseError) -> Option<&'static str> {
+    use kafka_protocol::error::ResponseError as E;
+    Some(match error {
+        E::UnknownTopicOrPartition | E::UnknownTopicId => {
+            "`quiver topic list` shows the topics there are; `quiver topic create NAME` makes one"
+        }
+        E::TopicAlreadyExists => {
+            "`quiver topic describe NAME` shows it; `quiver topic alter NAME` changes it"
+        }
+        E::GroupIdNotFound => "`quiver group list` shows the groups there are",
+        E::NonEmptyGroup => "stop the group's consumers first, then try again",
+        E::InvalidPartitions => {
+            "a topic's partition count can only grow; `quiver topic describe NAME` shows it"
+        }
+        E::InvalidReplicationFactor => {
+            "the replication factor cannot exceed the live brokers; `quiver cluster status` lists them"
+        }
+        E::InvalidConfig => "`quiver topic describe NAME` lists a topic's configs and their values",
+        E::TopicAuthorizationFailed
+        | E::GroupAuthorizationFailed
+        | E::ClusterAuthorizationFailed => {
+            "the CLI connects without credentials (User:ANONYMOUS): grant it with `quiver acl create`, or use a listener where it is allowed"
+        }
+        E::CoordinatorNotAvailable
+        | E::NotCoordinator
+        | E::CoordinatorLoadInProgress
+        | E::LeaderNotAvailable
+        | E::NotLeaderOrFollower
+        | E::NotController => {
+            "the cluster is moving leaders; try again in a moment (`quiver cluster status` shows it)"
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_errors_name_the_code_and_what_to_do() {
+        let err = check(3, None, "topic 'orders'").unwrap_err();
+        assert_eq!(
+            error_report(&err),
+            "error: topic 'orders': UnknownTopicOrPartition\n\
+             hint: `quiver topic list` shows the topics there are; `quiver topic create NAME` makes one"
+        );
+        let err = check(36, Some("exists"), "creating topic 'a'").unwrap_err();
+        assert!(error_report(&err).starts_with(
+            "error: creating topic 'a': TopicAlreadyExists: exists\nhint: `quiver topic describe NAME`"
+        ));
+        // An error without advice is only the error.
+        let err = check(2, None, "fetching t-0").unwrap_err();
+        assert_eq!(error_report(&err), "error: fetching t-0: CorruptMessage");
+        assert!(check(0, None, "fine").is_ok());
+    }
+
+    #[test]
+    fn context_goes_before_the_hint() {
+        let err = Err::<(), _>(hinted("cannot reach x", "try y"))
+            .context("listing groups")
+            .unwrap_err();
+        assert_eq!(
+            error_report(&err),
+            "error: listing groups: cannot reach x\nhint: try y"
+        );
+    }
+
+    #[test]
+    fn every_command_parses_and_help_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

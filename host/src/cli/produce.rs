@@ -75,11 +75,16 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let partitions = topic::partition_count(&mut client, &args.topic).await?;
     if let Some(p) = args.partition {
         if p < 0 || p >= partitions {
-            bail!(
-                "topic '{}' has partitions 0..{}; there is no partition {p}",
-                args.topic,
-                partitions
-            );
+            return Err(super::hinted(
+                format!(
+                    "topic '{}' has partitions 0..{}; there is no partition {p}",
+                    args.topic, partitions
+                ),
+                format!(
+                    "`quiver topic describe {}` lists them; `quiver topic alter {} --partitions N` adds more",
+                    args.topic, args.topic
+                ),
+            ));
         }
     }
 
