@@ -1,5 +1,9 @@
 //! The `quiver` command line: `serve` runs the broker; every other sub-command is a
-//! Kafka client (on the broker's own codecs) for operators.
+//! Kafka client (on the broker's own codecs) or an admin API client for operators.
+//!
+//! What every client command shares lives here and in [`output`]: where it connects
+//! ([`Connection`] for the Kafka API, [`Admin`] for the HTTP admin API), how it prints
+//! (`--output table|json`), and errors that end with the next thing to try ([`Hinted`]).
 
 pub mod client;
 mod cluster;
@@ -7,6 +11,7 @@ mod consume;
 pub(crate) mod group;
 mod http;
 mod mirror;
+mod output;
 mod plugin;
 mod produce;
 mod quota;
@@ -22,10 +27,70 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
+pub(crate) use output::OutputArgs;
+
+/// The default Kafka address of `--bootstrap`, the broker's own default listener.
+pub(crate) const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+/// The default address of `--admin`, the broker's own default admin listener.
+pub(crate) const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
+
+const LONG_ABOUT: &str = "\
+Quiver: a Kafka-compatible streaming broker.
+
+`quiver serve` runs a broker; every other command is a client for operators. Commands
+that speak Kafka (topic, produce, consume, group) connect to --bootstrap (default
+127.0.0.1:9092, or QUIVER_BOOTSTRAP); the others call the HTTP admin API at --admin
+(default 127.0.0.1:9644, or QUIVER_ADMIN). Every command that prints takes
+--output table|json.";
+
+const AFTER_HELP: &str = "\
+Common workflows:
+
+  Start a broker (single node, data in ./quiver-data):
+    quiver serve
+    quiver serve --config quiver.toml --set log.retention_ms=86400000
+
+  Create a topic, produce and consume:
+    quiver topic create orders --partitions 6
+    printf 'k1,v1\\nk2,v2\\n' | quiver produce orders --key-separator ,
+    quiver produce orders --file events.txt
+    quiver consume orders --from-beginning --output json
+
+  Deploy a partitioner plugin and use it:
+    quiver plugin deploy vip --kind partitioner --file quiver_plugin_vip.wasm --config vip.partitions=8
+    quiver topic create payments --partitions 10 --config partitioner=vip
+
+  Run a transform:
+    quiver transform deploy --name clean --plugin redact --input orders --output orders.clean
+
+  Mirror another cluster into this one:
+    quiver mirror create east --source us-east-kafka:9092 --source-alias us-east --topics 'orders.*'
+    quiver mirror failover east --group billing
+
+  Tenants and quotas:
+    quiver tenant create acme --prefix acme. --user acme-app:s3cret --max-partitions 100
+    quiver quota set --tenant acme --producer-byte-rate 1048576
+
+  Consumer groups:
+    quiver group describe billing
+    quiver group reset-offsets billing --topic orders --to-earliest --execute
+
+  Configuration and shell completions:
+    quiver config reference            every broker setting, its default and env override
+    quiver config show --set kafka.listen=0.0.0.0:9092
+    quiver completions bash > /etc/bash_completion.d/quiver
+
+Run `quiver <command> --help` for the options and examples of each command.";
 
 /// Quiver: a Kafka-compatible streaming broker.
 #[derive(Debug, Parser)]
-#[command(name = "quiver", version, about)]
+#[command(
+    name = "quiver",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,13 +99,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker (single node with embedded defaults when given nothing).
+    #[command(after_help = "\
+Examples:
+  quiver serve                                   # 127.0.0.1:9092, admin on 127.0.0.1:9644
+  quiver serve --config quiver.toml
+  quiver serve --data-dir /var/lib/quiver --kafka-listen 0.0.0.0:9092
+  QUIVER_LOG__RETENTION_MS=3600000 quiver serve   # any setting from the environment
+
+Every setting, its default and its environment variable: `quiver config reference`.")]
     Serve(ServeArgs),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
     /// Produce lines from stdin or a file as records.
+    #[command(after_help = "\
+Examples:
+  echo hello | quiver produce greetings
+  printf 'alice:hi\\nbob:yo\\n' | quiver produce greetings --key-separator :
+  quiver produce orders --file orders.txt --compression zstd
+  quiver produce orders --file orders.txt --output json           # {\"topic\":…,\"records\":…}")]
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
+    #[command(after_help = "\
+Examples:
+  quiver consume orders --from-beginning
+  quiver consume orders --partition 2 --offset 100 --max-messages 10
+  quiver consume orders --format '%p/%o %k=%v %h\\n'
+  quiver consume orders --from-end --follow
+  quiver consume orders --output json | jq .value
+
+With --output json each record is one JSON object on its own line:
+  {\"topic\":\"orders\",\"partition\":0,\"offset\":7,\"timestamp\":1700000000000,
+   \"key\":\"k1\",\"value\":\"v1\",\"headers\":[{\"key\":\"source\",\"value\":\"cli\"}]}
+key, value and header values are strings when they are UTF-8, null when absent, and
+{\"base64\":\"…\"} otherwise.")]
     Consume(consume::ConsumeArgs),
     /// Deploy and manage plugins.
     #[command(subcommand)]
@@ -75,8 +167,10 @@ enum Command {
     Quota(quota::QuotaCommand),
 }
 
+/// The flags that make a broker's configuration: `serve` runs with them, `config
+/// show` prints what they add up to.
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Configuration file (default: ./quiver.toml if it exists).
     #[arg(short, long)]
     config: Option<PathBuf>,
@@ -94,18 +188,48 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
-/// Where CLI clients connect.
+impl ServeArgs {
+    /// The flags as `section.key=value` overrides, in the order they apply.
+    fn overrides(&self) -> Vec<String> {
+        let mut overrides = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            overrides.push(format!("broker.data_dir={}", dir.display()));
+        }
+        if let Some(listen) = &self.kafka_listen {
+            overrides.push(format!("kafka.listen={listen}"));
+        }
+        if let Some(listen) = &self.admin_listen {
+            overrides.push(format!("admin.listen={listen}"));
+        }
+        overrides.extend(self.set.iter().cloned());
+        overrides
+    }
+}
+
+/// Where Kafka clients connect, and how they print.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Connection {
-    /// Broker address.
+    /// Kafka address of a broker (host:port[,host:port…]).
     #[arg(
         long,
         short = 'b',
-        default_value = "127.0.0.1:9092",
+        default_value = DEFAULT_BOOTSTRAP,
         env = "QUIVER_BOOTSTRAP",
         global = true
     )]
     bootstrap: String,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Where admin API clients connect, and how they print.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Admin {
+    /// Admin API address of a broker (host:port).
+    #[arg(long, default_value = DEFAULT_ADMIN, env = "QUIVER_ADMIN", global = true)]
+    pub(crate) admin: String,
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 /// An error that knows what the operator can do about it: `main` prints the message
@@ -152,19 +276,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Serve(args) => {
-            let mut overrides = Vec::new();
-            if let Some(dir) = args.data_dir {
-                overrides.push(format!("broker.data_dir={}", dir.display()));
-            }
-            if let Some(listen) = args.kafka_listen {
-                overrides.push(format!("kafka.listen={listen}"));
-            }
-            if let Some(listen) = args.admin_listen {
-                overrides.push(format!("admin.listen={listen}"));
-            }
-            overrides.extend(args.set);
             // Validated before logging starts or any port opens.
-            let config = Config::load(args.config.as_deref(), &overrides)
+            let config = Config::load(args.config.as_deref(), &args.overrides())
                 .context("invalid configuration")?;
             init_tracing();
             crate::server::run(config)?;

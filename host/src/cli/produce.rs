@@ -3,6 +3,9 @@
 //! Each line is a record value, or `key<SEP>value` with `--key-separator`. Records are
 //! routed like the Java client does (murmur2 of the key; keyless records spread round
 //! robin a batch at a time), sent in batches, and acknowledged before the command exits.
+//!
+//! The summary goes to stderr as a sentence (stdout stays free for a pipeline), or with
+//! `--output json` to stdout as `{"topic", "records", "partitions": {"<p>": count}}`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::Client;
@@ -50,6 +54,15 @@ pub(crate) struct ProduceArgs {
     compression: String,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// What `produce --output json` prints.
+#[derive(Debug, Serialize)]
+struct Produced {
+    topic: String,
+    records: u64,
+    /// Records per partition, by partition number.
+    partitions: BTreeMap<i32, u64>,
 }
 
 pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
@@ -105,6 +118,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         pending: BTreeMap::new(),
         pending_count: 0,
         sent: 0,
+        per_partition: BTreeMap::new(),
         round_robin: 0,
         partitions,
     };
@@ -127,7 +141,14 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     sender.flush().await?;
-    eprintln!("produced {} records to '{}'", sender.sent, args.topic);
+    let produced = Produced {
+        topic: args.topic.clone(),
+        records: sender.sent,
+        partitions: sender.per_partition,
+    };
+    args.connection.out.print(&produced, |p| {
+        eprintln!("produced {} records to '{}'", p.records, p.topic)
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -139,6 +160,7 @@ struct Sender {
     pending: BTreeMap<i32, Vec<RecordData>>,
     pending_count: usize,
     sent: u64,
+    per_partition: BTreeMap<i32, u64>,
     round_robin: i32,
     partitions: i32,
 }
@@ -167,6 +189,7 @@ impl Sender {
         let mut topic = TopicProduceData::default();
         topic.name = TopicName(StrBytes::from_string(self.topic.clone()));
         for (partition, records) in std::mem::take(&mut self.pending) {
+            *self.per_partition.entry(partition).or_default() += records.len() as u64;
             let batch = encode_batch(&records, self.compression).map_err(anyhow::Error::msg)?;
             let mut data = PartitionProduceData::default();
             data.index = partition;

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::call;
-use super::plugin::Admin;
+use super::output::print_json;
+use super::Admin;
 
 /// Whose quota: a user, a client id, both, their defaults, or a tenant.
 #[derive(Debug, Args)]
@@ -82,6 +83,12 @@ impl EntityArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum QuotaCommand {
     /// Set quotas of a user, client id, their defaults, or a tenant.
+    #[command(after_help = "\
+Examples:
+  quiver quota set --user alice --producer-byte-rate 1048576 --consumer-byte-rate 2097152
+  quiver quota set --default-client-id --request-percentage 25
+  quiver quota set --tenant acme --producer-byte-rate 10485760
+  quiver quota set --ip 10.0.0.7 --connection-creation-rate 5")]
     Set {
         #[command(flatten)]
         entity: EntityArgs,
@@ -189,8 +196,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             }
             let body = json!({ "entity": entity.entity()?, "set": set });
             let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 println!("{}: {}", entity_text(&v["entity"]), v["values"]);
             }
@@ -214,16 +221,16 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             };
             let body = json!({ "entity": entity.entity()?, "remove": keys });
             let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 println!("{}: {}", entity_text(&v["entity"]), v["values"]);
             }
         }
         QuotaCommand::List { admin } => {
             let v = call(&admin.admin, "GET", "/v1/quotas", None).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<40} QUOTAS", "ENTITY");
@@ -280,8 +287,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
         }) => {
             let body = json!({ "tenant": tenant, "plugin": plugin });
             let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 match &tenant {
                     Some(t) => println!("plugin {plugin} decides the quotas of tenant {t}"),
@@ -292,8 +299,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
         QuotaCommand::Policy(PolicyCommand::Clear { tenant, admin }) => {
             let body = json!({ "tenant": tenant, "plugin": null });
             let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 match &tenant {
                     Some(t) => println!("tenant {t}'s quotas are no longer decided by a plugin"),
