@@ -21,7 +21,7 @@ Examples:
   quiver plugin deploy mirror --kind connector --file quiver_plugin_mirror.wasm
   quiver mirror create east --source us-east-kafka:9092 --source-alias us-east --topics 'orders.*'
   quiver mirror create east --source 10.0.0.5:9092 --source-alias us-east --groups 'billing' \\
-      --config naming=identity --exactly-once
+      --config naming=identity --exactly-once --wait
   quiver mirror describe east")]
     Create {
         /// Mirror name.
@@ -63,6 +63,13 @@ Examples:
         /// How often to translate group offsets, ms.
         #[arg(long)]
         checkpoint_interval_ms: Option<u64>,
+        /// Wait for the initial sync: until the mirror copies at least one topic and
+        /// nothing is behind, showing its progress on a terminal.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS", requires = "wait")]
+        wait_timeout: u64,
         #[command(flatten)]
         admin: Admin,
     },
@@ -219,6 +226,8 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             exclude_configs,
             discovery_interval_ms,
             checkpoint_interval_ms,
+            wait,
+            wait_timeout,
             admin,
         } => {
             let mut entries = serde_json::Map::new();
@@ -258,6 +267,18 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             let v = post(&admin, "/v1/mirrors", &body)
                 .await
                 .with_context(|| format!("creating mirror '{name}'"))?;
+            let v = if wait {
+                super::wait::wait_for(
+                    &admin,
+                    &format!("/v1/mirrors/{}", encode(&name)),
+                    &format!("mirror '{name}' to sync"),
+                    std::time::Duration::from_secs(wait_timeout),
+                    super::wait::mirror_look,
+                )
+                .await?
+            } else {
+                v
+            };
             if admin.out.json() {
                 print_json(&v);
             } else {

@@ -19,6 +19,7 @@ mod security;
 mod tenant;
 mod topic;
 mod transform;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,10 +62,10 @@ Common workflows:
     quiver topic create payments --partitions 10 --config partitioner=vip
 
   Run a transform:
-    quiver transform deploy --name clean --plugin redact --input orders --output orders.clean
+    quiver transform deploy --name clean --plugin redact --input orders --output orders.clean --wait
 
   Mirror another cluster into this one:
-    quiver mirror create east --source us-east-kafka:9092 --source-alias us-east --topics 'orders.*'
+    quiver mirror create east --source us-east-kafka:9092 --source-alias us-east --topics 'orders.*' --wait
     quiver mirror failover east --group billing
 
   Tenants and quotas:
@@ -116,7 +117,7 @@ Every setting, its default and its environment variable: `quiver config referenc
 Examples:
   echo hello | quiver produce greetings
   printf 'alice:hi\\nbob:yo\\n' | quiver produce greetings --key-separator :
-  quiver produce orders --file orders.txt --compression zstd
+  quiver produce orders --file orders.txt --compression zstd      # with a progress bar
   quiver produce orders --file orders.txt --output json           # {\"topic\":…,\"records\":…}")]
     Produce(produce::ProduceArgs),
     /// Consume records and print them.

@@ -5,12 +5,15 @@
 //! an absent value shown as `-` so every row splits into the same number of words.
 //! JSON is for scripts: exactly one document (an object, or for `consume` one object
 //! per record per line) on stdout, with field names that stay put; nothing else goes
-//! to stdout in that mode.
+//! to stdout in that mode, and progress bars stay off so stderr stays clean too.
 //!
 //! `--json` is the older spelling of `--output json` and keeps working for the scripts
 //! that use it.
 
+use std::io::IsTerminal as _;
+
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 /// The two ways a command prints its result.
@@ -68,6 +71,36 @@ impl OutputArgs {
         } else {
             table(value);
         }
+    }
+
+    /// A progress bar for `len` steps (a spinner when `len` is unknown) that draws on
+    /// stderr only when stderr is a terminal and the output is a table: piped runs and
+    /// scripts reading JSON get no escape codes.
+    pub(crate) fn progress(&self, len: Option<u64>, message: &str) -> ProgressBar {
+        let visible = !self.json() && std::io::stderr().is_terminal();
+        let bar = match len {
+            Some(len) => ProgressBar::new(len).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .expect("a valid template"),
+            ),
+        };
+        bar.set_draw_target(if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        bar.set_message(message.to_string());
+        if len.is_none() {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
+        bar
     }
 }
 

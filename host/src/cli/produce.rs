@@ -4,7 +4,8 @@
 //! routed like the Java client does (murmur2 of the key; keyless records spread round
 //! robin a batch at a time), sent in batches, and acknowledged before the command exits.
 //!
-//! The summary goes to stderr as a sentence (stdout stays free for a pipeline), or with
+//! With `--file` on a terminal a progress bar on stderr follows the bytes read. The
+//! summary goes to stderr as a sentence (stdout stays free for a pipeline), or with
 //! `--output json` to stdout as `{"topic", "records", "partitions": {"<p>": count}}`.
 
 use std::collections::BTreeMap;
@@ -101,13 +102,23 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match &args.file {
-        Some(path) => Box::new(
-            tokio::fs::File::open(path)
+    let (input, size): (Box<dyn tokio::io::AsyncRead + Unpin>, Option<u64>) = match &args.file {
+        Some(path) => {
+            let file = tokio::fs::File::open(path)
                 .await
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
-        None => Box::new(tokio::io::stdin()),
+                .with_context(|| format!("opening {}", path.display()))?;
+            let size = file.metadata().await.ok().map(|m| m.len());
+            (Box::new(file), size)
+        }
+        None => (Box::new(tokio::io::stdin()), None),
+    };
+    // Only a file has a known end; a pipe on stdin gets no bar.
+    let progress = match size {
+        Some(len) => args
+            .connection
+            .out
+            .progress(Some(len), &format!("producing to {}", args.topic)),
+        None => indicatif::ProgressBar::hidden(),
     };
     let mut lines = BufReader::new(input).lines();
     let mut sender = Sender {
@@ -123,6 +134,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         partitions,
     };
     while let Some(line) = lines.next_line().await? {
+        progress.inc(line.len() as u64 + 1);
         let (key, value) = match &args.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
                 Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
@@ -141,6 +153,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     sender.flush().await?;
+    progress.finish_and_clear();
     let produced = Produced {
         topic: args.topic.clone(),
         records: sender.sent,

@@ -18,7 +18,7 @@ Examples:
   quiver plugin deploy redact --kind transform --file quiver_plugin_json_redact.wasm
   quiver topic create orders.clean --partitions 6
   quiver transform deploy --name clean --plugin redact --input orders --output orders.clean \\
-      --config paths=customer.email --dead-letter orders.dlq
+      --config paths=customer.email --dead-letter orders.dlq --wait
   quiver transform deploy --name split --plugin split --input events --output a --output b --json
 
 Here --output names an output topic, so JSON output is chosen with --json.")]
@@ -52,6 +52,13 @@ Here --output names an output topic, so JSON output is chosen with --json.")]
         /// Most output records per input record.
         #[arg(long)]
         max_amplification: Option<u32>,
+        /// Wait until the transform has caught up with its input (lag 0), showing its
+        /// progress on a terminal.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS", requires = "wait")]
+        wait_timeout: u64,
         /// Admin API address of a broker (host:port).
         #[arg(long, default_value = super::DEFAULT_ADMIN, env = "QUIVER_ADMIN")]
         admin: String,
@@ -184,6 +191,8 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             at_least_once,
             dead_letter,
             max_amplification,
+            wait,
+            wait_timeout,
             admin,
             json,
         } => {
@@ -224,6 +233,18 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             .await?
             .json()
             .with_context(|| format!("deploying transform '{name}'"))?;
+            let v = if wait {
+                super::wait::wait_for(
+                    &admin,
+                    &format!("/v1/transforms/{}", encode(&name)),
+                    &format!("transform '{name}' to catch up"),
+                    std::time::Duration::from_secs(wait_timeout),
+                    super::wait::transform_look,
+                )
+                .await?
+            } else {
+                v
+            };
             if admin.out.json() {
                 print_json(&v);
             } else {
