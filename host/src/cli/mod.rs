@@ -7,6 +7,7 @@
 
 pub mod client;
 mod cluster;
+mod completions;
 mod consume;
 pub(crate) mod group;
 mod http;
@@ -166,6 +167,8 @@ key, value and header values are strings when they are UTF-8, null when absent, 
     /// Client and tenant quotas (Kafka's byte rates, request percentage, mutations).
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
 }
 
 /// The flags that make a broker's configuration: `serve` runs with them, `config
@@ -284,6 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions(args) => completions::run(args),
         Command::Topic(cmd) => block_on(topic::run(cmd)),
         Command::Produce(args) => block_on(produce::run(args)),
         Command::Consume(args) => block_on(consume::run(args)),
