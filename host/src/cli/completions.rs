@@ -39,7 +39,7 @@ mod tests {
     fn scripts_know_the_commands_and_flags() {
         let bash = script(Shell::Bash);
         assert!(bash.contains("_quiver()"), "bash defines its function");
-        for word in ["topic", "consume", "--bootstrap", "--output", "completions"] {
+        for word in ["topic", "consume", "--bootstrap", "--output", "reference"] {
             assert!(bash.contains(word), "bash completes {word}");
         }
         assert!(script(Shell::Zsh).starts_with("#compdef quiver"));

@@ -8,6 +8,7 @@
 pub mod client;
 mod cluster;
 mod completions;
+mod config;
 mod consume;
 pub(crate) mod group;
 mod http;
@@ -167,6 +168,9 @@ key, value and header values are strings when they are UTF-8, null when absent, 
     /// Client and tenant quotas (Kafka's byte rates, request percentage, mutations).
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// The broker's settings: the reference of every key, and the effective configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -287,6 +291,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config(cmd) => config::run(cmd),
         Command::Completions(args) => completions::run(args),
         Command::Topic(cmd) => block_on(topic::run(cmd)),
         Command::Produce(args) => block_on(produce::run(args)),
