@@ -27,19 +27,24 @@ pub(crate) enum Look {
 /// How often the admin API is asked.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How long a new mirror or transform may show nothing running on the broker asked
+/// before the wait concludes it runs elsewhere: right after it is made, the broker that
+/// will run it may not have started it yet.
+const ELSEWHERE_GRACE: Duration = Duration::from_secs(10);
+
 /// Polls `path` until `look` says done; returns the last answer.
 pub(crate) async fn wait_for(
     admin: &Admin,
     path: &str,
     what: &str,
     timeout: Duration,
-    look: impl Fn(&Value) -> Look,
+    look: impl Fn(&Value, Duration) -> Look,
 ) -> anyhow::Result<Value> {
     let bar = admin.out.progress(Some(0), &format!("waiting for {what}"));
     let start = Instant::now();
     let result = loop {
         let v = call(&admin.admin, "GET", path, None).await?;
-        match look(&v) {
+        match look(&v, start.elapsed()) {
             Look::Done => break Ok(v),
             Look::Behind { done, left } => {
                 bar.set_length(done + left);
@@ -60,7 +65,7 @@ pub(crate) async fn wait_for(
 }
 
 /// A transform's `describe`: caught up when every partition runs with no lag.
-pub(crate) fn transform_look(v: &Value) -> Look {
+pub(crate) fn transform_look(v: &Value, waited: Duration) -> Look {
     let name = v["name"].as_str().unwrap_or("?");
     match v["status"].as_str() {
         Some(status @ ("failed" | "stopped")) => {
@@ -86,6 +91,18 @@ pub(crate) fn transform_look(v: &Value) -> Look {
         _ => {}
     }
     let partitions = v["partitions"].as_array().map_or(0, Vec::len);
+    if partitions == 0 && waited >= ELSEWHERE_GRACE {
+        // A broker reports the partitions it leads; this one leads none of the input's.
+        return Look::Stuck {
+            why: format!(
+                "broker {} runs none of transform '{name}''s partitions",
+                super::output::cell(&v["broker"])
+            ),
+            hint: format!(
+                "ask the brokers that lead its input's partitions: `quiver transform describe {name} --admin HOST:PORT`"
+            ),
+        };
+    }
     let lag = v["lag"].as_i64().unwrap_or(0).max(0) as u64;
     let done = v["records_in"].as_u64().unwrap_or(0);
     if partitions > 0 && lag == 0 && v["status"] == "running" {
@@ -97,10 +114,10 @@ pub(crate) fn transform_look(v: &Value) -> Look {
 
 /// A mirror's `describe`: caught up when it copies at least one topic and nothing is
 /// behind.
-pub(crate) fn mirror_look(v: &Value) -> Look {
+pub(crate) fn mirror_look(v: &Value, waited: Duration) -> Look {
     let name = v["name"].as_str().unwrap_or("?");
     match v["status"].as_str() {
-        Some("elsewhere") => {
+        Some("elsewhere") if waited >= ELSEWHERE_GRACE => {
             return Look::Stuck {
                 why: format!(
                     "mirror '{name}' runs on broker {}, not the one asked",
@@ -137,14 +154,24 @@ mod tests {
     fn a_transform_is_done_when_running_without_lag() {
         let mut v = json!({"name": "t", "status": "running", "lag": 5, "records_in": 10,
                            "partitions": [{"partition": 0}]});
-        assert_eq!(transform_look(&v), Look::Behind { done: 10, left: 5 });
+        assert_eq!(
+            transform_look(&v, Duration::ZERO),
+            Look::Behind { done: 10, left: 5 }
+        );
         v["lag"] = json!(0);
-        assert_eq!(transform_look(&v), Look::Done);
+        assert_eq!(transform_look(&v, Duration::ZERO), Look::Done);
         v["partitions"] = json!([]);
-        assert_eq!(transform_look(&v), Look::Behind { done: 10, left: 0 });
+        assert_eq!(
+            transform_look(&v, Duration::ZERO),
+            Look::Behind { done: 10, left: 0 }
+        );
+        assert!(matches!(
+            transform_look(&v, ELSEWHERE_GRACE),
+            Look::Stuck { .. }
+        ));
         v["status"] = json!("failed");
         v["partitions"] = json!([{"partition": 0, "reason": "trap at offset 3"}]);
-        let Look::Stuck { why, hint } = transform_look(&v) else {
+        let Look::Stuck { why, hint } = transform_look(&v, Duration::ZERO) else {
             panic!("a failed transform is stuck")
         };
         assert_eq!(why, "transform 't' is failed: trap at offset 3");
@@ -154,16 +181,20 @@ mod tests {
     #[test]
     fn a_mirror_is_done_when_nothing_is_behind() {
         let mut v = json!({"name": "m", "status": "starting", "behind": 0, "report": null});
-        assert_eq!(mirror_look(&v), Look::Behind { done: 0, left: 0 });
+        let look = |v: &Value| mirror_look(v, Duration::ZERO);
+        assert_eq!(look(&v), Look::Behind { done: 0, left: 0 });
         v["status"] = json!("running");
         v["report"] = json!({"records": 40, "topics": {"orders": {}}});
         v["behind"] = json!(2);
-        assert_eq!(mirror_look(&v), Look::Behind { done: 40, left: 2 });
+        assert_eq!(look(&v), Look::Behind { done: 40, left: 2 });
         v["behind"] = json!(0);
-        assert_eq!(mirror_look(&v), Look::Done);
+        assert_eq!(look(&v), Look::Done);
+        // Not yet started where it was asked: keep waiting, for a while.
         v["status"] = json!("elsewhere");
         v["runs_on"] = json!(3);
-        let Look::Stuck { why, .. } = mirror_look(&v) else {
+        v["report"] = Value::Null;
+        assert_eq!(look(&v), Look::Behind { done: 0, left: 0 });
+        let Look::Stuck { why, .. } = mirror_look(&v, ELSEWHERE_GRACE) else {
             panic!("a mirror elsewhere cannot be waited for here")
         };
         assert_eq!(why, "mirror 'm' runs on broker 3, not the one asked");
