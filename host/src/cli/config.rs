@@ -359,6 +359,8 @@ pub(crate) fn markdown() -> String {
 }
 
 #[cfg(test)]
+// figment's Jail hands back figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
