@@ -496,7 +496,7 @@ fn print_described(d: &Described) {
             text(o.lag),
             o.member_id.clone().unwrap_or_default(),
             o.client_id.clone().unwrap_or_default(),
-            o.host.clone().unwrap_or_default(),
+            o.host.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     table.print();

@@ -112,8 +112,11 @@ pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) {
     );
 }
 
-/// A table: a header row and aligned columns. A column whose cells are all numbers (or
-/// `-`) is right-aligned; an empty cell prints as `-`; the last column is not padded.
+/// A table: a header row and aligned columns, one space apart (the layout the
+/// commands had before they shared this renderer, which scripts may parse). A column whose cells are all numbers (or
+/// `-`) is right-aligned. An empty cell prints as `-`, so every row splits into the
+/// same words, except in the last column, which is free text (a reason, a host) and
+/// is neither filled nor padded.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     headers: Vec<String>,
@@ -141,7 +144,8 @@ impl Table {
     {
         let mut row: Vec<String> = cells.into_iter().map(|c| c.to_string()).collect();
         row.resize(self.headers.len(), String::new());
-        for cell in &mut row {
+        let last = row.len().saturating_sub(1);
+        for cell in &mut row[..last] {
             if cell.is_empty() {
                 *cell = "-".into();
             }
@@ -166,7 +170,7 @@ impl Table {
                 !self.rows.is_empty()
                     && self.rows.iter().all(|r| {
                         let c = r[i].as_str();
-                        c == "-" || c.parse::<f64>().is_ok()
+                        c.is_empty() || c == "-" || c.parse::<f64>().is_ok()
                     })
             })
             .collect();
@@ -175,7 +179,7 @@ impl Table {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
                 if i > 0 {
-                    line.push_str("  ");
+                    line.push(' ');
                 }
                 let pad = widths[i] - cell.chars().count();
                 if numeric[i] {
@@ -217,19 +221,19 @@ mod tests {
     fn tables_align_text_left_and_numbers_right() {
         let mut t = Table::new(["TOPIC", "PARTITIONS", "ID"]);
         t.row(["orders", "12", "abc"]);
-        t.row(["a-much-longer-name", "3", ""]);
+        t.row(["a-much-longer-name", "", "def"]);
         assert_eq!(
             t.render(),
-            "TOPIC               PARTITIONS  ID\n\
-             orders                      12  abc\n\
-             a-much-longer-name           3  -\n"
+            "TOPIC              PARTITIONS ID\n\
+             orders                     12 abc\n\
+             a-much-longer-name          - def\n"
         );
     }
 
     #[test]
     fn an_empty_table_is_its_header() {
         let t = Table::new(["GROUP", "STATE"]);
-        assert_eq!(t.render(), "GROUP  STATE\n");
+        assert_eq!(t.render(), "GROUP STATE\n");
     }
 
     #[test]
@@ -237,7 +241,8 @@ mod tests {
         let mut t = Table::new(["A", "B", "C"]);
         t.row(["x"]);
         t.row(["y", "1", "2", "dropped"]);
-        assert_eq!(t.render(), "A  B  C\nx  -  -\ny  1  2\n");
+        // The last column is free text: an empty one stays empty.
+        assert_eq!(t.render(), "A B C\nx -\ny 1 2\n");
     }
 
     #[test]

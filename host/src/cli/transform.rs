@@ -150,11 +150,8 @@ fn print_describe(v: &Value) {
         ]
         .map(|k| cell(&p[k]))
         .to_vec();
-        row.push(cell(
-            p.get("reason")
-                .filter(|r| !r.is_null())
-                .unwrap_or(&p["last_error"]),
-        ));
+        let reason = p["reason"].as_str().or(p["last_error"].as_str());
+        row.push(reason.unwrap_or_default().to_string());
         table.row(row);
     }
     table.print();
