@@ -3,7 +3,8 @@
 //! Lag is what operators watch most, so `describe` shows it per partition next to the
 //! member consuming it. `reset-offsets` only prints its plan unless `--execute` is
 //! given, and refuses a group with live members: their next commit would overwrite the
-//! reset, and Kafka refuses such a commit from outside the group anyway.
+//! reset, and Kafka refuses such a commit from outside the group anyway. Looking up
+//! the offsets of many topics takes a while, so on a terminal a progress bar counts them.
 //!
 //! `--output json` prints these documents:
 //!
@@ -531,7 +532,14 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
         .map(parse_datetime)
         .transpose()?;
     let mut plan: Vec<(String, i32, Option<i64>, i64)> = Vec::new();
+    // Each topic costs a metadata, three ListOffsets and an OffsetFetch round trip:
+    // with many topics or a slow link that is worth showing.
+    let progress = args
+        .connection
+        .out
+        .progress(Some(args.topic.len() as u64), "looking up offsets");
     for topic in &args.topic {
+        progress.set_message(format!("looking up offsets of {topic}"));
         metadata(client, Some(topic)).await?;
         let count = partition_count(client, topic).await?;
         let partitions: Vec<i32> = (0..count).collect();
@@ -579,7 +587,9 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
             };
             plan.push((topic.clone(), p, now, target.clamp(low, high)));
         }
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     let mut result = ResetPlan {
         group_id: group.to_string(),
         executed: false,
