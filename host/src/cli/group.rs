@@ -36,7 +36,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde::Serialize;
 
 use super::client::Client;
-use super::output::Table;
+use super::output::{Steps, Table};
 use super::topic::{list_offsets, metadata, partition_count};
 use super::{check, Connection};
 
@@ -537,7 +537,7 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
     let progress = args
         .connection
         .out
-        .progress(Some(args.topic.len() as u64), "looking up offsets");
+        .progress(Steps::Count(args.topic.len() as u64), "looking up offsets");
     for topic in &args.topic {
         progress.set_message(format!("looking up offsets of {topic}"));
         metadata(client, Some(topic)).await?;

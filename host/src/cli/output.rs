@@ -73,35 +73,43 @@ impl OutputArgs {
         }
     }
 
-    /// A progress bar for `len` steps (a spinner when `len` is unknown) that draws on
-    /// stderr only when stderr is a terminal and the output is a table: piped runs and
-    /// scripts reading JSON get no escape codes.
-    pub(crate) fn progress(&self, len: Option<u64>, message: &str) -> ProgressBar {
+    /// A progress bar for `len` steps that draws on stderr only when stderr is a
+    /// terminal and the output is a table: piped runs and scripts reading JSON get no
+    /// escape codes.
+    pub(crate) fn progress(&self, len: Steps, message: &str) -> ProgressBar {
         let visible = !self.json() && std::io::stderr().is_terminal();
-        let bar = match len {
-            Some(len) => ProgressBar::new(len).with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
-                )
+        let (len, template) = match len {
+            Steps::Bytes(len) => (
+                len,
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+            ),
+            Steps::Count(len) => (len, "{msg} [{bar:30}] {human_pos}/{human_len} ({elapsed})"),
+        };
+        let bar = ProgressBar::with_draw_target(
+            Some(len),
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        )
+        .with_style(
+            ProgressStyle::with_template(template)
                 .expect("a valid template")
                 .progress_chars("=> "),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                    .expect("a valid template"),
-            ),
-        };
-        bar.set_draw_target(if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        });
+        );
         bar.set_message(message.to_string());
-        if len.is_none() {
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        }
         bar
     }
+}
+
+/// What a progress bar counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Steps {
+    /// Bytes, shown with units and a rate.
+    Bytes(u64),
+    /// Things (records, topics).
+    Count(u64),
 }
 
 /// Prints one JSON document on stdout.

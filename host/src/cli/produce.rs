@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::Client;
+use super::output::Steps;
 use super::{check, parse_pairs, topic, Connection};
 use crate::partition::encode::{encode_batch, RecordData};
 // The Java client's keyed choice; one implementation shared with the plugins.
@@ -117,7 +118,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         Some(len) => args
             .connection
             .out
-            .progress(Some(len), &format!("producing to {}", args.topic)),
+            .progress(Steps::Bytes(len), &format!("producing to {}", args.topic)),
         None => indicatif::ProgressBar::hidden(),
     };
     let mut lines = BufReader::new(input).lines();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::http::call;
+use super::output::Steps;
 use super::Admin;
 
 /// What one look at the thing being waited for says.
@@ -40,7 +41,9 @@ pub(crate) async fn wait_for(
     timeout: Duration,
     look: impl Fn(&Value, Duration) -> Look,
 ) -> anyhow::Result<Value> {
-    let bar = admin.out.progress(Some(0), &format!("waiting for {what}"));
+    let bar = admin
+        .out
+        .progress(Steps::Count(0), &format!("waiting for {what}"));
     let start = Instant::now();
     let result = loop {
         let v = call(&admin.admin, "GET", path, None).await?;
