@@ -209,6 +209,19 @@ def test_errors_name_the_address_and_what_to_do_next(broker):
     assert lines[0].startswith(f"error: cannot reach the admin API at 127.0.0.1:{port}: "), lines
     assert lines[1].startswith("hint: is a broker running there with its admin API on?") and "--admin HOST:PORT" in lines[1]
 
+    # the two ports of a broker, swapped
+    wrong = run("topic", "list", "--bootstrap", broker.admin, check=False)
+    lines = wrong.stderr.decode().splitlines()
+    assert wrong.returncode == 1
+    assert lines[0].startswith(f"error: cannot reach a Kafka broker at {broker.admin}: it answered, but not as a "
+                               "Kafka broker"), lines
+    assert lines[1].startswith("hint: is that the Kafka listener?"), lines
+    wrong = run("plugin", "list", "--admin", broker.bootstrap, check=False)
+    assert wrong.stderr.decode().splitlines() == [
+        f"error: {broker.bootstrap} did not answer as the admin API (no HTTP response)",
+        "hint: is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka "
+        "port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN"]
+
     missing = kafka(broker, "topic", "describe", "no-such-topic", check=False)
     assert missing.returncode == 1
     assert missing.stderr.decode().splitlines() == [

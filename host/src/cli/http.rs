@@ -65,10 +65,12 @@ pub(crate) async fn request(
     stream.write_all(body).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the admin API sent no complete HTTP header")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        super::hinted(
+            format!("{address} did not answer as the admin API (no HTTP response)"),
+            "is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN",
+        )
+    })?;
     let header = String::from_utf8_lossy(&raw[..split]).to_string();
     let status: u16 = header
         .split_whitespace()
