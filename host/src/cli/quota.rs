@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::call;
-use super::output::print_json;
+use super::output::{cell, print_json, Table};
 use super::Admin;
 
 /// Whose quota: a user, a client id, both, their defaults, or a tenant.
@@ -233,51 +233,64 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
                 print_json(&v);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<40} QUOTAS", "ENTITY");
+            let mut quotas = Table::new(["ENTITY", "QUOTAS"]);
             for q in v["quotas"].as_array().into_iter().flatten() {
-                println!("{:<40} {}", entity_text(&q["entity"]), q["values"]);
+                quotas.row([entity_text(&q["entity"]), q["values"].to_string()]);
             }
+            quotas.print();
             let policies = v["policies"].as_array().cloned().unwrap_or_default();
             if !policies.is_empty() {
-                println!(
-                    "\n{:<20} {:<20} {:<8} {:<30} LIMITS",
-                    "SCOPE", "POLICY", "VERSION", "KEY"
-                );
+                let mut table = Table::new(["SCOPE", "POLICY", "VERSION", "KEY", "LIMITS"]);
                 for p in policies {
                     let scope = p["tenant"]
                         .as_str()
                         .map_or("cluster".to_string(), |t| format!("tenant={t}"));
-                    let plugin = p["plugin"].as_str().unwrap_or("?");
+                    let plugin = cell(&p["plugin"]);
+                    let version = cell(&p["version"]);
                     if let Some(reason) = p["failed"].as_str() {
-                        println!(
-                            "{scope:<20} {plugin:<20} failing: {reason} (limits in force stay)"
-                        );
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            "(failing)".into(),
+                            format!("{reason} (the limits in force stay)"),
+                        ]);
                     }
-                    let version = p["version"].to_string();
                     let keys = p["keys"].as_array().cloned().unwrap_or_default();
                     if keys.is_empty() {
-                        println!("{scope:<20} {plugin:<20} {version:<8} (no clients yet)");
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            "(no clients yet)".into(),
+                            String::new(),
+                        ]);
                     }
                     for k in keys {
-                        println!(
-                            "{scope:<20} {plugin:<20} {version:<8} {:<30} {}",
-                            k["key"].as_str().unwrap_or("?"),
-                            k["limits"]
-                        );
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            cell(&k["key"]),
+                            k["limits"].to_string(),
+                        ]);
                     }
                 }
+                println!();
+                table.print();
             }
             let usage = v["usage_here"].as_array().cloned().unwrap_or_default();
             if !usage.is_empty() {
-                println!("\n{:<40} {:<26} RATE (this broker)", "KEY", "TYPE");
+                let mut table = Table::new(["KEY", "TYPE", "RATE(this broker)"]);
                 for u in usage {
-                    println!(
-                        "{:<40} {:<26} {:.1}",
-                        u["key"].as_str().unwrap_or("?"),
-                        u["type"].as_str().unwrap_or("?"),
-                        u["rate"].as_f64().unwrap_or(0.0)
-                    );
+                    table.row([
+                        cell(&u["key"]),
+                        cell(&u["type"]),
+                        format!("{:.1}", u["rate"].as_f64().unwrap_or(0.0)),
+                    ]);
                 }
+                println!();
+                table.print();
             }
         }
         QuotaCommand::Policy(PolicyCommand::Set {
