@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     match quiver::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("{}", quiver::cli::error_report(&err));
             std::process::ExitCode::FAILURE
         }
     }

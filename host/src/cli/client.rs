@@ -16,6 +16,19 @@ use tokio::net::TcpStream;
 /// Largest response the CLI accepts.
 const MAX_RESPONSE: i32 = 256 * 1024 * 1024;
 
+/// A peer that accepted the connection but did not answer ApiVersions as a Kafka
+/// broker does.
+#[derive(Debug)]
+struct NotKafka(String);
+
+impl std::fmt::Display for NotKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "it answered, but not as a Kafka broker ({})", self.0)
+    }
+}
+
+impl std::error::Error for NotKafka {}
+
 /// One connection to a broker.
 #[derive(Debug)]
 pub struct Client {
@@ -38,19 +51,39 @@ impl Client {
             bail!("no broker address given (--bootstrap host:port[,host:port…])");
         }
         let mut failures = Vec::new();
-        for address in addresses {
+        // Something answered, but not the Kafka protocol: likely another port.
+        let mut not_kafka = false;
+        for address in &addresses {
             match Self::connect_one(address).await {
                 Ok(client) => return Ok(client),
-                Err(e) => failures.push(format!("{e:#}")),
+                Err(e) => {
+                    not_kafka |= e.is::<NotKafka>();
+                    failures.push(if addresses.len() == 1 {
+                        format!("{e:#}")
+                    } else {
+                        format!("{address}: {e:#}")
+                    });
+                }
             }
         }
-        bail!("no broker answered: {}", failures.join("; "))
+        let hint = if not_kafka {
+            "is that the Kafka listener? The broker's Kafka API is kafka.listen (127.0.0.1:9092 by default), its admin API another port; point the CLI at the Kafka one with --bootstrap HOST:PORT or QUIVER_BOOTSTRAP"
+        } else {
+            "is a broker running there? `quiver serve` starts one; point the CLI at yours with --bootstrap HOST:PORT or QUIVER_BOOTSTRAP"
+        };
+        Err(super::hinted(
+            format!(
+                "cannot reach a Kafka broker at {}: {}",
+                addresses.join(","),
+                failures.join("; ")
+            ),
+            hint,
+        ))
     }
 
     async fn connect_one(address: &str) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(address)
-            .await
-            .with_context(|| format!("connecting to {address}"))?;
+        // The caller names the address.
+        let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         let mut client = Client {
             stream,
@@ -58,8 +91,10 @@ impl Client {
             versions: HashMap::new(),
             address: address.to_string(),
         };
-        let response: ApiVersionsResponse =
-            client.request(ApiVersionsRequest::default(), 0).await?;
+        let response: ApiVersionsResponse = client
+            .request(ApiVersionsRequest::default(), 0)
+            .await
+            .map_err(|e| anyhow::Error::new(NotKafka(format!("{e:#}"))))?;
         if response.error_code != 0 {
             bail!(
                 "{address} refused ApiVersions with error {}",

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 
+use super::output::{cell, Table};
 use crate::net::certs;
 
 #[derive(Debug, Subcommand)]
@@ -23,12 +24,9 @@ pub(crate) enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The admin API of any broker (host:port).
-    #[arg(long, env = "QUIVER_ADMIN", default_value = "127.0.0.1:9644")]
-    admin: String,
-    /// Print the raw JSON.
-    #[arg(long)]
-    json: bool,
+    /// The admin API of any broker.
+    #[command(flatten)]
+    admin: super::Admin,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +46,8 @@ pub(crate) struct CertsArgs {
     /// Replace an existing CA and existing broker certificates.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    output: super::OutputArgs,
 }
 
 pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
@@ -58,45 +58,38 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let response = super::http::request(&args.admin, "GET", "/v1/cluster", None, &[]).await?;
-    let status = response.json()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let field = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    println!("cluster     {}", field(&status["cluster_id"]));
-    println!("controller  {}", field(&status["controller"]));
+    let status = super::http::call(&args.admin.admin, "GET", "/v1/cluster", None).await?;
+    args.admin.out.print(&status, print_status);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &serde_json::Value) {
+    println!("cluster     {}", cell(&status["cluster_id"]));
+    println!("controller  {}", cell(&status["controller"]));
     println!(
         "raft        term {}, commit index {}, voters {}, learners {}",
-        field(&status["raft"]["term"]),
-        field(&status["raft"]["commit_index"]),
-        field(&status["raft"]["voters"]),
-        field(&status["raft"]["learners"])
+        cell(&status["raft"]["term"]),
+        cell(&status["raft"]["commit_index"]),
+        cell(&status["raft"]["voters"]),
+        cell(&status["raft"]["learners"])
     );
     println!();
-    println!(
-        "{:>6}  {:<22} {:<22} {:<10} STATE",
-        "BROKER", "KAFKA", "CLUSTER", "RACK"
-    );
+    let mut table = Table::new(["BROKER", "KAFKA", "CLUSTER", "RACK", "STATE"]);
     for b in status["brokers"].as_array().into_iter().flatten() {
         let state = if b["fenced"].as_bool() == Some(true) {
             "fenced"
         } else {
             "live"
         };
-        println!(
-            "{:>6}  {:<22} {:<22} {:<10} {state}",
-            field(&b["id"]),
-            field(&b["kafka"]),
-            field(&b["cluster"]),
-            field(&b["rack"])
-        );
+        table.row([
+            cell(&b["id"]),
+            cell(&b["kafka"]),
+            cell(&b["cluster"]),
+            cell(&b["rack"]),
+            state.to_string(),
+        ]);
     }
+    table.print();
     for (title, key) in [
         ("under-replicated", "under_replicated"),
         ("offline", "offline"),
@@ -105,7 +98,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|p| format!("{}-{}", field(&p["topic"]), field(&p["partition"])))
+            .map(|p| format!("{}-{}", cell(&p["topic"]), cell(&p["partition"])))
             .collect();
         println!();
         println!(
@@ -117,7 +110,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `cluster certs`' answer.
+#[derive(Debug, serde::Serialize)]
+struct CertsReport {
+    reused_ca: bool,
+    written: Vec<PathBuf>,
+    kept: Vec<PathBuf>,
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
@@ -135,31 +135,38 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
         args.force,
     )
     .with_context(|| format!("cannot make cluster certificates in {}", args.out.display()))?;
-    if report.reused_ca {
+    let view = CertsReport {
+        reused_ca: report.reused_ca,
+        written: report.written.clone(),
+        kept: report.kept.clone(),
+    };
+    args.output.print(&view, |report| {
+        if report.reused_ca {
+            println!(
+                "signed with the existing CA in {}",
+                args.out.join(certs::CA_CERT_FILE).display()
+            );
+        }
+        for path in &report.written {
+            let note = if path.ends_with(certs::CA_KEY_FILE) {
+                " (the CA key: needed only to add brokers; keep it off the brokers if you can)"
+            } else {
+                ""
+            };
+            println!("wrote {}{note}", path.display());
+        }
+        for path in &report.kept {
+            println!(
+                "kept  {} (already there; --force replaces the CA and every listed broker's certificate)",
+                path.display()
+            );
+        }
         println!(
-            "signed with the existing CA in {}",
-            args.out.join(certs::CA_CERT_FILE).display()
+            "each broker needs {} and its own broker-<id>.pem and broker-<id>.key; set cluster.id = {:?} and cluster.tls_dir",
+            certs::CA_CERT_FILE,
+            args.cluster_id
         );
-    }
-    for path in &report.written {
-        let note = if path.ends_with(certs::CA_KEY_FILE) {
-            " (the CA key: needed only to add brokers; keep it off the brokers if you can)"
-        } else {
-            ""
-        };
-        println!("wrote {}{note}", path.display());
-    }
-    for path in &report.kept {
-        println!(
-            "kept  {} (already there; --force replaces the CA and every listed broker's certificate)",
-            path.display()
-        );
-    }
-    println!(
-        "each broker needs {} and its own broker-<id>.pem and broker-<id>.key; set cluster.id = {:?} and cluster.tls_dir",
-        certs::CA_CERT_FILE,
-        args.cluster_id
-    );
+    });
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,16 +2,30 @@
 //!
 //! Without `--follow` it stops at the end of each partition as it was when the command
 //! started (like `kcat -e`); with `--follow` it keeps waiting for new records.
+//!
+//! `--output json` prints one JSON object per record per line (JSON Lines, so a
+//! `--follow` stream can be read record by record):
+//!
+//! ```text
+//! {"topic":"orders","partition":0,"offset":7,"timestamp":1700000000000,"key":"k1","value":"v1","headers":[{"key":"source","value":"cli"}]}
+//! ```
+//!
+//! `key`, `value` and a header's `value` are strings when their bytes are UTF-8, null
+//! when the record has none, and `{"base64": "…"}` otherwise, so no byte is lost.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::client::Client;
 use super::{check, topic, Connection};
@@ -38,8 +52,9 @@ pub(crate) struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long, short = 'n')]
     max_messages: Option<u64>,
-    /// Output format: %t topic, %p partition, %o offset, %k key, %v value, %T timestamp,
-    /// %h headers (k=v,…), \n newline, \t tab.
+    /// Record template of table output: %t topic, %p partition, %o offset, %k key,
+    /// %v value, %T timestamp, %h headers (k=v,…), \n newline, \t tab. With
+    /// `--output json` each record is a JSON object on its own line instead.
     #[arg(long, short, default_value = "%v\\n")]
     format: String,
     /// Keep waiting for new records instead of stopping at the end.
@@ -60,10 +75,13 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let count = topic::partition_count(&mut client, &args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) if p < 0 || p >= count => {
-            bail!(
-                "topic '{}' has partitions 0..{count}; there is no partition {p}",
-                args.topic
-            )
+            return Err(super::hinted(
+                format!(
+                    "topic '{}' has partitions 0..{count}; there is no partition {p}",
+                    args.topic
+                ),
+                format!("`quiver topic describe {}` lists them", args.topic),
+            ))
         }
         Some(p) => vec![p],
         None => (0..count).collect(),
@@ -147,7 +165,19 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
                     }
                     cursor.next = record.offset + 1;
                     if printed < limit {
-                        write_record(&mut out, &format, &args.topic, p.partition_index, &record)?;
+                        if args.connection.out.json() {
+                            let line = json_record(&args.topic, p.partition_index, &record);
+                            serde_json::to_writer(&mut out, &line)?;
+                            out.write_all(b"\n")?;
+                        } else {
+                            write_record(
+                                &mut out,
+                                &format,
+                                &args.topic,
+                                p.partition_index,
+                                &record,
+                            )?;
+                        }
                         printed += 1;
                     }
                 }
@@ -157,6 +187,57 @@ pub(crate) async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `consume --output json`.
+#[derive(Debug, Serialize)]
+struct JsonRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: Value,
+    value: Value,
+    headers: Vec<JsonHeader>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonHeader {
+    key: String,
+    value: Value,
+}
+
+/// Bytes as JSON: a string when they are UTF-8, `{"base64": …}` when not, null when
+/// absent.
+fn json_bytes(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(text) => Value::String(text.to_string()),
+            Err(_) => serde_json::json!({
+                "base64": base64::engine::general_purpose::STANDARD.encode(b)
+            }),
+        },
+    }
+}
+
+fn json_record<'a>(topic: &'a str, partition: i32, r: &Record) -> JsonRecord<'a> {
+    JsonRecord {
+        topic,
+        partition,
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: json_bytes(r.key.as_deref()),
+        value: json_bytes(r.value.as_deref()),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| JsonHeader {
+                key: k.to_string(),
+                value: json_bytes(v.as_deref()),
+            })
+            .collect(),
+    }
 }
 
 fn write_record(
@@ -196,4 +277,41 @@ fn write_record(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn records_become_one_json_object_each() {
+        let mut record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 7,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from_static(b"k1")),
+            value: Some(Bytes::from_static(&[0xff, 0x00])),
+            headers: Default::default(),
+        };
+        record.headers.insert(
+            kafka_protocol::protocol::StrBytes::from_static_str("source"),
+            Some(Bytes::from_static(b"cli")),
+        );
+        let line = serde_json::to_string(&json_record("orders", 2, &record)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"topic":"orders","partition":2,"offset":7,"timestamp":1700000000000,"key":"k1","value":{"base64":"/wA="},"headers":[{"key":"source","value":"cli"}]}"#
+        );
+        record.key = None;
+        let line = serde_json::to_value(json_record("orders", 2, &record)).unwrap();
+        assert_eq!(line["key"], Value::Null);
+    }
 }

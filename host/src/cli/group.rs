@@ -3,7 +3,19 @@
 //! Lag is what operators watch most, so `describe` shows it per partition next to the
 //! member consuming it. `reset-offsets` only prints its plan unless `--execute` is
 //! given, and refuses a group with live members: their next commit would overwrite the
-//! reset, and Kafka refuses such a commit from outside the group anyway.
+//! reset, and Kafka refuses such a commit from outside the group anyway. Looking up
+//! the offsets of many topics takes a while, so on a terminal a progress bar counts them.
+//!
+//! `--output json` prints these documents:
+//!
+//! - `list`: `{"groups": [{"group_id", "state", "protocol_type"}]}`, sorted by id
+//! - `describe`: `{"group_id", "state", "protocol_type", "protocol", "members":
+//!   [{"member_id", "client_id", "host", "partitions": [{"topic", "partition"}]}],
+//!   "offsets": [{"topic", "partition", "current_offset", "log_end_offset", "lag",
+//!   "member_id", "client_id", "host"}]}` (absent values are null)
+//! - `reset-offsets`: `{"group_id", "executed", "offsets": [{"topic", "partition",
+//!   "current_offset", "new_offset"}]}`
+//! - `delete`: `{"deleted"}`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -21,19 +33,29 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use serde::Serialize;
 
 use super::client::Client;
+use super::output::{Steps, Table};
 use super::topic::{list_offsets, metadata, partition_count};
 use super::{check, Connection};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GroupCommand {
     /// List consumer groups with their state.
+    #[command(after_help = "\
+Examples:
+  quiver group list
+  quiver group list --output json | jq -r '.groups[] | select(.state == \"Empty\") | .group_id'")]
     List {
         #[command(flatten)]
         connection: Connection,
     },
     /// Show a group's members and, per partition, committed offset, log end and lag.
+    #[command(after_help = "\
+Examples:
+  quiver group describe billing
+  quiver group describe billing --output json | jq '[.offsets[].lag] | add'")]
     Describe {
         /// Group id.
         group: String,
@@ -41,6 +63,12 @@ pub(crate) enum GroupCommand {
         connection: Connection,
     },
     /// Move an inactive group's committed offsets (prints the plan unless --execute).
+    #[command(after_help = "\
+Examples:
+  quiver group reset-offsets billing --topic orders --to-earliest            # dry run: the plan
+  quiver group reset-offsets billing --topic orders --to-earliest --execute
+  quiver group reset-offsets billing --topic orders --shift-by -100 --execute
+  quiver group reset-offsets billing --topic orders --to-datetime 2026-11-01T00:00:00Z --execute")]
     ResetOffsets(ResetArgs),
     /// Delete an inactive group and its committed offsets.
     Delete {
@@ -118,18 +146,51 @@ pub(crate) async fn run(command: GroupCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            println!("{:<40} {:<20} PROTOCOL-TYPE", "GROUP", "STATE");
-            for (group, (state, protocol_type)) in groups {
-                println!("{group:<40} {state:<20} {protocol_type}");
-            }
+            let groups: Vec<ListedGroup> = groups
+                .into_iter()
+                .map(|(group_id, (state, protocol_type))| ListedGroup {
+                    group_id,
+                    state,
+                    protocol_type,
+                })
+                .collect();
+            connection.out.print(&GroupList { groups }, |v| {
+                let mut table = Table::new(["GROUP", "STATE", "PROTOCOL-TYPE"]);
+                for g in &v.groups {
+                    table.row([&g.group_id, &g.state, &g.protocol_type]);
+                }
+                table.print();
+            });
         }
         GroupCommand::Describe { group, connection } => {
             let mut client = Client::connect(&connection.bootstrap).await?;
-            describe(&mut client, &group).await?;
+            let view = describe(&mut client, &group).await?;
+            connection.out.print(&view, print_described);
         }
         GroupCommand::ResetOffsets(args) => {
             let mut client = Client::connect(&args.connection.bootstrap).await?;
-            reset_offsets(&mut client, &args).await?;
+            let view = reset_offsets(&mut client, &args).await?;
+            args.connection.out.print(&view, |v| {
+                let mut table = Table::new(["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"]);
+                for o in &v.offsets {
+                    table.row([
+                        o.topic.clone(),
+                        o.partition.to_string(),
+                        o.current_offset.map_or("-".into(), |n| n.to_string()),
+                        o.new_offset.to_string(),
+                    ]);
+                }
+                table.print();
+                if v.executed {
+                    println!(
+                        "committed {} offset(s) for group {}",
+                        v.offsets.len(),
+                        v.group_id
+                    );
+                } else {
+                    println!("dry run: nothing changed (add --execute to commit these offsets)");
+                }
+            });
         }
         GroupCommand::Delete { group, connection } => {
             let mut client = Client::connect(&connection.bootstrap).await?;
@@ -143,7 +204,11 @@ pub(crate) async fn run(command: GroupCommand) -> anyhow::Result<ExitCode> {
                 .first()
                 .context("empty DeleteGroups response")?;
             check(result.error_code, None, format!("deleting group '{group}'"))?;
-            println!("deleted group {group}");
+            connection
+                .out
+                .print(&serde_json::json!({ "deleted": group }), |_| {
+                    println!("deleted group {group}")
+                });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -257,40 +322,114 @@ pub(crate) fn assigned_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
     }
 }
 
-async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
+/// `group list`'s answer.
+#[derive(Debug, Serialize)]
+struct GroupList {
+    groups: Vec<ListedGroup>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedGroup {
+    group_id: String,
+    state: String,
+    protocol_type: String,
+}
+
+/// `group describe`'s answer.
+#[derive(Debug, Serialize)]
+struct Described {
+    group_id: String,
+    state: String,
+    protocol_type: String,
+    /// The assignor the members agreed on; null when the group has none.
+    protocol: Option<String>,
+    members: Vec<Member>,
+    offsets: Vec<PartitionLag>,
+}
+
+#[derive(Debug, Serialize)]
+struct Member {
+    member_id: String,
+    client_id: String,
+    host: String,
+    partitions: Vec<TopicPartition>,
+}
+
+#[derive(Debug, Serialize)]
+struct TopicPartition {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Debug, Serialize)]
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    current_offset: Option<i64>,
+    log_end_offset: Option<i64>,
+    lag: Option<i64>,
+    member_id: Option<String>,
+    client_id: Option<String>,
+    host: Option<String>,
+}
+
+/// `group reset-offsets`' answer: the plan, and whether it was committed.
+#[derive(Debug, Serialize)]
+struct ResetPlan {
+    group_id: String,
+    executed: bool,
+    offsets: Vec<PlannedOffset>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlannedOffset {
+    topic: String,
+    partition: i32,
+    current_offset: Option<i64>,
+    new_offset: i64,
+}
+
+async fn describe(client: &mut Client, group: &str) -> anyhow::Result<Described> {
     let mut coordinator = coordinator(client, group).await?;
     let response = describe_group(&mut coordinator, group).await?;
     let described = &response.groups[0];
     let offsets = committed(&mut coordinator, group, None).await?;
     let consumer = described.protocol_type.as_str() == "consumer";
     let mut owner: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
-    if consumer {
-        for m in &described.members {
-            for tp in assigned_partitions(&m.member_assignment) {
-                owner.insert(
-                    tp,
-                    (
-                        m.member_id.to_string(),
-                        m.client_id.to_string(),
-                        m.client_host.to_string(),
-                    ),
-                );
-            }
+    let mut members = Vec::new();
+    for m in &described.members {
+        let assigned = if consumer {
+            assigned_partitions(&m.member_assignment)
+        } else {
+            Vec::new()
+        };
+        for tp in &assigned {
+            owner.insert(
+                tp.clone(),
+                (
+                    m.member_id.to_string(),
+                    m.client_id.to_string(),
+                    m.client_host.to_string(),
+                ),
+            );
         }
+        members.push(Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            partitions: assigned
+                .into_iter()
+                .map(|(topic, partition)| TopicPartition { topic, partition })
+                .collect(),
+        });
     }
     let state = described.group_state.as_str();
     if state == "Dead" && offsets.is_empty() {
-        bail!("group '{group}' does not exist");
+        return Err(super::hinted(
+            format!("group '{group}' does not exist"),
+            "`quiver group list` shows the groups there are",
+        ));
     }
-    println!(
-        "group {group}: state {state}, {} member(s), protocol {}",
-        described.members.len(),
-        if described.protocol_data.is_empty() {
-            "-"
-        } else {
-            described.protocol_data.as_str()
-        }
-    );
     let partitions: BTreeSet<(String, i32)> = offsets.keys().chain(owner.keys()).cloned().collect();
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in &partitions {
@@ -302,59 +441,90 @@ async fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
             log_end.insert((topic.clone(), p), end);
         }
     }
-    println!(
-        "{:<30} {:>9} {:>15} {:>15} {:>10}  {:<45} {:<25} HOST",
-        "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID", "CLIENT-ID"
-    );
-    for tp in &partitions {
-        let current = offsets.get(tp).copied();
-        let end = log_end.get(tp).copied();
-        let lag = match (current, end) {
-            (Some(c), Some(e)) => (e - c).max(0).to_string(),
-            _ => "-".into(),
-        };
-        let (member, client_id, host) = owner
-            .get(tp)
-            .cloned()
-            .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
-        println!(
-            "{:<30} {:>9} {:>15} {:>15} {:>10}  {:<45} {:<25} {}",
-            tp.0,
-            tp.1,
-            current.map_or("-".into(), |c| c.to_string()),
-            end.map_or("-".into(), |e| e.to_string()),
-            lag,
-            member,
-            client_id,
-            host
-        );
-    }
-    if consumer {
-        for m in &described.members {
-            if assigned_partitions(&m.member_assignment).is_empty() {
-                println!(
-                    "member {} ({}, {}) has no partitions",
-                    m.member_id.as_str(),
-                    m.client_id.as_str(),
-                    m.client_host.as_str()
-                );
+    let lags = partitions
+        .into_iter()
+        .map(|tp| {
+            let current = offsets.get(&tp).copied();
+            let end = log_end.get(&tp).copied();
+            let owner = owner.get(&tp).cloned();
+            PartitionLag {
+                lag: current.zip(end).map(|(c, e)| (e - c).max(0)),
+                current_offset: current,
+                log_end_offset: end,
+                member_id: owner.as_ref().map(|o| o.0.clone()),
+                client_id: owner.as_ref().map(|o| o.1.clone()),
+                host: owner.map(|o| o.2),
+                topic: tp.0,
+                partition: tp.1,
             }
-        }
-    }
-    Ok(())
+        })
+        .collect();
+    Ok(Described {
+        group_id: group.to_string(),
+        state: state.to_string(),
+        protocol_type: described.protocol_type.to_string(),
+        protocol: Some(described.protocol_data.to_string()).filter(|p| !p.is_empty()),
+        members,
+        offsets: lags,
+    })
 }
 
-async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<()> {
+fn print_described(d: &Described) {
+    println!(
+        "group {}: state {}, {} member(s), protocol {}",
+        d.group_id,
+        d.state,
+        d.members.len(),
+        d.protocol.as_deref().unwrap_or("-")
+    );
+    let mut table = Table::new([
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "MEMBER-ID",
+        "CLIENT-ID",
+        "HOST",
+    ]);
+    let text = |n: Option<i64>| n.map_or("-".to_string(), |n| n.to_string());
+    for o in &d.offsets {
+        table.row([
+            o.topic.clone(),
+            o.partition.to_string(),
+            text(o.current_offset),
+            text(o.log_end_offset),
+            text(o.lag),
+            o.member_id.clone().unwrap_or_default(),
+            o.client_id.clone().unwrap_or_default(),
+            o.host.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table.print();
+    if d.protocol_type == "consumer" {
+        for m in d.members.iter().filter(|m| m.partitions.is_empty()) {
+            println!(
+                "member {} ({}, {}) has no partitions",
+                m.member_id, m.client_id, m.host
+            );
+        }
+    }
+}
+
+async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<ResetPlan> {
     let group = args.group.as_str();
     let mut coordinator = coordinator(client, group).await?;
     let response = describe_group(&mut coordinator, group).await?;
     let described = &response.groups[0];
     if !described.members.is_empty() {
-        bail!(
-            "group '{group}' has {} active member(s) (state {}); stop its consumers before resetting its offsets",
-            described.members.len(),
-            described.group_state.as_str()
-        );
+        return Err(super::hinted(
+            format!(
+                "group '{group}' has {} active member(s) (state {})",
+                described.members.len(),
+                described.group_state.as_str()
+            ),
+            "stop its consumers before resetting its offsets: their next commit would undo the reset",
+        ));
     }
     let datetime = args
         .to_datetime
@@ -362,7 +532,14 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
         .map(parse_datetime)
         .transpose()?;
     let mut plan: Vec<(String, i32, Option<i64>, i64)> = Vec::new();
+    // Each topic costs a metadata, three ListOffsets and an OffsetFetch round trip:
+    // with many topics or a slow link that is worth showing.
+    let progress = args
+        .connection
+        .out
+        .progress(Steps::Count(args.topic.len() as u64), "looking up offsets");
     for topic in &args.topic {
+        progress.set_message(format!("looking up offsets of {topic}"));
         metadata(client, Some(topic)).await?;
         let count = partition_count(client, topic).await?;
         let partitions: Vec<i32> = (0..count).collect();
@@ -410,23 +587,24 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
             };
             plan.push((topic.clone(), p, now, target.clamp(low, high)));
         }
+        progress.inc(1);
     }
-    println!(
-        "{:<30} {:>9} {:>15} {:>15}",
-        "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"
-    );
-    for (topic, p, now, target) in &plan {
-        println!(
-            "{:<30} {:>9} {:>15} {:>15}",
-            topic,
-            p,
-            now.map_or("-".into(), |n| n.to_string()),
-            target
-        );
-    }
+    progress.finish_and_clear();
+    let mut result = ResetPlan {
+        group_id: group.to_string(),
+        executed: false,
+        offsets: plan
+            .iter()
+            .map(|(topic, partition, now, target)| PlannedOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                current_offset: *now,
+                new_offset: *target,
+            })
+            .collect(),
+    };
     if !args.execute {
-        println!("dry run: nothing changed (add --execute to commit these offsets)");
-        return Ok(());
+        return Ok(result);
     }
     let mut request = OffsetCommitRequest::default();
     request.group_id = group_id(group);
@@ -458,8 +636,8 @@ async fn reset_offsets(client: &mut Client, args: &ResetArgs) -> anyhow::Result<
             )?;
         }
     }
-    println!("committed {} offset(s) for group {group}", plan.len());
-    Ok(())
+    result.executed = true;
+    Ok(result)
 }
 
 /// Milliseconds since the epoch of an ISO-8601 date-time:

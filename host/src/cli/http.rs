@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 pub(crate) struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The path asked for, to point a "not found" at the command that lists what is.
+    path: String,
 }
 
 impl Response {
@@ -27,7 +29,11 @@ impl Response {
                 .get("error")
                 .and_then(|m| m.as_str())
                 .unwrap_or("error");
-            bail!("{message} ({code}, HTTP {})", self.status);
+            let text = format!("{message} ({code}, HTTP {})", self.status);
+            return Err(match not_found_hint(self.status, &self.path) {
+                Some(hint) => super::hinted(text, hint),
+                None => anyhow::anyhow!(text),
+            });
         }
         Ok(value)
     }
@@ -41,9 +47,12 @@ pub(crate) async fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(address)
-        .await
-        .with_context(|| format!("connecting to the admin API at {address}"))?;
+    let mut stream = TcpStream::connect(address).await.map_err(|e| {
+        super::hinted(
+            format!("cannot reach the admin API at {address}: {e}"),
+            "is a broker running there with its admin API on? `quiver serve` starts one (admin on 127.0.0.1:9644); point the CLI at yours with --admin HOST:PORT or QUIVER_ADMIN",
+        )
+    })?;
     let mut head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -56,10 +65,12 @@ pub(crate) async fn request(
     stream.write_all(body).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the admin API sent no complete HTTP header")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        super::hinted(
+            format!("{address} did not answer as the admin API (no HTTP response)"),
+            "is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN",
+        )
+    })?;
     let header = String::from_utf8_lossy(&raw[..split]).to_string();
     let status: u16 = header
         .split_whitespace()
@@ -73,7 +84,38 @@ pub(crate) async fn request(
     }) {
         body = dechunk(&body)?;
     }
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body,
+        path: path_and_query.to_string(),
+    })
+}
+
+/// For a 404 on one named thing (`/v1/plugins/NAME…`), the command that lists what
+/// there is.
+fn not_found_hint(status: u16, path: &str) -> Option<String> {
+    if status != 404 {
+        return None;
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (Some("v1"), Some(collection), Some(_name)) =
+        (segments.next(), segments.next(), segments.next())
+    else {
+        return None;
+    };
+    let command = match collection {
+        "plugins" => "plugin",
+        "transforms" => "transform",
+        "mirrors" => "mirror",
+        "tenants" => "tenant",
+        "users" => "user",
+        "topics" => "topic",
+        _ => return None,
+    };
+    Some(format!(
+        "`quiver {command} list` shows the {collection} there are"
+    ))
 }
 
 fn dechunk(mut input: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -126,4 +168,30 @@ pub(crate) async fn call(
 /// Percent-encodes `s` for a path segment or query value.
 pub(crate) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_thing_points_at_its_list_command() {
+        let response = Response {
+            status: 404,
+            body: br#"{"error":"not_found","message":"no plugin 'vip'"}"#.to_vec(),
+            path: "/v1/plugins/vip?lines=5".into(),
+        };
+        let err = response.json().unwrap_err();
+        assert_eq!(
+            crate::cli::error_report(&err),
+            "error: no plugin 'vip' (not_found, HTTP 404)\n\
+             hint: `quiver plugin list` shows the plugins there are"
+        );
+        assert_eq!(not_found_hint(404, "/v1/plugins"), None);
+        assert_eq!(not_found_hint(400, "/v1/mirrors/x"), None);
+        assert_eq!(
+            not_found_hint(404, "/v1/mirrors/east/checkpoints").as_deref(),
+            Some("`quiver mirror list` shows the mirrors there are")
+        );
+    }
 }

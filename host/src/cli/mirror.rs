@@ -8,13 +8,21 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::http::{call, encode, request};
-use super::plugin::Admin;
+use super::output::{cell, print_json, Table};
+use super::Admin;
 
 // Parsed once per process: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum MirrorCommand {
     /// Mirror topics and group offsets of a source cluster into this one.
+    #[command(after_help = "\
+Examples:
+  quiver plugin deploy mirror --kind connector --file quiver_plugin_mirror.wasm
+  quiver mirror create east --source us-east-kafka:9092 --source-alias us-east --topics 'orders.*'
+  quiver mirror create east --source 10.0.0.5:9092 --source-alias us-east --groups 'billing' \\
+      --config naming=identity --exactly-once --wait
+  quiver mirror describe east")]
     Create {
         /// Mirror name.
         name: String,
@@ -55,6 +63,13 @@ pub(crate) enum MirrorCommand {
         /// How often to translate group offsets, ms.
         #[arg(long)]
         checkpoint_interval_ms: Option<u64>,
+        /// Wait for the initial sync: until the mirror copies at least one topic and
+        /// nothing is behind, showing its progress on a terminal.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS", requires = "wait")]
+        wait_timeout: u64,
         #[command(flatten)]
         admin: Admin,
     },
@@ -100,6 +115,10 @@ pub(crate) enum MirrorCommand {
     },
     /// Move a consumer group to this cluster: commit its translated offsets here
     /// (refused while the group has members here).
+    #[command(after_help = "\
+Examples:
+  quiver mirror failover east --group billing --dry-run
+  quiver mirror failover east --group billing")]
     Failover {
         /// Mirror name.
         name: String,
@@ -112,10 +131,6 @@ pub(crate) enum MirrorCommand {
         #[command(flatten)]
         admin: Admin,
     },
-}
-
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
 }
 
 fn print_describe(v: &Value) {
@@ -164,23 +179,27 @@ fn print_describe(v: &Value) {
         r["filtered"], r["loops_prevented"]
     );
     println!("behind:     {} records", v["behind"]);
-    println!(
-        "{:<32} {:<40} {:>9} {:>12} {:>12} {:>10}",
-        "SOURCE TOPIC", "TARGET TOPIC", "PARTITION", "POSITION", "SOURCE-HW", "BEHIND"
-    );
+    let mut table = Table::new([
+        "SOURCE TOPIC",
+        "TARGET TOPIC",
+        "PARTITION",
+        "POSITION",
+        "SOURCE-HW",
+        "BEHIND",
+    ]);
     for (topic, t) in r["topics"].as_object().into_iter().flatten() {
         for p in t["partitions"].as_array().into_iter().flatten() {
-            println!(
-                "{:<32} {:<40} {:>9} {:>12} {:>12} {:>10}",
-                topic,
-                t["target"].as_str().unwrap_or(""),
-                p["partition"].to_string(),
-                p["position"].to_string(),
-                p["high_watermark"].to_string(),
-                p["behind"].to_string()
-            );
+            table.row([
+                topic.clone(),
+                cell(&t["target"]),
+                cell(&p["partition"]),
+                cell(&p["position"]),
+                cell(&p["high_watermark"]),
+                cell(&p["behind"]),
+            ]);
         }
     }
+    table.print();
 }
 
 async fn get(admin: &Admin, path: &str) -> anyhow::Result<Value> {
@@ -207,6 +226,8 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             exclude_configs,
             discovery_interval_ms,
             checkpoint_interval_ms,
+            wait,
+            wait_timeout,
             admin,
         } => {
             let mut entries = serde_json::Map::new();
@@ -246,7 +267,19 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             let v = post(&admin, "/v1/mirrors", &body)
                 .await
                 .with_context(|| format!("creating mirror '{name}'"))?;
-            if admin.json {
+            let v = if wait {
+                super::wait::wait_for(
+                    &admin,
+                    &format!("/v1/mirrors/{}", encode(&name)),
+                    &format!("mirror '{name}' to sync"),
+                    std::time::Duration::from_secs(wait_timeout),
+                    super::wait::mirror_look,
+                )
+                .await?
+            } else {
+                v
+            };
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 println!(
@@ -259,29 +292,27 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
         }
         MirrorCommand::List { admin } => {
             let v = get(&admin, "/v1/mirrors").await?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<24} {:<12} {:<30} {:<10} {:>14} {:>10}",
-                    "NAME", "ALIAS", "SOURCE", "STATUS", "RECORDS", "BEHIND"
-                );
+                let mut table =
+                    Table::new(["NAME", "ALIAS", "SOURCE", "STATUS", "RECORDS", "BEHIND"]);
                 for m in v["mirrors"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<24} {:<12} {:<30} {:<10} {:>14} {:>10}",
-                        m["name"].as_str().unwrap_or(""),
-                        m["source_alias"].as_str().unwrap_or(""),
-                        m["source"].as_str().unwrap_or(""),
-                        m["status"].as_str().unwrap_or(""),
-                        m["report"]["records"].to_string(),
-                        m["behind"].to_string()
-                    );
+                    table.row([
+                        cell(&m["name"]),
+                        cell(&m["source_alias"]),
+                        cell(&m["source"]),
+                        cell(&m["status"]),
+                        cell(&m["report"]["records"]),
+                        cell(&m["behind"]),
+                    ]);
                 }
+                table.print();
             }
         }
         MirrorCommand::Describe { name, admin } => {
             let v = get(&admin, &format!("/v1/mirrors/{}", encode(&name))).await?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 print_describe(&v);
@@ -294,7 +325,7 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
                 &json!({}),
             )
             .await?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v)
             } else {
                 println!("paused mirror '{name}'")
@@ -307,7 +338,7 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
                 &json!({}),
             )
             .await?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v)
             } else {
                 println!("resumed mirror '{name}'")
@@ -325,7 +356,11 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             if r.status >= 400 {
                 r.json()?;
             }
-            println!("deleted mirror '{name}' (its target topics stay)");
+            admin
+                .out
+                .print(&serde_json::json!({ "deleted": name }), |_| {
+                    println!("deleted mirror '{name}' (its target topics stay)")
+                });
         }
         MirrorCommand::Checkpoints { name, admin } => {
             let v = get(
@@ -333,25 +368,28 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
                 &format!("/v1/mirrors/{}/checkpoints", encode(&name)),
             )
             .await?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<24} {:<40} {:>9} {:>14} {:>14}",
-                    "GROUP", "TARGET TOPIC", "PARTITION", "SOURCE-OFFSET", "TARGET-OFFSET"
-                );
+                let mut table = Table::new([
+                    "GROUP",
+                    "TARGET TOPIC",
+                    "PARTITION",
+                    "SOURCE-OFFSET",
+                    "TARGET-OFFSET",
+                ]);
                 for (group, c) in v["groups"].as_object().into_iter().flatten() {
                     for o in c["offsets"].as_array().into_iter().flatten() {
-                        println!(
-                            "{:<24} {:<40} {:>9} {:>14} {:>14}",
-                            group,
-                            o["target_topic"].as_str().unwrap_or(""),
-                            o["partition"].to_string(),
-                            o["source_offset"].to_string(),
-                            o["target_offset"].to_string()
-                        );
+                        table.row([
+                            group.clone(),
+                            cell(&o["target_topic"]),
+                            cell(&o["partition"]),
+                            cell(&o["source_offset"]),
+                            cell(&o["target_offset"]),
+                        ]);
                     }
                 }
+                table.print();
             }
         }
         MirrorCommand::Failover {
@@ -367,18 +405,14 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             )
             .await
             .with_context(|| format!("failing group '{group}' over"))?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
-                println!("{:<40} {:>9} {:>14}", "TOPIC", "PARTITION", "OFFSET");
+                let mut table = Table::new(["TOPIC", "PARTITION", "OFFSET"]);
                 for o in v["offsets"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<40} {:>9} {:>14}",
-                        o["topic"].as_str().unwrap_or(""),
-                        o["partition"].to_string(),
-                        o["offset"].to_string()
-                    );
+                    table.row([cell(&o["topic"]), cell(&o["partition"]), cell(&o["offset"])]);
                 }
+                table.print();
                 if dry_run {
                     println!("dry run: nothing committed");
                 } else {

@@ -4,30 +4,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Subcommand};
-use serde_json::Value;
+use clap::Subcommand;
 
 use super::http::{encode, request};
-
-/// Where the admin API is.
-#[derive(Debug, Args, Clone)]
-pub(crate) struct Admin {
-    /// Admin API address.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:9644",
-        env = "QUIVER_ADMIN",
-        global = true
-    )]
-    pub(crate) admin: String,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-}
+use super::output::{cell, print_json, Table};
+use super::Admin;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
     /// Deploy a new version of a plugin (validated before it serves).
+    #[command(after_help = "\
+Examples:
+  quiver plugin deploy vip --kind partitioner \\
+      --file target/wasm32-wasip2/release/quiver_plugin_vip.wasm \\
+      --config vip.prefixes=gold- --config vip.partitions=8
+  quiver topic create orders --partitions 10 --config partitioner=vip   # then use it
+  quiver plugin deploy redact --kind transform --file quiver_plugin_json_redact.wasm
+  quiver plugin deploy fast --kind partitioner --native libfast.so       # plugins.native.enabled
+  quiver plugin rollback vip                                             # serve the previous version")]
     Deploy {
         /// Plugin name.
         name: String,
@@ -98,10 +92,6 @@ pub(crate) enum PluginCommand {
     },
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
-}
-
 pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Deploy {
@@ -152,7 +142,7 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let v = response
                 .json()
                 .with_context(|| format!("deploying plugin '{name}'"))?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 println!(
@@ -168,26 +158,24 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let v = request(&admin.admin, "GET", "/v1/plugins", None, b"")
                 .await?
                 .json()?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
-                    "NAME", "KIND", "VERSION", "STATE", "CALLS", "ERRORS", "TRAPS"
-                );
+                let mut table = Table::new([
+                    "NAME", "KIND", "VERSION", "STATE", "CALLS", "ERRORS", "TRAPS",
+                ]);
                 for p in v["plugins"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<24} {:<13} {:>7} {:<8} {:>10} {:>8} {:>7}",
-                        p["name"].as_str().unwrap_or(""),
-                        p["kind"].as_str().unwrap_or(""),
-                        // Numbers as strings: a JSON value ignores the column widths.
-                        p["active_version"].to_string(),
-                        p["status"]["state"].as_str().unwrap_or(""),
-                        p["metrics"]["calls"].to_string(),
-                        p["metrics"]["errors"].to_string(),
-                        p["metrics"]["traps"].to_string()
-                    );
+                    table.row([
+                        cell(&p["name"]),
+                        cell(&p["kind"]),
+                        cell(&p["active_version"]),
+                        cell(&p["status"]["state"]),
+                        cell(&p["metrics"]["calls"]),
+                        cell(&p["metrics"]["errors"]),
+                        cell(&p["metrics"]["traps"]),
+                    ]);
                 }
+                table.print();
             }
         }
         PluginCommand::Describe { name, admin } => {
@@ -200,7 +188,7 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             )
             .await?
             .json()?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 println!("plugin:   {}", v["name"].as_str().unwrap_or(""));
@@ -257,7 +245,7 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             )
             .await?
             .json()?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 for l in v["lines"].as_array().into_iter().flatten() {
@@ -280,7 +268,9 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             )
             .await?
             .json()?;
-            println!("{name} now serves version {}", v["active_version"]);
+            admin.out.print(&v, |v| {
+                println!("{name} now serves version {}", v["active_version"])
+            });
         }
         PluginCommand::Remove { name, admin } => {
             let r = request(
@@ -294,7 +284,11 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             if r.status >= 400 {
                 r.json()?;
             }
-            println!("removed plugin '{name}'");
+            admin
+                .out
+                .print(&serde_json::json!({ "removed": name }), |_| {
+                    println!("removed plugin '{name}'")
+                });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,10 @@
 //! Each line is a record value, or `key<SEP>value` with `--key-separator`. Records are
 //! routed like the Java client does (murmur2 of the key; keyless records spread round
 //! robin a batch at a time), sent in batches, and acknowledged before the command exits.
+//!
+//! With `--file` on a terminal a progress bar on stderr follows the bytes read. The
+//! summary goes to stderr as a sentence (stdout stays free for a pipeline), or with
+//! `--output json` to stdout as `{"topic", "records", "partitions": {"<p>": count}}`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,9 +19,11 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::Client;
+use super::output::Steps;
 use super::{check, parse_pairs, topic, Connection};
 use crate::partition::encode::{encode_batch, RecordData};
 // The Java client's keyed choice; one implementation shared with the plugins.
@@ -52,6 +58,15 @@ pub(crate) struct ProduceArgs {
     connection: Connection,
 }
 
+/// What `produce --output json` prints.
+#[derive(Debug, Serialize)]
+struct Produced {
+    topic: String,
+    records: u64,
+    /// Records per partition, by partition number.
+    partitions: BTreeMap<i32, u64>,
+}
+
 pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let acks: i16 = match args.acks.as_str() {
         "all" | "-1" => -1,
@@ -75,21 +90,36 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let partitions = topic::partition_count(&mut client, &args.topic).await?;
     if let Some(p) = args.partition {
         if p < 0 || p >= partitions {
-            bail!(
-                "topic '{}' has partitions 0..{}; there is no partition {p}",
-                args.topic,
-                partitions
-            );
+            return Err(super::hinted(
+                format!(
+                    "topic '{}' has partitions 0..{}; there is no partition {p}",
+                    args.topic, partitions
+                ),
+                format!(
+                    "`quiver topic describe {}` lists them; `quiver topic alter {} --partitions N` adds more",
+                    args.topic, args.topic
+                ),
+            ));
         }
     }
 
-    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match &args.file {
-        Some(path) => Box::new(
-            tokio::fs::File::open(path)
+    let (input, size): (Box<dyn tokio::io::AsyncRead + Unpin>, Option<u64>) = match &args.file {
+        Some(path) => {
+            let file = tokio::fs::File::open(path)
                 .await
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
-        None => Box::new(tokio::io::stdin()),
+                .with_context(|| format!("opening {}", path.display()))?;
+            let size = file.metadata().await.ok().map(|m| m.len());
+            (Box::new(file), size)
+        }
+        None => (Box::new(tokio::io::stdin()), None),
+    };
+    // Only a file has a known end; a pipe on stdin gets no bar.
+    let progress = match size {
+        Some(len) => args
+            .connection
+            .out
+            .progress(Steps::Bytes(len), &format!("producing to {}", args.topic)),
+        None => indicatif::ProgressBar::hidden(),
     };
     let mut lines = BufReader::new(input).lines();
     let mut sender = Sender {
@@ -100,10 +130,12 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         pending: BTreeMap::new(),
         pending_count: 0,
         sent: 0,
+        per_partition: BTreeMap::new(),
         round_robin: 0,
         partitions,
     };
     while let Some(line) = lines.next_line().await? {
+        progress.inc(line.len() as u64 + 1);
         let (key, value) = match &args.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
                 Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
@@ -122,7 +154,15 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     sender.flush().await?;
-    eprintln!("produced {} records to '{}'", sender.sent, args.topic);
+    progress.finish_and_clear();
+    let produced = Produced {
+        topic: args.topic.clone(),
+        records: sender.sent,
+        partitions: sender.per_partition,
+    };
+    args.connection.out.print(&produced, |p| {
+        eprintln!("produced {} records to '{}'", p.records, p.topic)
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -134,6 +174,7 @@ struct Sender {
     pending: BTreeMap<i32, Vec<RecordData>>,
     pending_count: usize,
     sent: u64,
+    per_partition: BTreeMap<i32, u64>,
     round_robin: i32,
     partitions: i32,
 }
@@ -162,6 +203,7 @@ impl Sender {
         let mut topic = TopicProduceData::default();
         topic.name = TopicName(StrBytes::from_string(self.topic.clone()));
         for (partition, records) in std::mem::take(&mut self.pending) {
+            *self.per_partition.entry(partition).or_default() += records.len() as u64;
             let batch = encode_batch(&records, self.compression).map_err(anyhow::Error::msg)?;
             let mut data = PartitionProduceData::default();
             data.index = partition;

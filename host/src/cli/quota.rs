@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::call;
-use super::plugin::Admin;
+use super::output::{cell, print_json, Table};
+use super::Admin;
 
 /// Whose quota: a user, a client id, both, their defaults, or a tenant.
 #[derive(Debug, Args)]
@@ -82,6 +83,12 @@ impl EntityArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum QuotaCommand {
     /// Set quotas of a user, client id, their defaults, or a tenant.
+    #[command(after_help = "\
+Examples:
+  quiver quota set --user alice --producer-byte-rate 1048576 --consumer-byte-rate 2097152
+  quiver quota set --default-client-id --request-percentage 25
+  quiver quota set --tenant acme --producer-byte-rate 10485760
+  quiver quota set --ip 10.0.0.7 --connection-creation-rate 5")]
     Set {
         #[command(flatten)]
         entity: EntityArgs,
@@ -189,8 +196,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             }
             let body = json!({ "entity": entity.entity()?, "set": set });
             let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 println!("{}: {}", entity_text(&v["entity"]), v["values"]);
             }
@@ -214,63 +221,76 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
             };
             let body = json!({ "entity": entity.entity()?, "remove": keys });
             let v = call(&admin.admin, "POST", "/v1/quotas", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 println!("{}: {}", entity_text(&v["entity"]), v["values"]);
             }
         }
         QuotaCommand::List { admin } => {
             let v = call(&admin.admin, "GET", "/v1/quotas", None).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<40} QUOTAS", "ENTITY");
+            let mut quotas = Table::new(["ENTITY", "QUOTAS"]);
             for q in v["quotas"].as_array().into_iter().flatten() {
-                println!("{:<40} {}", entity_text(&q["entity"]), q["values"]);
+                quotas.row([entity_text(&q["entity"]), q["values"].to_string()]);
             }
+            quotas.print();
             let policies = v["policies"].as_array().cloned().unwrap_or_default();
             if !policies.is_empty() {
-                println!(
-                    "\n{:<20} {:<20} {:<8} {:<30} LIMITS",
-                    "SCOPE", "POLICY", "VERSION", "KEY"
-                );
+                let mut table = Table::new(["SCOPE", "POLICY", "VERSION", "KEY", "LIMITS"]);
                 for p in policies {
                     let scope = p["tenant"]
                         .as_str()
                         .map_or("cluster".to_string(), |t| format!("tenant={t}"));
-                    let plugin = p["plugin"].as_str().unwrap_or("?");
+                    let plugin = cell(&p["plugin"]);
+                    let version = cell(&p["version"]);
                     if let Some(reason) = p["failed"].as_str() {
-                        println!(
-                            "{scope:<20} {plugin:<20} failing: {reason} (limits in force stay)"
-                        );
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            "(failing)".into(),
+                            format!("{reason} (the limits in force stay)"),
+                        ]);
                     }
-                    let version = p["version"].to_string();
                     let keys = p["keys"].as_array().cloned().unwrap_or_default();
                     if keys.is_empty() {
-                        println!("{scope:<20} {plugin:<20} {version:<8} (no clients yet)");
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            "(no clients yet)".into(),
+                            String::new(),
+                        ]);
                     }
                     for k in keys {
-                        println!(
-                            "{scope:<20} {plugin:<20} {version:<8} {:<30} {}",
-                            k["key"].as_str().unwrap_or("?"),
-                            k["limits"]
-                        );
+                        table.row([
+                            scope.clone(),
+                            plugin.clone(),
+                            version.clone(),
+                            cell(&k["key"]),
+                            k["limits"].to_string(),
+                        ]);
                     }
                 }
+                println!();
+                table.print();
             }
             let usage = v["usage_here"].as_array().cloned().unwrap_or_default();
             if !usage.is_empty() {
-                println!("\n{:<40} {:<26} RATE (this broker)", "KEY", "TYPE");
+                let mut table = Table::new(["KEY", "TYPE", "RATE(this broker)"]);
                 for u in usage {
-                    println!(
-                        "{:<40} {:<26} {:.1}",
-                        u["key"].as_str().unwrap_or("?"),
-                        u["type"].as_str().unwrap_or("?"),
-                        u["rate"].as_f64().unwrap_or(0.0)
-                    );
+                    table.row([
+                        cell(&u["key"]),
+                        cell(&u["type"]),
+                        format!("{:.1}", u["rate"].as_f64().unwrap_or(0.0)),
+                    ]);
                 }
+                println!();
+                table.print();
             }
         }
         QuotaCommand::Policy(PolicyCommand::Set {
@@ -280,8 +300,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
         }) => {
             let body = json!({ "tenant": tenant, "plugin": plugin });
             let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 match &tenant {
                     Some(t) => println!("plugin {plugin} decides the quotas of tenant {t}"),
@@ -292,8 +312,8 @@ pub(crate) async fn run(command: QuotaCommand) -> anyhow::Result<ExitCode> {
         QuotaCommand::Policy(PolicyCommand::Clear { tenant, admin }) => {
             let body = json!({ "tenant": tenant, "plugin": null });
             let v = call(&admin.admin, "PUT", "/v1/quotas/policy", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 match &tenant {
                     Some(t) => println!("tenant {t}'s quotas are no longer decided by a plugin"),

@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::{call, encode};
-use super::plugin::Admin;
+use super::output::{cell, Table};
+use super::Admin;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum UserCommand {
@@ -149,12 +150,14 @@ pub(crate) enum TlsCommand {
         /// Replace an existing CA (and so every certificate it signed).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        out: super::OutputArgs,
     },
 }
 
 fn print(v: &Value, json_out: bool, human: impl FnOnce(&Value)) {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(v).expect("JSON"));
+        super::output::print_json(v);
     } else {
         human(v)
     }
@@ -192,7 +195,7 @@ pub(crate) async fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
             }
             let path = format!("/v1/users/{}", encode(&name));
             let v = call(&admin.admin, "PUT", &path, Some(&body)).await?;
-            print(&v, admin.json, |v| {
+            print(&v, admin.out.json(), |v| {
                 println!(
                     "user '{name}' has credentials for {} ({} iterations)",
                     v["mechanisms"]
@@ -209,8 +212,8 @@ pub(crate) async fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
         }
         UserCommand::List { admin } => {
             let v = call(&admin.admin, "GET", "/v1/users", None).await?;
-            print(&v, admin.json, |v| {
-                println!("{:<24} MECHANISMS", "USER");
+            print(&v, admin.out.json(), |v| {
+                let mut table = Table::new(["USER", "MECHANISMS"]);
                 for u in v["users"].as_array().into_iter().flatten() {
                     let mechs: Vec<String> = u["mechanisms"]
                         .as_array()
@@ -224,18 +227,15 @@ pub(crate) async fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
                             )
                         })
                         .collect();
-                    println!(
-                        "{:<24} {}",
-                        u["name"].as_str().unwrap_or("?"),
-                        mechs.join(", ")
-                    );
+                    table.row([cell(&u["name"]), mechs.join(", ")]);
                 }
+                table.print();
             });
         }
         UserCommand::Delete { name, admin } => {
             let path = format!("/v1/users/{}", encode(&name));
             let v = call(&admin.admin, "DELETE", &path, None).await?;
-            print(&v, admin.json, |_| println!("deleted user '{name}'"));
+            print(&v, admin.out.json(), |_| println!("deleted user '{name}'"));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -257,7 +257,7 @@ pub(crate) async fn run_acl(command: AclCommand) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let v = call(&admin.admin, "POST", "/v1/acls", Some(&json!(acls))).await?;
-            print(&v, admin.json, |v| {
+            print(&v, admin.out.json(), |v| {
                 for a in v["created"].as_array().into_iter().flatten() {
                     println!("created {}", acl_line(a));
                 }
@@ -275,17 +275,34 @@ pub(crate) async fn run_acl(command: AclCommand) -> anyhow::Result<ExitCode> {
                 None,
             )
             .await?;
-            print(&v, admin.json, |v| {
+            print(&v, admin.out.json(), |v| {
                 if v["authorizer"] == json!(false) {
                     eprintln!("note: security.authorizer is off on this broker; these ACLs are not enforced");
                 }
-                println!(
-                    "{:<6} {:<22} {:<16} {:<9} {:<17} {:<24} HOST",
-                    "PERM", "PRINCIPAL", "OPERATION", "PATTERN", "RESOURCE", "NAME"
-                );
+                let mut table = Table::new([
+                    "PERM",
+                    "PRINCIPAL",
+                    "OPERATION",
+                    "PATTERN",
+                    "RESOURCE",
+                    "NAME",
+                    "HOST",
+                ]);
                 for a in v["acls"].as_array().into_iter().flatten() {
-                    println!("{}", acl_line(a));
+                    table.row(
+                        [
+                            "permission",
+                            "principal",
+                            "operation",
+                            "pattern",
+                            "resource_type",
+                            "name",
+                            "host",
+                        ]
+                        .map(|k| cell(&a[k])),
+                    );
                 }
+                table.print();
             });
         }
         AclCommand::Delete {
@@ -317,7 +334,7 @@ pub(crate) async fn run_acl(command: AclCommand) -> anyhow::Result<ExitCode> {
                 deleted.extend(v["deleted"].as_array().cloned().unwrap_or_default());
             }
             let v = json!({ "deleted": deleted });
-            print(&v, admin.json, |_| {
+            print(&v, admin.out.json(), |_| {
                 for a in &deleted {
                     println!("deleted {}", acl_line(a));
                 }
@@ -349,22 +366,26 @@ pub(crate) fn run_tls(command: TlsCommand) -> anyhow::Result<ExitCode> {
             hosts,
             clients,
             force,
+            out,
         } => {
             let made = crate::tenancy::tls::create_listener_certs(&dir, &hosts, &clients, force)
                 .with_context(|| format!("making certificates in {}", dir.display()))?;
-            for path in &made.written {
-                println!("wrote {}", path.display());
-            }
-            if made.written.is_empty() {
+            let view = json!({ "written": made.written });
+            out.print(&view, |_| {
+                for path in &made.written {
+                    println!("wrote {}", path.display());
+                }
+                if made.written.is_empty() {
+                    println!(
+                        "nothing to do: {} has a CA and a server certificate",
+                        dir.display()
+                    );
+                }
                 println!(
-                    "nothing to do: {} has a CA and a server certificate",
+                    "set security.tls.cert_file={0}/server.pem, security.tls.key_file={0}/server.key, security.tls.client_ca_file={0}/ca.pem",
                     dir.display()
                 );
-            }
-            println!(
-                "set security.tls.cert_file={0}/server.pem, security.tls.key_file={0}/server.key, security.tls.client_ca_file={0}/ca.pem",
-                dir.display()
-            );
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

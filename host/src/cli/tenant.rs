@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::{call, encode};
-use super::plugin::Admin;
+use super::output::{cell, print_json, Table};
+use super::Admin;
 
 /// A tenant's limits on the command line; unset flags are unlimited (create) or
 /// unchanged (alter).
@@ -51,6 +52,11 @@ impl LimitArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TenantCommand {
     /// Create a tenant: its namespace, principals (with ALL on the namespace) and limits.
+    #[command(after_help = "\
+Examples:
+  quiver tenant create acme --prefix acme. --user acme-app:s3cret --max-partitions 100
+  quiver tenant create beta --prefix beta. --principal User:CN=beta --max-stored-bytes 10737418240
+  quiver quota set --tenant acme --producer-byte-rate 1048576     # then its quota")]
     Create {
         /// Tenant name.
         name: String,
@@ -179,8 +185,8 @@ pub(crate) async fn run(command: TenantCommand) -> anyhow::Result<ExitCode> {
             limits.merge_into(&mut l);
             let body = json!({ "name": name, "prefix": prefix, "principals": principals, "users": users, "limits": l });
             let v = call(&admin.admin, "POST", "/v1/tenants", Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 print_tenant(&v);
             }
@@ -206,35 +212,38 @@ pub(crate) async fn run(command: TenantCommand) -> anyhow::Result<ExitCode> {
             }
             let body = json!({ "prefix": current["prefix"], "principals": all, "limits": l });
             let v = call(&admin.admin, "PUT", &path, Some(&body)).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 print_tenant(&v);
             }
         }
         TenantCommand::List { admin } => {
             let v = call(&admin.admin, "GET", "/v1/tenants", None).await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
-                println!(
-                    "{:<16} {:<16} {:>10} {:>14} {:>11}",
-                    "TENANT", "PREFIX", "PARTITIONS", "STORED(here)", "CONNS(here)"
-                );
+                let mut table = Table::new([
+                    "TENANT",
+                    "PREFIX",
+                    "PARTITIONS",
+                    "STORED(here)",
+                    "CONNS(here)",
+                ]);
                 for t in v["tenants"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<16} {:<16} {:>10} {:>14} {:>11}",
-                        t["name"].as_str().unwrap_or("?"),
-                        t["prefix"].as_str().unwrap_or("?"),
+                    table.row([
+                        cell(&t["name"]),
+                        cell(&t["prefix"]),
                         format!(
                             "{}/{}",
                             t["usage"]["partitions"],
                             limit(&t["limits"]["max_partitions"])
                         ),
-                        t["usage"]["stored_bytes_here"].to_string(),
-                        t["usage"]["connections_here"].to_string(),
-                    );
+                        cell(&t["usage"]["stored_bytes_here"]),
+                        cell(&t["usage"]["connections_here"]),
+                    ]);
                 }
+                table.print();
             }
         }
         TenantCommand::Describe { name, admin } => {
@@ -245,8 +254,8 @@ pub(crate) async fn run(command: TenantCommand) -> anyhow::Result<ExitCode> {
                 None,
             )
             .await?;
-            if admin.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if admin.out.json() {
+                print_json(&v);
             } else {
                 print_tenant(&v);
             }
@@ -259,7 +268,11 @@ pub(crate) async fn run(command: TenantCommand) -> anyhow::Result<ExitCode> {
                 None,
             )
             .await?;
-            println!("deleted tenant '{name}' (its topics and users stay)");
+            admin
+                .out
+                .print(&serde_json::json!({ "deleted": name }), |_| {
+                    println!("deleted tenant '{name}' (its topics and users stay)")
+                });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,14 @@
 //! `quiver topic create|list|describe|alter|delete`.
+//!
+//! `--output json` prints these documents (one per command):
+//!
+//! - `create`: `{"name", "partitions", "replication_factor", "validate_only"}`
+//! - `list`: `{"topics": [{"name", "partitions", "id"}]}`, sorted by name
+//! - `describe`: `{"name", "id", "partitions": [{"partition", "leader", "leader_epoch",
+//!   "replicas", "isr", "start_offset", "end_offset", "records"}], "configs": [{"name",
+//!   "value", "source"}]}` where `source` is `topic` (an override) or `default`
+//! - `alter`: `{"name", "configs_set", "configs_deleted", "partitions"}`
+//! - `delete`: `{"deleted"}`
 
 use std::process::ExitCode;
 
@@ -20,12 +30,20 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use serde::Serialize;
+
 use super::client::Client;
+use super::output::Table;
 use super::{check, parse_pairs, Connection};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopicCommand {
     /// Create a topic.
+    #[command(after_help = "\
+Examples:
+  quiver topic create orders --partitions 6
+  quiver topic create audit --partitions 3 --replication-factor 3 --config retention.ms=604800000
+  quiver topic create compacted --config cleanup.policy=compact --validate-only")]
     Create {
         /// Topic name.
         name: String,
@@ -45,11 +63,19 @@ pub(crate) enum TopicCommand {
         connection: Connection,
     },
     /// List topics.
+    #[command(after_help = "\
+Examples:
+  quiver topic list
+  quiver topic list --output json | jq -r '.topics[].name'")]
     List {
         #[command(flatten)]
         connection: Connection,
     },
     /// Show a topic's partitions, offsets and config overrides.
+    #[command(after_help = "\
+Examples:
+  quiver topic describe orders
+  quiver topic describe orders --output json | jq '.partitions[] | {partition, records}'")]
     Describe {
         /// Topic name.
         name: String,
@@ -57,6 +83,11 @@ pub(crate) enum TopicCommand {
         connection: Connection,
     },
     /// Change a topic's configs or grow its partition count.
+    #[command(after_help = "\
+Examples:
+  quiver topic alter orders --config retention.ms=86400000 --config compression.type=zstd
+  quiver topic alter orders --delete-config retention.ms
+  quiver topic alter orders --partitions 12")]
     Alter {
         /// Topic name.
         name: String,
@@ -119,32 +150,51 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 result.error_message.as_deref(),
                 format!("creating topic '{name}'"),
             )?;
-            if validate_only {
-                println!(
-                    "topic '{name}' would be created with {} partitions",
-                    result.num_partitions
-                );
-            } else {
-                println!(
-                    "created topic '{name}' with {} partitions",
-                    result.num_partitions
-                );
-            }
+            let view = Created {
+                name: name.clone(),
+                partitions: result.num_partitions,
+                replication_factor: result.replication_factor,
+                validate_only,
+            };
+            connection.out.print(&view, |v| {
+                if v.validate_only {
+                    println!(
+                        "topic '{}' would be created with {} partitions",
+                        v.name, v.partitions
+                    );
+                } else {
+                    println!(
+                        "created topic '{}' with {} partitions",
+                        v.name, v.partitions
+                    );
+                }
+            });
         }
         TopicCommand::List { connection } => {
             let mut client = Client::connect(&connection.bootstrap).await?;
             let metadata = metadata(&mut client, None).await?;
-            let mut topics: Vec<_> = metadata.topics.iter().collect();
-            topics.sort_by_key(|t| t.name.as_ref().map(|n| n.0.to_string()));
-            println!("{:<40} {:>10}  ID", "TOPIC", "PARTITIONS");
-            for t in topics {
-                let name = t.name.as_ref().map(|n| n.0.as_str()).unwrap_or("");
-                println!("{:<40} {:>10}  {}", name, t.partitions.len(), t.topic_id);
-            }
+            let mut topics: Vec<ListedTopic> = metadata
+                .topics
+                .iter()
+                .map(|t| ListedTopic {
+                    name: t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
+                    partitions: t.partitions.len(),
+                    id: t.topic_id.to_string(),
+                })
+                .collect();
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            connection.out.print(&TopicList { topics }, |v| {
+                let mut table = Table::new(["TOPIC", "PARTITIONS", "ID"]);
+                for t in &v.topics {
+                    table.row([t.name.clone(), t.partitions.to_string(), t.id.clone()]);
+                }
+                table.print();
+            });
         }
         TopicCommand::Describe { name, connection } => {
             let mut client = Client::connect(&connection.bootstrap).await?;
-            describe(&mut client, &name).await?;
+            let view = describe(&mut client, &name).await?;
+            connection.out.print(&view, print_described);
         }
         TopicCommand::Alter {
             name,
@@ -157,11 +207,18 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 bail!("nothing to change: give --config, --delete-config or --partitions");
             }
             let mut client = Client::connect(&connection.bootstrap).await?;
+            let mut view = Altered {
+                name: name.clone(),
+                configs_set: Vec::new(),
+                configs_deleted: delete_config.clone(),
+                partitions: None,
+            };
             if !config.is_empty() || !delete_config.is_empty() {
                 let mut resource = AlterConfigsResource::default();
                 resource.resource_type = 2;
                 resource.resource_name = StrBytes::from_string(name.clone());
                 for (k, v) in parse_pairs(&config, "config")? {
+                    view.configs_set.push(k.clone());
                     let mut c = AlterableConfig::default();
                     c.name = StrBytes::from_string(k);
                     c.config_operation = 0;
@@ -186,7 +243,9 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                     result.error_message.as_deref(),
                     format!("altering topic '{name}'"),
                 )?;
-                println!("updated configs of topic '{name}'");
+                if !connection.out.json() {
+                    println!("updated configs of topic '{name}'");
+                }
             }
             if let Some(count) = partitions {
                 let mut topic = CreatePartitionsTopic::default();
@@ -207,7 +266,13 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                     result.error_message.as_deref(),
                     format!("adding partitions to '{name}'"),
                 )?;
-                println!("topic '{name}' now has {count} partitions");
+                view.partitions = Some(count);
+                if !connection.out.json() {
+                    println!("topic '{name}' now has {count} partitions");
+                }
+            }
+            if connection.out.json() {
+                super::output::print_json(&view);
             }
         }
         TopicCommand::Delete { name, connection } => {
@@ -225,7 +290,11 @@ pub(crate) async fn run(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 result.error_message.as_deref(),
                 format!("deleting topic '{name}'"),
             )?;
-            println!("deleted topic '{name}'");
+            connection
+                .out
+                .print(&serde_json::json!({ "deleted": name }), |_| {
+                    println!("deleted topic '{name}'")
+                });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -302,50 +371,94 @@ pub(crate) async fn list_offsets(
     Ok(out)
 }
 
-async fn describe(client: &mut Client, name: &str) -> anyhow::Result<()> {
+/// `topic create`'s answer.
+#[derive(Debug, Serialize)]
+struct Created {
+    name: String,
+    partitions: i32,
+    replication_factor: i16,
+    validate_only: bool,
+}
+
+/// `topic list`'s answer.
+#[derive(Debug, Serialize)]
+struct TopicList {
+    topics: Vec<ListedTopic>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedTopic {
+    name: String,
+    partitions: usize,
+    id: String,
+}
+
+/// `topic alter`'s answer: the config keys set and deleted, the new partition count.
+#[derive(Debug, Serialize)]
+struct Altered {
+    name: String,
+    configs_set: Vec<String>,
+    configs_deleted: Vec<String>,
+    partitions: Option<i32>,
+}
+
+/// `topic describe`'s answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct Described {
+    name: String,
+    id: String,
+    partitions: Vec<DescribedPartition>,
+    configs: Vec<DescribedConfig>,
+}
+
+#[derive(Debug, Serialize)]
+struct DescribedPartition {
+    partition: i32,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    start_offset: i64,
+    end_offset: i64,
+    records: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct DescribedConfig {
+    name: String,
+    value: Option<String>,
+    /// `topic` for an override of this topic, `default` otherwise.
+    source: &'static str,
+}
+
+async fn describe(client: &mut Client, name: &str) -> anyhow::Result<Described> {
     let response = metadata(client, Some(name)).await?;
     let topic = &response.topics[0];
     let partitions: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
     let earliest = list_offsets(client, name, &partitions, -2).await?;
     let latest = list_offsets(client, name, &partitions, -1).await?;
-    println!(
-        "topic: {name}  id: {}  partitions: {}",
-        topic.topic_id,
-        partitions.len()
-    );
-    println!(
-        "{:>9} {:>7} {:>6} {:<14} {:<14} {:>12} {:>12} {:>12}",
-        "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "START", "END", "RECORDS"
-    );
-    let ids = |ids: &[kafka_protocol::messages::BrokerId]| {
-        ids.iter()
-            .map(|id| id.0.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let ids = |ids: &[kafka_protocol::messages::BrokerId]| ids.iter().map(|id| id.0).collect();
     let mut sorted: Vec<_> = topic.partitions.iter().collect();
     sorted.sort_by_key(|p| p.partition_index);
-    for p in sorted {
-        let start = earliest
-            .iter()
-            .find(|(i, _)| *i == p.partition_index)
-            .map_or(-1, |x| x.1);
-        let end = latest
-            .iter()
-            .find(|(i, _)| *i == p.partition_index)
-            .map_or(-1, |x| x.1);
-        println!(
-            "{:>9} {:>7} {:>6} {:<14} {:<14} {:>12} {:>12} {:>12}",
-            p.partition_index,
-            p.leader_id.0,
-            p.leader_epoch,
-            ids(&p.replica_nodes),
-            ids(&p.isr_nodes),
-            start,
-            end,
-            end - start
-        );
-    }
+    let offset =
+        |list: &[(i32, i64)], p: i32| list.iter().find(|(i, _)| *i == p).map_or(-1, |x| x.1);
+    let partitions = sorted
+        .into_iter()
+        .map(|p| {
+            let start = offset(&earliest, p.partition_index);
+            let end = offset(&latest, p.partition_index);
+            DescribedPartition {
+                partition: p.partition_index,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: ids(&p.replica_nodes),
+                isr: ids(&p.isr_nodes),
+                start_offset: start,
+                end_offset: end,
+                records: end - start,
+            }
+        })
+        .collect();
     let mut resource = DescribeConfigsResource::default();
     resource.resource_type = 2;
     resource.resource_name = StrBytes::from_string(name.to_string());
@@ -362,18 +475,71 @@ async fn describe(client: &mut Client, name: &str) -> anyhow::Result<()> {
         result.error_message.as_deref(),
         format!("describing configs of '{name}'"),
     )?;
-    println!("configs:");
-    for c in &result.configs {
-        let source = if c.config_source == 1 {
-            "topic"
-        } else {
-            "default"
-        };
-        println!(
-            "  {:<26} {:<24} ({source})",
-            c.name.as_str(),
-            c.value.as_deref().unwrap_or("")
-        );
+    let configs = result
+        .configs
+        .iter()
+        .map(|c| DescribedConfig {
+            name: c.name.to_string(),
+            value: c.value.as_ref().map(|v| v.to_string()),
+            source: if c.config_source == 1 {
+                "topic"
+            } else {
+                "default"
+            },
+        })
+        .collect();
+    Ok(Described {
+        name: name.to_string(),
+        id: topic.topic_id.to_string(),
+        partitions,
+        configs,
+    })
+}
+
+fn print_described(d: &Described) {
+    println!(
+        "topic: {}  id: {}  partitions: {}",
+        d.name,
+        d.id,
+        d.partitions.len()
+    );
+    let list = |ids: &[i32]| {
+        ids.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut table = Table::new([
+        "PARTITION",
+        "LEADER",
+        "EPOCH",
+        "REPLICAS",
+        "ISR",
+        "START",
+        "END",
+        "RECORDS",
+    ]);
+    for p in &d.partitions {
+        table.row([
+            p.partition.to_string(),
+            p.leader.to_string(),
+            p.leader_epoch.to_string(),
+            list(&p.replicas),
+            list(&p.isr),
+            p.start_offset.to_string(),
+            p.end_offset.to_string(),
+            p.records.to_string(),
+        ]);
     }
-    Ok(())
+    table.print();
+    println!();
+    let mut configs = Table::new(["CONFIG", "VALUE", "SOURCE"]);
+    for c in &d.configs {
+        configs.row([
+            c.name.clone(),
+            c.value.clone().unwrap_or_default(),
+            c.source.to_string(),
+        ]);
+    }
+    configs.print();
 }

@@ -7,11 +7,21 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::http::{encode, request};
-use super::plugin::Admin;
+use super::output::{cell, print_json, Table};
+use super::Admin;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TransformCommand {
     /// Run a transform plugin over a topic, writing to output topics (which must exist).
+    #[command(after_help = "\
+Examples:
+  quiver plugin deploy redact --kind transform --file quiver_plugin_json_redact.wasm
+  quiver topic create orders.clean --partitions 6
+  quiver transform deploy --name clean --plugin redact --input orders --output orders.clean \\
+      --config paths=customer.email --dead-letter orders.dlq --wait
+  quiver transform deploy --name split --plugin split --input events --output a --output b --json
+
+Here --output names an output topic, so JSON output is chosen with --json.")]
     Deploy {
         /// Transform name.
         #[arg(long)]
@@ -42,8 +52,20 @@ pub(crate) enum TransformCommand {
         /// Most output records per input record.
         #[arg(long)]
         max_amplification: Option<u32>,
-        #[command(flatten)]
-        admin: Admin,
+        /// Wait until the transform has caught up with its input (lag 0), showing its
+        /// progress on a terminal.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS", requires = "wait")]
+        wait_timeout: u64,
+        /// Admin API address of a broker (host:port).
+        #[arg(long, default_value = super::DEFAULT_ADMIN, env = "QUIVER_ADMIN")]
+        admin: String,
+        /// Print the result as JSON (here `--output` names output topics, so only
+        /// `--json` selects JSON).
+        #[arg(long)]
+        json: bool,
     },
     /// List transforms.
     List {
@@ -51,6 +73,10 @@ pub(crate) enum TransformCommand {
         admin: Admin,
     },
     /// Show a transform's status, lag and counters per partition.
+    #[command(after_help = "\
+Examples:
+  quiver transform describe clean
+  quiver transform describe clean --output json | jq .lag")]
     Describe {
         /// Transform name.
         name: String,
@@ -80,10 +106,6 @@ pub(crate) enum TransformCommand {
     },
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
-}
-
 fn print_describe(v: &Value) {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     println!("transform:  {}", s("name"));
@@ -106,26 +128,33 @@ fn print_describe(v: &Value) {
         "records:    {} in, {} out, {} dead letters, {} errors, lag {}",
         v["records_in"], v["records_out"], v["dead_letters"], v["errors"], v["lag"]
     );
-    println!(
-        "{:>9} {:<9} {:>12} {:>12} {:>10} {:>12} {:>12}  REASON",
-        "PARTITION", "STATE", "POSITION", "HW", "LAG", "IN", "OUT"
-    );
+    let mut table = Table::new([
+        "PARTITION",
+        "STATE",
+        "POSITION",
+        "HW",
+        "LAG",
+        "IN",
+        "OUT",
+        "REASON",
+    ]);
     for p in v["partitions"].as_array().into_iter().flatten() {
-        println!(
-            "{:>9} {:<9} {:>12} {:>12} {:>10} {:>12} {:>12}  {}",
-            p["partition"].to_string(),
-            p["state"].as_str().unwrap_or(""),
-            p["position"].to_string(),
-            p["high_watermark"].to_string(),
-            p["lag"].to_string(),
-            p["records_in"].to_string(),
-            p["records_out"].to_string(),
-            p["reason"]
-                .as_str()
-                .or(p["last_error"].as_str())
-                .unwrap_or("")
-        );
+        let mut row = [
+            "partition",
+            "state",
+            "position",
+            "high_watermark",
+            "lag",
+            "records_in",
+            "records_out",
+        ]
+        .map(|k| cell(&p[k]))
+        .to_vec();
+        let reason = p["reason"].as_str().or(p["last_error"].as_str());
+        row.push(reason.unwrap_or_default().to_string());
+        table.row(row);
     }
+    table.print();
 }
 
 /// `POST /v1/transforms/{name}/{action}` (pause, resume), reported as `done`.
@@ -139,7 +168,7 @@ async fn act(name: &str, action: &str, done: &str, admin: &Admin) -> anyhow::Res
     )
     .await?
     .json()?;
-    if admin.json {
+    if admin.out.json() {
         print_json(&v);
     } else {
         println!("{done} transform '{name}'");
@@ -159,8 +188,15 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             at_least_once,
             dead_letter,
             max_amplification,
+            wait,
+            wait_timeout,
             admin,
+            json,
         } => {
+            let admin = Admin {
+                admin,
+                out: super::OutputArgs::from_json_flag(json),
+            };
             let mut entries = serde_json::Map::new();
             for c in &config {
                 let Some((k, v)) = c.split_once('=') else {
@@ -194,7 +230,19 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             .await?
             .json()
             .with_context(|| format!("deploying transform '{name}'"))?;
-            if admin.json {
+            let v = if wait {
+                super::wait::wait_for(
+                    &admin,
+                    &format!("/v1/transforms/{}", encode(&name)),
+                    &format!("transform '{name}' to catch up"),
+                    std::time::Duration::from_secs(wait_timeout),
+                    super::wait::transform_look,
+                )
+                .await?
+            } else {
+                v
+            };
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 println!(
@@ -210,25 +258,26 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             let v = request(&admin.admin, "GET", "/v1/transforms", None, b"")
                 .await?
                 .json()?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<24} {:<20} {:<24} {:<9} {:>12} {:>12} {:>10}",
-                    "NAME", "PLUGIN", "INPUT", "STATUS", "IN", "OUT", "LAG"
-                );
+                let mut table =
+                    Table::new(["NAME", "PLUGIN", "INPUT", "STATUS", "IN", "OUT", "LAG"]);
                 for t in v["transforms"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<24} {:<20} {:<24} {:<9} {:>12} {:>12} {:>10}",
-                        t["name"].as_str().unwrap_or(""),
-                        t["plugin"].as_str().unwrap_or(""),
-                        t["input"].as_str().unwrap_or(""),
-                        t["status"].as_str().unwrap_or(""),
-                        t["records_in"].to_string(),
-                        t["records_out"].to_string(),
-                        t["lag"].to_string()
+                    table.row(
+                        [
+                            "name",
+                            "plugin",
+                            "input",
+                            "status",
+                            "records_in",
+                            "records_out",
+                            "lag",
+                        ]
+                        .map(|k| cell(&t[k])),
                     );
                 }
+                table.print();
             }
         }
         TransformCommand::Describe { name, admin } => {
@@ -241,7 +290,7 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             )
             .await?
             .json()?;
-            if admin.json {
+            if admin.out.json() {
                 print_json(&v);
             } else {
                 print_describe(&v);
@@ -261,7 +310,11 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             if r.status >= 400 {
                 r.json()?;
             }
-            println!("removed transform '{name}'");
+            admin
+                .out
+                .print(&serde_json::json!({ "removed": name }), |_| {
+                    println!("removed transform '{name}'")
+                });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,12 +10,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
 /// `[cluster]` settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Names the cluster; every broker certificate carries it, so a broker of another
@@ -23,7 +24,7 @@ pub struct ClusterConfig {
     pub id: String,
     /// UDP address of the QUIC endpoint (controller RPC and replica fetch).
     pub listen: SocketAddr,
-    /// Address peers use to reach this broker; defaults to `listen`.
+    /// Address peers use to reach this broker (ip:port); defaults to `listen`.
     pub advertised: Option<SocketAddr>,
     /// Every broker of the cluster as `id@host:port` (its QUIC address). Empty means a
     /// single-node cluster made of this broker alone.
@@ -33,16 +34,17 @@ pub struct ClusterConfig {
     /// Directory holding `ca.pem`, `broker-<id>.pem` and `broker-<id>.key`. Unset on a
     /// single-node cluster means development certificates in `<data_dir>/cluster-tls`.
     pub tls_dir: Option<PathBuf>,
-    /// How often a broker renews its lease with the controller.
+    /// How often a broker renews its lease with the controller (ms).
     pub heartbeat_interval_ms: u64,
-    /// A broker whose lease is this old is fenced and loses its leaderships.
+    /// A broker whose lease is this old (ms) is fenced and loses its leaderships; must
+    /// be greater than `heartbeat_interval_ms`.
     pub session_timeout_ms: u64,
-    /// A follower that has not caught up for this long leaves the ISR
-    /// (Kafka's `replica.lag.time.max.ms`).
+    /// A follower that has not caught up for this long (ms) leaves the ISR (Kafka's
+    /// `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
-    /// Longest a follower's fetch waits at the leader for new data.
+    /// Longest a follower's fetch waits at the leader for new data (ms).
     pub replica_fetch_wait_max_ms: u64,
-    /// Most bytes one replica fetch returns per partition.
+    /// Most bytes one replica fetch returns per partition (at least 1024).
     pub replica_fetch_max_bytes: u32,
     /// Compression of the replication stream: `none` or `zstd`.
     pub replication_compression: String,
@@ -52,10 +54,10 @@ pub struct ClusterConfig {
     /// Replication factor of `__consumer_offsets`, capped by the brokers alive when it
     /// is created.
     pub offsets_topic_replication_factor: i16,
-    /// How often the controller moves leadership back to preferred replicas; 0 turns
-    /// the rebalance off.
+    /// How often the controller moves leadership back to preferred replicas (ms); 0
+    /// turns the rebalance off.
     pub leader_rebalance_interval_ms: u64,
-    /// Raft election timeout, lower bound (upper bound is twice this).
+    /// Raft election timeout, lower bound (ms; the upper bound is twice this).
     pub election_timeout_ms: u64,
 }
 

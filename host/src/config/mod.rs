@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration could not be loaded.
@@ -41,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// The whole broker configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Identity and storage location of this broker.
@@ -63,7 +64,7 @@ pub struct Config {
 }
 
 /// How a Kafka listener secures its connections (Kafka's `security.protocol`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 pub enum SecurityProtocol {
     /// No TLS, no authentication: every client is `User:ANONYMOUS`.
     #[default]
@@ -106,10 +107,10 @@ impl SecurityProtocol {
 }
 
 /// `[kafka.listeners.<name>]`: a Kafka listener besides the main one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// Address it binds.
+    /// Address it binds (ip:port).
     pub listen: SocketAddr,
     /// How it secures connections.
     #[serde(default)]
@@ -134,7 +135,7 @@ impl ListenerConfig {
 }
 
 /// Whether TLS listeners ask clients for certificates.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// No client certificates.
@@ -147,12 +148,12 @@ pub enum ClientAuth {
 }
 
 /// `[security.tls]`: certificates of the TLS listeners (PEM files).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
-    /// The listeners' certificate chain.
+    /// The listeners' certificate chain (PEM); SSL and SASL_SSL listeners need it.
     pub cert_file: Option<PathBuf>,
-    /// Its private key.
+    /// The private key of `cert_file` (PEM).
     pub key_file: Option<PathBuf>,
     /// CA certificates trusted to sign client certificates (mTLS).
     pub client_ca_file: Option<PathBuf>,
@@ -161,7 +162,7 @@ pub struct TlsConfig {
 }
 
 /// `[security.sasl]`: SASL on SASL_PLAINTEXT and SASL_SSL listeners.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaslConfig {
     /// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (a list, or one string
@@ -187,7 +188,7 @@ impl Default for SaslConfig {
 }
 
 /// `[security]`: TLS, SASL and authorization of Kafka clients.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// TLS listeners' certificates.
@@ -222,12 +223,13 @@ fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 }
 
 /// `[admin]`: the HTTP admin API (plugin deploys, HTTP produce, health).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Whether the admin API runs.
+    /// Whether the admin API runs (the `quiver` commands other than topic, produce,
+    /// consume and group need it).
     pub enabled: bool,
-    /// Address the admin API binds.
+    /// Address the admin API binds (ip:port).
     pub listen: SocketAddr,
     /// Largest request body (plugin uploads, HTTP produce), bytes.
     pub max_body_bytes: usize,
@@ -244,7 +246,7 @@ impl Default for AdminConfig {
 }
 
 /// `[group]`: the consumer group coordinator (Kafka's `group.*` and `offsets.*`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupConfig {
     /// Partitions of `__consumer_offsets` when it is created; a group's coordinator
@@ -282,20 +284,21 @@ impl Default for GroupConfig {
 }
 
 /// `[plugins]`: defaults for every plugin's sandbox; a deploy may lower them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// Memory cap of one plugin instance, bytes (also the most a deploy may ask for).
     pub max_memory_bytes: u64,
-    /// Deadline of one call, ms.
+    /// Deadline of one call, ms (also the longest a deploy may ask for).
     pub call_timeout_ms: u64,
-    /// Largest output of one call, bytes.
+    /// Largest output of one call, bytes (also the most a deploy may ask for).
     pub max_output_bytes: u64,
     /// Consecutive traps after which a plugin is marked failed.
     pub max_traps: u32,
     /// Plugin instances the broker can hold at once (pooling allocator slots).
     pub max_instances: u32,
-    /// Initialised instances kept per plugin for reuse.
+    /// Initialised instances kept per plugin for reuse, so a call rarely pays for
+    /// instantiation.
     pub idle_instances: usize,
     /// Trusted native plugins.
     pub native: NativePluginsConfig,
@@ -316,12 +319,12 @@ impl Default for PluginsConfig {
 }
 
 /// `[plugins.native]`: shared libraries loaded into the broker, without a sandbox.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NativePluginsConfig {
     /// Off unless set: native code runs with the broker's privileges.
     pub enabled: bool,
-    /// The only directories native plugins are loaded from.
+    /// The only directories native plugins are loaded from; required when `enabled`.
     pub dirs: Vec<PathBuf>,
 }
 
@@ -339,7 +342,7 @@ impl GroupConfig {
 }
 
 /// `[broker]`: who this broker is and where it keeps data.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// This broker's id, as Kafka clients see it in Metadata.
@@ -362,10 +365,10 @@ impl Default for BrokerConfig {
 }
 
 /// `[kafka]`: the Kafka protocol listener.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Address the Kafka listener binds.
+    /// Address the Kafka listener binds (ip:port).
     pub listen: SocketAddr,
     /// Host clients are told to connect to; defaults to the listen address.
     pub advertised_host: Option<String>,
@@ -425,7 +428,7 @@ impl KafkaConfig {
 }
 
 /// `[log]`: broker-wide defaults for partition logs (Kafka's `log.*` settings).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogDefaults {
     /// Roll the active segment once it would grow past this many bytes.
@@ -440,7 +443,8 @@ pub struct LogDefaults {
     pub retention_check_interval_ms: u64,
     /// fsync a partition when this much time passed since its last fsync (ms); -1 never.
     pub flush_interval_ms: i64,
-    /// fsync a partition after this many appended records.
+    /// fsync a partition after this many appended records; the default (Kafka's) never
+    /// fsyncs by count.
     pub flush_interval_messages: u64,
     /// Bytes between sparse offset-index entries.
     pub index_interval_bytes: u32,
@@ -448,7 +452,8 @@ pub struct LogDefaults {
     pub max_message_bytes: i32,
     /// `CreateTime` keeps the producer's timestamps, `LogAppendTime` stamps the broker's.
     pub message_timestamp_type: String,
-    /// `producer` keeps batches as sent; a codec name recompresses on the broker.
+    /// `producer` keeps batches as sent; `uncompressed`, `gzip`, `snappy`, `lz4` or
+    /// `zstd` recompresses them on the broker.
     pub compression_type: String,
     /// `delete` (retention) or `compact`.
     pub cleanup_policy: String,
