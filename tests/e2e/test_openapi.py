@@ -85,6 +85,9 @@ def test_the_document_is_valid_openapi_3_1():
             json_content = r.get("content", {}).get("application/json")
             if status[0] in "45" and json_content is not None and json_content.get("schema") != error_ref:
                 problems.append(f"{name} {status}: a JSON error answer must use the Error schema")
+            if status[0] in "45" and set(r.get("content", {})) != {"application/json"}:
+                problems.append(f"{name} {status}: an error answer must be JSON (the Error schema) only, "
+                                f"not {sorted(r.get('content', {}))}")
             if status == "204" and r.get("content"):
                 problems.append(f"{name} 204: has content")
         if not any(s.startswith("2") for s in o["responses"]):
@@ -283,6 +286,11 @@ class Conformance:
             self.problems.append(f"{name}: the documented request body is required, yet a request meant to succeed has none")
 
     def check_answer(self, name: str, op: dict, answer: Answer):
+        if answer.status >= 400 and not (isinstance(answer.body, dict) and
+                                         isinstance(answer.body.get("error"), str) and
+                                         isinstance(answer.body.get("message"), str)):
+            self.problems.append(f"{name}: an error answer that is not the JSON "
+                                 f"{{\"error\": code, \"message\": ...}}: {answer!r}")
         responses = op["responses"]
         documented = responses.get(str(answer.status))
         if documented is None:
@@ -327,6 +335,26 @@ class Conformance:
                 self.problems.append(f"{key[0]} {key[1]}: never answered successfully (saw {sorted(statuses)})")
         assert not self.problems, (f"{len(self.problems)} answer(s) of the admin API disagree with "
                                    f"host/src/admin/openapi.json:\n" + "\n".join(self.problems))
+
+
+def refused(answer: Answer, code: str, *message_parts: str):
+    """An error answer with `code` whose message contains each of `message_parts`."""
+    assert answer.body and answer.body.get("error") == code, (code, answer)
+    for part in message_parts:
+        assert part in answer.body["message"], (part, answer)
+
+
+def transform_status_agrees(body: dict):
+    """`status` says what the partitions say (the document's rule for it)."""
+    states = [p["state"] for p in body["partitions"]]
+    assert "paused" not in states or body["paused"], f"a running transform's partition says paused: {body}"
+    if body["paused"]:
+        want = "paused"
+    elif not states:
+        want = "not_running_here"
+    else:
+        want = next((s for s in ("failed", "stopped", "waiting", "starting") if s in states), "running")
+    assert body["status"] == want, (want, body)
 
 
 def wasm(plugin: str) -> bytes:
@@ -421,7 +449,9 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     # a partitioner that traps on every call: produce fails, and after plugins.max_traps
     # (3) traps it is marked failed
     api.call("PUT", PN, {"name": "crashy"}, query={"kind": "partitioner"}, raw=wasm("panic"), expect=201)
-    api.call("PUT", PN, {"name": "big"}, query={"kind": "partitioner"}, raw=b"\0" * (MAX_BODY + 1), expect=413)
+    big = api.call("PUT", PN, {"name": "big"}, query={"kind": "partitioner"}, raw=b"\0" * (MAX_BODY + 1),
+                   expect=413)
+    refused(big, "payload_too_large", f"admin.max_body_bytes ({MAX_BODY} bytes)")
     api.call("GET", P, expect=200)
     api.call("GET", PN, {"name": "murmur2"}, expect=200)
     api.call("GET", PN, {"name": "nope"}, expect=404)
@@ -457,7 +487,10 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("POST", S, json_body={"name": "bad/name"}, expect=422)
     api.call("POST", S, json_body={"name": "x", "colour": "red"}, expect=400)
     api.call("POST", S, raw=b"not json", content_type="application/json", expect=400)
-    api.call("POST", S, raw=b'{"name": "y"}', expect=400)  # no Content-Type
+    refused(api.call("POST", S, raw=b'{"name": "y"}', expect=415), "unsupported_media_type",  # no Content-Type
+            "Content-Type: application/json")
+    refused(api.call("POST", S, raw=b'{"name": "' + b"y" * (MAX_BODY + 1) + b'"}', content_type="application/json",
+                     expect=413), "payload_too_large")
     api.call("GET", S, expect=200)
     api.call("GET", T, {"topic": "orders"}, expect=200)
     api.call("GET", T, {"topic": "nope"}, expect=404)
@@ -499,28 +532,43 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("POST", R, {"topic": "orders"}, query={"acks": "2"}, json_body={"records": [{"value": "x"}]},
              expect=400)
     api.call("POST", R, {"topic": "small"}, json_body={"records": [{"value": "x" * 4096}]}, expect=413)
-    api.call("POST", R, {"topic": "orders"}, raw=b"x" * (MAX_BODY + 1), content_type="application/octet-stream",
-             expect=413)
+    refused(api.call("POST", R, {"topic": "orders"}, raw=b"x" * (MAX_BODY + 1),
+                     content_type="application/octet-stream", expect=413), "payload_too_large")
+    # ?key= and ?partition= are for a raw body; with JSON they are refused, not ignored
+    ends = api.call("GET", T, {"topic": "orders"}, expect=200).body["partition_details"]
+    for query in ({"partition": "5"}, {"key": "k"}, {"key": "k", "partition": "0"}):
+        refused(api.call("POST", R, {"topic": "orders"}, query=query, json_body={"records": [{"value": "x"}]},
+                         expect=400), "bad_request", "only to a raw body", "carries its own")
+    again = api.call("GET", T, {"topic": "orders"}, expect=200).body["partition_details"]
+    assert [p["log_end_offset"] for p in again] == [p["log_end_offset"] for p in ends], "a refused produce wrote"
 
     # --- transforms -----------------------------------------------------------------------------------
     X, XN = "/v1/transforms", "/v1/transforms/{name}"
     transform = {"name": "tiered", "plugin": "filter", "input": "orders", "outputs": ["audit"],
                  "config": {"header": "h", "exists": "true"}, "from": "earliest", "deterministic": True,
                  "max_amplification": 10}
-    api.call("POST", X, json_body=transform, expect=201)
+    transform_status_agrees(api.call("POST", X, json_body=transform, expect=201).body)
     api.call("POST", X, json_body=transform, expect=409)
     api.call("POST", X, json_body={**transform, "name": "t2", "plugin": "murmur2"}, expect=422)
     api.call("POST", X, json_body={**transform, "name": "t2", "plugin": "nope"}, expect=404)
     api.call("POST", X, json_body={**transform, "name": "t2", "input": "missing"}, expect=404)
     api.call("POST", X, json_body={**transform, "name": "t2", "outputs": ["orders"]}, expect=400)
-    api.call("POST", X, json_body={**transform, "name": "t2", "colour": "red"}, expect=400)
+    refused(api.call("POST", X, json_body={**transform, "name": "t2", "colour": "red"}, expect=400),
+            "invalid_transform", "the request body: ", "colour")
+    refused(api.call("POST", X, raw=json.dumps(transform).encode(), expect=415), "unsupported_media_type")
     api.call("POST", X, json_body={**transform, "name": "t2", "config": {"header": "h", "frobnicate": "yes"}},
              expect=422)
     api.call("GET", X, expect=200)
     api.call("GET", XN, {"name": "tiered"}, expect=200)
     api.call("GET", XN, {"name": "nope"}, expect=404)
-    api.call("POST", XN + "/pause", {"name": "tiered"}, expect=200)
-    api.call("POST", XN + "/resume", {"name": "tiered"}, expect=200)
+    paused = api.call("POST", XN + "/pause", {"name": "tiered"}, expect=200).body
+    transform_status_agrees(paused)
+    assert paused["status"] == "paused", paused
+    # the answer to a resume never shows the partitions as still paused
+    resumed = api.call("POST", XN + "/resume", {"name": "tiered"}, expect=200).body
+    transform_status_agrees(resumed)
+    assert resumed["paused"] is False and resumed["partitions"], resumed
+    transform_status_agrees(api.call("GET", XN, {"name": "tiered"}, expect=200).body)
     api.call("POST", XN + "/pause", {"name": "nope"}, expect=404)
     api.call("POST", XN + "/resume", {"name": "nope"}, expect=404)
     api.call("DELETE", PN, {"name": "filter"}, expect=409)  # a transform runs it
@@ -532,12 +580,13 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("PUT", Q + "/policy", json_body={"plugin": "murmur2"}, expect=400)
     api.call("PUT", Q + "/policy", json_body={"tenant": "nope", "plugin": "tiers"}, expect=404)
     api.call("PUT", Q + "/policy", json_body={"plugin": "nope"}, expect=404)
-    api.call("PUT", Q + "/policy", json_body={"plugin": "tiers", "colour": "red"}, expect=422)
+    refused(api.call("PUT", Q + "/policy", json_body={"plugin": "tiers", "colour": "red"}, expect=400),
+            "bad_request", "colour")
     api.call("PUT", Q + "/policy", raw=b'{"plugin": "tiers"}', expect=415)
     api.call("PUT", Q + "/policy", raw=b"{", content_type="application/json", expect=400)
-    # Documented as it is: the controller refuses removing a bound policy, but the
-    # handler answers 503 controller_unavailable for it.
-    api.call("DELETE", PN, {"name": "tiers"}, expect=503)
+    # a bound policy cannot go; the message says how to unbind it
+    refused(api.call("DELETE", PN, {"name": "tiers"}, expect=409), "plugin_in_use",
+            "plugin 'tiers' is the quota policy of the cluster", "`quiver quota policy clear`")
 
     member = Consumer({"bootstrap.servers": target.bootstrap, "group.id": "readers", "enable.auto.commit": False,
                        "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
@@ -572,7 +621,7 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("POST", Q, json_body={"entity": {"user": "alice"}}, expect=400)
     api.call("POST", Q, json_body={"entity": {"planet": "mars"}, "set": {"producer_byte_rate": 1}}, expect=400)
     api.call("POST", Q, json_body={"entity": {"user": "alice"}, "set": {"producer_byte_rate": -1}}, expect=400)
-    api.call("POST", Q, json_body={"set": {"producer_byte_rate": 1}}, expect=422)
+    refused(api.call("POST", Q, json_body={"set": {"producer_byte_rate": 1}}, expect=400), "bad_request", "entity")
     api.call("POST", Q, raw=b'{"entity": {}}', expect=415)
     api.call("POST", Q, raw=b"[", content_type="application/json", expect=400)
     api.call("GET", Q, expect=200)
@@ -586,11 +635,11 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("PUT", UN, {"name": "carol"}, json_body={"password": ""}, expect=400)
     api.call("PUT", UN, {"name": "carol"}, json_body={"password": "x", "mechanisms": ["MD5"]}, expect=400)
     api.call("PUT", UN, {"name": "carol"}, json_body={"password": "x", "iterations": 100}, expect=400)
-    api.call("PUT", UN, {"name": "carol"}, json_body={"password": 5}, expect=422)
+    refused(api.call("PUT", UN, {"name": "carol"}, json_body={"password": 5}, expect=400), "bad_request", "password")
     api.call("PUT", UN, {"name": "carol"}, raw=b"{", content_type="application/json", expect=400)
-    api.call("PUT", UN, {"name": "carol"}, raw=b'{"password": "x"}', expect=415)
-    api.call("PUT", UN, {"name": "carol"}, raw=b'{"password": "' + b"x" * (MAX_BODY + 1) + b'"}',
-             content_type="application/json", expect=413)
+    refused(api.call("PUT", UN, {"name": "carol"}, raw=b'{"password": "x"}', expect=415), "unsupported_media_type")
+    refused(api.call("PUT", UN, {"name": "carol"}, raw=b'{"password": "' + b"x" * (MAX_BODY + 1) + b'"}',
+                     content_type="application/json", expect=413), "payload_too_large")
     api.call("GET", U, expect=200)
     api.call("DELETE", UN, {"name": "bob"}, expect=200)
     api.call("DELETE", UN, {"name": "bob"}, expect=404)
@@ -609,7 +658,7 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
     api.call("GET", A, expect=200)
     api.call("GET", A, query={"resource_type": "topic", "name": "orders", "pattern": "match"}, expect=200)
     api.call("GET", A, query={"operation": "fly"}, expect=400)
-    api.call("GET", A, query={"colour": "red"}, expect=400)
+    refused(api.call("GET", A, query={"colour": "red"}, expect=400), "bad_request", "colour")
     api.call("DELETE", A, expect=400)
     api.call("DELETE", A, query={"colour": "red"}, expect=400)
     api.call("DELETE", A, query={"principal": "User:alice", "resource_type": "topic"}, expect=200)
@@ -622,10 +671,18 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
               "users": [{"name": "acme-app", "password": "pw-acme"}],
               "limits": {"max_partitions": 10, "max_retention_ms": 86_400_000}}
     api.call("POST", N, json_body=tenant, expect=200)
-    api.call("POST", N, json_body={"name": "acme", "prefix": "acme."}, expect=409)
+    # refused before any user is made: no user left behind, no password changed
+    api.call("POST", N, json_body={"name": "acme", "prefix": "acme.",
+                                   "users": [{"name": "acme-intruder", "password": "pw"}]}, expect=409)
+    api.call("PUT", NN, {"name": "nope"}, json_body={"prefix": "nope.",
+                                                      "users": [{"name": "nope-app", "password": "pw"}]},
+             expect=404)
+    users = [u["name"] for u in api.call("GET", U, expect=200).body["users"]]
+    assert "acme-intruder" not in users and "nope-app" not in users, users
     api.call("POST", N, json_body={"prefix": "nameless."}, expect=400)
     api.call("POST", N, json_body={"name": "overlap", "prefix": "acme.sub."}, expect=400)
-    api.call("POST", N, json_body={"name": "x", "prefix": "x.", "limits": {"colour": 1}}, expect=422)
+    refused(api.call("POST", N, json_body={"name": "x", "prefix": "x.", "limits": {"colour": 1}}, expect=400),
+            "bad_request", "colour")
     api.call("POST", N, raw=b'{"name": "x", "prefix": "x."}', expect=415)
     api.call("POST", N, raw=b"{", content_type="application/json", expect=400)
     api.call("POST", S, json_body={"name": "acme.orders", "partitions": 2}, expect=201)
@@ -639,7 +696,7 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
              expect=200)
     api.call("PUT", NN, {"name": "acme"}, json_body={"name": "renamed", "prefix": "acme."}, expect=400)
     api.call("PUT", NN, {"name": "nope"}, json_body={"prefix": "nope."}, expect=404)
-    api.call("PUT", NN, {"name": "acme"}, json_body={"prefix": 1}, expect=422)
+    api.call("PUT", NN, {"name": "acme"}, json_body={"prefix": 1}, expect=400)
     api.call("PUT", NN, {"name": "acme"}, raw=b'{"prefix": "acme."}', expect=415)
     api.call("DELETE", NN, {"name": "acme"}, expect=200)
     api.call("DELETE", NN, {"name": "acme"}, expect=404)
@@ -669,6 +726,13 @@ def test_every_operation_answers_as_documented(broker_factory, tmp_path):
 
     # --- everything goes, and the deletes answer as documented --------------------------------------------
     api.call("GET", "/metrics", expect=200)  # with plugins, a transform, a group and a mirror to describe
+    api.call("GET", "/", expect=200)
+    api.call("GET", "/console/{asset}", {"asset": "app.js"}, expect=200)
+    api.call("GET", "/console/{asset}", {"asset": "style.css"}, expect=200)
+    api.call("GET", "/console/{asset}", {"asset": "nope.js"}, expect=404)
+    api.call("GET", "/v1/history", expect=200)
+    api.call("GET", "/v1/history", query={"family": "group_lag", "since": "0"}, expect=200)
+    api.call("GET", "/v1/history", query={"colour": "red"}, expect=400)
     api.call("GET", "/v1/cluster", expect=200)
     api.call("DELETE", MN, {"name": "east"}, expect=204)
     api.call("DELETE", MN, {"name": "east"}, expect=404)

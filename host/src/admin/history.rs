@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::body::QueryParams;
 use super::{blocking, AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::tenancy::quota::{self, QuotaType};
@@ -265,9 +266,8 @@ pub(super) struct HistoryQuery {
 /// Answers `GET /v1/history`.
 pub(super) async fn get(
     State(state): State<AdminState>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let history = state.history.clone();
     let series =
         blocking(move || history.json(query.family.as_deref(), query.since.unwrap_or(0))).await?;

@@ -7,6 +7,7 @@
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
 //! or a disk stall never holds up the Kafka listener's async threads.
 
+mod body;
 mod cluster;
 mod console;
 mod groups;

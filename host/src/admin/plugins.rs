@@ -10,7 +10,6 @@
 //! metadata. Two deploys of one plugin racing each other: the later gets 409
 //! `plugin_changed` and may retry.
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -18,6 +17,7 @@ use serde_json::{json, Value};
 
 use std::collections::BTreeMap;
 
+use super::body::RawBody;
 use super::{blocking, AdminState, ApiError};
 use crate::controller::state::{Command, Component, PluginMeta, StateError};
 use crate::plugin::{Code, DeployRequest, Kind, LimitOverrides, PluginError, PluginRecord};
@@ -32,9 +32,33 @@ fn refused(e: &StateError) -> Option<ApiError> {
         StateError::PluginUsedByTopics { .. }
         | StateError::PluginRunByTransforms { .. }
         | StateError::PluginRunByMirrors { .. } => (StatusCode::CONFLICT, "plugin_in_use"),
+        StateError::PluginDecidesQuotas { name, scopes } => {
+            return Some(ApiError::new(
+                StatusCode::CONFLICT,
+                "plugin_in_use",
+                decides_quotas(name, scopes),
+            ))
+        }
         _ => return None,
     };
     Some(ApiError::new(status, code, e.to_string()))
+}
+
+/// Why a plugin bound as a quota policy cannot go, and the commands that unbind it.
+/// `scopes` is the controller's list: `the cluster` and/or `tenant <name>`, comma
+/// separated (tenant names have neither commas nor spaces).
+fn decides_quotas(name: &str, scopes: &str) -> String {
+    let clear: Vec<String> = scopes
+        .split(", ")
+        .map(|scope| match scope.strip_prefix("tenant ") {
+            Some(tenant) => format!("`quiver quota policy clear --tenant {tenant}`"),
+            None => "`quiver quota policy clear`".to_string(),
+        })
+        .collect();
+    format!(
+        "plugin '{name}' is the quota policy of {scopes}; clear it first with {}, then remove the plugin",
+        clear.join(" and ")
+    )
 }
 
 /// Commits a plugin change, then applies the cluster's plugins here before answering.
@@ -112,7 +136,7 @@ pub(super) async fn deploy(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut kind = None;
     let mut config = Vec::new();

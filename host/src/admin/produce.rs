@@ -5,17 +5,18 @@
 //! name once) where each key, value and header value is a string (UTF-8), a
 //! `{"base64": "…"}` object, or null; with `?encoding=base64` plain strings are base64.
 //! Any other content type is one record whose value is the body (`?key=` and
-//! `?partition=` optional). `?acks=0` answers 202 once the request is accepted;
+//! `?partition=` optional; with a JSON body they are refused, as each JSON record
+//! carries its own `key` and `partition`). `?acks=0` answers 202 once the request is accepted;
 //! `acks=1` and `acks=all` (the default) answer with each record's partition and offset.
 //! Records without a partition go to the topic's partitioner.
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::body::RawBody;
 use super::{blocking, AdminState, ApiError};
 use crate::broker::produce::{self, NewRecord, ProduceError};
 
@@ -182,7 +183,7 @@ pub(super) async fn produce(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut acks = -1i8;
     let mut encoding = Encoding::String;
@@ -231,6 +232,24 @@ pub(super) async fn produce(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     let records = if json_body {
+        // Ignoring them would put the records somewhere other than asked.
+        let raw_only: Vec<&str> = [("key", key.is_some()), ("partition", partition.is_some())]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
+        if !raw_only.is_empty() {
+            let verb = if raw_only.len() == 1 {
+                "applies"
+            } else {
+                "apply"
+            };
+            return Err(ApiError::bad_request(format!(
+                "?{} {verb} only to a raw body (one record; any content type but \
+                 application/json); in a JSON body each record carries its own \"key\" and \
+                 \"partition\"",
+                raw_only.join(" and ?")
+            )));
+        }
         parse_records(&body, encoding)?
     } else {
         vec![NewRecord {

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::controller::state::{Command, StateError};
 use crate::tenancy::quota::{self, QuotaEntity, QuotaType, QuotaValue};
@@ -105,7 +106,7 @@ fn refused(e: &StateError) -> Option<ApiError> {
 /// tenant or of the cluster.
 pub(crate) async fn bind(
     State(state): State<AdminState>,
-    Json(body): Json<PolicyBinding>,
+    JsonBody(body): JsonBody<PolicyBinding>,
 ) -> Result<Json<Value>, ApiError> {
     super::commit(
         &state,
@@ -135,7 +136,7 @@ pub(crate) struct QuotaChange {
 /// `POST /v1/quotas`: sets and removes quotas of one entity.
 pub(crate) async fn change(
     State(state): State<AdminState>,
-    Json(body): Json<QuotaChange>,
+    JsonBody(body): JsonBody<QuotaChange>,
 ) -> Result<Json<Value>, ApiError> {
     let entity = QuotaEntity(body.entity);
     entity

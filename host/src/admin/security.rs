@@ -2,12 +2,13 @@
 //! counters. Users and ACLs go through the controller like their Kafka-API
 //! counterparts, so both ways of changing them agree.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{JsonBody, QueryParams};
 use super::{AdminState, ApiError};
 use crate::controller::ControllerError;
 use crate::tenancy::acl::{
@@ -63,7 +64,7 @@ pub(crate) struct UserBody {
 pub(crate) async fn put_user(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    Json(body): Json<UserBody>,
+    JsonBody(body): JsonBody<UserBody>,
 ) -> Result<Json<Value>, ApiError> {
     if name.is_empty() || name.contains([',', '=', '\0']) || name.len() > 255 {
         return Err(ApiError::bad_request(format!(
@@ -283,7 +284,7 @@ fn acl_json(acl: &AclBinding) -> Value {
 /// `GET /v1/acls`, filtered by the query (the fields of an ACL; all optional).
 pub(crate) async fn list_acls(
     State(state): State<AdminState>,
-    Query(query): Query<AclJson>,
+    QueryParams(query): QueryParams<AclJson>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = query.filter()?;
     let metadata = state.broker.metadata();
@@ -296,7 +297,7 @@ pub(crate) async fn list_acls(
 /// `POST /v1/acls`: one ACL or a list of them; all are checked before any is stored.
 pub(crate) async fn create_acls(
     State(state): State<AdminState>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let items = match body {
         Value::Array(items) => items,
@@ -319,7 +320,7 @@ pub(crate) async fn create_acls(
 /// typo never deletes every ACL (ask with `?all=true` for that).
 pub(crate) async fn delete_acls(
     State(state): State<AdminState>,
-    Query(mut query): Query<std::collections::BTreeMap<String, String>>,
+    QueryParams(mut query): QueryParams<std::collections::BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let all = query.remove("all").as_deref() == Some("true");
     if query.is_empty() && !all {

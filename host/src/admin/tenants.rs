@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::JsonBody;
 use super::{commit, AdminState, ApiError};
 use crate::controller::state::{Command, StateError};
 use crate::tenancy::scram::{Credential, Mechanism, DEFAULT_ITERATIONS};
@@ -127,11 +128,24 @@ async fn set(
         principals,
         limits: body.limits,
     };
-    // Refused before any user is made, so a bad request leaves nothing behind.
-    tenant
-        .validate()
-        .and_then(|()| tenant.check_against(&state.broker.metadata().tenants))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Refused before any user is made, so a refused request leaves nothing behind (nor
+    // changes an existing user's password). The controller judges existence again as it
+    // commits; this broker's view is at most a moment old.
+    {
+        let metadata = state.broker.metadata();
+        let tenants = &metadata.tenants;
+        match (create, tenants.contains_key(&name)) {
+            (true, true) => return Err(refused(&StateError::TenantExists(name)).expect("answered")),
+            (false, false) => {
+                return Err(refused(&StateError::UnknownTenant(name)).expect("answered"))
+            }
+            _ => {}
+        }
+        tenant
+            .validate()
+            .and_then(|()| tenant.check_against(tenants))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     if !body.users.is_empty() {
         let users: Vec<(String, String)> = body
             .users
@@ -184,7 +198,7 @@ async fn set(
 /// `POST /v1/tenants`: creates a tenant (and its users).
 pub(crate) async fn create(
     State(state): State<AdminState>,
-    Json(body): Json<TenantBody>,
+    JsonBody(body): JsonBody<TenantBody>,
 ) -> Result<Json<Value>, ApiError> {
     let name = body
         .name
@@ -197,7 +211,7 @@ pub(crate) async fn create(
 pub(crate) async fn update(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    Json(body): Json<TenantBody>,
+    JsonBody(body): JsonBody<TenantBody>,
 ) -> Result<Json<Value>, ApiError> {
     if body.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::bad_request("a tenant cannot be renamed"));

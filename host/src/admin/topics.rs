@@ -14,6 +14,7 @@ use kafka_protocol::error::ResponseError;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::broker::TopicError;
 use crate::controller::NO_LEADER;
@@ -136,9 +137,8 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
 /// `POST /v1/topics`
 pub(super) async fn create(
     State(state): State<AdminState>,
-    body: Result<Json<CreateTopic>, axum::extract::rejection::JsonRejection>,
+    JsonBody(request): JsonBody<CreateTopic>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     state
         .broker
         .create_topic(

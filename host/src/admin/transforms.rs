@@ -16,6 +16,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::controller::state::{Command, StateError};
@@ -24,6 +25,10 @@ use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPL
 
 /// How long a pause or removal waits for this broker's tasks to finish their step.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a deploy or resume waits for this broker's tasks to get past starting, so
+/// its answer shows them running (or why not) rather than as they were before.
+const START_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The body of `POST /v1/transforms`.
 #[derive(Debug, Deserialize)]
@@ -134,9 +139,15 @@ fn spec_of(body: DeployBody) -> Result<TransformSpec, ApiError> {
 /// `POST /v1/transforms`
 pub(super) async fn deploy(
     State(state): State<AdminState>,
-    body: Result<Json<DeployBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<DeployBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|e| invalid(format!("the request body: {}", e.body_text())))?;
+    // A body that is not a deploy request is an invalid transform like any other bad
+    // spec (the code clients already know); a body too large or not JSON is answered
+    // as everywhere else.
+    let JsonBody(body) = body.map_err(|e| match e.status {
+        StatusCode::BAD_REQUEST => invalid(format!("the request body: {}", e.message)),
+        _ => e,
+    })?;
     let spec = spec_of(body)?;
     let metadata = state.broker.metadata();
     if metadata.transforms.contains_key(&spec.name) {
@@ -168,6 +179,7 @@ pub(super) async fn deploy(
     )
     .await?;
     tracing::info!(transform = %name, "transform deployed");
+    start(&state, &name).await;
     Ok((StatusCode::CREATED, Json(describe_one(&state, &name)?)))
 }
 
@@ -179,23 +191,53 @@ async fn settle(state: &AdminState) {
     }
 }
 
+/// Starts this broker's tasks of a deployed or resumed transform now rather than at the
+/// next reconcile, and waits (up to [`START_TIMEOUT`]) for them to get past starting.
+async fn start(state: &AdminState, name: &str) {
+    settle(state).await;
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    while state
+        .transforms
+        .reports(name)
+        .iter()
+        .any(|p| p.state == "paused" || p.state == "starting")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What `describe` shows: the spec and, for the partitions this broker leads, their
 /// state.
 fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
     let metadata = state.broker.metadata();
     let spec = metadata.transforms.get(name).ok_or_else(|| unknown(name))?;
-    let partitions = state.transforms.reports(name);
+    let mut partitions = state.transforms.reports(name);
+    if !spec.paused {
+        // Resumed a moment ago: the task of such a partition is started (or is about
+        // to be, at the next reconcile) but has not said so yet.
+        for p in partitions.iter_mut().filter(|p| p.state == "paused") {
+            p.state = "starting".into();
+        }
+    }
     let sum = |f: fn(&crate::transform::runner::PartitionReport) -> u64| -> u64 {
         partitions.iter().map(f).sum()
     };
+    let any = |s: &str| partitions.iter().any(|p| p.state == s);
     let status = if spec.paused {
         "paused"
-    } else if partitions.iter().any(|p| p.state == "failed") {
+    } else if partitions.is_empty() {
+        // It leads none of the input's partitions (or has not picked the transform up
+        // yet): their leaders' brokers run them.
+        "not_running_here"
+    } else if any("failed") {
         "failed"
-    } else if partitions.iter().any(|p| p.state == "stopped") {
+    } else if any("stopped") {
         "stopped"
-    } else if partitions.iter().any(|p| p.state == "waiting") {
+    } else if any("waiting") {
         "waiting"
+    } else if any("starting") {
+        "starting"
     } else {
         "running"
     };
@@ -275,7 +317,11 @@ async fn set_paused(state: &AdminState, name: &str, paused: bool) -> Result<Valu
         },
     )
     .await?;
-    settle(state).await;
+    if paused {
+        settle(state).await;
+    } else {
+        start(state, name).await;
+    }
     describe_one(state, name)
 }
 
