@@ -7,6 +7,7 @@
 //! Handlers that touch logs or call plugins run on the blocking pool, so a slow plugin
 //! or a disk stall never holds up the Kafka listener's async threads.
 
+mod auth;
 mod body;
 mod cluster;
 mod console;
@@ -155,6 +156,10 @@ pub fn router(state: AdminState) -> Router {
                 .delete(tenants::remove),
         )
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 
@@ -185,6 +190,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
     let stop = async move {
         let _ = shutdown.changed().await;
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

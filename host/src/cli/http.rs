@@ -60,6 +60,13 @@ pub(crate) async fn request(
     if let Some(ct) = content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
     }
+    // A broker with admin.authentication = "basic" wants a SCRAM user's credentials.
+    if let Ok(user) = std::env::var("QUIVER_ADMIN_USER") {
+        use base64::Engine as _;
+        let password = std::env::var("QUIVER_ADMIN_PASSWORD").unwrap_or_default();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;

@@ -233,6 +233,21 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Largest request body (plugin uploads, HTTP produce), bytes.
     pub max_body_bytes: usize,
+    /// Who may use the admin API: `none` (anyone who reaches the address) or `basic`
+    /// (HTTP Basic with a SCRAM user's name and password, then the same ACLs as the
+    /// Kafka listeners when `security.authorizer` is on; `/health` stays open).
+    pub authentication: AdminAuthentication,
+}
+
+/// How the admin API identifies its callers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminAuthentication {
+    /// No check: for a listener only operators reach.
+    #[default]
+    None,
+    /// HTTP Basic against the SCRAM users.
+    Basic,
 }
 
 impl Default for AdminConfig {
@@ -241,6 +256,7 @@ impl Default for AdminConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
             max_body_bytes: 64 * 1024 * 1024,
+            authentication: AdminAuthentication::None,
         }
     }
 }
