@@ -32,9 +32,9 @@ pub(super) async fn status(State(state): State<AdminState>) -> Json<Value> {
     for topic in metadata.topics.values() {
         for (index, p) in topic.assignments.iter().enumerate() {
             let entry = json!({"topic": topic.name, "partition": index});
-            if p.leader == crate::controller::NO_LEADER {
+            if p.is_offline() {
                 offline.push(entry);
-            } else if p.isr.len() < p.replicas.len() {
+            } else if p.is_under_replicated() {
                 under_replicated.push(entry);
             }
         }

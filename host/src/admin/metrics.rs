@@ -22,7 +22,6 @@ use crate::metrics::families::{labels, CounterOf, Families, Labels};
 
 use super::{blocking, AdminState, ApiError};
 use crate::broker::now_ms;
-use crate::controller::NO_LEADER;
 use crate::plugin::metrics::BUCKETS_US;
 use crate::plugin::Status;
 
@@ -126,9 +125,9 @@ fn cluster(state: &AdminState, out: &mut Families<'_>) -> std::fmt::Result {
     for topic in metadata.topics.values() {
         for p in &topic.assignments {
             total += 1;
-            if p.leader == NO_LEADER {
+            if p.is_offline() {
                 offline += 1;
-            } else if p.isr.len() < p.replicas.len() {
+            } else if p.is_under_replicated() {
                 under += 1;
             }
         }

@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::broker::TopicError;
-use crate::controller::NO_LEADER;
 
 /// The body of `POST /v1/topics`.
 #[derive(Debug, Deserialize)]
@@ -62,13 +61,9 @@ fn summary(state: &AdminState, meta: &crate::controller::state::TopicMeta) -> Va
     let under = meta
         .assignments
         .iter()
-        .filter(|p| p.leader != NO_LEADER && p.isr.len() < p.replicas.len())
+        .filter(|p| p.is_under_replicated())
         .count();
-    let offline = meta
-        .assignments
-        .iter()
-        .filter(|p| p.leader == NO_LEADER)
-        .count();
+    let offline = meta.assignments.iter().filter(|p| p.is_offline()).count();
     let local = state.broker.topic(&meta.name);
     json!({
         "name": meta.name,
@@ -114,14 +109,14 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
         .enumerate()
         .map(|(index, assignment)| {
             let replica = local.as_ref().and_then(|t| t.partition(index as i32));
-            let leader = (assignment.leader != NO_LEADER).then_some(assignment.leader);
+            let leader = (!assignment.is_offline()).then_some(assignment.leader);
             json!({
                 "partition": index,
                 "leader": leader,
                 "leader_epoch": assignment.leader_epoch,
                 "replicas": assignment.replicas,
                 "isr": assignment.isr,
-                "under_replicated": leader.is_some() && assignment.isr.len() < assignment.replicas.len(),
+                "under_replicated": assignment.is_under_replicated(),
                 "log_start_offset": replica.map(|p| p.log().log_start_offset()),
                 "high_watermark": replica.map(|p| p.high_watermark()),
                 "log_end_offset": replica.map(|p| p.log().log_end_offset()),

@@ -232,6 +232,16 @@ impl PartitionState {
             partition_epoch: 0,
         }
     }
+
+    /// No leader: clients can neither write nor read it.
+    pub fn is_offline(&self) -> bool {
+        self.leader == NO_LEADER
+    }
+
+    /// Led, with an ISR smaller than its replica set.
+    pub fn is_under_replicated(&self) -> bool {
+        !self.is_offline() && self.isr.len() < self.replicas.len()
+    }
 }
 
 /// A topic as every broker sees it.
