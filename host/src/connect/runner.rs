@@ -12,7 +12,7 @@
 //! recorded positions after a backoff; with exactly-once on, what the target already
 //! holds of a replay is skipped by its producer sequence.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use super::Stored;
 use crate::broker::writer::{ClusterWriter, Sequence};
 use crate::broker::{now_ms, Broker, TopicError};
 use crate::log::batch::{decode_records, DecodedRecord};
+use crate::metrics::latency::LatencyWindow;
 use crate::partition::encode::RecordData;
 use crate::partition::keyed;
 use crate::plugin::connector::ConnectorSession;
@@ -53,8 +54,6 @@ const FETCH_SESSIONS: usize = 8;
 /// Fetches waiting to be written, per mirror: bounds memory (each holds at most one
 /// fetch's bytes, decoded) while the next fetch is in flight.
 const QUEUE: usize = 2;
-/// Latency samples kept for the percentiles.
-const LATENCY_SAMPLES: usize = 4096;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -117,29 +116,19 @@ pub struct MirrorReport {
     /// Restarts after a failure.
     pub restarts: u64,
     #[serde(skip)]
-    latencies: VecDeque<i64>,
+    latencies: LatencyWindow,
     #[serde(skip)]
     window: (i64, u64, u64),
 }
 
 impl MirrorReport {
-    fn sample_latency(&mut self, ms: i64) {
-        if self.latencies.len() == LATENCY_SAMPLES {
-            self.latencies.pop_front();
-        }
-        self.latencies.push_back(ms.max(0));
-    }
-
     /// The report as of `now`, for the operator: latency percentiles from the samples
     /// (worked out here, when asked, not on every write), and rates that drop to zero
     /// once nothing was copied for a while.
     pub fn as_of(mut self, now: i64) -> Self {
-        if !self.latencies.is_empty() {
-            let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
-            sorted.sort_unstable();
-            let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-            self.latency_p50_ms = at(0.5);
-            self.latency_p99_ms = at(0.99);
+        if let Some((p50, p99)) = self.latencies.p50_p99() {
+            self.latency_p50_ms = p50;
+            self.latency_p99_ms = p99;
         }
         if self.window.0 > 0 && now - self.window.0 > 3000 {
             self.records_per_sec = 0.0;
@@ -775,8 +764,9 @@ impl Runner {
             report.filtered += filtered;
             report.loops_prevented += loops;
             if let (Some(first), Some(last)) = (out.first(), out.last()) {
-                report.sample_latency(now - first.timestamp);
-                report.sample_latency(now - last.timestamp);
+                report
+                    .latencies
+                    .record_batch(now, first.timestamp, last.timestamp);
             }
             set_position(
                 &mut report,
@@ -1185,7 +1175,7 @@ mod tests {
     fn latency_percentiles_and_rates_follow_the_samples() {
         let mut report = MirrorReport::default();
         for ms in 1..=100 {
-            report.sample_latency(ms);
+            report.latencies.record(ms);
         }
         let seen = report.clone().as_of(10_000);
         assert_eq!((seen.latency_p50_ms, seen.latency_p99_ms), (51, 99));

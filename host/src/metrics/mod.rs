@@ -12,6 +12,7 @@
 //! the console's history takes its rates from them.
 
 pub mod families;
+pub mod latency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
