@@ -220,7 +220,8 @@ def test_every_console_page_loads_cleanly_and_charts_the_tests_data(broker_facto
         and max(values(api, "tenant_throttle_ms_per_sec", "acme"), default=0) > 0
         and values(api, "mirror_latency_p99_ms", "from-src")
         and values(api, "mirror_lag", "from-src")[-1:] == [0]
-        and values(api, "transform_lag", "clean")[-1:] == [0]), timeout=90)
+        and values(api, "transform_lag", "clean")[-1:] == [0]
+        and values(api, "transform_latency_p99_ms", "clean")), timeout=90)
 
     pages = [
         ("#/", [("topic_bytes_in_per_sec", topic)], []),
@@ -233,7 +234,7 @@ def test_every_console_page_loads_cleanly_and_charts_the_tests_data(broker_facto
         ("#/tenants", [("tenant_produce_bytes_per_sec", "acme"), ("tenant_throttle_ms_per_sec", "acme")],
          [("tenant_produce_bytes_per_sec", "acme")]),
         ("#/mirrors", [("mirror_latency_p99_ms", "from-src")], []),
-        ("#/transforms", [("transform_lag", "clean")], []),
+        ("#/transforms", [("transform_lag", "clean"), ("transform_latency_p99_ms", "clean")], []),
     ]
     report = run_console(node, chromium, f"http://{b.admin}/", out, pages)
     shown = {page["hash"]: page for page in report["pages"]}
@@ -278,6 +279,7 @@ def test_every_console_page_loads_cleanly_and_charts_the_tests_data(broker_facto
     assert line("#/mirrors", "mirror_latency_p99_ms", "from-src")
     assert line("#/mirrors", "mirror_lag", "from-src")[-1][1] == 0  # caught up
     assert line("#/transforms", "transform_lag", "clean")[-1][1] == 0
+    assert line("#/transforms", "transform_latency_p99_ms", "clean")
     # A detail page draws only its own subject.
     assert set(shown[f"#/topics/{topic}"]["charts"]["topic_bytes_in_per_sec"]) == {topic}
     assert set(shown[f"#/groups/{group}"]["charts"]["group_lag"]) == {group}
@@ -305,6 +307,8 @@ def test_every_console_page_loads_cleanly_and_charts_the_tests_data(broker_facto
     transforms = {r["Transform"]: r for r in rows(shown["#/transforms"])}
     assert [transforms["clean"][k] for k in ("Plugin", "Input", "Outputs", "Status", "Lag", "In", "Out")] == \
         ["redact", t_in, t_out, "running", "0", "20", "20"], transforms
+    latency = [transforms["clean"][k].replace(",", "") for k in ("Latency p50 ms", "Latency p99 ms")]
+    assert all(v.isdigit() for v in latency) and int(latency[0]) <= int(latency[1]), transforms
     overview = shown["#/"]
     assert overview["cards"]["Brokers"] == "1 active", overview["cards"]
     assert [(r["Kafka"], r["State"]) for r in rows(overview)] == [(b.bootstrap, "active")], overview["tables"]

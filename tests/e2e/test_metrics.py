@@ -167,3 +167,62 @@ def test_every_metric_is_documented(broker_factory):
                if f"`{name}`" not in doc and f"`{name}_total`" not in doc]
     assert not missing, f"docs/monitoring.md does not describe: {missing}"
     assert len(types) >= 50, sorted(types)
+
+
+@pytest.mark.timeout(180)
+def test_transform_and_mirror_lag_and_latency(broker_factory):
+    """A transform's and a mirror's lag and latency in /metrics: records stamped five
+    seconds in the past come out with a latency of at least five seconds (it is measured
+    from the record's timestamp), and the lag drops to 0 once everything is copied."""
+    from transforms_kit import deploy_transform_plugin, transform_cli
+    from plugins_kit import plugin_cli, quiver
+
+    b = broker_factory(sets={"cluster.id": "metrics-target"})
+    source = broker_factory(sets={"cluster.id": "metrics-source"})
+    deploy_transform_plugin(b, "redact", "json-redact")
+    plugin_cli(b, "deploy", "mirror", "--kind", "connector", "--file", str(wasm_path("mirror")))
+
+    stamp = int(time.time() * 1000) - 5000
+    t_in, t_out = unique_topic("metrics-raw"), unique_topic("metrics-clean")
+    create_topic(b.bootstrap, t_in, partitions=2)
+    create_topic(b.bootstrap, t_out, partitions=1)
+    create_topic(source.bootstrap, "events", partitions=1)
+    for bootstrap, topic, partitions in ((b.bootstrap, t_in, 2), (source.bootstrap, "events", 1)):
+        p = producer(bootstrap)
+        for i in range(30):
+            p.produce(topic, key=b"k%d" % i, value=b'{"user": {"email": "a@b"}}', partition=i % partitions,
+                      timestamp=stamp)
+        flush_all(p)
+
+    transform_cli(b, "deploy", "--name", "clean", "--plugin", "redact", "--input", t_in, "--output", t_out,
+                  "--config", "paths=user.email")
+    quiver("mirror", "create", "from-src", "--source", source.bootstrap, "--source-alias", "src",
+           "--topics", "events", "--admin", b.admin)
+
+    def done():
+        m, _ = scrape(b)
+        ins = series(m, "quiver_transform_records_in_total", transform="clean")
+        mirrored = value(m, "quiver_mirror_records_total", mirror="from-src")
+        return (sum(ins.values()) == 30 and mirrored == 30
+                and set(series(m, "quiver_transform_lag", transform="clean").values()) == {0}
+                and value(m, "quiver_mirror_lag", mirror="from-src", topic="events", partition="0") == 0)
+
+    wait_until(done, 120, "the transform and the mirror to copy all 30 records and catch up")
+    m, _ = scrape(b)
+    assert series(m, "quiver_transform_lag", transform="clean") == {"0": 0, "1": 0}
+    assert series(m, "quiver_transform_records_in_total", transform="clean") == {"0": 15, "1": 15}
+    for partition in ("0", "1"):
+        p50 = value(m, "quiver_transform_latency_seconds", transform="clean", partition=partition, quantile="0.5")
+        p99 = value(m, "quiver_transform_latency_seconds", transform="clean", partition=partition, quantile="0.99")
+        assert 5.0 <= p50 <= p99 < 60.0, (partition, p50, p99)
+    assert value(m, "quiver_mirror_lag", mirror="from-src", topic="events", partition="0") == 0
+    p50 = value(m, "quiver_mirror_latency_seconds", mirror="from-src", quantile="0.5")
+    p99 = value(m, "quiver_mirror_latency_seconds", mirror="from-src", quantile="0.99")
+    assert 5.0 <= p50 <= p99 < 60.0, (p50, p99)
+
+    # The admin API shows the same figures, the transform's as its slowest partition's.
+    described = AdminApi(b.admin).request("GET", "/v1/transforms/clean")
+    assert described.status == 200, described
+    body = described.body
+    worst = max(p["latency_p99_ms"] for p in body["partitions"])
+    assert body["latency_p99_ms"] == worst >= 5000, body

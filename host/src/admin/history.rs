@@ -219,6 +219,8 @@ fn sample(state: &AdminState) -> Sample {
         }
         let lag: i64 = reports.iter().map(|r| r.lag.max(0)).sum();
         s.value("transform_lag", name, lag as f64);
+        let p99 = reports.iter().map(|r| r.latency_p99_ms).max().unwrap_or(0);
+        s.value("transform_latency_p99_ms", name, p99 as f64);
         s.counter(
             "transform_records_in_per_sec",
             name,

@@ -373,6 +373,17 @@ fn transforms(state: &AdminState, out: &mut Families<'_>) -> std::fmt::Result {
         rows.iter().map(|(l, r)| (l.clone(), r.lag)),
     )?;
     out.gauge(
+        "transform_latency_seconds",
+        "Input record timestamp to its outputs acknowledged, over recent steps (quantile 0.5 and 0.99)",
+        rows.iter().flat_map(|(l, r)| {
+            [("0.5", r.latency_p50_ms), ("0.99", r.latency_p99_ms)].map(|(q, ms)| {
+                let mut with_quantile = l.clone();
+                with_quantile.push(("quantile", q.to_string()));
+                (with_quantile, ms as f64 / 1e3)
+            })
+        }),
+    )?;
+    out.gauge(
         "transform_running",
         "1 when a transform partition is running, 0 when paused, stopped, failed or waiting",
         rows.iter()

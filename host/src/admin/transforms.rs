@@ -271,6 +271,10 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
         "dead_letters": sum(|p| p.dead_letters),
         "errors": sum(|p| p.errors),
         "lag": partitions.iter().map(|p| p.lag).sum::<i64>(),
+        // The worst partition's: percentiles of different partitions do not add up,
+        // and the slowest partition is the one an operator has to look at.
+        "latency_p50_ms": partitions.iter().map(|p| p.latency_p50_ms).max().unwrap_or(0),
+        "latency_p99_ms": partitions.iter().map(|p| p.latency_p99_ms).max().unwrap_or(0),
         "partitions": partitions,
     }))
 }

@@ -306,7 +306,7 @@ impl Transforms {
         let mut out: Vec<PartitionReport> = reports
             .iter()
             .filter(|((n, _), _)| n == name)
-            .map(|(_, r)| r.lock().clone())
+            .map(|(_, r)| r.lock().snapshot())
             .collect();
         out.sort_by_key(|r| r.partition);
         out

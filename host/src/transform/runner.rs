@@ -32,6 +32,7 @@ use crate::broker::produce::{choose_partitions, NewRecord};
 use crate::broker::writer::{ClusterWriter, Sequence, WriteError};
 use crate::broker::{now_ms, Broker};
 use crate::log::batch::{decode_records, DecodedRecord};
+use crate::metrics::latency::LatencyWindow;
 use crate::partition::encode::RecordData;
 use crate::partition::Partition;
 use crate::plugin::transform::{TransformOutput, TransformSession};
@@ -77,6 +78,26 @@ pub struct PartitionReport {
     pub last_error: Option<String>,
     /// The plugin version running.
     pub plugin_version: u32,
+    /// Latency from an input record's timestamp to its outputs being acknowledged by
+    /// their in-sync replicas, median over recent steps, ms (0 before the first).
+    pub latency_p50_ms: i64,
+    /// See `latency_p50_ms`: the 99th percentile.
+    pub latency_p99_ms: i64,
+    #[serde(skip)]
+    pub(super) latencies: LatencyWindow,
+}
+
+impl PartitionReport {
+    /// The report for the operator, with the latency percentiles worked out now
+    /// rather than on every step.
+    pub fn snapshot(&self) -> Self {
+        let mut out = self.clone();
+        if let Some((p50, p99)) = self.latencies.p50_p99() {
+            out.latency_p50_ms = p50;
+            out.latency_p99_ms = p99;
+        }
+        out
+    }
 }
 
 /// A report shared between a runner and the operator's view of it.
@@ -155,6 +176,8 @@ struct Placed {
     /// Why the step ended before the end of its input (`Stop` or `Fail`), to report
     /// once what came before is written.
     halt: Option<Halt>,
+    /// Timestamps of the first and last input records processed, for the latency.
+    timestamps: Option<(i64, i64)>,
 }
 
 impl Runner {
@@ -381,10 +404,16 @@ impl Work {
             Err(other) => return Err(other),
         };
         let groups = self.place()?;
+        let mut done = records.iter().filter(|r| r.offset < position);
+        let timestamps = done.next().map(|first| {
+            let last = done.last().unwrap_or(first);
+            (first.timestamp, last.timestamp)
+        });
         Ok(Some(Placed {
             position,
             groups,
             halt,
+            timestamps,
         }))
     }
 
@@ -741,6 +770,9 @@ impl Work {
             report.records_out += written;
             report.position = placed.position;
             report.lag = (report.high_watermark - placed.position).max(0);
+            if let Some((first, last)) = placed.timestamps {
+                report.latencies.record_batch(now_ms(), first, last);
+            }
         }
         match placed.halt {
             Some(halt) => Err(halt),

@@ -290,18 +290,23 @@ const pages = {
   },
 
   async transforms() {
-    const [{ transforms }, lag] = await Promise.all([api("/v1/transforms"), history("transform_lag")]);
+    const [{ transforms }, lag, latency] = await Promise.all([
+      api("/v1/transforms"), history("transform_lag"), history("transform_latency_p99_ms"),
+    ]);
     return [
       el("h1", {}, "Transforms"),
-      table(["Transform", "Plugin", "Input", "Outputs", "Delivery", "Status", "Lag#", "In#", "Out#", "Dead letters#"],
+      table(["Transform", "Plugin", "Input", "Outputs", "Delivery", "Status", "Lag#", "Latency p50 ms#", "Latency p99 ms#", "In#", "Out#", "Dead letters#"],
         transforms.map((t) => [
           t.name, t.plugin, t.input, t.outputs.join(", "), t.delivery,
           el("span", { class: t.status === "running" ? "good" : "warn" }, t.status),
-          fmt(t.lag), fmt(t.records_in), fmt(t.records_out),
+          fmt(t.lag), fmt(t.latency_p50_ms), fmt(t.latency_p99_ms),
+          fmt(t.records_in), fmt(t.records_out),
           el("span", { class: t.dead_letters ? "warn" : "" }, fmt(t.dead_letters)),
         ]), "No transforms: `quiver transform deploy NAME --plugin … --input … --output …`."),
-      el("h2", {}, "Lag over time"),
-      el("div", { class: "charts" }, chart("transform_lag", "Input records not yet transformed", lag)),
+      el("h2", {}, "Lag and latency over time"),
+      el("div", { class: "charts" },
+        chart("transform_lag", "Input records not yet transformed", lag),
+        chart("transform_latency_p99_ms", "Input to output latency p99 (worst partition), ms", latency)),
     ];
   },
 };
