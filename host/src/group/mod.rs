@@ -49,6 +49,18 @@ use state::{
 /// The internal topic holding offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The broker coordinating `key` (a group id, or a transactional id) by `metadata`:
+/// the leader of the `__consumer_offsets` partition the key hashes to. `None` while
+/// that topic does not exist or the partition has no leader.
+pub fn coordinator_of(metadata: &crate::controller::State, key: &str) -> Option<i32> {
+    let topic = metadata.topics.get(OFFSETS_TOPIC)?;
+    let partition = records::partition_for(key, topic.partitions);
+    metadata
+        .partition(OFFSETS_TOPIC, partition)
+        .map(|p| p.leader)
+        .filter(|l| *l != crate::controller::NO_LEADER)
+}
+
 /// The longest the timer task sleeps without looking, so a clock step is noticed.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 

@@ -8,9 +8,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{kstr, Context};
-use crate::controller::NO_LEADER;
-use crate::group::records::partition_for;
-use crate::group::OFFSETS_TOPIC;
+use crate::group::{coordinator_of, OFFSETS_TOPIC};
 use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Key types Kafka defines: 0 group, 1 transaction.
@@ -50,16 +48,7 @@ pub async fn handle(
         {
             return Err(ResponseError::TransactionalIdAuthorizationFailed);
         }
-        let topic = state
-            .topics
-            .get(OFFSETS_TOPIC)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let partition = partition_for(key, topic.partitions);
-        let leader = state
-            .partition(OFFSETS_TOPIC, partition)
-            .map(|p| p.leader)
-            .filter(|l| *l != NO_LEADER)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let leader = coordinator_of(&state, key).ok_or(ResponseError::CoordinatorNotAvailable)?;
         if leader == me && !loaded {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
