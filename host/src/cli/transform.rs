@@ -128,12 +128,17 @@ fn print_describe(v: &Value) {
         "records:    {} in, {} out, {} dead letters, {} errors, lag {}",
         v["records_in"], v["records_out"], v["dead_letters"], v["errors"], v["lag"]
     );
+    println!(
+        "latency:    p50 {} ms, p99 {} ms (input timestamp to output acknowledged, slowest partition)",
+        v["latency_p50_ms"], v["latency_p99_ms"]
+    );
     let mut table = Table::new([
         "PARTITION",
         "STATE",
         "POSITION",
         "HW",
         "LAG",
+        "P99 MS",
         "IN",
         "OUT",
         "REASON",
@@ -145,6 +150,7 @@ fn print_describe(v: &Value) {
             "position",
             "high_watermark",
             "lag",
+            "latency_p99_ms",
             "records_in",
             "records_out",
         ]
