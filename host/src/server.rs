@@ -159,19 +159,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stop_rx,
         SHUTDOWN_GRACE,
     ));
-    let admin = admin_listener.map(|l| {
-        tokio::spawn(crate::admin::serve(
-            l,
-            crate::admin::AdminState {
-                broker: broker.clone(),
-                plugins: plugins.clone(),
-                transforms: transforms.clone(),
-                mirrors: mirrors.clone(),
-                history: Default::default(),
-            },
-            stop_rx_admin,
-        ))
-    });
+    let admin_state = crate::admin::AdminState {
+        broker: broker.clone(),
+        plugins: plugins.clone(),
+        transforms: transforms.clone(),
+        mirrors: mirrors.clone(),
+        history: Default::default(),
+        peers: crate::admin::peers::Peers(endpoint.clone()),
+    };
+    // Peers' admin APIs ask this broker about its groups even when its own HTTP
+    // listener is off.
+    let _ = service.admin.set(admin_state.clone());
+    let admin =
+        admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, admin_state, stop_rx_admin)));
     tracing::info!(kafka = %listen, admin = ?admin_config.enabled.then_some(admin_config.listen), node_id = broker.config().broker.node_id, "quiver is ready");
 
     wait_for_signal().await?;
@@ -446,6 +446,7 @@ const CLUSTER_MAX_FRAME: u32 = 256 * 1024 * 1024;
 struct ClusterService {
     controller: std::sync::OnceLock<Arc<Controller>>,
     replication: std::sync::OnceLock<Arc<ReplicaManager>>,
+    admin: std::sync::OnceLock<crate::admin::AdminState>,
 }
 
 impl crate::net::Service for ClusterService {
@@ -461,6 +462,12 @@ impl crate::net::Service for ClusterService {
                 None => Box::pin(async { Err("this broker is still starting".to_string()) }),
             };
         }
+        if channel == crate::net::Channel::Admin {
+            return match self.admin.get() {
+                Some(state) => Box::pin(crate::admin::peers::answer(state.clone(), peer, request)),
+                None => Box::pin(async { Err("this broker is still starting".to_string()) }),
+            };
+        }
         let controller = self.controller.get().cloned();
         Box::pin(async move {
             let controller =
@@ -470,7 +477,9 @@ impl crate::net::Service for ClusterService {
                 crate::net::Channel::Controller => {
                     controller.handle_controller(peer, &request).await
                 }
-                crate::net::Channel::Replica => unreachable!("answered above"),
+                crate::net::Channel::Replica | crate::net::Channel::Admin => {
+                    unreachable!("answered above")
+                }
             }
         })
     }

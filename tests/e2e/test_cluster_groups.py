@@ -4,8 +4,11 @@ coordinates the group with every offset the group committed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
@@ -133,6 +136,37 @@ def test_each_of_four_brokers_coordinates_groups_without_holding_every_offsets_p
     rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.decode().splitlines()[1:]}
     assert {g: rows.get(g) for g in by_coordinator.values()} == {
         g: ["Empty", "consumer"] for g in by_coordinator.values()}
+
+    # The admin API of any broker answers for the whole cluster: every broker lists the
+    # four groups with their coordinators, and describes each one as its coordinator
+    # does, committed offsets included.
+    for asked in range(1, 5):
+        admin_api = f"http://{c.broker(asked).admin}"
+        listed = admin_get(f"{admin_api}/v1/groups")
+        assert listed["broker"] == asked and listed["unavailable"] == [], listed
+        mine = {g["group"]: g for g in listed["groups"] if g["group"] in by_coordinator.values()}
+        assert {g: (x["coordinator"], x["state"], x["members"]) for g, x in mine.items()} == {
+            g: (coordinator, "Empty", 0) for coordinator, g in by_coordinator.items()}, listed
+        for coordinator, group in by_coordinator.items():
+            detail = admin_get(f"{admin_api}/v1/groups/{group}")
+            assert (detail["group"], detail["coordinator"], detail["state"]) == (group, coordinator, "Empty")
+            assert [(o["topic"], o["partition"], o["committed_offset"]) for o in detail["offsets"]] == [
+                (topic, q, RECORDS // PARTITIONS) for q in range(PARTITIONS)], detail
+            # lag where the coordinator holds a replica; it holds at least two of three
+            assert all(o["lag"] in (0, None) for o in detail["offsets"]), detail
+            assert sum(o["lag"] == 0 for o in detail["offsets"]) >= 1, detail
+        missing = admin_get(f"{admin_api}/v1/groups/no-such-group", expect=404)
+        assert missing["error"] == "unknown_group" and "no-such-group" in missing["message"], missing
+
+
+def admin_get(url: str, expect: int = 200) -> dict:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    assert status == expect, (url, status, body)
+    return json.loads(body)
 
 
 def test_a_stable_group_keeps_its_generation_when_the_coordinator_dies(cluster_factory, tmp_path):

@@ -1,10 +1,13 @@
-//! `/v1/groups`: the consumer groups this broker coordinates, with members, committed
-//! offsets and lag.
+//! `/v1/groups`: consumer groups with members, committed offsets and lag, for the
+//! whole cluster from any broker.
 //!
-//! A group lives on the broker leading its `__consumer_offsets` partition, so each
-//! broker answers for its own groups; asked about another's, it names the broker that
-//! coordinates it. Lag is the partition's high watermark minus the committed offset,
-//! for partitions with a replica on this broker (`null` for the others).
+//! A group lives on the broker leading its `__consumer_offsets` partition (its
+//! coordinator), so each broker knows only its own groups. Asked about the cluster's,
+//! a broker answers for its own and asks every other live broker for theirs over the
+//! cluster endpoint (`admin/peers.rs`), as Kafka's admin client asks every broker with
+//! ListGroups; asked about one group, it answers itself or asks the coordinator. Lag
+//! is computed by the coordinator: the partition's high watermark minus the committed
+//! offset, for partitions with a replica there (`null` for the others).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,8 +15,9 @@ use axum::Json;
 use kafka_protocol::error::ResponseError;
 use serde_json::{json, Value};
 
+use super::peers::Question;
 use super::{AdminState, ApiError};
-use crate::group::{records, OFFSETS_TOPIC};
+use crate::group::coordinator_of;
 
 /// Why this broker cannot describe `group`: it is not its coordinator (naming the one
 /// that is), or it is still loading.
@@ -26,14 +30,9 @@ fn not_here(state: &AdminState, group: &str, error: ResponseError) -> ApiError {
         );
     }
     let metadata = state.broker.metadata();
-    let coordinator = metadata.topics.get(OFFSETS_TOPIC).and_then(|t| {
-        let index = records::partition_for(group, t.partitions);
-        let leader = t.assignments.get(usize::try_from(index).ok()?)?.leader;
-        metadata.brokers.get(&leader)
-    });
-    let message = match coordinator {
+    let message = match coordinator_of(&metadata, group).and_then(|id| metadata.brokers.get(&id)) {
         Some(b) => format!(
-            "group '{group}' is coordinated by broker {} ({}:{}); ask its admin API",
+            "group '{group}' is coordinated by broker {} ({}:{})",
             b.id, b.kafka_host, b.kafka_port
         ),
         None => format!("group '{group}' has no coordinator right now"),
@@ -49,10 +48,59 @@ fn unknown(group: &str) -> ApiError {
     )
 }
 
-/// `GET /v1/groups`
+/// `GET /v1/groups`: this broker's groups and every other live broker's. A broker that
+/// does not answer is listed under `unavailable` with the reason, so a partial list is
+/// never mistaken for the whole.
 pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let me = state.broker.config().broker.node_id;
+    let mut asks = tokio::task::JoinSet::new();
+    for peer in state
+        .broker
+        .metadata()
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && b.id != me)
+        .map(|b| b.id)
+    {
+        let state = state.clone();
+        asks.spawn(async move {
+            let answer = state.peers.ask(&state, peer, &Question::Groups).await;
+            (peer, answer.map_err(|e| e.to_string()))
+        });
+    }
+    let mut answers = vec![(me, local_list(&state).map_err(|e| e.message))];
+    while let Some(joined) = asks.join_next().await {
+        match joined {
+            Ok(answer) => answers.push(answer),
+            Err(e) => tracing::warn!(error = %e, "asking a broker for its groups failed"),
+        }
+    }
+    let mut groups = Vec::new();
+    let mut unavailable = Vec::new();
+    for (broker, answer) in answers {
+        match answer {
+            Ok(Value::Array(theirs)) => groups.extend(theirs),
+            Ok(other) => unavailable.push(json!({
+                "broker": broker,
+                "reason": format!("answered with {other} rather than a list of groups"),
+            })),
+            Err(reason) => unavailable.push(json!({ "broker": broker, "reason": reason })),
+        }
+    }
+    groups.sort_by(|a, b| a["group"].as_str().cmp(&b["group"].as_str()));
+    unavailable.sort_by_key(|u| u["broker"].as_i64());
+    Ok(Json(json!({
+        "broker": me,
+        "groups": groups,
+        "unavailable": unavailable,
+    })))
+}
+
+/// The groups this broker coordinates, each as `GET /v1/groups` lists it.
+pub(super) fn local_list(state: &AdminState) -> Result<Value, ApiError> {
     let coordinator = state.broker.groups();
-    let listed = coordinator.list().map_err(|e| not_here(&state, "", e))?;
+    let me = state.broker.config().broker.node_id;
+    let listed = coordinator.list().map_err(|e| not_here(state, "", e))?;
     let groups: Vec<Value> = listed
         .into_iter()
         .map(|(group, protocol_type, group_state)| {
@@ -61,12 +109,13 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<Value>,
                 .ok()
                 .flatten()
                 .map_or(0, |d| d.members.len());
-            let lag = offsets(&state, &group)
+            let lag = offsets(state, &group)
                 .iter()
                 .filter_map(|o| o["lag"].as_i64())
                 .sum::<i64>();
             json!({
                 "group": group,
+                "coordinator": me,
                 "protocol_type": protocol_type,
                 "state": group_state.name(),
                 "members": members,
@@ -74,10 +123,7 @@ pub(super) async fn list(State(state): State<AdminState>) -> Result<Json<Value>,
             })
         })
         .collect();
-    Ok(Json(json!({
-        "coordinator": state.broker.config().broker.node_id,
-        "groups": groups,
-    })))
+    Ok(Value::Array(groups))
 }
 
 /// A group's committed offsets with the lag behind each partition's high watermark.
@@ -104,17 +150,42 @@ pub(super) fn offsets(state: &AdminState, group: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `GET /v1/groups/{group}`
+/// `GET /v1/groups/{group}`: answered here when this broker coordinates the group,
+/// else by its coordinator.
 pub(super) async fn describe(
     State(state): State<AdminState>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    match local_describe(&state, &group) {
+        Err(e) if e.code == "not_coordinator" => {
+            let metadata = state.broker.metadata();
+            let me = state.broker.config().broker.node_id;
+            match coordinator_of(&metadata, &group) {
+                Some(coordinator) if coordinator != me => {
+                    let question = Question::Group { group };
+                    Ok(Json(state.peers.ask(&state, coordinator, &question).await?))
+                }
+                // Leadership is moving (the metadata says here, the groups do not yet),
+                // or there is no leader: a client retries, as Kafka clients do.
+                _ => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "coordinator_unavailable",
+                    format!("group '{group}' has no coordinator right now; try again shortly"),
+                )),
+            }
+        }
+        answered => answered.map(Json),
+    }
+}
+
+/// A group this broker coordinates, as `GET /v1/groups/{group}` shows it.
+pub(super) fn local_describe(state: &AdminState, group: &str) -> Result<Value, ApiError> {
     let description = state
         .broker
         .groups()
-        .describe(&group)
-        .map_err(|e| not_here(&state, &group, e))?
-        .ok_or_else(|| unknown(&group))?;
+        .describe(group)
+        .map_err(|e| not_here(state, group, e))?
+        .ok_or_else(|| unknown(group))?;
     let members: Vec<Value> = description
         .members
         .iter()
@@ -132,12 +203,12 @@ pub(super) async fn describe(
             })
         })
         .collect();
-    let offsets = offsets(&state, &group);
+    let offsets = offsets(state, group);
     let lag = offsets
         .iter()
         .filter_map(|o| o["lag"].as_i64())
         .sum::<i64>();
-    Ok(Json(json!({
+    Ok(json!({
         "group": group,
         "coordinator": state.broker.config().broker.node_id,
         "state": description.state.name(),
@@ -146,5 +217,5 @@ pub(super) async fn describe(
         "members": members,
         "offsets": offsets,
         "lag": lag,
-    })))
+    }))
 }

@@ -15,6 +15,7 @@ mod groups;
 pub mod history;
 mod metrics;
 mod mirrors;
+pub mod peers;
 mod plugins;
 mod produce;
 mod quotas;
@@ -52,6 +53,8 @@ pub struct AdminState {
     pub mirrors: Arc<crate::connect::Mirrors>,
     /// The console's charts: recent samples of lag, rates and latencies.
     pub history: Arc<history::History>,
+    /// The other brokers, for what only they hold.
+    pub peers: peers::Peers,
 }
 
 /// A JSON error response.

@@ -1,7 +1,7 @@
 //! The cluster transport: one QUIC endpoint per broker, authenticated both ways with
 //! the cluster's own certificates, carrying request/response exchanges for the rooms
 //! that talk between brokers (the Raft log of the controller, controller RPC, replica
-//! fetch).
+//! fetch, and the admin API's questions about what another broker holds).
 //!
 //! # What this room owns and why
 //!
@@ -78,6 +78,10 @@ pub enum Channel {
     Controller = 2,
     /// Partition replication (follower fetch).
     Replica = 3,
+    /// Read-only questions one broker's admin API asks another about what only that
+    /// broker holds (the consumer groups it coordinates), so any broker can answer for
+    /// the cluster.
+    Admin = 4,
 }
 
 impl Channel {
@@ -87,6 +91,7 @@ impl Channel {
             1 => Some(Channel::Raft),
             2 => Some(Channel::Controller),
             3 => Some(Channel::Replica),
+            4 => Some(Channel::Admin),
             _ => None,
         }
     }
@@ -98,6 +103,7 @@ impl fmt::Display for Channel {
             Channel::Raft => "raft",
             Channel::Controller => "controller",
             Channel::Replica => "replica",
+            Channel::Admin => "admin",
         })
     }
 }

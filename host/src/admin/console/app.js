@@ -207,13 +207,15 @@ const pages = {
 
   async groups(name) {
     if (name) return group(name);
-    const [{ groups }, lag] = await Promise.all([api("/v1/groups"), history("group_lag")]);
+    const [{ groups, unavailable }, lag] = await Promise.all([api("/v1/groups"), history("group_lag")]);
     return [
       el("h1", {}, "Consumer groups"),
-      table(["Group", "State", "Members#", "Lag#"], groups.map((g) => [
-        link(route("groups", g.group), g.group), g.state, g.members,
+      ...unavailable.map((u) => el("p", { class: "warn" },
+        `Broker ${u.broker} did not answer, so its groups are missing: ${u.reason}`)),
+      table(["Group", "State", "Coordinator#", "Members#", "Lag#"], groups.map((g) => [
+        link(route("groups", g.group), g.group), g.state, g.coordinator, g.members,
         el("span", { class: g.lag ? "warn" : "" }, fmt(g.lag)),
-      ]), "No groups coordinated by this broker."),
+      ]), "No consumer groups."),
       el("h2", {}, "Lag over time"),
       el("div", { class: "charts" }, chart("group_lag", "Records behind, by group", lag)),
     ];
