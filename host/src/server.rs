@@ -33,12 +33,55 @@ const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a broker with `config` until a termination signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("quiver")
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// File descriptors kept for everything but client connections: log segments and
+/// their indexes, the cluster endpoint, the admin API.
+const FD_RESERVE: u64 = 1024;
+
+/// Raises this process's open-file limit to its hard limit, as the Kafka listeners'
+/// `kafka.max_connections` are meant to be the limit that bites, not the descriptor
+/// table; warns when even the hard limit is below what the settings allow.
+fn raise_fd_limit(config: &Config) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        // An unlimited hard limit is not a value the kernel takes for open files
+        // (fs.nr_open caps it, 2^20 by default).
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur < target {
+            let raised = libc::rlimit {
+                rlim_cur: target,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = target;
+            }
+        }
+        limit.rlim_cur
+    };
+    let listeners = config.kafka.all_listeners().len() as u64;
+    let wanted = listeners * u64::from(config.kafka.max_connections) + FD_RESERVE;
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            wanted,
+            "the open-file limit is below kafka.max_connections per listener plus {FD_RESERVE} for logs; accepts will fail before the connection limit is reached (raise the limit or lower kafka.max_connections)"
+        );
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -228,7 +271,7 @@ async fn bind_kafka_listeners(config: &Config) -> anyhow::Result<Vec<crate::kafk
         } else {
             format!("kafka.listeners.{name}.listen")
         };
-        let socket = TcpListener::bind(listener.listen).await.with_context(|| {
+        let socket = bind_backlog(listener.listen, KAFKA_LISTEN_BACKLOG).with_context(|| {
             format!(
                 "binding the Kafka listener {name} on {} ({key})",
                 listener.listen
@@ -275,6 +318,26 @@ async fn bind_kafka_listeners(config: &Config) -> anyhow::Result<Vec<crate::kafk
         });
     }
     Ok(listeners)
+}
+
+/// Connections the kernel completes and queues for a Kafka listener before the broker
+/// accepts them (capped by `net.core.somaxconn`). When a burst of connects overflows
+/// the queue, Linux drops the handshake's last ACK: the client believes it is connected
+/// while the broker learns of the connection only after retransmissions, seconds later,
+/// or never. Room for a few thousand keeps a flood of connects, hostile or not, from
+/// turning into connections neither side agrees on.
+const KAFKA_LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with a listen queue of `backlog`.
+fn bind_backlog(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind does: a restarted broker rebinds despite TIME_WAIT sockets.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Starts this broker's controller replica and attaches it to the broker.

@@ -394,8 +394,27 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics and of CreateTopics asking for the default.
     pub default_partitions: i32,
-    /// Largest request frame accepted; a larger length prefix closes the connection.
+    /// Largest request frame accepted; a larger length prefix closes the connection
+    /// before any of the frame is read or allocated.
     pub max_frame_bytes: u32,
+    /// Most client connections one listener holds at once (Kafka's `max.connections`,
+    /// counted per listener); a connection over it is closed as soon as it is accepted.
+    /// Each open connection costs a file descriptor and up to 128 KiB of buffers, plus
+    /// the request it is reading (at most `max_frame_bytes`).
+    pub max_connections: u32,
+    /// Most client connections from one IP address over all listeners at once (Kafka's
+    /// `max.connections.per.ip`); a connection over it is closed as soon as it is
+    /// accepted. 0: no limit per address.
+    pub max_connections_per_ip: u32,
+    /// A connection with no request for this long is closed, as is one whose response
+    /// has waited this long to be written (a client that does not read); ms, Kafka's
+    /// `connections.max.idle.ms`. A request being handled, a long-polling fetch
+    /// included, is not idleness.
+    pub connections_max_idle_ms: u64,
+    /// Once the first byte of a request has arrived, the rest of the frame must arrive
+    /// within this long or the connection is closed (ms), so a client trickling bytes
+    /// cannot hold a connection and its buffer indefinitely.
+    pub request_timeout_ms: u64,
     /// How the main listener (`listen`) secures connections; it is named after it
     /// (`PLAINTEXT`, `SASL_SSL`…).
     pub security_protocol: SecurityProtocol,
@@ -412,6 +431,10 @@ impl Default for KafkaConfig {
             auto_create_topics: true,
             default_partitions: 1,
             max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            connections_max_idle_ms: 600_000,
+            request_timeout_ms: 30_000,
             security_protocol: SecurityProtocol::Plaintext,
             listeners: Default::default(),
         }
@@ -667,6 +690,35 @@ impl Config {
                 "must be between 1024 and 2147483647",
             ));
         }
+        let kafka = &self.kafka;
+        if !(1..=1_000_000).contains(&kafka.max_connections) {
+            return Err(invalid(
+                "kafka.max_connections",
+                kafka.max_connections,
+                "must be between 1 and 1000000",
+            ));
+        }
+        if kafka.max_connections_per_ip > kafka.max_connections {
+            return Err(invalid(
+                "kafka.max_connections_per_ip",
+                kafka.max_connections_per_ip,
+                "must be 0 (no limit per address) or at most kafka.max_connections",
+            ));
+        }
+        if !(100..=7 * 24 * 3_600_000).contains(&kafka.connections_max_idle_ms) {
+            return Err(invalid(
+                "kafka.connections_max_idle_ms",
+                kafka.connections_max_idle_ms,
+                "must be between 100 (0.1 s) and 604800000 (7 days)",
+            ));
+        }
+        if !(100..=3_600_000).contains(&kafka.request_timeout_ms) {
+            return Err(invalid(
+                "kafka.request_timeout_ms",
+                kafka.request_timeout_ms,
+                "must be between 100 (0.1 s) and 3600000 (1 hour)",
+            ));
+        }
         if let Some(host) = &self.kafka.advertised_host {
             if host.trim().is_empty() {
                 return Err(invalid("kafka.advertised_host", host, "must not be empty"));
@@ -911,6 +963,43 @@ mod tests {
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let config = Config::default();
+        assert_eq!(config.kafka.max_connections, 10_000);
+        assert_eq!(config.kafka.max_connections_per_ip, 0);
+        assert_eq!(config.kafka.connections_max_idle_ms, 600_000);
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("quiver.toml");
+        std::fs::write(&empty, "").unwrap();
+        let load = |sets: &[&str]| {
+            Config::load(
+                Some(&empty),
+                &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let err = |set: &str| load(&[set]).unwrap_err().to_string();
+        assert_eq!(
+            err("kafka.max_connections=0"),
+            "invalid value \"0\" for `kafka.max_connections`: must be between 1 and 1000000"
+        );
+        assert_eq!(
+            err("kafka.max_connections_per_ip=20000"),
+            "invalid value \"20000\" for `kafka.max_connections_per_ip`: must be 0 (no limit per address) or at most kafka.max_connections"
+        );
+        assert!(err("kafka.connections_max_idle_ms=10").contains("between 100 (0.1 s)"));
+        assert!(err("kafka.request_timeout_ms=0").contains("`kafka.request_timeout_ms`"));
+        let small = load(&[
+            "kafka.max_connections=200",
+            "kafka.max_connections_per_ip=50",
+            "kafka.connections_max_idle_ms=2000",
+            "kafka.request_timeout_ms=1500",
+        ])
+        .unwrap();
+        assert_eq!(small.kafka.max_connections_per_ip, 50);
+        assert_eq!(small.kafka.request_timeout_ms, 1500);
     }
 
     #[test]

@@ -10,9 +10,17 @@
 //! `kafka.max_frame_bytes`, an unknown API key, an unsupported version, a body that
 //! does not decode — closes that one connection with a logged reason; the broker and
 //! every other connection carry on.
+//!
+//! What a client can hold is bounded by settings, so that no client, however it
+//! behaves, takes the broker's memory or file descriptors from the others: connections
+//! per listener and per address ([`limits`]), time without a request
+//! (`kafka.connections_max_idle_ms`), and time for a request to arrive in full once it
+//! has begun (`kafka.request_timeout_ms`), which stops a client trickling a frame a
+//! byte at a time from holding its connection and buffer forever.
 
 pub mod api;
 pub mod frame;
+pub mod limits;
 pub mod session;
 pub mod versions;
 
@@ -23,7 +31,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -89,6 +99,30 @@ pub enum ConnectionError {
     /// The client's login was refused (the answer saying why was sent first).
     #[error("authentication failed: {0}")]
     Authentication(String),
+    /// No request arrived within `kafka.connections_max_idle_ms`.
+    #[error("no request for {idle_ms} ms (kafka.connections_max_idle_ms)")]
+    Idle {
+        /// The idle timeout.
+        idle_ms: u64,
+    },
+    /// A request began but did not arrive in full within `kafka.request_timeout_ms`.
+    #[error("a request was not received in full within {timeout_ms} ms of its first byte ({received} of {expected} bytes; kafka.request_timeout_ms)")]
+    SlowRequest {
+        /// The deadline.
+        timeout_ms: u64,
+        /// Bytes of the frame received (the length prefix included).
+        received: usize,
+        /// Bytes the frame needs (the length prefix included; 4 while the prefix itself
+        /// is incomplete).
+        expected: usize,
+    },
+    /// A response could not be written for `kafka.connections_max_idle_ms`: the client
+    /// sends requests but does not read the answers.
+    #[error("a response could not be written for {idle_ms} ms: the client is not reading (kafka.connections_max_idle_ms)")]
+    WriteStalled {
+        /// The idle timeout.
+        idle_ms: u64,
+    },
     /// A response could not be encoded (a broker bug; logged with the request).
     #[error("encoding the {api:?} v{version} response: {reason}")]
     Encode {
@@ -133,9 +167,13 @@ pub async fn serve(
     grace: Duration,
 ) {
     let mut tasks = JoinSet::new();
+    let kafka = &broker.config().kafka;
+    let per_address = limits::PerAddress::new(kafka.max_connections_per_ip);
     for listener in listeners {
+        let limits = limits::ConnectionLimits::new(kafka.max_connections, per_address.clone());
         tasks.spawn(serve_listener(
             listener,
+            limits,
             broker.clone(),
             shutdown.clone(),
             grace,
@@ -146,6 +184,7 @@ pub async fn serve(
 
 async fn serve_listener(
     listener: Listener,
+    limits: Arc<limits::ConnectionLimits>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -155,11 +194,22 @@ async fn serve_listener(
         tokio::select! {
             accepted = listener.socket.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let admitted = match limits.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(refused) => {
+                            broker.metrics().connection_opened().closing("limit");
+                            // Closed now, unread: a refused connection holds nothing.
+                            drop(stream);
+                            tracing::debug!(%peer, listener = %listener.info.name, reason = %refused, "refusing connection");
+                            continue;
+                        }
+                    };
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
                     let info = listener.info.clone();
                     let tls = listener.tls.clone();
                     connections.spawn(async move {
+                        let _admitted = admitted;
                         let name = info.name.clone();
                         let mut open = broker.metrics().connection_opened();
                         // connection_creation_rate: a connection over its address's
@@ -184,6 +234,8 @@ async fn serve_listener(
                         match ended {
                             Ok(()) => tracing::debug!(%peer, listener = %name, "connection closed"),
                             Err(ConnectionError::Io(e)) => tracing::debug!(%peer, listener = %name, error = %e, "connection ended"),
+                            // Routine, as in Kafka: not worth a warning each.
+                            Err(e @ ConnectionError::Idle { .. }) => tracing::debug!(%peer, listener = %name, reason = %e, "closing connection"),
                             Err(e) => tracing::warn!(%peer, listener = %name, reason = %e, "closing connection"),
                         }
                     });
@@ -215,6 +267,8 @@ fn closed_because(ended: &Result<(), ConnectionError>, stopping: bool) -> &'stat
         Ok(()) if stopping => "shutdown",
         Ok(()) => "client",
         Err(ConnectionError::Io(_)) => "io",
+        Err(ConnectionError::Idle { .. } | ConnectionError::WriteStalled { .. }) => "idle",
+        Err(ConnectionError::SlowRequest { .. }) => "slow",
         Err(
             ConnectionError::TlsHandshake(_)
             | ConnectionError::Authentication(_)
@@ -288,49 +342,56 @@ where
 {
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut writer = BufWriter::with_capacity(64 * 1024, write);
-    let max = broker.config().kafka.max_frame_bytes;
+    let kafka = &broker.config().kafka;
+    let idle = Duration::from_millis(kafka.connections_max_idle_ms);
+    let request_timeout = Duration::from_millis(kafka.request_timeout_ms);
     loop {
-        let length = tokio::select! {
-            length = reader.read_i32() => match length {
-                Ok(length) => length,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
-            },
+        // Idle until a request's first byte arrives; from then on the whole frame has
+        // `request_timeout` to arrive.
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(idle, reader.fill_buf()) => waited,
             _ = shutdown.changed() => return Ok(()),
         };
-        // Checked before allocating: a hostile length must not reserve memory.
-        if length <= 0 || length as u32 > max {
-            return Err(ConnectionError::FrameLength { length, max });
+        match waited {
+            Err(_) => {
+                return Err(ConnectionError::Idle {
+                    idle_ms: kafka.connections_max_idle_ms,
+                })
+            }
+            Ok(Ok([])) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
         }
-        // Before authentication a client may send only small SASL frames; a large
-        // length from an unauthenticated client is refused before it is read.
-        if session.needs_authentication() && length as u32 > MAX_UNAUTHENTICATED_FRAME {
-            return Err(ConnectionError::FrameLength {
-                length,
-                max: MAX_UNAUTHENTICATED_FRAME,
-            });
-        }
-        // The buffer grows with the bytes that actually arrive, so a client announcing a
-        // large frame and sending little holds little memory.
-        let mut frame = Vec::with_capacity((length as usize).min(64 * 1024));
-        (&mut reader)
-            .take(length as u64)
-            .read_to_end(&mut frame)
-            .await?;
-        if frame.len() != length as usize {
-            return Err(ConnectionError::Truncated {
-                expected: length as usize,
-                received: frame.len(),
-            });
-        }
-        let response = handle_frame(&broker, Bytes::from(frame), session).await?;
+        let mut received = 0;
+        let mut expected = 4;
+        let read = read_frame(
+            &mut reader,
+            session,
+            kafka.max_frame_bytes,
+            &mut received,
+            &mut expected,
+        );
+        let outcome = tokio::time::timeout(request_timeout, read).await;
+        let frame = match outcome {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ConnectionError::SlowRequest {
+                    timeout_ms: kafka.request_timeout_ms,
+                    received,
+                    expected,
+                })
+            }
+        };
+        let response = handle_frame(&broker, frame, session).await?;
         if let Some(response) = response {
             for chunk in response.chunks() {
-                writer.write_all(chunk).await?;
+                stalled(idle, writer.write_all(chunk)).await?;
             }
         }
         if let Some(reason) = session.close_after_response.take() {
-            writer.flush().await?;
+            stalled(idle, writer.flush()).await?;
             return Err(ConnectionError::Authentication(reason));
         }
         // A throttled client gets its answer now and is not read from until the
@@ -344,7 +405,7 @@ where
             broker
                 .metrics()
                 .throttled(tenant.map(|t| t.name.as_str()), kind.key(), throttle);
-            writer.flush().await?;
+            stalled(idle, writer.flush()).await?;
             tokio::select! {
                 _ = tokio::time::sleep(throttle) => {}
                 _ = shutdown.changed() => return Ok(()),
@@ -353,10 +414,10 @@ where
         // Flush once the client has no further request queued, so pipelined requests
         // share one write.
         if reader.buffer().is_empty() {
-            writer.flush().await?;
+            stalled(idle, writer.flush()).await?;
         }
         if *shutdown.borrow() {
-            writer.flush().await?;
+            stalled(idle, writer.flush()).await?;
             return Ok(());
         }
     }
@@ -364,6 +425,76 @@ where
 
 /// Largest frame a client may send before it has authenticated (SASL tokens are small).
 const MAX_UNAUTHENTICATED_FRAME: u32 = 64 * 1024;
+
+/// A write to the client, which must finish within `idle`: a client that stops reading
+/// its answers is as idle as one that stops sending requests, and would otherwise hold
+/// its connection, and the response it was sent, for ever.
+async fn stalled(
+    idle: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<(), ConnectionError> {
+    match tokio::time::timeout(idle, write).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(ConnectionError::WriteStalled {
+            idle_ms: idle.as_millis() as u64,
+        }),
+    }
+}
+
+/// Reads one length-prefixed request frame; `None` if the client closed the connection
+/// before the length prefix was complete. `received` and `expected` count the frame's
+/// bytes (prefix included) as they arrive, so a deadline that cuts the read short can
+/// say how far it got.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    session: &Session,
+    max: u32,
+    received: &mut usize,
+    expected: &mut usize,
+) -> Result<Option<Bytes>, ConnectionError> {
+    let mut prefix = [0u8; 4];
+    while *received < 4 {
+        match reader.read(&mut prefix[*received..]).await? {
+            0 => return Ok(None),
+            n => *received += n,
+        }
+    }
+    let length = i32::from_be_bytes(prefix);
+    // Checked before allocating: a hostile length must not reserve memory.
+    if length <= 0 || length as u32 > max {
+        return Err(ConnectionError::FrameLength { length, max });
+    }
+    // Before authentication a client may send only small SASL frames; a large
+    // length from an unauthenticated client is refused before it is read.
+    if session.needs_authentication() && length as u32 > MAX_UNAUTHENTICATED_FRAME {
+        return Err(ConnectionError::FrameLength {
+            length,
+            max: MAX_UNAUTHENTICATED_FRAME,
+        });
+    }
+    let length = length as usize;
+    *expected = 4 + length;
+    // The buffer grows with the bytes that actually arrive, so a client announcing a
+    // large frame and sending little holds little memory; reserving at most what has
+    // arrived plus one read keeps it within twice the bytes received.
+    let mut frame = Vec::with_capacity(length.min(64 * 1024));
+    while frame.len() < length {
+        let want = (length - frame.len()).min(frame.capacity().max(64 * 1024));
+        frame.reserve_exact(want);
+        let got = (&mut *reader)
+            .take(want as u64)
+            .read_buf(&mut frame)
+            .await?;
+        if got == 0 {
+            return Err(ConnectionError::Truncated {
+                expected: length,
+                received: frame.len(),
+            });
+        }
+        *received += got;
+    }
+    Ok(Some(Bytes::from(frame)))
+}
 
 /// Decodes one request frame, runs its handler and returns the encoded response frame
 /// (length prefix included), or `None` when the request expects no response.

@@ -206,7 +206,7 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "kafka_connections_closed",
-            "Kafka connections closed, by why: client (the client closed it), shutdown, quota (over connection_creation_rate), authentication, protocol (a malformed or unsupported request), io",
+            "Kafka connections closed, by why: client (the client closed it), shutdown, quota (over connection_creation_rate), limit (refused at accept: over kafka.max_connections or kafka.max_connections_per_ip), idle (no request, or a response not read, within kafka.connections_max_idle_ms), slow (a request not in full within kafka.request_timeout_ms of its first byte), authentication, protocol (a malformed or unsupported request), io",
             connections_closed.clone(),
         );
         let isr_shrinks = Counter::default();

@@ -177,6 +177,28 @@ fn broker_entries(config: &Config) -> Vec<Entry> {
             "largest request frame (kafka.max_frame_bytes)",
         ),
         (
+            "max.connections",
+            config.kafka.max_connections.to_string(),
+            INT,
+            "most connections per listener (kafka.max_connections)",
+        ),
+        (
+            "max.connections.per.ip",
+            // Kafka's "no limit" is Integer.MAX_VALUE, as it reports it.
+            match config.kafka.max_connections_per_ip {
+                0 => i32::MAX.to_string(),
+                n => n.to_string(),
+            },
+            INT,
+            "most connections per client address (kafka.max_connections_per_ip)",
+        ),
+        (
+            "connections.max.idle.ms",
+            config.kafka.connections_max_idle_ms.to_string(),
+            LONG,
+            "idle connections are closed after this long (kafka.connections_max_idle_ms)",
+        ),
+        (
             "message.max.bytes",
             log.max_message_bytes.to_string(),
             INT,

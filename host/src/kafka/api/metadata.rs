@@ -52,6 +52,10 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     let auto_create =
         config.kafka.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     for wanted in requested {
+        // A request may name any number of topics (100,000 fit in a frame): answering
+        // them gives the runtime back its thread now and then, so one such request does
+        // not hold up the other connections served there.
+        tokio::task::consume_budget().await;
         let entry = match (&wanted.name, version >= 10 && !wanted.topic_id.is_nil()) {
             (_, true) => match state.topics.values().find(|t| t.id == wanted.topic_id) {
                 Some(topic)
