@@ -213,8 +213,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Peers' admin APIs ask this broker about its groups even when its own HTTP
     // listener is off.
     let _ = service.admin.set(admin_state.clone());
-    let admin =
-        admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, admin_state, stop_rx_admin)));
+    let admin_tls = admin_config
+        .tls
+        .then(|| {
+            crate::tenancy::tls::server_config(&broker.config().security.tls, false)
+                .map(tokio_rustls::TlsAcceptor::from)
+                .context("setting up TLS for the admin API (admin.tls)")
+        })
+        .transpose()?;
+    let admin = admin_listener.map(|l| {
+        tokio::spawn(crate::admin::serve(
+            l,
+            admin_tls,
+            admin_state,
+            stop_rx_admin,
+        ))
+    });
     tracing::info!(kafka = %listen, admin = ?admin_config.enabled.then_some(admin_config.listen), node_id = broker.config().broker.node_id, "quiver is ready");
 
     wait_for_signal().await?;

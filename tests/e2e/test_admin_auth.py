@@ -89,3 +89,78 @@ def test_basic_authentication_and_acls_guard_the_admin_api(broker_factory):
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert "unauthenticated" in refused.stderr and "QUIVER_ADMIN_USER" in refused.stderr, refused.stderr
+
+
+@pytest.mark.timeout(120)
+def test_the_admin_api_over_https_with_basic_authentication(broker_factory, tmp_path):
+    """`admin.tls = true`: the admin API speaks only HTTPS, with the Kafka TLS
+    listeners' certificate; clients that trust its CA get answers (Basic credentials
+    inside TLS), plain HTTP gets none, and the CLI needs `https://` and the CA."""
+    import ssl
+    import socket
+    from securitykit import make_certs, tls_context
+
+    certs = make_certs(tmp_path / "certs")
+    b, _ = secured_broker(broker_factory)
+    cli(b, "user", "create", "admin", "--password", "pw-admin")
+    b.stop()
+    b.sets.update({"admin.tls": "true", "admin.authentication": "basic",
+                   "security.tls.cert_file": certs.server_cert, "security.tls.key_file": certs.server_key})
+    b.start()
+    url = f"https://{b.admin}"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw-admin").decode()}
+
+    def get(path, context, headers=None):
+        req = urllib.request.Request(url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=context) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    trusted = tls_context(certs.ca)
+    status, body = get("/v1/cluster", trusted, auth)
+    assert status == 200 and body["brokers"], body
+    status, body = get("/v1/cluster", trusted)
+    assert (status, body["error"]) == (401, "unauthenticated"), body
+    assert get("/health", trusted)[0] == 200
+
+    # A client that does not trust the CA refuses the certificate.
+    with pytest.raises(urllib.error.URLError) as refused:
+        get("/health", ssl.create_default_context())
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value), refused.value
+    # Plain HTTP gets no HTTP answer: the broker waits for a TLS ClientHello and drops
+    # what is not one.
+    host, port = b.admin.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert not answer.startswith(b"HTTP/"), answer
+
+    # The CLI: https:// and the CA in QUIVER_ADMIN_CA.
+    env = {**os.environ, "QUIVER_ADMIN_USER": "admin", "QUIVER_ADMIN_PASSWORD": "pw-admin",
+           "QUIVER_ADMIN_CA": certs.ca}
+    run = lambda *args, env=env: subprocess.run([quiver_bin(), *args], capture_output=True, text=True,
+                                                timeout=30, env=env)
+    ok = run("cluster", "status", "--admin", url, "--output", "json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["brokers"], ok.stdout
+    no_ca = run("cluster", "status", "--admin", url, env={k: v for k, v in env.items() if k != "QUIVER_ADMIN_CA"})
+    assert no_ca.returncode != 0
+    assert "is HTTPS, and no CA to check its certificate against" in no_ca.stderr, no_ca.stderr
+    assert "QUIVER_ADMIN_CA" in no_ca.stderr
+    other = make_certs(tmp_path / "other")
+    wrong_ca = run("cluster", "status", "--admin", url, env={**env, "QUIVER_ADMIN_CA": other.ca})
+    assert wrong_ca.returncode != 0 and f"TLS with the admin API at {url} failed" in wrong_ca.stderr, wrong_ca.stderr
+
+
+def test_admin_tls_needs_a_certificate(broker_factory):
+    """A broker told to serve the admin API over TLS without a certificate refuses to
+    start, naming the settings it needs."""
+    b = broker_factory(sets={"admin.tls": "true"}, start=False)
+    proc = b.spawn()
+    assert proc.wait(timeout=30) != 0
+    err = b.stderr_text()
+    assert "admin.tls = true needs security.tls.cert_file and security.tls.key_file" in err, err

@@ -21,6 +21,7 @@ mod produce;
 mod quotas;
 mod security;
 mod tenants;
+mod tls;
 mod topics;
 mod transforms;
 
@@ -187,17 +188,37 @@ async fn openapi() -> impl IntoResponse {
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let sampler = history::spawn(state.clone(), state.history.clone(), shutdown.clone());
     let app = router(state);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
+            // tap_io: axum knows the peer address of a listener's connections through
+            // its TapIo wrapper (or a plain TcpListener), not of any listener.
+            Ok(listener) => {
+                use axum::serve::ListenerExt as _;
+                axum::serve(listener.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "admin API stopped");
     }
     sampler.abort();

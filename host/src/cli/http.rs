@@ -1,8 +1,9 @@
 //! A minimal HTTP/1.1 client for the admin API: one request per connection, JSON or
-//! raw bodies, responses read to the end. Enough for the CLI, with no TLS stack.
+//! raw bodies, responses read to the end, over TLS (rustls, the broker's own stack)
+//! when the address is `https://`. Enough for the CLI.
 
 use anyhow::{bail, Context as _};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A response: status and body.
@@ -39,7 +40,9 @@ impl Response {
     }
 }
 
-/// Sends one request to `address` (host:port).
+/// Sends one request to `address`: `host:port` or `http://host:port` for plain HTTP,
+/// `https://host:port` for a broker with `admin.tls = true`, whose certificate must be
+/// signed by the CA in `QUIVER_ADMIN_CA`.
 pub(crate) async fn request(
     address: &str,
     method: &str,
@@ -47,14 +50,19 @@ pub(crate) async fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(address).await.map_err(|e| {
+    let (https, authority) = match address.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, address.strip_prefix("http://").unwrap_or(address)),
+    };
+    let authority = authority.trim_end_matches('/');
+    let stream = TcpStream::connect(authority).await.map_err(|e| {
         super::hinted(
             format!("cannot reach the admin API at {address}: {e}"),
-            "is a broker running there with its admin API on? `quiver serve` starts one (admin on 127.0.0.1:9644); point the CLI at yours with --admin HOST:PORT or QUIVER_ADMIN",
+            "is a broker running there with its admin API on? `quiver serve` starts one (admin on 127.0.0.1:9644); point the CLI at it with --admin HOST:PORT (https://HOST:PORT when it has admin.tls on) or QUIVER_ADMIN",
         )
     })?;
     let mut head = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     if let Some(ct) = content_type {
@@ -68,14 +76,17 @@ pub(crate) async fn request(
         head.push_str(&format!("Authorization: Basic {token}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    let raw = if https {
+        let mut tls = tls_connect(address, authority, stream).await?;
+        exchange(&mut tls, head.as_bytes(), body).await?
+    } else {
+        let mut plain = stream;
+        exchange(&mut plain, head.as_bytes(), body).await?
+    };
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
         super::hinted(
             format!("{address} did not answer as the admin API (no HTTP response)"),
-            "is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN",
+            "is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN (https://HOST:PORT when it has admin.tls on)",
         )
     })?;
     let header = String::from_utf8_lossy(&raw[..split]).to_string();
@@ -96,6 +107,87 @@ pub(crate) async fn request(
         body,
         path: path_and_query.to_string(),
     })
+}
+
+/// Writes the request and reads the whole response (the server closes the connection).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    head: &[u8],
+    body: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    stream.write_all(head).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => Ok(raw),
+        // A TLS peer that closes without close_notify: what arrived is the response
+        // (its framing is checked by the caller).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The TLS session to an `https://` admin API, trusting only the CA in
+/// `QUIVER_ADMIN_CA` and checking the certificate names the host dialled.
+async fn tls_connect(
+    address: &str,
+    authority: &str,
+    stream: TcpStream,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let ca = std::env::var_os("QUIVER_ADMIN_CA").ok_or_else(|| {
+        super::hinted(
+            format!("{address} is HTTPS, and no CA to check its certificate against"),
+            "set QUIVER_ADMIN_CA to the CA file that signed the broker's certificate (the ca.pem of `quiver tls certs`)",
+        )
+    })?;
+    let pem = std::fs::read(&ca)
+        .with_context(|| format!("reading QUIVER_ADMIN_CA {}", ca.to_string_lossy()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| {
+            format!(
+                "QUIVER_ADMIN_CA {} is not PEM certificates",
+                ca.to_string_lossy()
+            )
+        })?;
+        roots.add(cert).with_context(|| {
+            format!(
+                "QUIVER_ADMIN_CA {}: a certificate is not usable",
+                ca.to_string_lossy()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        bail!(
+            "QUIVER_ADMIN_CA {} holds no certificate",
+            ca.to_string_lossy()
+        );
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = match authority.rsplit_once(':') {
+        Some((host, _port)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let name = ServerName::try_from(host.to_string())
+        .with_context(|| format!("{host} is not a host name or an IP address"))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            super::hinted(
+                format!("TLS with the admin API at {address} failed: {e}"),
+                "is QUIVER_ADMIN_CA the CA that signed the broker's certificate, and does the certificate name the host in --admin?",
+            )
+        })
 }
 
 /// For a 404 on one named thing (`/v1/plugins/NAME…`), the command that lists what

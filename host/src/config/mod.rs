@@ -237,6 +237,11 @@ pub struct AdminConfig {
     /// (HTTP Basic with a SCRAM user's name and password, then the same ACLs as the
     /// Kafka listeners when `security.authorizer` is on; `/health` stays open).
     pub authentication: AdminAuthentication,
+    /// Serve the admin API over HTTPS, with the Kafka TLS listeners' certificate
+    /// (`security.tls.cert_file` and `key_file`), so Basic credentials never cross the
+    /// network in the clear. The CLI then takes `--admin https://HOST:PORT` and the CA
+    /// that signed the certificate in `QUIVER_ADMIN_CA`.
+    pub tls: bool,
 }
 
 /// How the admin API identifies its callers.
@@ -257,6 +262,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
             max_body_bytes: 64 * 1024 * 1024,
             authentication: AdminAuthentication::None,
+            tls: false,
         }
     }
 }
@@ -615,6 +621,13 @@ impl Config {
                 "an SSL or SASL_SSL listener needs security.tls.cert_file and security.tls.key_file".into(),
             ));
         }
+        if self.admin.tls && (security.tls.cert_file.is_none() || security.tls.key_file.is_none()) {
+            return Err(invalid(
+                "security.tls.cert_file",
+                &"(unset)",
+                "admin.tls = true needs security.tls.cert_file and security.tls.key_file".into(),
+            ));
+        }
         if security.tls.client_auth != ClientAuth::None && security.tls.client_ca_file.is_none() {
             return Err(invalid(
                 "security.tls.client_ca_file",
@@ -902,6 +915,8 @@ mod tests {
         assert!(err(&["security.sasl.mechanisms=PLAIN,GSSAPI"]).contains("GSSAPI"));
         assert!(err(&["security.super_users=admin"]).contains("User:admin"));
         assert!(err(&["security.tls.client_auth=required"]).contains("client_ca_file"));
+        assert!(err(&["admin.tls=true"])
+            .contains("admin.tls = true needs security.tls.cert_file and security.tls.key_file"));
         let listed = load(&["security.super_users=User:a, User:b"]).unwrap();
         assert_eq!(listed.security.super_users, ["User:a", "User:b"]);
     }
