@@ -605,10 +605,12 @@ def find_tools(cfg):
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/quiver/target"))
     cfg.quiver = cfg.quiver or os.path.join(target, "release", "quiver")
     cfg.loadgen = cfg.loadgen or os.path.join(os.path.dirname(cfg.quiver), "quiver-loadgen")
+    # brokers run in their own directories: every path absolute
+    cfg.quiver, cfg.loadgen = os.path.abspath(cfg.quiver), os.path.abspath(cfg.loadgen)
     for what, path in (("quiver", cfg.quiver), ("quiver-loadgen", cfg.loadgen)):
         if not os.access(path, os.X_OK):
             raise BenchError(f"{what} not found at {path} (cargo build --release -p quiver -p quiver-loadgen)")
-    cfg.tansu = cfg.tansu or shutil.which("tansu") or os.path.join(cfg.peers_root, "bin", "tansu")
+    cfg.tansu = os.path.abspath(cfg.tansu or shutil.which("tansu") or os.path.join(cfg.peers_root, "bin", "tansu"))
     if "tansu" in cfg.brokers and not os.access(cfg.tansu, os.X_OK):
         if not cfg.install_peers:
             raise BenchError(f"tansu not found at {cfg.tansu}: --install-peers installs it "
