@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "e2e"))
 
 import broker_bench as bb  # noqa: E402
-from broker_bench import GIB, MIB, BenchError, log  # noqa: E402
+from broker_bench import GIB, BenchError, log  # noqa: E402
 
 ROOT = HERE.parent.parent
 DOC_BEGIN = "<!-- compare.py: begin generated section -->"
