@@ -487,7 +487,7 @@ def table_rows(results):
             rng = f"{f(m['min'])} – {f(m['max'])}"
             ratio = ""
             if b not in ("quiver", "quiver-rf3") and q and q[metric] and m["median"]:
-                ratio = f"{q[metric]['median'] / m['median']:.2f}"
+                ratio = f"{q[metric]['median'] / m['median']:.3g}"
             cpu = f(s["cpu_s_per_gib"]["median"], 2) if s["cpu_s_per_gib"] else "–"
             rss = f(s["peak_rss_mib"]["median"], 0) if s["peak_rss_mib"] else "–"
             n = f"{s['runs_ok']}/{s['runs']}"
