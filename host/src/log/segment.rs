@@ -14,7 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
 use super::index::{offset_entries_valid, time_entries_valid, IndexFile, OffsetEntry, TimeEntry};
-use super::{io_error, LogError};
+use super::{io_error, sync_error, LogError};
 
 /// How much of a segment one read pulls in while walking batch headers.
 const SCAN_CHUNK: usize = 64 * 1024;
@@ -239,7 +239,7 @@ impl Segment {
             segment
                 .log
                 .sync_all()
-                .map_err(|e| io_error(&segment.log_path, "fsync segment", e))?;
+                .map_err(|e| sync_error(&segment.log_path, e))?;
         }
         segment.note_first_batch(now_ms)?;
         Ok((segment, stop))
@@ -520,7 +520,7 @@ impl Segment {
             .map_err(|e| io_error(&self.log_path, "truncate segment", e))?;
         self.log
             .sync_data()
-            .map_err(|e| io_error(&self.log_path, "fsync segment", e))?;
+            .map_err(|e| sync_error(&self.log_path, e))?;
         let keep_offsets = self
             .offset_index
             .entries()
