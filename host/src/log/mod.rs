@@ -39,8 +39,9 @@
 //!
 //! # Recovery
 //! Without the clean-shutdown marker, every segment that may hold data past the
-//! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point,
-//! and truncated at the first torn or invalid batch; later segments are then dropped.
+//! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point
+//! (every batch of the active segment), and truncated at the first torn or invalid
+//! batch; later segments are then dropped.
 //! After a clean shutdown the active segment is still walked (framing of every batch,
 //! CRC-32C of the last one), because a tail cut or overwritten while the broker was down
 //! must be truncated rather than served. Other segments wholly below the recovery point
@@ -417,8 +418,13 @@ impl Log {
             let may_be_unsynced = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
             let active = i + 1 == bases.len();
             // The active segment is walked even after a clean shutdown: a tail cut or
-            // damaged while the broker was down must be truncated, not served.
-            let verify = if !clean && may_be_unsynced {
+            // damaged while the broker was down must be truncated, not served. After a
+            // crash every batch of it has its CRC checked, not only those past the
+            // recovery point: the walk reads the whole file anyway, and a batch damaged
+            // below the recovery point would otherwise be served with a bad CRC.
+            let verify = if !clean && active {
+                Some(Verify::From(base))
+            } else if !clean && may_be_unsynced {
                 Some(Verify::From(recovery_point))
             } else if active {
                 Some(Verify::LastBatch)

@@ -412,6 +412,40 @@ fn tail_damaged_after_a_clean_shutdown_is_truncated() {
 }
 
 #[test]
+fn flipped_byte_below_the_recovery_point_is_truncated_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        flush_interval_messages: 1,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+    let mut positions = Vec::new();
+    for b in 0..10 {
+        positions.push(log.size_bytes());
+        append(&log, tagged(&format!("b{b}"), 4, 0), 0);
+    }
+    // Every batch was fsynced: the recovery point is the log end. A crash, then a
+    // byte of batch 6 flips on disk.
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut data = std::fs::read(&path).unwrap();
+    data[positions[6] as usize + 70] ^= 0x10;
+    std::fs::write(&path, &data).unwrap();
+
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        24,
+        "the damaged batch and what follows it go"
+    );
+    assert_eq!(
+        read_everything(&log).last().unwrap(),
+        &(23, "b5-3".to_string())
+    );
+}
+
+#[test]
 fn a_storage_failure_takes_the_log_offline_until_it_is_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
