@@ -571,11 +571,19 @@ impl Segment {
         let start = self.size;
         if let Err(e) = self.log.write_all_at(bytes, start) {
             if let Err(cut) = self.log.set_len(start) {
-                tracing::error!(
-                    file = %self.log_path.display(),
-                    error = %cut,
-                    "could not cut back a failed append"
-                );
+                // A torn batch may now sit at the end of the file: whatever the write
+                // failed with, the log can no longer vouch for it.
+                let kind = match cut.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        std::io::ErrorKind::Other
+                    }
+                    kind => kind,
+                };
+                return Err(io_error(
+                    &self.log_path,
+                    "cut back a failed append",
+                    std::io::Error::new(kind, format!("{cut} (the append failed with: {e})")),
+                ));
             }
             return Err(io_error(&self.log_path, "append to segment", e));
         }
