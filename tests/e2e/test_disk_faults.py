@@ -35,6 +35,7 @@ import kproto
 from clients import create_topic, read_partitions, unique_topic, watermarks
 
 DURABLE = {"log.flush_interval_messages": "1"}
+BURST = 300
 
 
 def acks_all_producer(bootstrap: str) -> Producer:
@@ -96,10 +97,12 @@ def check_log(bootstrap: str, topic: str, partition: int, acked: dict):
 
 @contextmanager
 def fdatasync_eio(pid: int, path: Path, log: Path):
-    """Makes every fdatasync the broker makes on `path` fail with EIO, from now until
-    the block exits (strace detaches then). Waits until strace is attached."""
+    """Makes the first fdatasync each broker thread makes on `path` fail with EIO (the
+    later ones succeed, as a real kernel reports the next fsync after a failed one),
+    from now until the block exits and strace detaches. Waits until strace is
+    attached. The segment is fsynced with fdatasync (`File::sync_data`)."""
     cmd = ["strace", "-f", "-p", str(pid), "-P", str(path), "-e", "trace=fdatasync",
-           "-e", "inject=fdatasync:error=EIO", "-o", str(log)]
+           "-e", "inject=fdatasync:error=EIO:when=1", "-o", str(log)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -162,6 +165,23 @@ def test_fsync_eio_takes_the_partition_offline_until_restart(broker_factory, tmp
             off, err = produce(0, i)
             assert err is not None, f"record {i} acknowledged at offset {off} after the fsync failed"
             assert err.code() == KafkaError.KAFKA_STORAGE_ERROR, f"record {i}: {err!r}"
+        # concurrent producers, many requests in flight: fsync would succeed again
+        # now, and still nothing is acknowledged
+        burst = [acks_all_producer(b.bootstrap) for _ in range(3)]
+        outcomes = []
+        for n in range(BURST):
+            burst[n % 3].produce(topic, key=b"burst", value=b"burst-%d" % n, partition=0,
+                                 on_delivery=lambda err, msg: outcomes.append((err, msg.offset())))
+        for q in burst:
+            assert q.flush(60) == 0
+        del burst
+        for err, off in outcomes:
+            if err is None:
+                acked[0][off] = (b"burst", None)
+            else:
+                errors.append((0, off, err))
+        assert len(outcomes) == BURST
+        assert {e.code() for e, _ in outcomes if e is not None} == {KafkaError.KAFKA_STORAGE_ERROR}
         # the other partition is untouched and keeps acknowledging
         for i in range(20, 30):
             assert produce(1, i)[1] is None
