@@ -155,6 +155,7 @@ fn partitions(state: &AdminState, out: &mut Families<'_>) -> std::fmt::Result {
         size: u64,
         isr: usize,
         replicas: usize,
+        storage_offline: bool,
     }
     let mut rows = Vec::new();
     for topic in broker.topics() {
@@ -173,6 +174,7 @@ fn partitions(state: &AdminState, out: &mut Families<'_>) -> std::fmt::Result {
                 size: log.size_bytes(),
                 isr: assignment.map_or(0, |a| a.isr.len()),
                 replicas: assignment.map_or(0, |a| a.replicas.len()),
+                storage_offline: log.storage_failure().is_some(),
             });
         }
     }
@@ -189,6 +191,20 @@ fn partitions(state: &AdminState, out: &mut Families<'_>) -> std::fmt::Result {
             Labels::new(),
             led.iter().filter(|r| r.isr < r.replicas).count(),
         )],
+    )?;
+    out.gauge(
+        "partitions_storage_offline",
+        "Partition replicas here whose log went offline after a storage failure (a failed fsync or write); a restart recovers them",
+        [(
+            Labels::new(),
+            rows.iter().filter(|r| r.storage_offline).count(),
+        )],
+    )?;
+    out.gauge(
+        "partition_storage_offline",
+        "1 when this replica's log is offline after a storage failure, refusing produce and fetch with KAFKA_STORAGE_ERROR",
+        rows.iter()
+            .map(|r| (r.labels.clone(), i64::from(r.storage_offline))),
     )?;
     out.gauge(
         "partition_leader",

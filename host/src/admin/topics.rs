@@ -121,6 +121,7 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
                 "high_watermark": replica.map(|p| p.high_watermark()),
                 "log_end_offset": replica.map(|p| p.log().log_end_offset()),
                 "size_bytes": replica.map(|p| p.log().size_bytes()),
+                "storage_error": replica.and_then(|p| p.storage_failure()).map(|e| e.to_string()),
             })
         })
         .collect();

@@ -922,6 +922,10 @@ impl Broker {
         for topic in self.topics() {
             for partition in &topic.partitions {
                 let log = partition.log();
+                // Reported once when it went offline; nothing more to do until a restart.
+                if log.storage_failure().is_some() {
+                    continue;
+                }
                 if enforce_retention && topic.settings.compact {
                     match log.compact(now) {
                         Ok(None) => {}
@@ -963,7 +967,7 @@ impl Broker {
                         ),
                     }
                 }
-                if let Err(e) = log.flush_if_due(now) {
+                if let Err(e) = partition.flush_if_due(now) {
                     tracing::error!(topic = %topic.meta.name, partition = partition.index(), error = %e, "flush failed");
                 }
             }

@@ -703,7 +703,9 @@ async fn replicated(
         .map_err(|e| match e {
             CommitError::NotLeader => ResponseError::NotCoordinator,
             CommitError::Timeout => ResponseError::RequestTimedOut,
-            CommitError::NotEnoughReplicas { .. } => ResponseError::CoordinatorNotAvailable,
+            CommitError::NotEnoughReplicas { .. } | CommitError::Storage => {
+                ResponseError::CoordinatorNotAvailable
+            }
         })
 }
 

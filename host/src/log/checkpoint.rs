@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use super::{io_error, LogError};
+use super::{io_error, sync_error, LogError};
 
 /// Reads a checkpoint. `Ok(None)` if it does not exist; `Err(Corrupt)` if it does not hold
 /// one decimal offset.
@@ -49,8 +49,7 @@ pub(super) fn replace(path: &Path, contents: &[u8]) -> Result<(), LogError> {
     let mut file = File::create(tmp).map_err(|e| io_error(tmp, "create checkpoint", e))?;
     file.write_all(contents)
         .map_err(|e| io_error(tmp, "write checkpoint", e))?;
-    file.sync_all()
-        .map_err(|e| io_error(tmp, "fsync checkpoint", e))?;
+    file.sync_all().map_err(|e| sync_error(tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| io_error(path, "rename checkpoint into place", e))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -61,8 +60,9 @@ pub(super) fn replace(path: &Path, contents: &[u8]) -> Result<(), LogError> {
 /// Makes renames, creations and removals in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, "fsync directory", e))
+        .map_err(|e| io_error(dir, "open directory to fsync it", e))?
+        .sync_all()
+        .map_err(|e| sync_error(dir, e))
 }
 
 #[cfg(test)]

@@ -154,6 +154,10 @@ impl Log {
     /// did, or `None` when nothing was due. `now_ms` drives `min_compaction_lag_ms` and
     /// tombstone delete horizons.
     pub fn compact(&self, now_ms: i64) -> Result<Option<CleanStats>, LogError> {
+        self.guarded(|| self.compact_unguarded(now_ms))
+    }
+
+    fn compact_unguarded(&self, now_ms: i64) -> Result<Option<CleanStats>, LogError> {
         let _cleaning = self.clean_lock.lock();
         let plan = {
             let state = self.state.lock();
@@ -276,7 +280,7 @@ impl Log {
                 out.set_last_modified(ms)?;
             }
             for (file, path) in out.sync_targets() {
-                file.sync_all().map_err(|e| io_error(&path, "fsync", e))?;
+                file.sync_all().map_err(|e| super::sync_error(&path, e))?;
             }
             Ok(())
         })();

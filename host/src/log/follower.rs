@@ -23,6 +23,14 @@ impl Log {
     /// between batches as the leader's would), and the leader-epoch cache learns every
     /// new epoch from the batch headers. Framing is checked here; CRCs are the caller's.
     pub fn append_replicated(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.guarded(|| self.append_replicated_unguarded(batches, now_ms))
+    }
+
+    fn append_replicated_unguarded(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         let parsed: Vec<(BatchHeader, Range<usize>)> =
             Batches::new(batches).collect::<Result<_, _>>()?;
         let (Some((first, _)), Some((last, _))) = (parsed.first(), parsed.last()) else {
@@ -62,7 +70,9 @@ impl Log {
             let mut max_timestamp = -1;
             let mut i = 0;
             while i < parsed.len() {
-                let end = self.write_run(&mut state, batches, &parsed[i..], now_ms)?;
+                let end = self
+                    .write_run(&mut state, batches, &parsed[i..], now_ms)
+                    .inspect_err(|e| self.note_failure(e))?;
                 for (header, _) in &parsed[i..i + end] {
                     records += u64::from(header.last_offset_delta as u32) + 1;
                     max_timestamp = max_timestamp.max(header.max_timestamp);
@@ -154,7 +164,19 @@ impl Log {
     pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
         let _cleaning = self.clean_lock.lock();
         let _flushing = self.flush_lock.lock();
+        self.check_online()?;
         let mut state = self.state.lock();
+        // Noted under the flush lock, as a failed flush is (see `Log::flush`).
+        self.truncate_locked(&mut state, offset, now_ms)
+            .inspect_err(|e| self.note_failure(e))
+    }
+
+    fn truncate_locked(
+        &self,
+        state: &mut State,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
         if offset < 0 {
             return Err(state.out_of_range(offset));
         }
@@ -167,7 +189,7 @@ impl Log {
             return Ok(state.log_end_offset);
         }
         if offset <= state.log_start_offset {
-            self.reset_locked(&mut state, offset, now_ms)?;
+            self.reset_locked(state, offset, now_ms)?;
             return Ok(offset);
         }
         if state.marker_written {
@@ -209,11 +231,13 @@ impl Log {
     pub fn reset_to(&self, start: i64, now_ms: i64) -> Result<(), LogError> {
         let _cleaning = self.clean_lock.lock();
         let _flushing = self.flush_lock.lock();
+        self.check_online()?;
         let mut state = self.state.lock();
         if start < 0 {
             return Err(state.out_of_range(start));
         }
         self.reset_locked(&mut state, start, now_ms)
+            .inspect_err(|e| self.note_failure(e))
     }
 
     fn reset_locked(&self, state: &mut State, start: i64, now_ms: i64) -> Result<(), LogError> {

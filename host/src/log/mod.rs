@@ -24,10 +24,24 @@
 //! With `flush_interval_messages = 1` every append is fsynced before it returns.
 //! Replication, not fsync, is what makes acknowledged data durable in a cluster.
 //!
+//! # Storage failures
+//! A failed fsync leaves the files in an unknown state: the kernel may have dropped the
+//! dirty pages it could not write and will report the next fsync as a success. So the
+//! first failed fsync — or a failed write other than a full disk, or a failed cut-back
+//! of a torn append — takes the log offline ([`LogError::takes_log_offline`]): the append
+//! that hit it fails, and every later append, flush and read fails with
+//! [`LogError::Offline`] until the broker restarts and recovery re-reads what is really
+//! on disk. A full disk (ENOSPC, EDQUOT) on a write does not: the write is cut back or
+//! the old file left in place, the operation fails, and the next one is tried afresh, so
+//! the log goes on as soon as there is room. Index entries and the recovery point are
+//! only shortcuts for the next recovery, so a full disk refusing them does not fail a
+//! flush whose data fsync succeeded.
+//!
 //! # Recovery
 //! Without the clean-shutdown marker, every segment that may hold data past the
-//! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point,
-//! and truncated at the first torn or invalid batch; later segments are then dropped.
+//! `recovery-point` is walked batch by batch, CRC-32C checked past the recovery point
+//! (every batch of the active segment), and truncated at the first torn or invalid
+//! batch; later segments are then dropped.
 //! After a clean shutdown the active segment is still walked (framing of every batch,
 //! CRC-32C of the last one), because a tail cut or overwritten while the broker was down
 //! must be truncated rather than served. Other segments wholly below the recovery point
@@ -51,6 +65,7 @@ mod segment;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -91,6 +106,45 @@ pub enum LogError {
     /// after the log end offset and ascend.
     #[error("replicated batch at offset {offset} does not follow offset {follows}")]
     NonMonotonic { offset: i64, follows: i64 },
+    /// An fsync failed. What the file holds on disk is unknown from then on (the kernel
+    /// may have dropped the dirty pages it could not write, and a second fsync would
+    /// report success), so this always takes the log offline.
+    #[error("fsync of {} failed: {source}", path.display())]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The log went offline after a storage failure and refuses every read and write
+    /// until the broker restarts and recovery checks it again.
+    #[error("log {} is offline after a storage failure ({reason}); restart the broker to recover it", dir.display())]
+    Offline { dir: PathBuf, reason: Arc<str> },
+}
+
+impl LogError {
+    /// Whether the operation that failed leaves the log's files in a state the log can
+    /// no longer vouch for, so that it must go offline. A full disk or quota on a write
+    /// does not: every write path cuts back or leaves the old file in place, so the
+    /// log is as it was before the operation. Any other I/O error, and every failed
+    /// fsync, does.
+    pub fn takes_log_offline(&self) -> bool {
+        match self {
+            LogError::Sync { .. } => true,
+            LogError::Io { source, .. } => !is_out_of_space(source),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a write refused for lack of space (ENOSPC or EDQUOT).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if is_out_of_space(source))
+    }
+}
+
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Wraps an I/O error with the file it concerns and the operation that failed, keeping
@@ -99,6 +153,14 @@ pub(crate) fn io_error(path: &Path, operation: &str, source: std::io::Error) -> 
     LogError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(source.kind(), format!("{operation}: {source}")),
+    }
+}
+
+/// A failed fsync of `path`, see [`LogError::Sync`].
+pub(crate) fn sync_error(path: &Path, source: std::io::Error) -> LogError {
+    LogError::Sync {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -183,6 +245,11 @@ pub struct Log {
     flush_lock: Mutex<()>,
     /// Serialises compaction passes, which do their I/O without the state lock.
     clean_lock: Mutex<()>,
+    /// Set by the first storage failure that takes the log offline (see
+    /// [`LogError::takes_log_offline`]), never cleared: only a restart, which recovers
+    /// the log from what is really on disk, brings it back. Taken after `state` and
+    /// `flush_lock` when both are needed, and never held while taking another lock.
+    failure: Mutex<Option<Arc<str>>>,
     #[cfg(test)]
     crash_at: Mutex<Option<cleaner::CrashPoint>>,
 }
@@ -351,8 +418,13 @@ impl Log {
             let may_be_unsynced = bases.get(i + 1).is_none_or(|&next| next > recovery_point);
             let active = i + 1 == bases.len();
             // The active segment is walked even after a clean shutdown: a tail cut or
-            // damaged while the broker was down must be truncated, not served.
-            let verify = if !clean && may_be_unsynced {
+            // damaged while the broker was down must be truncated, not served. After a
+            // crash every batch of it has its CRC checked, not only those past the
+            // recovery point: the walk reads the whole file anyway, and a batch damaged
+            // below the recovery point would otherwise be served with a bad CRC.
+            let verify = if !clean && active {
+                Some(Verify::From(base))
+            } else if !clean && may_be_unsynced {
                 Some(Verify::From(recovery_point))
             } else if active {
                 Some(Verify::LastBatch)
@@ -412,7 +484,7 @@ impl Log {
             if recovered.contains(&segment.base_offset()) || dir_dirty {
                 segment.write_indexes()?;
                 for (file, path) in segment.sync_targets() {
-                    file.sync_data().map_err(|e| io_error(&path, "fsync", e))?;
+                    file.sync_data().map_err(|e| sync_error(&path, e))?;
                 }
             }
         }
@@ -441,6 +513,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             clean_lock: Mutex::new(()),
+            failure: Mutex::new(None),
             #[cfg(test)]
             crash_at: Mutex::new(None),
         })
@@ -542,6 +615,10 @@ impl Log {
     /// Rolls the active segment first when it is too big or too old, writes everything
     /// with one write, and fsyncs when `flush_interval_messages` is reached.
     pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.guarded(|| self.append_unguarded(batches, now_ms))
+    }
+
+    fn append_unguarded(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut parsed: Vec<(BatchHeader, Range<usize>)> =
             Batches::new(batches).collect::<Result<_, _>>()?;
         if parsed.is_empty() {
@@ -597,9 +674,11 @@ impl Log {
                 state.roll(&self.dir, now_ms)?;
             }
             let interval = state.config.index_interval_bytes;
+            // Noted before the state lock goes, so no append slips in behind a failed one.
             state
                 .active_mut()
-                .append(batches, &parsed, interval, now_ms)?;
+                .append(batches, &parsed, interval, now_ms)
+                .inspect_err(|e| self.note_failure(e))?;
             state.log_end_offset = next;
             state.unflushed_records = state.unflushed_records.saturating_add(records);
             let flush_now = state.unflushed_records >= state.config.flush_interval_messages;
@@ -629,6 +708,7 @@ impl Log {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadResult, LogError> {
+        self.check_online()?;
         let (mut view, mut position, log_start_offset, log_end_offset) = {
             let state = self.state.lock();
             if offset < state.log_start_offset || offset > state.log_end_offset {
@@ -748,6 +828,10 @@ impl Log {
     /// writes (as Kafka assigns it on becoming leader): followers asking where an older
     /// epoch ended get this offset. Returns the epoch's start offset.
     pub fn begin_epoch(&self, epoch: i32) -> Result<i64, LogError> {
+        self.guarded(|| self.begin_epoch_unguarded(epoch))
+    }
+
+    fn begin_epoch_unguarded(&self, epoch: i32) -> Result<i64, LogError> {
         let mut state = self.state.lock();
         let end = state.log_end_offset;
         if state.epochs.assign(epoch, end) {
@@ -779,6 +863,7 @@ impl Log {
     /// ListOffsets by timestamp: `(offset, timestamp)` of the first record at or above the
     /// log start offset whose timestamp is >= `ts`. None if there is no such record.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.check_online()?;
         let (candidates, log_start_offset) = {
             let state = self.state.lock();
             let candidates: Vec<(SegmentView, u64)> = state
@@ -810,6 +895,7 @@ impl Log {
     /// The largest timestamp in the log and the offset of the first record that has it,
     /// as `(timestamp, offset)` (ListOffsets MAX_TIMESTAMP). None for an empty log.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        self.check_online()?;
         let target = {
             let state = self.state.lock();
             let mut best: Option<(&Segment, i64, i64)> = None;
@@ -886,6 +972,10 @@ impl Log {
     /// offset), persists it, and deletes the segments wholly below it. Returns the new
     /// log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        self.guarded(|| self.delete_records_before_unguarded(offset))
+    }
+
+    fn delete_records_before_unguarded(&self, offset: i64) -> Result<i64, LogError> {
         let mut state = self.state.lock();
         if offset > state.log_end_offset || offset < 0 {
             return Err(state.out_of_range(offset));
@@ -923,6 +1013,10 @@ impl Log {
     /// active one) beyond `retention_ms` or `retention_bytes`, advancing and persisting
     /// the log start offset. Returns how many segments were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        self.guarded(|| self.enforce_retention_unguarded(now_ms))
+    }
+
+    fn enforce_retention_unguarded(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut state = self.state.lock();
         let config = state.config.clone();
         let active = state.active();
@@ -963,8 +1057,19 @@ impl Log {
 
     /// Fsyncs all data and indexes not yet synced and moves the recovery point to the log
     /// end offset as of the start of the flush.
+    ///
+    /// Once an fsync fails the log is offline (see [`LogError::Sync`]) and every later
+    /// flush fails too, so nothing appended to it is ever reported durable again.
     pub fn flush(&self) -> Result<(), LogError> {
         let _flushing = self.flush_lock.lock();
+        self.check_online()?;
+        // The failure is recorded before the flush lock is released: a flush queued
+        // behind this one must find the log offline rather than fsync again, which the
+        // kernel reports as a success once it has dropped the pages it could not write.
+        self.flush_locked().inspect_err(|e| self.note_failure(e))
+    }
+
+    fn flush_locked(&self) -> Result<(), LogError> {
         let (targets, flushed_to, dir_dirty) = {
             let mut state = self.state.lock();
             let recovery_point = state.recovery_point;
@@ -972,7 +1077,15 @@ impl Log {
             for segment in state.segments.values_mut() {
                 if segment.next_offset() > recovery_point || segment.base_offset() >= recovery_point
                 {
-                    segment.write_indexes()?;
+                    // Index files only speed up a restart and may lag the data (recovery
+                    // walks the batches after their last entry), so a full disk refusing
+                    // them must not keep the data from being made durable.
+                    match segment.write_indexes() {
+                        Err(e) if e.is_out_of_space() => {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "index entries not written, the disk is full; they are written at a later flush");
+                        }
+                        result => result?,
+                    }
                     targets.extend(segment.sync_targets());
                 }
             }
@@ -982,7 +1095,7 @@ impl Log {
         };
         let synced = (|| {
             for (file, path) in &targets {
-                file.sync_data().map_err(|e| io_error(path, "fsync", e))?;
+                file.sync_data().map_err(|e| sync_error(path, e))?;
             }
             if dir_dirty {
                 checkpoint::sync_dir(&self.dir)?;
@@ -997,8 +1110,15 @@ impl Log {
         }
         let mut state = self.state.lock();
         if flushed_to > state.recovery_point {
-            checkpoint::write(&self.dir.join(RECOVERY_POINT_FILE), flushed_to)?;
-            state.recovery_point = flushed_to;
+            // The data is durable whether or not the checkpoint moves: an old recovery
+            // point only makes the next recovery walk further.
+            match checkpoint::write(&self.dir.join(RECOVERY_POINT_FILE), flushed_to) {
+                Ok(()) => state.recovery_point = flushed_to,
+                Err(e) if e.is_out_of_space() => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "recovery point not moved, the disk is full");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -1031,12 +1151,17 @@ impl Log {
     /// log should not be used afterwards; if it is appended to anyway, the marker is
     /// removed first so it never vouches for unsynced data.
     pub fn close(&self) -> Result<(), LogError> {
+        self.guarded(|| self.close_unguarded())
+    }
+
+    fn close_unguarded(&self) -> Result<(), LogError> {
         self.flush()?;
         let mut state = self.state.lock();
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_error(&marker, "write clean-shutdown marker", e))?;
+            .map_err(|e| io_error(&marker, "write clean-shutdown marker", e))?
+            .sync_all()
+            .map_err(|e| sync_error(&marker, e))?;
         checkpoint::sync_dir(&self.dir)?;
         state.marker_written = true;
         Ok(())
@@ -1049,6 +1174,50 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_error(&marker, "remove clean-shutdown marker", e)),
         }
+    }
+
+    /// Why the log is offline, if a storage failure took it offline (see
+    /// [`LogError::Offline`]).
+    pub fn storage_failure(&self) -> Option<Arc<str>> {
+        self.failure.lock().clone()
+    }
+
+    /// `Err(Offline)` once a storage failure took the log offline.
+    fn check_online(&self) -> Result<(), LogError> {
+        match &*self.failure.lock() {
+            None => Ok(()),
+            Some(reason) => Err(LogError::Offline {
+                dir: self.dir.clone(),
+                reason: Arc::clone(reason),
+            }),
+        }
+    }
+
+    /// Takes the log offline if `error` leaves its files in doubt. The first such
+    /// failure is the one reported, once, at ERROR level.
+    fn note_failure(&self, error: &LogError) {
+        if !error.takes_log_offline() {
+            return;
+        }
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %error,
+                "storage failure: the log is offline, refusing produce and fetch until the broker restarts"
+            );
+            *failure = Some(Arc::from(error.to_string()));
+        }
+    }
+
+    /// Runs an operation that changes the log, unless the log is offline, and takes it
+    /// offline if the operation fails in a way that leaves its files in doubt.
+    pub(crate) fn guarded<T>(
+        &self,
+        operation: impl FnOnce() -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        self.check_online()?;
+        operation().inspect_err(|e| self.note_failure(e))
     }
 
     /// Deletes the directory and everything in it.

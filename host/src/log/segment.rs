@@ -14,7 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
 use super::index::{offset_entries_valid, time_entries_valid, IndexFile, OffsetEntry, TimeEntry};
-use super::{io_error, LogError};
+use super::{io_error, sync_error, LogError};
 
 /// How much of a segment one read pulls in while walking batch headers.
 const SCAN_CHUNK: usize = 64 * 1024;
@@ -239,7 +239,7 @@ impl Segment {
             segment
                 .log
                 .sync_all()
-                .map_err(|e| io_error(&segment.log_path, "fsync segment", e))?;
+                .map_err(|e| sync_error(&segment.log_path, e))?;
         }
         segment.note_first_batch(now_ms)?;
         Ok((segment, stop))
@@ -520,7 +520,7 @@ impl Segment {
             .map_err(|e| io_error(&self.log_path, "truncate segment", e))?;
         self.log
             .sync_data()
-            .map_err(|e| io_error(&self.log_path, "fsync segment", e))?;
+            .map_err(|e| sync_error(&self.log_path, e))?;
         let keep_offsets = self
             .offset_index
             .entries()
@@ -571,11 +571,19 @@ impl Segment {
         let start = self.size;
         if let Err(e) = self.log.write_all_at(bytes, start) {
             if let Err(cut) = self.log.set_len(start) {
-                tracing::error!(
-                    file = %self.log_path.display(),
-                    error = %cut,
-                    "could not cut back a failed append"
-                );
+                // A torn batch may now sit at the end of the file: whatever the write
+                // failed with, the log can no longer vouch for it.
+                let kind = match cut.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        std::io::ErrorKind::Other
+                    }
+                    kind => kind,
+                };
+                return Err(io_error(
+                    &self.log_path,
+                    "cut back a failed append",
+                    std::io::Error::new(kind, format!("{cut} (the append failed with: {e})")),
+                ));
             }
             return Err(io_error(&self.log_path, "append to segment", e));
         }

@@ -412,6 +412,102 @@ fn tail_damaged_after_a_clean_shutdown_is_truncated() {
 }
 
 #[test]
+fn flipped_byte_below_the_recovery_point_is_truncated_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        flush_interval_messages: 1,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone(), 0).unwrap();
+    let mut positions = Vec::new();
+    for b in 0..10 {
+        positions.push(log.size_bytes());
+        append(&log, tagged(&format!("b{b}"), 4, 0), 0);
+    }
+    // Every batch was fsynced: the recovery point is the log end. A crash, then a
+    // byte of batch 6 flips on disk.
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut data = std::fs::read(&path).unwrap();
+    data[positions[6] as usize + 70] ^= 0x10;
+    std::fs::write(&path, &data).unwrap();
+
+    let log = Log::open(dir.path(), config, 0).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        24,
+        "the damaged batch and what follows it go"
+    );
+    assert_eq!(
+        read_everything(&log).last().unwrap(),
+        &(23, "b5-3".to_string())
+    );
+}
+
+#[test]
+fn a_storage_failure_takes_the_log_offline_until_it_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    append(&log, tagged("before", 3, 0), 0);
+    assert!(log.storage_failure().is_none());
+
+    // What a failed fsync in `flush` records.
+    let eio = || std::io::Error::from_raw_os_error(5);
+    let failure = sync_error(&dir.path().join("00000000000000000000.log"), eio());
+    assert!(failure.takes_log_offline());
+    log.note_failure(&failure);
+    let reason = log.storage_failure().expect("offline");
+    assert!(
+        reason.contains("fsync of") && reason.contains("os error 5"),
+        "{reason}"
+    );
+
+    let offline = |e: LogError| matches!(e, LogError::Offline { .. });
+    assert!(offline(
+        log.append(&mut tagged("after", 1, 0), 0).unwrap_err()
+    ));
+    assert!(offline(log.flush().unwrap_err()));
+    assert!(offline(log.read(0, 1 << 20, i64::MAX, true).unwrap_err()));
+    assert!(offline(log.close().unwrap_err()));
+    assert_eq!(
+        log.log_end_offset(),
+        3,
+        "nothing was appended while offline"
+    );
+    drop(log);
+
+    // A restart recovers the log from disk, online again.
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert!(log.storage_failure().is_none());
+    assert_eq!(append(&log, tagged("after", 1, 0), 0).base_offset, 3);
+    assert_eq!(read_everything(&log).len(), 4);
+}
+
+#[test]
+fn only_a_full_disk_on_a_write_leaves_the_log_online() {
+    let path = Path::new("/data/t-0/00000000000000000000.log");
+    let kind = |kind: std::io::ErrorKind| io_error(path, "append to segment", kind.into());
+    assert!(!kind(std::io::ErrorKind::StorageFull).takes_log_offline());
+    assert!(!kind(std::io::ErrorKind::QuotaExceeded).takes_log_offline());
+    assert!(kind(std::io::ErrorKind::StorageFull).is_out_of_space());
+    // ENOSPC from fsync: what reached the disk is unknown.
+    assert!(sync_error(path, std::io::Error::from_raw_os_error(28)).takes_log_offline());
+    assert!(io_error(
+        path,
+        "append to segment",
+        std::io::Error::from_raw_os_error(5)
+    )
+    .takes_log_offline());
+    assert!(!LogError::OffsetOutOfRange {
+        offset: 9,
+        log_start_offset: 0,
+        log_end_offset: 1
+    }
+    .takes_log_offline());
+}
+
+#[test]
 fn crash_in_a_rolled_unsynced_segment_drops_later_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();

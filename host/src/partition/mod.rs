@@ -313,7 +313,10 @@ impl Partition {
             }
         }
         let segments_before = self.log.segment_count();
-        let info = self.log.append(&mut out, now_ms)?;
+        let info = self
+            .log
+            .append(&mut out, now_ms)
+            .inspect_err(|e| self.storage_failed(e))?;
         // The log wrote the final base offsets into `out`.
         for range in ranges {
             if let Ok(header) = BatchHeader::parse(&out[range]) {
@@ -331,6 +334,40 @@ impl Partition {
         drop(role);
         self.changed.notify_waiters();
         Ok((info, append_time))
+    }
+
+    /// Reports a failed append and, when it took the log offline, wakes acks=all
+    /// waiters so they answer KAFKA_STORAGE_ERROR at once rather than time out.
+    fn storage_failed(&self, error: &LogError) {
+        if matches!(error, LogError::Offline { .. }) {
+            // Reported once, by the log, when it went offline.
+            return;
+        }
+        tracing::error!(
+            topic = %self.topic,
+            partition = self.index,
+            dir = %self.log.dir().display(),
+            %error,
+            "append failed"
+        );
+        if self.log.storage_failure().is_some() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Fsyncs the log if `flush_interval_ms` says it is due (see [`Log::flush_if_due`]);
+    /// a failure takes the log offline and wakes acks=all waiters.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
+        self.log.flush_if_due(now_ms).inspect_err(|_| {
+            if self.log.storage_failure().is_some() {
+                self.changed.notify_waiters();
+            }
+        })
+    }
+
+    /// Why this replica's log is offline, if a storage failure took it offline.
+    pub fn storage_failure(&self) -> Option<std::sync::Arc<str>> {
+        self.log.storage_failure()
     }
 
     /// Writes the producer-state snapshot and the high watermark and closes the log

@@ -125,6 +125,10 @@ pub enum CommitError {
     /// Leadership moved while waiting; the records may or may not survive.
     #[error("this broker stopped leading the partition")]
     NotLeader,
+    /// The log went offline after a storage failure (KAFKA_STORAGE_ERROR): nothing
+    /// that waited is acknowledged, whatever the followers have.
+    #[error("the partition's log is offline after a storage failure")]
+    Storage,
 }
 
 impl CommitError {
@@ -134,6 +138,7 @@ impl CommitError {
             CommitError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicasAfterAppend,
             CommitError::Timeout => ResponseError::RequestTimedOut,
             CommitError::NotLeader => ResponseError::NotLeaderOrFollower,
+            CommitError::Storage => ResponseError::KafkaStorageError,
         }
     }
 }
@@ -274,6 +279,9 @@ impl Partition {
         let role = self.role.read();
         if !matches!(*role, Role::Leader { .. }) {
             return Some(Err(CommitError::NotLeader));
+        }
+        if self.log.storage_failure().is_some() {
+            return Some(Err(CommitError::Storage));
         }
         let replicas = self.replicas.lock();
         let hw = if replicas.managed {

@@ -168,6 +168,11 @@ fn collect(
                     data.error_code = ResponseError::OffsetOutOfRange.code();
                     has_error = true;
                 }
+                // Reported once, when the log went offline.
+                Err(LogError::Offline { .. }) => {
+                    data.error_code = ResponseError::KafkaStorageError.code();
+                    has_error = true;
+                }
                 Err(e) => {
                     tracing::error!(topic = partition.topic(), partition = p.partition, error = %e, "fetch read failed");
                     data.error_code = ResponseError::KafkaStorageError.code();
