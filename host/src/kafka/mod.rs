@@ -496,13 +496,32 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(Bytes::from(frame)))
 }
 
-/// Decodes one request frame, runs its handler and returns the encoded response frame
-/// (length prefix included), or `None` when the request expects no response.
-async fn handle_frame(
-    broker: &Broker,
-    mut frame: Bytes,
-    session: &mut Session,
-) -> Result<Option<ResponseFrame>, ConnectionError> {
+/// What the start of a request frame says, read before anything else of it is trusted.
+#[derive(Debug)]
+pub enum RequestHead {
+    /// ApiVersions in a version this broker does not speak. It is answered in v0 with
+    /// the supported ranges, so a newer client can retry with a version this broker
+    /// speaks; its header layout may be unknown too, so only the correlation id is read.
+    UnknownApiVersions {
+        /// The client's correlation id.
+        correlation_id: i32,
+    },
+    /// A request of an API and version this broker handles.
+    Request {
+        /// The API.
+        api: ApiKey,
+        /// Its version.
+        version: i16,
+        /// The decoded request header.
+        header: RequestHeader,
+        /// The rest of the frame: the request body, not yet decoded.
+        body: Bytes,
+    },
+}
+
+/// Reads the API key, version and request header at the start of `frame` (the bytes
+/// after the length prefix), refusing unknown APIs and unsupported versions.
+pub fn read_request_head(mut frame: Bytes) -> Result<RequestHead, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::Malformed {
             what: "request header".into(),
@@ -514,13 +533,8 @@ async fn handle_frame(
     let api = ApiKey::try_from(key).map_err(|_| ConnectionError::UnknownApiKey(key))?;
     let supported = versions::supported(api);
     if api == ApiKey::ApiVersions && !supported.is_some_and(|r| r.contains(version)) {
-        // An unknown ApiVersions version is answered in v0 with the supported ranges, so
-        // a newer client can retry with a version this broker speaks. Its header layout
-        // may be unknown too; only the correlation id is needed.
-        let mut header = RequestHeader::default();
-        header.correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let response = api::api_versions::unsupported();
-        return encode_response(&header, ApiKey::ApiVersions, 0, &response).map(Some);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        return Ok(RequestHead::UnknownApiVersions { correlation_id });
     }
     let header_version = api.request_header_version(version.max(0));
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| {
@@ -530,17 +544,43 @@ async fn handle_frame(
         }
     })?;
     match supported {
-        Some(range) if range.contains(version) => {}
-        Some(range) => {
-            return Err(ConnectionError::UnsupportedVersion {
-                api,
-                version,
-                min: range.min,
-                max: range.max,
-            })
-        }
-        None => return Err(ConnectionError::UnknownApiKey(key)),
+        Some(range) if range.contains(version) => Ok(RequestHead::Request {
+            api,
+            version,
+            header,
+            body: frame,
+        }),
+        Some(range) => Err(ConnectionError::UnsupportedVersion {
+            api,
+            version,
+            min: range.min,
+            max: range.max,
+        }),
+        None => Err(ConnectionError::UnknownApiKey(key)),
     }
+}
+
+/// Decodes one request frame, runs its handler and returns the encoded response frame
+/// (length prefix included), or `None` when the request expects no response.
+async fn handle_frame(
+    broker: &Broker,
+    frame: Bytes,
+    session: &mut Session,
+) -> Result<Option<ResponseFrame>, ConnectionError> {
+    let (api, version, header, frame) = match read_request_head(frame)? {
+        RequestHead::UnknownApiVersions { correlation_id } => {
+            let mut header = RequestHeader::default();
+            header.correlation_id = correlation_id;
+            let response = api::api_versions::unsupported();
+            return encode_response(&header, ApiKey::ApiVersions, 0, &response).map(Some);
+        }
+        RequestHead::Request {
+            api,
+            version,
+            header,
+            body,
+        } => (api, version, header, body),
+    };
     match api {
         ApiKey::ApiVersions => {}
         ApiKey::SaslHandshake => {
@@ -580,7 +620,7 @@ async fn handle_frame(
 }
 
 /// Decodes a request body of type `R`.
-pub(crate) fn decode_request<R: Decodable>(
+pub fn decode_request<R: Decodable>(
     api: ApiKey,
     version: i16,
     mut body: Bytes,

@@ -433,7 +433,10 @@ impl Log {
             };
             let segment = if let Some(verify) = verify {
                 recovered.push(base);
-                let (segment, truncation) = Segment::recover(dir, base, verify, interval, now_ms)?;
+                // The next segment's base bounds this one's offsets.
+                let end = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+                let (segment, truncation) =
+                    Segment::recover(dir, base, verify, end, interval, now_ms)?;
                 if truncation.is_some() && i + 1 < bases.len() {
                     truncated_at = Some(segment.next_offset());
                 }

@@ -199,7 +199,7 @@ impl Segment {
             file = %segment.log_path.display(),
             "index files missing or malformed, rebuilding them"
         );
-        if let Some(stop) = segment.rebuild(index_interval, Verify::Nothing)? {
+        if let Some(stop) = segment.rebuild(index_interval, Verify::Nothing, i64::MAX)? {
             return Err(LogError::Corrupt {
                 path: segment.log_path.clone(),
                 reason: format!(
@@ -220,11 +220,12 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         verify: Verify,
+        end: i64,
         index_interval: u32,
         now_ms: i64,
     ) -> Result<(Segment, Option<Truncation>), LogError> {
         let (mut segment, _) = Self::open_files(dir, base_offset, now_ms)?;
-        let stop = segment.rebuild(index_interval, verify)?;
+        let stop = segment.rebuild(index_interval, verify, end)?;
         if let Some(stop) = &stop {
             tracing::warn!(
                 file = %segment.log_path.display(),
@@ -356,6 +357,7 @@ impl Segment {
         &mut self,
         index_interval: u32,
         verify: Verify,
+        end: i64,
     ) -> Result<Option<Truncation>, LogError> {
         let file_len = self.size;
         self.size = 0;
@@ -386,6 +388,18 @@ impl Segment {
                 stop = Some(Truncation { position, reason });
                 break;
             }
+            // Offsets from `end` on belong to the next segment: serving them from this
+            // one too would hand out offsets past the log end, or twice.
+            if header.last_offset() >= end {
+                stop = Some(Truncation {
+                    position,
+                    reason: format!(
+                        "offset {} reaches into the next segment, based at {end}",
+                        header.last_offset()
+                    ),
+                });
+                break;
+            }
             if matches!(verify, Verify::From(from) if header.last_offset() >= from) {
                 let mut bytes = vec![0; header.total_len()];
                 log.read_exact_at(&mut bytes, position)
@@ -411,7 +425,7 @@ impl Segment {
                 // Walk again, this time checking from that batch on, so the state and the
                 // indexes end before it (and a torn batch after it goes too).
                 self.size = file_len;
-                return self.rebuild(index_interval, Verify::From(header.base_offset));
+                return self.rebuild(index_interval, Verify::From(header.base_offset), end);
             }
         }
         Ok(stop)
@@ -536,7 +550,7 @@ impl Segment {
         // the batches after the last of them, as a restart would.
         self.size = position;
         if !self.load_indexes(index_interval)? {
-            if let Some(stop) = self.rebuild(index_interval, Verify::Nothing)? {
+            if let Some(stop) = self.rebuild(index_interval, Verify::Nothing, i64::MAX)? {
                 return Err(LogError::Corrupt {
                     path: self.log_path.clone(),
                     reason: format!(

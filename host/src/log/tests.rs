@@ -769,3 +769,28 @@ proptest! {
         prop_assert_eq!(all, expected);
     }
 }
+
+/// Found by the `segment_recovery` fuzz target (tests/fuzz/regressions/
+/// segment_recovery-overlapping-segments): a segment whose last batch runs into the next
+/// segment's offsets was recovered whole, so the log served offsets at and past its own
+/// end. Recovery now cuts the segment before that batch, like any other invalid batch.
+#[test]
+fn a_batch_reaching_into_the_next_segment_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
+    let mut first = batch(&values(2), &[0, 0], Compression::None);
+    let mut overlapping = batch(&values(4), &[0; 4], Compression::None);
+    batch::set_base_offset(&mut overlapping, 2);
+    first.extend_from_slice(&overlapping);
+    let mut next = batch(&values(1), &[0], Compression::None);
+    batch::set_base_offset(&mut next, 3);
+    std::fs::write(dir.path().join("00000000000000000000.log"), &first).unwrap();
+    std::fs::write(dir.path().join("00000000000000000003.log"), &next).unwrap();
+
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 2);
+    let got = read_everything(&log);
+    assert_eq!(got, vec![(0, "v0".to_string()), (1, "v1".to_string())]);
+    // The later segment followed a truncation, so it went too.
+    assert_eq!(log.segment_count(), 1);
+}

@@ -126,9 +126,25 @@ pub(crate) async fn write(
     send.write_all_chunks(&mut [prefix, payload]).await
 }
 
+/// Where frames are read from: a QUIC stream, or (in tests and fuzzing) bytes in memory
+/// handed over in pieces, which is how a stream delivers them.
+pub trait FrameSource {
+    /// Reads at most `buf.len()` bytes into `buf`; `None` once the stream has finished.
+    fn read_some(
+        &mut self,
+        buf: &mut [u8],
+    ) -> impl std::future::Future<Output = Result<Option<usize>, quinn::ReadError>> + Send;
+}
+
+impl FrameSource for quinn::RecvStream {
+    async fn read_some(&mut self, buf: &mut [u8]) -> Result<Option<usize>, quinn::ReadError> {
+        self.read(buf).await
+    }
+}
+
 /// Reads one frame; `Ok(None)` when the peer finished the stream between frames.
-pub(crate) async fn read(
-    recv: &mut quinn::RecvStream,
+pub async fn read<S: FrameSource>(
+    recv: &mut S,
     max_frame: u32,
 ) -> Result<Option<Frame>, FrameError> {
     let mut length = [0u8; 4];
@@ -161,13 +177,13 @@ pub(crate) async fn read(
 }
 
 /// Fills `buf` unless the stream ends first; returns the bytes read.
-async fn read_full(
-    recv: &mut quinn::RecvStream,
+async fn read_full<S: FrameSource>(
+    recv: &mut S,
     buf: &mut [u8],
 ) -> Result<usize, quinn::ReadError> {
     let mut filled = 0;
     while filled < buf.len() {
-        match recv.read(&mut buf[filled..]).await? {
+        match recv.read_some(&mut buf[filled..]).await? {
             Some(n) => filled += n,
             None => break,
         }

@@ -567,9 +567,10 @@ fn batch_ranges(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, AppendError> 
         .collect()
 }
 
-/// Checks every batch and returns the bytes to append (recompressed if the topic says
-/// so). Nothing is allocated from a length before it is checked against what is there.
-fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, AppendError> {
+/// Checks every batch of a produce request's record set and returns the bytes to append
+/// (recompressed if the topic says so). Nothing is allocated from a length before it is
+/// checked against what is there.
+pub fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, AppendError> {
     if records.is_empty() {
         return Err(AppendError::Empty);
     }
