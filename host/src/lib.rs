@@ -14,7 +14,12 @@
 #![warn(missing_debug_implementations)]
 #![deny(unused_must_use)]
 
+/// See [`alloc`]: no allocation a client's request sizes can abort the process.
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
+
 pub mod admin;
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -684,3 +684,47 @@ pub(crate) fn encode_response_sharing<R: Encodable>(
     }
     Ok(frame)
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    };
+
+    use super::*;
+
+    /// Array counts in the billions in bodies of a few bytes: the decoder reserves
+    /// memory for the count before reading, which once aborted the process (found by
+    /// the `kafka_request` fuzz target; see `crate::alloc`). Each must come back as a
+    /// malformed request naming the API.
+    #[test]
+    fn an_array_count_far_beyond_the_body_is_a_malformed_request_not_an_abort() {
+        // The fuzzer's input: IncrementalAlterConfigs v1, a compact array whose varint
+        // count is about 4 billion, in a 10-byte body.
+        let fuzzed = Bytes::from_static(&[0xec; 10]);
+        let e = decode_request::<IncrementalAlterConfigsRequest>(
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            fuzzed,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("IncrementalAlterConfigs"), "{e}");
+        // i32::MAX elements in the classic (non-flexible) encoding.
+        let classic = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(decode_request::<MetadataRequest>(ApiKey::Metadata, 1, classic.clone()).is_err());
+        assert!(
+            decode_request::<ListOffsetsRequest>(ApiKey::ListOffsets, 1, {
+                let mut b = vec![0, 0, 0, 1];
+                b.extend_from_slice(&classic);
+                Bytes::from(b)
+            })
+            .is_err()
+        );
+        // A flexible Produce: transactional id null, acks, timeout, then the count.
+        let mut produce = vec![0x00, 0xff, 0xff, 0, 0, 0x75, 0x30];
+        produce.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(
+            decode_request::<ProduceRequest>(ApiKey::Produce, 9, Bytes::from(produce)).is_err()
+        );
+    }
+}
