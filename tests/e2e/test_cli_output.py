@@ -220,7 +220,8 @@ def test_errors_name_the_address_and_what_to_do_next(broker):
     assert wrong.stderr.decode().splitlines() == [
         f"error: {broker.bootstrap} did not answer as the admin API (no HTTP response)",
         "hint: is that the admin API? It is the broker's admin.listen (127.0.0.1:9644 by default), not its Kafka "
-        "port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN"]
+        "port; point the CLI at it with --admin HOST:PORT or QUIVER_ADMIN (https://HOST:PORT when it has "
+        "admin.tls on)"]
 
     missing = kafka(broker, "topic", "describe", "no-such-topic", check=False)
     assert missing.returncode == 1
