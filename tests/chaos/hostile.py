@@ -694,7 +694,7 @@ def run(args) -> int:
     else:
         from harness import Broker
         if args.binary:
-            os.environ["QUIVER_BIN"] = args.binary
+            os.environ["QUIVER_BIN"] = str(Path(args.binary).resolve())  # the broker runs in its own directory
         broker = Broker(workdir, sets={
             "kafka.max_connections": args.max_connections,
             "kafka.max_connections_per_ip": args.max_connections_per_ip,
