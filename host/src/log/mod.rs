@@ -249,7 +249,7 @@ pub struct Log {
     /// [`LogError::takes_log_offline`]), never cleared: only a restart, which recovers
     /// the log from what is really on disk, brings it back. Taken after `state` and
     /// `flush_lock` when both are needed, and never held while taking another lock.
-    failure: Mutex<Option<Arc<str>>>,
+    failure: std::sync::OnceLock<Arc<str>>,
     #[cfg(test)]
     crash_at: Mutex<Option<cleaner::CrashPoint>>,
 }
@@ -516,7 +516,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             clean_lock: Mutex::new(()),
-            failure: Mutex::new(None),
+            failure: std::sync::OnceLock::new(),
             #[cfg(test)]
             crash_at: Mutex::new(None),
         })
@@ -1182,12 +1182,13 @@ impl Log {
     /// Why the log is offline, if a storage failure took it offline (see
     /// [`LogError::Offline`]).
     pub fn storage_failure(&self) -> Option<Arc<str>> {
-        self.failure.lock().clone()
+        self.failure.get().cloned()
     }
 
     /// `Err(Offline)` once a storage failure took the log offline.
     fn check_online(&self) -> Result<(), LogError> {
-        match &*self.failure.lock() {
+        // Read on every append and read: one atomic load while the log is healthy.
+        match self.failure.get() {
             None => Ok(()),
             Some(reason) => Err(LogError::Offline {
                 dir: self.dir.clone(),
@@ -1202,14 +1203,12 @@ impl Log {
         if !error.takes_log_offline() {
             return;
         }
-        let mut failure = self.failure.lock();
-        if failure.is_none() {
+        if self.failure.set(Arc::from(error.to_string())).is_ok() {
             tracing::error!(
                 dir = %self.dir.display(),
                 %error,
                 "storage failure: the log is offline, refusing produce and fetch until the broker restarts"
             );
-            *failure = Some(Arc::from(error.to_string()));
         }
     }
 
