@@ -185,9 +185,34 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
 /// Rewrites the base offset. The CRC does not cover it, so it stays valid.
 ///
 /// # Panics
-/// If `batch` is shorter than [`HEADER_LEN`]; callers pass slices yielded by [`Batches`].
+/// If `batch` is shorter than the offset and length fields; callers pass slices yielded
+/// by [`Batches`].
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Length of the batch prefix the leader's log owns: base offset, batch length and
+/// partition leader epoch. The CRC starts after it, so a producer's batch is written
+/// as sent with only this prefix replaced (see [`leader_prefix`]).
+pub const LEADER_PREFIX_LEN: usize = OFFSET_MAGIC;
+
+/// The first [`LEADER_PREFIX_LEN`] bytes of `batch` as the leader writes them: with
+/// `base_offset`, and `epoch` when given (else the batch's own).
+///
+/// # Panics
+/// If `batch` is shorter than [`HEADER_LEN`]; callers pass slices yielded by [`Batches`].
+pub fn leader_prefix(
+    batch: &[u8],
+    base_offset: i64,
+    epoch: Option<i32>,
+) -> [u8; LEADER_PREFIX_LEN] {
+    let mut prefix = [0u8; LEADER_PREFIX_LEN];
+    prefix.copy_from_slice(&batch[..LEADER_PREFIX_LEN]);
+    set_base_offset(&mut prefix, base_offset);
+    if let Some(epoch) = epoch {
+        set_partition_leader_epoch(&mut prefix, epoch);
+    }
+    prefix
 }
 
 /// Rewrites the partition leader epoch. The CRC does not cover it, so it stays valid.

@@ -251,14 +251,14 @@ impl Log {
                     let written = BatchHeader::parse(&pending[start..])?;
                     parsed.push((written, start..pending.len()));
                     if pending.len() >= IO_CHUNK {
-                        out.append(&pending, &parsed, interval, now_ms)?;
+                        out.append(&pending, &parsed, None, interval, now_ms)?;
                         pending.clear();
                         parsed.clear();
                     }
                 }
             }
             if !pending.is_empty() {
-                out.append(&pending, &parsed, interval, now_ms)?;
+                out.append(&pending, &parsed, None, interval, now_ms)?;
             }
             Ok::<bool, LogError>(changed)
         })();

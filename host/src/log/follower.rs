@@ -140,7 +140,7 @@ impl Log {
         let interval = state.config.index_interval_bytes;
         state
             .active_mut()
-            .append(&bytes[start..end], &run, interval, now_ms)?;
+            .append(&bytes[start..end], &run, None, interval, now_ms)?;
         state.log_end_offset = run[count - 1].0.last_offset() + 1;
         Ok(count)
     }

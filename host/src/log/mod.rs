@@ -613,15 +613,32 @@ impl Log {
         Ok(())
     }
 
-    /// Appends one or more already-validated batches (concatenated in `batches`),
-    /// rewriting each batch's base offset in place so they follow the log end offset.
-    /// Rolls the active segment first when it is too big or too old, writes everything
-    /// with one write, and fsyncs when `flush_interval_messages` is reached.
-    pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        self.guarded(|| self.append_unguarded(batches, now_ms))
+    /// Appends one or more already-validated batches (concatenated in `batches`), each
+    /// written with a base offset that follows the log end offset and with the partition
+    /// leader epoch it carries. Rolls the active segment first when it is too big or too
+    /// old, writes everything with one write, and fsyncs when `flush_interval_messages`
+    /// is reached. `batches` is not modified: the offsets are written to the file only.
+    pub fn append(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.guarded(|| self.append_unguarded(batches, None, now_ms))
     }
 
-    fn append_unguarded(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    /// [`Log::append`] as the partition's leader at `epoch`: every batch is written
+    /// with that partition leader epoch.
+    pub fn append_as_leader(
+        &self,
+        batches: &[u8],
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.guarded(|| self.append_unguarded(batches, Some(epoch), now_ms))
+    }
+
+    fn append_unguarded(
+        &self,
+        batches: &[u8],
+        epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         let mut parsed: Vec<(BatchHeader, Range<usize>)> =
             Batches::new(batches).collect::<Result<_, _>>()?;
         if parsed.is_empty() {
@@ -656,9 +673,13 @@ impl Log {
             let mut next = base_offset;
             let mut records: u64 = 0;
             let mut max_timestamp = -1;
+            let mut prefixes = Vec::with_capacity(parsed.len());
             for (header, range) in &mut parsed {
-                batch::set_base_offset(&mut batches[range.clone()], next);
+                prefixes.push(batch::leader_prefix(&batches[range.clone()], next, epoch));
                 header.base_offset = next;
+                if let Some(epoch) = epoch {
+                    header.partition_leader_epoch = epoch;
+                }
                 next = header.last_offset() + 1;
                 records += u64::from(header.last_offset_delta as u32) + 1;
                 max_timestamp = max_timestamp.max(header.max_timestamp);
@@ -680,7 +701,7 @@ impl Log {
             // Noted before the state lock goes, so no append slips in behind a failed one.
             state
                 .active_mut()
-                .append(batches, &parsed, interval, now_ms)
+                .append(batches, &parsed, Some(&prefixes), interval, now_ms)
                 .inspect_err(|e| self.note_failure(e))?;
             state.log_end_offset = next;
             state.unflushed_records = state.unflushed_records.saturating_add(records);

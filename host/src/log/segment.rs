@@ -6,7 +6,9 @@
 //! when to roll, retain and flush.
 
 use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -575,15 +577,35 @@ impl Segment {
 
     /// Appends already-offset-assigned batches with one write. On a failed write the file
     /// is cut back so a later append does not leave a torn batch in the middle.
+    ///
+    /// With `prefixes` (one per batch, in order; `batches` then cover `bytes` end to
+    /// end), each batch's first [`batch::LEADER_PREFIX_LEN`] bytes are written from its
+    /// prefix instead: the leader assigns offsets and its epoch without copying what a
+    /// producer sent (one vectored write).
     pub fn append(
         &mut self,
         bytes: &[u8],
         batches: &[(BatchHeader, Range<usize>)],
+        prefixes: Option<&[[u8; batch::LEADER_PREFIX_LEN]]>,
         index_interval: u32,
         now_ms: i64,
     ) -> Result<(), LogError> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(bytes, start) {
+        let written = match prefixes {
+            None => self.log.write_all_at(bytes, start),
+            Some(prefixes) => {
+                debug_assert_eq!(prefixes.len(), batches.len());
+                let mut slices = Vec::with_capacity(batches.len() * 2);
+                for ((_, range), prefix) in batches.iter().zip(prefixes) {
+                    slices.push(IoSlice::new(prefix));
+                    slices.push(IoSlice::new(
+                        &bytes[range.start + batch::LEADER_PREFIX_LEN..range.end],
+                    ));
+                }
+                write_all_vectored_at(&self.log, &mut slices, start)
+            }
+        };
+        if let Err(e) = written {
             if let Err(cut) = self.log.set_len(start) {
                 // A torn batch may now sit at the end of the file: whatever the write
                 // failed with, the log can no longer vouch for it.
@@ -802,4 +824,45 @@ pub(super) fn read_range(view: &SegmentView, range: Range<u64>) -> Result<Vec<u8
         .read_exact_at(&mut bytes, range.start)
         .map_err(|e| io_error(&view.path, "read segment", e))?;
     Ok(bytes)
+}
+
+/// `pwritev` until every slice is written (or an error): the positional, vectored
+/// counterpart of `FileExt::write_all_at`, which std lacks.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    // Linux refuses more than IOV_MAX (1024) slices in one call.
+    const IOV_MAX: usize = 1024;
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let count = slices.len().min(IOV_MAX);
+        let offset_arg = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it),
+        // the slices borrow live buffers for the duration of the call, and `count` is
+        // within `slices`.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                offset_arg,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        IoSlice::advance_slices(&mut slices, n as usize);
+    }
+    Ok(())
 }

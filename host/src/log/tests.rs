@@ -89,8 +89,53 @@ pub(super) fn small_config() -> LogConfig {
     }
 }
 
-fn append(log: &Log, mut bytes: Vec<u8>, now: i64) -> AppendInfo {
-    log.append(&mut bytes, now).unwrap()
+fn append(log: &Log, bytes: Vec<u8>, now: i64) -> AppendInfo {
+    log.append(&bytes, now).unwrap()
+}
+
+#[test]
+fn a_leader_append_writes_offsets_and_epoch_without_touching_the_sent_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    append(&log, tagged("first", 2, 1000), 1);
+    // 700 batches in one append: 1,400 slices, more than one vectored write takes.
+    let sent: Vec<u8> = (0..700)
+        .flat_map(|b| tagged(&format!("b{b}"), 1 + b % 3, 2000 + b as i64))
+        .collect();
+    let before = sent.clone();
+    let info = log.append_as_leader(&sent, 7, 1).unwrap();
+    assert_eq!(sent, before, "the producer's bytes are left as sent");
+    assert_eq!(info.base_offset, 2);
+    let total: i64 = (0..700).map(|b| 1 + b % 3).sum();
+    assert_eq!(info.last_offset, 1 + total);
+
+    let read = log.read(2, usize::MAX, i64::MAX, true).unwrap().records;
+    let mut next = 2;
+    let mut stored = Vec::new();
+    for item in Batches::new(&read) {
+        let (header, range) = item.unwrap();
+        assert_eq!(header.base_offset, next, "batches follow each other");
+        assert_eq!(header.partition_leader_epoch, 7);
+        batch::verify_crc(&read[range.clone()]).unwrap();
+        stored.extend_from_slice(&read[range.start + batch::LEADER_PREFIX_LEN..range.end]);
+        next = header.last_offset() + 1;
+    }
+    assert_eq!(next, 2 + total);
+    let sent_tails: Vec<u8> = Batches::new(&sent)
+        .flat_map(|item| {
+            let (_, range) = item.unwrap();
+            sent[range.start + batch::LEADER_PREFIX_LEN..range.end].to_vec()
+        })
+        .collect();
+    assert_eq!(
+        stored, sent_tails,
+        "everything after the prefix is stored as sent"
+    );
+    assert_eq!(
+        log.latest_epoch(),
+        Some(7),
+        "the leader-epoch cache learnt the epoch"
+    );
 }
 
 #[test]
@@ -464,9 +509,7 @@ fn a_storage_failure_takes_the_log_offline_until_it_is_reopened() {
     );
 
     let offline = |e: LogError| matches!(e, LogError::Offline { .. });
-    assert!(offline(
-        log.append(&mut tagged("after", 1, 0), 0).unwrap_err()
-    ));
+    assert!(offline(log.append(&tagged("after", 1, 0), 0).unwrap_err()));
     assert!(offline(log.flush().unwrap_err()));
     assert!(offline(log.read(0, 1 << 20, i64::MAX, true).unwrap_err()));
     assert!(offline(log.close().unwrap_err()));
@@ -671,11 +714,11 @@ fn append_after_close_withdraws_the_marker() {
 fn empty_or_torn_append_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    assert!(matches!(log.append(&mut [], 0), Err(LogError::Batch(_))));
+    assert!(matches!(log.append(&[], 0), Err(LogError::Batch(_))));
     let mut torn = tagged("x", 2, 0);
     torn.pop();
     assert!(matches!(
-        log.append(&mut torn, 0),
+        log.append(&torn, 0),
         Err(LogError::Batch(BatchError::Truncated { .. }))
     ));
     assert_eq!(log.log_end_offset(), 0);

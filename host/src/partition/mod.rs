@@ -279,13 +279,15 @@ impl Partition {
         let mut out = validate(records, &settings)?;
         let mut append_time = -1;
         let ranges = batch_ranges(&out)?;
-        for range in &ranges {
-            let slice = &mut out[range.clone()];
-            batch::set_partition_leader_epoch(slice, epoch);
-            if settings.log_append_time {
-                batch::set_log_append_time(slice, now_ms);
-                append_time = now_ms;
+        if settings.log_append_time {
+            // The timestamp is under the CRC, so these batches are rewritten; the others
+            // reach the log as the producer sent them (the log sets offsets and epoch).
+            let mut rewritten = out.to_vec();
+            for range in &ranges {
+                batch::set_log_append_time(&mut rewritten[range.clone()], now_ms);
             }
+            out = Bytes::from(rewritten);
+            append_time = now_ms;
         }
         let mut producers = self.producers.lock();
         // Later batches of one request are judged as if the earlier ones were appended.
@@ -315,11 +317,15 @@ impl Partition {
         let segments_before = self.log.segment_count();
         let info = self
             .log
-            .append(&mut out, now_ms)
+            .append_as_leader(&out, epoch, now_ms)
             .inspect_err(|e| self.storage_failed(e))?;
-        // The log wrote the final base offsets into `out`.
+        // The batches were written one after another from the returned base offset.
+        let mut next = info.base_offset;
         for range in ranges {
-            if let Ok(header) = BatchHeader::parse(&out[range]) {
+            if let Ok(mut header) = BatchHeader::parse(&out[range]) {
+                header.base_offset = next;
+                header.partition_leader_epoch = epoch;
+                next = header.last_offset() + 1;
                 producers.record(&header);
             }
         }
@@ -570,11 +576,13 @@ fn batch_ranges(buf: &[u8]) -> Result<Vec<std::ops::Range<usize>>, AppendError> 
 /// Checks every batch of a produce request's record set and returns the bytes to append
 /// (recompressed if the topic says so). Nothing is allocated from a length before it is
 /// checked against what is there.
-pub fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, AppendError> {
+pub fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Bytes, AppendError> {
     if records.is_empty() {
         return Err(AppendError::Empty);
     }
-    let mut out = Vec::with_capacity(records.len());
+    // Only a recompression changes the bytes: otherwise what passed is what was sent,
+    // handed on without a copy.
+    let mut out: Option<Vec<u8>> = None;
     for (index, item) in Batches::new(records).enumerate() {
         let (header, range) = item.map_err(|source| AppendError::Corrupt { index, source })?;
         let bytes = &records[range.clone()];
@@ -627,13 +635,22 @@ pub fn validate(records: &Bytes, settings: &TopicSettings) -> Result<Vec<u8>, Ap
         }
         match settings.compression {
             CompressionPolicy::Codec(codec) if codec != header.compression() => {
-                recompress(records.slice(range), codec, &mut out)
+                let out = out.get_or_insert_with(|| {
+                    let mut out = Vec::with_capacity(records.len());
+                    out.extend_from_slice(&records[..range.start]);
+                    out
+                });
+                recompress(records.slice(range), codec, out)
                     .map_err(|reason| AppendError::Recompress { index, reason })?;
             }
-            _ => out.extend_from_slice(bytes),
+            _ => {
+                if let Some(out) = out.as_mut() {
+                    out.extend_from_slice(bytes);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(out.map_or_else(|| records.clone(), Bytes::from))
 }
 
 /// Re-encodes one batch with another codec, keeping producer id, epoch, sequences and

@@ -129,8 +129,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = log.max_timestamp();
 
     // The recovered log takes a new batch at its end and serves it back.
-    let mut fresh = one_batch();
-    let Ok(info) = log.append(&mut fresh, NOW_MS) else {
+    let fresh = one_batch();
+    let Ok(info) = log.append(&fresh, NOW_MS) else {
         return;
     };
     assert_eq!(

@@ -89,8 +89,8 @@ fn config() -> LogConfig {
 }
 
 fn append(log: &Log, records: &[Kv], ts: i64) -> i64 {
-    let mut bytes = encode(records, ts, Compression::None, None);
-    log.append(&mut bytes, ts).unwrap().base_offset
+    let bytes = encode(records, ts, Compression::None, None);
+    log.append(&bytes, ts).unwrap().base_offset
 }
 
 /// Every batch from the log start to the end, raw.
@@ -368,11 +368,9 @@ fn compressed_batches_keep_their_codec_and_stay_one_batch() {
         let first: Vec<Kv> = (0..10)
             .map(|i| kv(&format!("k{}", i % 5), &format!("first-{i}")))
             .collect();
-        log.append(&mut encode(&first, 500, codec, None), 0)
-            .unwrap();
+        log.append(&encode(&first, 500, codec, None), 0).unwrap();
         let second = [kv("k0", "second-0"), kv("k1", "second-1")];
-        log.append(&mut encode(&second, 600, codec, None), 0)
-            .unwrap();
+        log.append(&encode(&second, 600, codec, None), 0).unwrap();
         log.state.lock().roll(dir.path(), 0).unwrap();
         append(&log, &[kv("tail", "t")], 0);
 
@@ -424,20 +422,20 @@ fn producer_metadata_survives_and_last_batches_stay_as_empty_headers() {
     ];
     let mut sequence = 10;
     for records in batches {
-        let mut bytes = encode(records, 100, Compression::Lz4, Some((PRODUCER, sequence)));
-        log.append(&mut bytes, 0).unwrap();
+        let bytes = encode(records, 100, Compression::Lz4, Some((PRODUCER, sequence)));
+        log.append(&bytes, 0).unwrap();
         sequence += records.len() as i32;
     }
     // Another producer's batch wholly superseded, and then its key rewritten by the first.
-    let mut other = encode(&[kv("z", "0")], 100, Compression::None, Some((99, 0)));
-    log.append(&mut other, 0).unwrap();
-    let mut last = encode(
+    let other = encode(&[kv("z", "0")], 100, Compression::None, Some((99, 0)));
+    log.append(&other, 0).unwrap();
+    let last = encode(
         &[kv("z", "2")],
         100,
         Compression::None,
         Some((PRODUCER, sequence)),
     );
-    log.append(&mut last, 0).unwrap();
+    log.append(&last, 0).unwrap();
     log.state.lock().roll(dir.path(), 0).unwrap();
     append(&log, &[kv("tail", "t")], 0);
     let before: Vec<BatchHeader> = raw_batches(&log)

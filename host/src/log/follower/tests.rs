@@ -22,7 +22,7 @@ fn stamped(tag: &str, n: usize, epoch: i32) -> Vec<u8> {
 
 /// Appends as a leader would, stamping `epoch`.
 fn lead(log: &Log, tag: &str, n: usize, epoch: i32) -> AppendInfo {
-    log.append(&mut stamped(tag, n, epoch), 0).unwrap()
+    log.append(&stamped(tag, n, epoch), 0).unwrap()
 }
 
 fn entries(log: &Log) -> Vec<(i32, i64)> {
