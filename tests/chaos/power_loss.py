@@ -202,6 +202,10 @@ def main(argv=None) -> int:
     cut_reports = []
     try:
         c = make_cluster(workdir / "cluster", args.settings).start()
+        silent = [i for i, b in c.brokers.items() if not ledger_of(b).exists() or ledger_of(b).stat().st_size == 0]
+        if silent:
+            raise RuntimeError(f"brokers {silent} keep no sync ledger: {os.environ.get('QUIVER_BIN')} is a build "
+                               "without host/src/durability.rs, and a power cut would erase their data")
         generation: dict = {}
         with recorded_run(c, workdir / "history", args.seed, args.partitions, producers=args.producers,
                           consumers=args.consumers, rate=args.rate, producer_args=PRODUCER_ARGS,
