@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod controller;
+pub mod durability;
 pub mod group;
 pub mod kafka;
 pub mod log;

@@ -591,6 +591,13 @@ impl Transport for QuicTransport {
 /// Applies every committed metadata change to this broker's disk.
 fn spawn_reconciler(broker: Arc<Broker>, plugins: Arc<Plugins>) -> tokio::task::JoinHandle<()> {
     let mut changes = broker.controller().subscribe();
+    // Startup reconciled with the state known then, and the controller went on applying
+    // its log since (after a whole-cluster restart it replays it as the brokers come up).
+    // A new receiver counts the current state as seen: without this first round, a
+    // change applied in between would wait for the next one, which may never come (a
+    // follower keeping a stale leader epoch is refused by its leader, so the ISR never
+    // grows back and nothing more is committed).
+    changes.mark_changed();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let state = changes.borrow_and_update().clone();

@@ -63,7 +63,7 @@ def _stop_requested(args) -> bool:
 
 
 def run_produce(args) -> int:
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaException, Producer
 
     rec = Recorder(args.out, args.worker)
     fatal = []
@@ -107,32 +107,45 @@ def run_produce(args) -> int:
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     next_at = start
     seq = 0
-    while (seq < args.max_count and time.monotonic() - start < args.max_seconds
-           and not _stop_requested(args) and not fatal):
-        now = time.monotonic()
-        if now < next_at:
-            p.poll(next_at - now)  # serve delivery reports while pacing
-            rec.tick()
-            continue
-        value = f"{args.worker}-{seq:08d}"
-        partition = seq % args.partitions if args.only_partition is None else args.only_partition
-        key = f"k{seq % args.keys}"
-        headers = [("w", args.worker), ("seq", str(seq))]
-        rec.write("send", s=seq, topic=args.topic, p=partition, k=key, v=value,
-                  h=[[k, v] for k, v in headers])
-        while True:
-            try:
-                p.produce(args.topic, value=value.encode(), key=key.encode(), partition=partition,
-                          headers=headers, on_delivery=report(seq, value, partition))
-                break
-            except BufferError:  # the local queue is full: wait for deliveries
-                p.poll(0.1)
-        p.poll(0)
-        seq += 1
-        next_at += interval
-        if now - next_at > 1.0:  # fell behind (a stall): do not burst to catch up
-            next_at = now
-    remaining = p.flush(args.flush_timeout)
+    try:
+        while (seq < args.max_count and time.monotonic() - start < args.max_seconds
+               and not _stop_requested(args) and not fatal):
+            now = time.monotonic()
+            if now < next_at:
+                p.poll(next_at - now)  # serve delivery reports while pacing
+                rec.tick()
+                continue
+            value = f"{args.worker}-{seq:08d}"
+            partition = seq % args.partitions if args.only_partition is None else args.only_partition
+            key = f"k{seq % args.keys}"
+            headers = [("w", args.worker), ("seq", str(seq))]
+            rec.write("send", s=seq, topic=args.topic, p=partition, k=key, v=value,
+                      h=[[k, v] for k, v in headers])
+            while True:
+                try:
+                    p.produce(args.topic, value=value.encode(), key=key.encode(), partition=partition,
+                              headers=headers, on_delivery=report(seq, value, partition))
+                    break
+                except BufferError:  # the local queue is full: wait for deliveries
+                    p.poll(0.1)
+            p.poll(0)
+            seq += 1
+            next_at += interval
+            if now - next_at > 1.0:  # fell behind (a stall): do not burst to catch up
+                next_at = now
+    except KafkaException as e:
+        # poll() and produce() raise a fatal error too (an idempotent producer whose
+        # sequence numbers the log no longer matches): recorded, the producer ends
+        err = e.args[0]
+        rec.write("client_error", err=err.name(), fatal=True, reason=err.str())
+        fatal.append(err)
+    try:
+        remaining = p.flush(5 if fatal else args.flush_timeout)
+    except KafkaException as e:
+        err = e.args[0]
+        rec.write("client_error", err=err.name(), fatal=True, reason=err.str())
+        fatal.append(err)
+        remaining = len(p)
     rec.write("end", sent=seq, undelivered=remaining)
     rec.close()
     return 3 if fatal else 0

@@ -222,7 +222,7 @@ class Report:
             lines.append("  send errors: " + ", ".join(f"{k}={v}" for k, v in sorted(i["errors"].items())))
         if i.get("client_errors"):
             lines.append("  client errors: " + ", ".join(f"{k}={v}" for k, v in sorted(i["client_errors"].items())))
-        for k in ("skipped_reads", "bad_lines", "below_log_start", "reads_beyond_drain"):
+        for k in ("skipped_reads", "bad_lines", "below_log_start", "reads_beyond_drain", "acked_without_offset"):
             if i.get(k):
                 lines.append(f"  {k.replace('_', ' ')}: {i[k]}")
         width = max(len(d) for d in DESCRIPTIONS.values())
@@ -339,10 +339,22 @@ def check(history: Union[Iterable[Union[str, Path]], list[dict]]) -> Report:
     # --- acknowledged writes: present where acknowledged?
     polled_values = {r["v"] for r in polls}
     below_log_start = 0
+    acked_without_offset = 0
     for v, res in outcome.items():
         if res["ev"] != "ack":
             continue
         tp, o = (res["topic"], res["p"]), res["o"]
+        if o is None:
+            # acknowledged without an offset (a broker answering a retried duplicate
+            # with offset -1): it must be stored, wherever that is
+            acked_without_offset += 1
+            if v in where:
+                continue
+            if complete(tp) or v in polled_values:
+                c.add("lost", f"{v} acknowledged (no offset) on {tp[0]}/{tp[1]}, not in the final log")
+            else:
+                c.add("unseen", f"{v} acknowledged (no offset) on {tp[0]}/{tp[1]}, never read")
+            continue
         slots[(*tp, o)].add(v)
         if v in where:
             if (*tp, o) not in where[v] and o not in log.get(tp, {}):
@@ -431,6 +443,7 @@ def check(history: Union[Iterable[Union[str, Path]], list[dict]]) -> Report:
         "bad_lines": bad_lines,
         "below_log_start": below_log_start,
         "reads_beyond_drain": reads_beyond_drain,
+        "acked_without_offset": acked_without_offset,
     }
     return Report(counts={k: c.counts.get(k, 0) for k in SAFETY}, examples=dict(c.examples), info=info)
 

@@ -231,7 +231,7 @@ impl Broker {
             path: dir.clone(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(io)?;
+        crate::durability::create_dir_all(&dir).map_err(io)?;
         let lock = fs::File::create(dir.join(".lock")).map_err(io)?;
         if lock.try_lock().is_err() {
             return Err(StartError::Locked(dir));

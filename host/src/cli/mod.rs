@@ -288,6 +288,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(args.config.as_deref(), &args.overrides())
                 .context("invalid configuration")?;
             init_tracing();
+            crate::durability::init()?;
             crate::server::run(config)?;
             Ok(ExitCode::SUCCESS)
         }

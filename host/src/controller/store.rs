@@ -48,10 +48,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    crate::durability::sync_file(&file, &tmp)?;
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+        crate::durability::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -83,7 +83,7 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the log in `dir`, cutting off a torn tail.
     pub fn open(dir: &Path) -> std::io::Result<LogStore> {
-        fs::create_dir_all(dir)?;
+        crate::durability::create_dir_all(dir)?;
         let meta: RaftMeta = match fs::read(dir.join("raft-meta.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(
@@ -128,7 +128,7 @@ impl LogStore {
                 "cut a torn tail off the controller log"
             );
             file.set_len(pos as u64)?;
-            file.sync_all()?;
+            crate::durability::sync_file(&file, &path)?;
         }
         if let Some(purged) = meta.last_purged {
             entries.retain(|index, _| *index > purged.index);
@@ -163,9 +163,9 @@ impl LogInner {
         }
         let mut file = File::create(&tmp)?;
         file.write_all(&out)?;
-        file.sync_all()?;
+        crate::durability::sync_file(&file, &tmp)?;
         fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::durability::sync_dir(&self.dir)?;
         self.file = OpenOptions::new().read(true).append(true).open(&path)?;
         self.len = out.len() as u64;
         for (index, pos) in positions {
@@ -260,10 +260,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 placed.push((inner.len + out.len() as u64, entry.clone()));
                 encode_record(&mut out, &entry);
             }
-            let written = inner
-                .file
-                .write_all(&out)
-                .and_then(|_| inner.file.sync_data());
+            let written = inner.file.write_all(&out).and_then(|_| {
+                crate::durability::sync_file_data(&inner.file, &inner.dir.join("raft.log"))
+            });
             if written.is_ok() {
                 inner.len += out.len() as u64;
                 for (pos, entry) in placed {
@@ -294,7 +293,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner
             .file
             .set_len(pos)
-            .and_then(|_| inner.file.sync_all())
+            .and_then(|_| crate::durability::sync_file(&inner.file, &inner.dir.join("raft.log")))
             .map_err(io_err)?;
         inner.len = pos;
         Ok(())
@@ -343,7 +342,7 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the state machine, restoring the latest snapshot in `dir` if any.
     pub fn open(dir: &Path) -> std::io::Result<StateMachineStore> {
-        fs::create_dir_all(dir)?;
+        crate::durability::create_dir_all(dir)?;
         let path = dir.join("snapshot.json");
         let (machine, snapshot) = match fs::read(&path) {
             Ok(bytes) => {

@@ -49,7 +49,7 @@ pub(super) fn replace(path: &Path, contents: &[u8]) -> Result<(), LogError> {
     let mut file = File::create(tmp).map_err(|e| io_error(tmp, "create checkpoint", e))?;
     file.write_all(contents)
         .map_err(|e| io_error(tmp, "write checkpoint", e))?;
-    file.sync_all().map_err(|e| sync_error(tmp, e))?;
+    crate::durability::sync_file(&file, tmp).map_err(|e| sync_error(tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| io_error(path, "rename checkpoint into place", e))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -59,10 +59,7 @@ pub(super) fn replace(path: &Path, contents: &[u8]) -> Result<(), LogError> {
 
 /// Makes renames, creations and removals in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .map_err(|e| io_error(dir, "open directory to fsync it", e))?
-        .sync_all()
-        .map_err(|e| sync_error(dir, e))
+    crate::durability::sync_dir(dir).map_err(|e| sync_error(dir, e))
 }
 
 #[cfg(test)]

@@ -280,7 +280,8 @@ impl Log {
                 out.set_last_modified(ms)?;
             }
             for (file, path) in out.sync_targets() {
-                file.sync_all().map_err(|e| super::sync_error(&path, e))?;
+                crate::durability::sync_file(&file, &path)
+                    .map_err(|e| super::sync_error(&path, e))?;
             }
             Ok(())
         })();

@@ -376,7 +376,8 @@ impl Log {
     /// `.tmp` and `.deleted` files are removed; a log with no segments gets an empty one
     /// at the log start offset.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create log directory", e))?;
+        crate::durability::create_dir_all(dir)
+            .map_err(|e| io_error(dir, "create log directory", e))?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         if clean {
@@ -487,7 +488,8 @@ impl Log {
             if recovered.contains(&segment.base_offset()) || dir_dirty {
                 segment.write_indexes()?;
                 for (file, path) in segment.sync_targets() {
-                    file.sync_data().map_err(|e| sync_error(&path, e))?;
+                    crate::durability::sync_file_data(&file, &path)
+                        .map_err(|e| sync_error(&path, e))?;
                 }
             }
         }
@@ -1119,7 +1121,7 @@ impl Log {
         };
         let synced = (|| {
             for (file, path) in &targets {
-                file.sync_data().map_err(|e| sync_error(path, e))?;
+                crate::durability::sync_file_data(file, path).map_err(|e| sync_error(path, e))?;
             }
             if dir_dirty {
                 checkpoint::sync_dir(&self.dir)?;
@@ -1182,10 +1184,9 @@ impl Log {
         self.flush()?;
         let mut state = self.state.lock();
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::File::create(&marker)
-            .map_err(|e| io_error(&marker, "write clean-shutdown marker", e))?
-            .sync_all()
-            .map_err(|e| sync_error(&marker, e))?;
+        let file = std::fs::File::create(&marker)
+            .map_err(|e| io_error(&marker, "write clean-shutdown marker", e))?;
+        crate::durability::sync_file(&file, &marker).map_err(|e| sync_error(&marker, e))?;
         checkpoint::sync_dir(&self.dir)?;
         state.marker_written = true;
         Ok(())

@@ -239,9 +239,7 @@ impl Segment {
                 .log
                 .set_len(stop.position)
                 .map_err(|e| io_error(&segment.log_path, "truncate segment", e))?;
-            segment
-                .log
-                .sync_all()
+            crate::durability::sync_file(&segment.log, &segment.log_path)
                 .map_err(|e| sync_error(&segment.log_path, e))?;
         }
         segment.note_first_batch(now_ms)?;
@@ -534,8 +532,7 @@ impl Segment {
         self.log
             .set_len(position)
             .map_err(|e| io_error(&self.log_path, "truncate segment", e))?;
-        self.log
-            .sync_data()
+        crate::durability::sync_file_data(&self.log, &self.log_path)
             .map_err(|e| sync_error(&self.log_path, e))?;
         let keep_offsets = self
             .offset_index

@@ -663,7 +663,7 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<PathBuf, NetE
             .map_err(err)?;
     }
     file.write_all(contents.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
+    crate::durability::sync_file(&file, &tmp).map_err(err)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(path.to_path_buf())

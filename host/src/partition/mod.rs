@@ -421,7 +421,7 @@ impl Partition {
                 use std::io::Write;
                 let mut file = std::fs::File::create(&tmp)?;
                 file.write_all(&bytes)?;
-                file.sync_all()?;
+                crate::durability::sync_file(&file, &tmp)?;
                 std::fs::rename(&tmp, &path)
             });
         // A missing snapshot only makes the next recovery replay more of the log.

@@ -442,7 +442,7 @@ impl Plugins {
     /// A stored plugin that no longer loads is kept and reported failed, not fatal.
     pub fn open(settings: &PluginsConfig, data_dir: &Path) -> Result<Self, PluginError> {
         let dir = data_dir.join("plugins");
-        fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
+        crate::durability::create_dir_all(&dir).map_err(|source| PluginError::Io {
             path: dir.clone(),
             source,
         })?;
@@ -926,7 +926,7 @@ impl Plugins {
             use std::io::Write;
             let mut file = fs::File::create(&tmp).map_err(io)?;
             file.write_all(&bytes).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            crate::durability::sync_file(&file, &tmp).map_err(io)?;
         }
         fs::rename(&tmp, &path).map_err(io)?;
         Ok(())
