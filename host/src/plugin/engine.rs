@@ -141,7 +141,15 @@ impl PluginEngine {
         match component.serialize() {
             Ok(bytes) => {
                 let tmp = path.with_extension("tmp");
-                let written = fs::write(&tmp, &bytes).and_then(|_| fs::rename(&tmp, &path));
+                // Synced before the rename: after a power loss the name must not point
+                // at a file whose blocks never reached the disk, since compiled code is
+                // trusted once its header checks out.
+                let written = fs::File::create(&tmp)
+                    .and_then(|mut file| {
+                        std::io::Write::write_all(&mut file, &bytes)?;
+                        crate::durability::sync_file_data(&file, &tmp)
+                    })
+                    .and_then(|_| fs::rename(&tmp, &path));
                 if let Err(e) = written {
                     tracing::warn!(file = %path.display(), error = %e, "could not cache a compiled component");
                 }

@@ -683,10 +683,20 @@ impl Plugins {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+        let dir = path.parent().expect("has a parent");
+        crate::durability::create_dir_all(dir).map_err(io)?;
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)
+        {
+            use std::io::Write;
+            let mut file = fs::File::create(&tmp).map_err(io)?;
+            file.write_all(bytes).map_err(io)?;
+            // The registry that names this component is persisted after it: both must
+            // be on disk before a deploy is answered, or a power loss could leave a
+            // registry pointing at a component that is not there.
+            crate::durability::sync_file(&file, &tmp).map_err(io)?;
+        }
+        fs::rename(&tmp, &path).map_err(io)?;
+        crate::durability::sync_dir(dir).map_err(io)
     }
 
     /// Validates and deploys a new version on this broker alone; on success it serves
@@ -929,7 +939,7 @@ impl Plugins {
             crate::durability::sync_file(&file, &tmp).map_err(io)?;
         }
         fs::rename(&tmp, &path).map_err(io)?;
-        Ok(())
+        crate::durability::sync_dir(&self.dir).map_err(io)
     }
 
     /// Every plugin with its serving version.
