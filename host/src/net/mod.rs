@@ -46,6 +46,7 @@
 //! ```
 
 pub mod certs;
+pub mod compress;
 mod endpoint;
 pub mod frame;
 pub mod tls;
