@@ -390,8 +390,18 @@ async fn start_controller(
         )
         .context("creating development certificates for the single-node cluster")?,
     };
-    let tls = crate::net::ClusterTls::load(&tls_dir, &cluster.id, config.broker.node_id)
-        .with_context(|| format!("loading cluster certificates from {}", tls_dir.display()))?;
+    let tls = crate::net::ClusterTls::load_accepting_mirrors(
+        &tls_dir,
+        &cluster.id,
+        config.broker.node_id,
+        cluster.mirror_clients_ca.as_deref(),
+    )
+    .with_context(|| {
+        format!(
+            "loading cluster certificates from {} (and cluster.mirror_clients_ca)",
+            tls_dir.display()
+        )
+    })?;
     let service = Arc::new(ClusterService::default());
     let endpoint =
         crate::net::Endpoint::bind(cluster.listen, tls, service.clone(), CLUSTER_MAX_FRAME)
@@ -527,6 +537,23 @@ struct ClusterService {
 }
 
 impl crate::net::Service for ClusterService {
+    fn handle_mirror(
+        &self,
+        cluster_id: &str,
+        peer: crate::net::BrokerId,
+        request: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, String>> {
+        match self.admin.get() {
+            Some(state) => Box::pin(crate::connect::quic::answer(
+                state.broker.clone(),
+                cluster_id.to_string(),
+                peer,
+                request,
+            )),
+            None => Box::pin(async { Err("this broker is still starting".to_string()) }),
+        }
+    }
+
     fn handle(
         &self,
         peer: crate::net::BrokerId,
@@ -554,8 +581,10 @@ impl crate::net::Service for ClusterService {
                 crate::net::Channel::Controller => {
                     controller.handle_controller(peer, &request).await
                 }
-                crate::net::Channel::Replica | crate::net::Channel::Admin => {
-                    unreachable!("answered above")
+                crate::net::Channel::Replica
+                | crate::net::Channel::Admin
+                | crate::net::Channel::Mirror => {
+                    Err(format!("the {channel} channel is not the controller's"))
                 }
             }
         })

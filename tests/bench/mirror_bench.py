@@ -20,6 +20,19 @@ mirror in the target region crosses it for every fetch. In one run, --runs times
 
 Options: --records, --size, --delay-ms, --seconds, --plugins DIR, --out FILE (JSON,
 default target/bench/mirror.json). Figures go in docs/perf.md.
+
+--transports compares the two ways a mirror reaches a Quiver source, --via kafka and
+--via quic, at 0% and then --loss % (1) packet loss, instead of the above. It needs root:
+the two regions are network namespaces (tests/e2e/netns.py), the source region's egress
+delayed by netem when the kernel has it (2 x --delay-ms: the same round trip as above;
+without netem no delay is added, and the output says so) and the loss cut into the
+source region with nftables (Topology.loss), inside namespaces the script made and
+removes. Each phase mirrors --transport-records records of --size bytes (JSON-like text,
+so compression has something to do; 20 partitions) already in a source topic of its own,
+and reports MB/s from mirror creation until every record is copied, the bytes the source
+region sent for it, and the target broker's CPU.
+
+    sudo python3 tests/bench/mirror_bench.py --transports --binary target/release/quiver
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import threading
@@ -176,6 +190,174 @@ def one_run(args, source: Broker, target: Broker) -> dict:
     }
 
 
+WORDS = ("paid shipped pending refunded express standard gift fragile warehouse north south east west "
+         "blue red green large small medium priority returned customer merchant invoice coupon "
+         "berlin lisbon dublin oslo madrid vienna prague warsaw boston denver austin seattle").split()
+
+
+def text_payload(i: int, size: int) -> bytes:
+    """An order-like JSON record of `size` bytes, its words and numbers drawn at random
+    (seeded by i): compressible as real records are, not as a repeated string is."""
+    rng = random.Random(i)
+    base = (f'{{"order":{i},"customer":"c-{rng.randrange(10**6)}","total":"{rng.random() * 1000:.2f}",'
+            f'"ts":{1_700_000_000_000 + rng.randrange(10**9)},"note":"').encode()
+    words = []
+    while len(base) + sum(len(w) + 1 for w in words) < size:
+        words.append(rng.choice(WORDS) if rng.random() < 0.7 else str(rng.randrange(10**6)))
+    return (base + " ".join(words).encode())[:size - 2] + b'"}'
+
+
+def transports(args):
+    """--via kafka vs --via quic, at 0 % and --loss % packet loss, in network namespaces."""
+    import subprocess
+    import tempfile
+    import http.client
+    from netns import Topology
+
+    binary = os.path.abspath(args.binary)
+    tmp = tempfile.mkdtemp(prefix="quiver-mirror-transports-")
+    topo = Topology(["east", "west"])
+    procs = {}
+    try:
+        ea, wa = topo.addr("east"), topo.addr("west")
+        for cid in ("us-east", "eu-west"):
+            subprocess.run([binary, "cluster", "certs", "--cluster-id", cid, "--brokers", "0",
+                            "--out", f"{tmp}/{cid}"], check=True, capture_output=True)
+
+        def serve(host, cid, addr, extra):
+            cmd = [binary, "serve", "--data-dir", f"{tmp}/{cid}-data", "--kafka-listen", f"{addr}:9092",
+                   "--admin-listen", f"{addr}:9094"]
+            for k, v in {"cluster.id": cid, "cluster.listen": f"{addr}:9093",
+                         "cluster.tls_dir": f"{tmp}/{cid}", **extra}.items():
+                cmd += ["--set", f"{k}={v}"]
+            out = open(f"{tmp}/{cid}.log", "wb")
+            return topo.popen(host, cmd, stdout=out, stderr=subprocess.STDOUT)
+
+        procs["east"] = serve("east", "us-east", ea, {"cluster.mirror_clients_ca": f"{tmp}/eu-west/ca.pem"})
+        procs["west"] = serve("west", "eu-west", wa, {})
+        clients = topo.thread()
+
+        def api(addr, method, path, body=b"", ctype="application/json"):
+            def call():
+                c = http.client.HTTPConnection(addr, 9094, timeout=60)
+                c.request(method, path, body=body, headers={"Content-Type": ctype})
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+                return r.status, (json.loads(data) if data else None)
+            return clients.run(call, timeout=90)
+
+        def ready(addr):
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if api(addr, "GET", "/v1/mirrors")[0] == 200:
+                        return
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
+                    raise SystemExit(f"a broker did not start; logs in {tmp}")
+                time.sleep(0.2)
+        ready(ea)
+        ready(wa)
+        wasm = open(os.path.join(args.plugins, "quiver_plugin_mirror.wasm"), "rb").read()
+        status, body = api(wa, "PUT", "/v1/plugins/mirror?kind=connector", wasm, "application/wasm")
+        if status not in (200, 201):
+            raise SystemExit(f"plugin deploy failed: {status} {body}")
+
+        n, size = args.transport_records, args.size
+        phases = [(via, loss, run) for run in range(args.runs) for loss in (0, args.loss)
+                  for via in ("kafka", "quic")]
+        topics = {ph: f"t-{ph[0]}-{ph[1]}-{ph[2]}" for ph in phases}
+
+        def fill():
+            for t in topics.values():
+                create(f"{ea}:9092", t)
+                p = Producer({"bootstrap.servers": f"{ea}:9092", "linger.ms": 20, "batch.size": 1 << 20,
+                              "queue.buffering.max.messages": 1000000, "acks": "all",
+                              "compression.type": "none"})
+                for i in range(n):
+                    while True:
+                        try:
+                            p.produce(t, value=text_payload(i, size), key=b"k%d" % i, partition=i % PARTITIONS)
+                            break
+                        except BufferError:
+                            p.poll(0.01)
+                if p.flush(600):
+                    raise SystemExit("records not acknowledged")
+        log(f"producing {len(topics)} x {n} records into the source")
+        clients.run(fill, timeout=3600)
+        netem = topo.run("east", ["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay",
+                                  f"{2 * args.delay_ms:g}ms", "limit", "100000"], check=False)
+        added_rtt = 2 * args.delay_ms if netem.returncode == 0 else 0
+        if netem.returncode != 0:
+            log(f"no delay added (netem: {netem.stderr.strip()}): the regions are one bridge apart")
+        ca = open(f"{tmp}/us-east/ca.pem").read()
+
+        def tx_bytes():
+            out = topo.run("east", ["ip", "-s", "-j", "link", "show", "eth0"]).stdout
+            return json.loads(out)[0]["stats64"]["tx"]["bytes"]
+
+        results = []
+        current_loss = 0
+        for via, loss, run in phases:
+            if loss != current_loss:
+                if loss:
+                    topo.loss("east", loss)
+                else:
+                    topo.heal("east")
+                current_loss = loss
+            topic, name = topics[(via, loss, run)], f"m-{via}-{loss}-{run}"
+            body = {"name": name, "source_alias": "us-east", "topics": topic, "via": via,
+                    "discovery_interval_ms": 500,
+                    "source": f"{ea}:9093" if via == "quic" else f"{ea}:9092"}
+            if via == "quic":
+                body["source_ca"] = ca
+            tx0, cpu0 = tx_bytes(), proc_cpu_seconds(procs["west"].pid)
+            t0 = time.monotonic()
+            status, reply = api(wa, "POST", "/v1/mirrors", json.dumps(body).encode())
+            if status != 201:
+                raise SystemExit(f"mirror create failed: {status} {reply}")
+            deadline = t0 + args.phase_timeout
+            while True:
+                report = (api(wa, "GET", f"/v1/mirrors/{name}")[1] or {}).get("report") or {}
+                parts = report.get("topics", {}).get(topic, {}).get("partitions", [])
+                if sum(p["position"] for p in parts) >= n:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not finish in {args.phase_timeout} s: {report}")
+                time.sleep(0.05)
+            elapsed = time.monotonic() - t0
+            r = {"via": via, "loss_percent": loss, "run": run + 1, "seconds": elapsed,
+                 "mb_s": n * size / 1e6 / elapsed, "source_tx_mb": (tx_bytes() - tx0) / 1e6,
+                 "target_cpu_s": proc_cpu_seconds(procs["west"].pid) - cpu0,
+                 "restarts": report.get("restarts")}
+            log(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+            results.append(r)
+            api(wa, "DELETE", f"/v1/mirrors/{name}")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+        topo.close()
+    print(f"\nmirror transports: {n} records of {size} B (JSON-like text) per phase, {PARTITIONS} partitions, "
+          f"{added_rtt:g} ms added round trip (netem), median (min..max) of {args.runs}")
+    print(f"  {'transport':<10} {'loss':>5} {'MB/s':>22} {'source sent, MB':>22} {'target CPU s':>22}")
+    for loss in (0, args.loss):
+        for via in ("kafka", "quic"):
+            rs = [r for r in results if (r["via"], r["loss_percent"]) == (via, loss)]
+
+            def fmt(k):
+                v = [r[k] for r in rs]
+                return f"{statistics.median(v):.3g} ({min(v):.3g}..{max(v):.3g})"
+            print(f"  {via:<10} {loss:>4}% {fmt('mb_s'):>22} {fmt('source_tx_mb'):>22} {fmt('target_cpu_s'):>22}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine_info(), "args": vars(args), "added_rtt_ms": added_rtt,
+                   "phases": results}, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser(description="mirror benchmark (prints figures)")
     ap.add_argument("--binary", default="target/release/quiver")
@@ -188,7 +370,17 @@ def main():
     ap.add_argument("--plugins", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"),
                                                        "wasm32-wasip2", "release"))
     ap.add_argument("--out", default="target/bench/mirror.json")
+    ap.add_argument("--transports", action="store_true",
+                    help="compare --via kafka and --via quic at 0%% and --loss %% packet loss (root)")
+    ap.add_argument("--loss", type=int, default=1)
+    ap.add_argument("--transport-records", type=int, default=20_000)
+    ap.add_argument("--phase-timeout", type=float, default=600.0)
     args = ap.parse_args()
+    if args.transports:
+        if args.out == "target/bench/mirror.json":
+            args.out = "target/bench/mirror-transports.json"
+        transports(args)
+        return
 
     proxies = []
 
@@ -233,7 +425,6 @@ def main():
                       ("modest_p99_ms", f"latency p99 at {args.modest_rate:.0f} records/s, ms")):
         m, lo, hi = med(key)
         print(f"  {what:<50} {m:>10.3g}  ({lo:.3g}..{hi:.3g})")
-    print("  QUIC vs Kafka transport at 0% and 1% loss: not measured (--via quic is not built)")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": machine_info(), "args": vars(args), "runs": runs}, f, indent=2)

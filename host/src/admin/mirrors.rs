@@ -42,9 +42,12 @@ pub(super) struct CreateBody {
     /// Regular expression of groups (passed to the plugin as `groups`).
     #[serde(default)]
     groups: Option<String>,
-    /// kafka (default).
+    /// kafka (default) or quic.
     #[serde(default)]
     via: Option<String>,
+    /// The source cluster's CA as PEM text (for quic).
+    #[serde(default)]
+    source_ca: Option<String>,
     /// Plugin configuration: an object of strings, kept in the order given.
     #[serde(default)]
     config: serde_json::Map<String, Value>,
@@ -121,6 +124,7 @@ fn spec_of(body: CreateBody) -> Result<MirrorSpec, ApiError> {
         source: body.source,
         alias: body.source_alias,
         via,
+        source_ca: body.source_ca,
         plugin: body.plugin.unwrap_or_else(|| "mirror".into()),
         config,
         exactly_once: body.exactly_once.unwrap_or(false),

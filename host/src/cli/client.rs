@@ -101,24 +101,13 @@ impl Client {
                 response.error_code
             );
         }
-        client.versions = response
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect();
+        client.versions = offered(&response);
         Ok(client)
     }
 
     /// The highest version of `api` both this CLI (`ours`) and the broker speak.
     pub fn version(&self, api: ApiKey, ours: i16) -> anyhow::Result<i16> {
-        match self.versions.get(&(api as i16)) {
-            Some(&(min, max)) if min <= ours => Ok(max.min(ours)),
-            Some(&(min, _)) => bail!(
-                "{} requires {api:?} v{min} or newer; this CLI speaks up to v{ours}",
-                self.address
-            ),
-            None => bail!("{} does not support {api:?}", self.address),
-        }
+        negotiate(&self.versions, &self.address, api, ours)
     }
 
     /// The broker address this client is connected to.
@@ -139,18 +128,7 @@ impl Client {
         }
         let mut body = vec![0u8; length as usize];
         self.stream.read_exact(&mut body).await?;
-        let mut body = Bytes::from(body);
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        let response_header = ResponseHeader::decode(&mut body, header_version)?;
-        if response_header.correlation_id != self.correlation_id {
-            bail!(
-                "response correlation id {} does not match request {}",
-                response_header.correlation_id,
-                self.correlation_id
-            );
-        }
-        R::Response::decode(&mut body, version)
-            .with_context(|| format!("decoding the {api:?} v{version} response"))
+        decode_response::<R>(Bytes::from(body), api, version, self.correlation_id)
     }
 
     /// Sends `request` at `version` without waiting for a response (Produce with acks=0).
@@ -171,18 +149,75 @@ impl Client {
             }
         }
         self.correlation_id += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(StrBytes::from_static_str("quiver-cli"));
         let mut frame = BytesMut::new();
         frame.put_i32(0);
-        header.encode(&mut frame, R::header_version(version))?;
-        request.encode(&mut frame, version)?;
+        encode_request(&mut frame, request, version, self.correlation_id)?;
         let length = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
         self.stream.write_all(&frame).await?;
         Ok(api)
+    }
+}
+
+/// Appends `request` at `version` with its request header to `out` (no length prefix).
+pub(crate) fn encode_request<R: Request>(
+    out: &mut BytesMut,
+    request: R,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<()> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("quiver-cli"));
+    header.encode(out, R::header_version(version))?;
+    request.encode(out, version)?;
+    Ok(())
+}
+
+/// Decodes a response frame (no length prefix) to a request of `api` at `version`
+/// sent with `correlation_id`.
+pub(crate) fn decode_response<R: Request>(
+    mut body: Bytes,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<R::Response> {
+    let header_version = <R::Response as HeaderVersion>::header_version(version);
+    let response_header = ResponseHeader::decode(&mut body, header_version)?;
+    if response_header.correlation_id != correlation_id {
+        bail!(
+            "response correlation id {} does not match request {}",
+            response_header.correlation_id,
+            correlation_id
+        );
+    }
+    R::Response::decode(&mut body, version)
+        .with_context(|| format!("decoding the {api:?} v{version} response"))
+}
+
+/// The API versions a broker's ApiVersions answer offers, by API key.
+pub(crate) fn offered(response: &ApiVersionsResponse) -> HashMap<i16, (i16, i16)> {
+    response
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, (k.min_version, k.max_version)))
+        .collect()
+}
+
+/// The highest version of `api` both we (`ours`) and the broker at `address` speak.
+pub(crate) fn negotiate(
+    versions: &HashMap<i16, (i16, i16)>,
+    address: &str,
+    api: ApiKey,
+    ours: i16,
+) -> anyhow::Result<i16> {
+    match versions.get(&(api as i16)) {
+        Some(&(min, max)) if min <= ours => Ok(max.min(ours)),
+        Some(&(min, _)) => {
+            bail!("{address} requires {api:?} v{min} or newer; this CLI speaks up to v{ours}")
+        }
+        None => bail!("{address} does not support {api:?}"),
     }
 }

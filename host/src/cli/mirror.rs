@@ -42,9 +42,16 @@ Examples:
         /// Regular expression of consumer groups whose offsets are translated.
         #[arg(long)]
         groups: Option<String>,
-        /// How the source is reached: kafka (any Kafka-API cluster).
+        /// How the source is reached: kafka (any Kafka-API cluster) or quic (a Quiver
+        /// cluster's QUIC transport: --source names its cluster.listen addresses, and
+        /// --source-ca its CA).
         #[arg(long, default_value = "kafka")]
         via: String,
+        /// The source cluster's CA certificate (its ca.pem), for --via quic: the mirror
+        /// trusts the source brokers it signed. The source must list this cluster's CA
+        /// in its cluster.mirror_clients_ca.
+        #[arg(long, value_name = "PATH")]
+        source_ca: Option<std::path::PathBuf>,
         /// Plugin configuration, e.g. --config naming=identity (repeatable).
         #[arg(long, short)]
         config: Vec<String>,
@@ -220,6 +227,7 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
             topics,
             groups,
             via,
+            source_ca,
             config,
             exactly_once,
             replication_factor,
@@ -247,6 +255,11 @@ pub(crate) async fn run(command: MirrorCommand) -> anyhow::Result<ExitCode> {
                 "exactly_once": exactly_once,
                 "exclude_configs": exclude_configs,
             });
+            if let Some(path) = &source_ca {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --source-ca {}", path.display()))?;
+                body["source_ca"] = Value::from(pem);
+            }
             for (key, value) in [
                 ("topics", topics.map(Value::from)),
                 ("groups", groups.map(Value::from)),

@@ -34,6 +34,13 @@ pub struct ClusterConfig {
     /// Directory holding `ca.pem`, `broker-<id>.pem` and `broker-<id>.key`. Unset on a
     /// single-node cluster means development certificates in `<data_dir>/cluster-tls`.
     pub tls_dir: Option<PathBuf>,
+    /// PEM file of the CAs of other clusters whose brokers may mirror from this one
+    /// over QUIC (`quiver mirror create --via quic` on those clusters). Their brokers
+    /// may use the cluster transport's mirror channel only, which answers a mirror's
+    /// reads (Metadata, DescribeConfigs, ListOffsets, Fetch, ListGroups,
+    /// FindCoordinator, OffsetFetch) as `User:mirror@<their cluster id>`. Unset: no
+    /// other cluster's broker is accepted.
+    pub mirror_clients_ca: Option<PathBuf>,
     /// How often a broker renews its lease with the controller (ms).
     pub heartbeat_interval_ms: u64,
     /// A broker whose lease is this old (ms) is fenced and loses its leaderships; must
@@ -70,6 +77,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             controllers: Vec::new(),
             tls_dir: None,
+            mirror_clients_ca: None,
             heartbeat_interval_ms: 250,
             session_timeout_ms: 1500,
             replica_lag_time_max_ms: 10_000,

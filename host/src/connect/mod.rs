@@ -12,6 +12,7 @@
 //! before its position moves (`runner`).
 
 pub mod offsets;
+pub mod quic;
 pub mod runner;
 pub mod source;
 pub mod spec;

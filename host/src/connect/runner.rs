@@ -25,12 +25,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::offsets::{self, Checkpoint, GroupOffset, Position, MIRRORS_TOPIC};
 use super::source::{Source, SourceMetadata};
-use super::spec::MirrorSpec;
+use super::spec::{MirrorSpec, Via};
 use super::Stored;
 use crate::broker::writer::{ClusterWriter, Sequence};
 use crate::broker::{now_ms, Broker, TopicError};
 use crate::log::batch::{decode_records, DecodedRecord};
 use crate::metrics::latency::LatencyWindow;
+use crate::net::MirrorClient;
 use crate::partition::encode::RecordData;
 use crate::partition::keyed;
 use crate::plugin::connector::ConnectorSession;
@@ -232,9 +233,35 @@ impl Runner {
         self.broker.metadata().mirrors.get(&self.spec.name) == Some(&self.spec)
     }
 
+    /// The QUIC client of a `--via quic` mirror (one per run, shared by its sources);
+    /// `None` over the Kafka protocol.
+    async fn link(&self) -> Result<Option<Arc<MirrorClient>>, String> {
+        let spec = &self.spec;
+        match spec.via {
+            Via::Kafka => Ok(None),
+            Via::Quic => {
+                let ca = spec.source_ca.as_deref().unwrap_or_default();
+                let link = super::quic::link(&self.broker, &spec.source, ca)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(Some(Arc::new(link)))
+            }
+        }
+    }
+
+    /// A new connection set to the source, over the spec's transport.
+    fn source(&self, link: &Option<Arc<MirrorClient>>) -> Source {
+        let spec = &self.spec;
+        match link {
+            None => Source::new(&spec.source, &spec.alias),
+            Some(link) => Source::over_quic(&spec.source, &spec.alias, link.clone()),
+        }
+    }
+
     async fn run_once(&self, stop: &mut watch::Receiver<bool>) -> Result<Ended, String> {
         let spec = &self.spec;
-        let mut source = Source::new(&spec.source, &spec.alias);
+        let link = self.link().await?;
+        let mut source = self.source(&link);
         let meta = source.metadata().await.map_err(|e| e.to_string())?;
         if meta.cluster_id == self.broker.cluster_id() {
             return Err(format!(
@@ -308,7 +335,7 @@ impl Runner {
                 groups[i % sessions].push(partition);
             }
             for group in groups {
-                let mut src = Source::new(&spec.source, &spec.alias);
+                let mut src = self.source(&link);
                 src.use_brokers(&meta);
                 fetchers.push(AbortOnDrop(tokio::spawn(fetch_loop(
                     src,
@@ -324,6 +351,7 @@ impl Runner {
         // they run beside the copying, never in its way.
         let (control_tx, mut control_rx) = mpsc::channel::<Result<Ended, String>>(1);
         let _control = AbortOnDrop(tokio::spawn(self.clone().control(
+            link.clone(),
             meta.clone(),
             routes.clone(),
             control_tx,
@@ -354,21 +382,23 @@ impl Runner {
     /// and plugin instance.
     async fn control(
         self,
+        link: Option<Arc<MirrorClient>>,
         meta: SourceMetadata,
         routes: BTreeMap<String, Route>,
         ended: mpsc::Sender<Result<Ended, String>>,
     ) {
-        let result = self.control_loop(meta, routes).await;
+        let result = self.control_loop(link, meta, routes).await;
         let _ = ended.send(result).await;
     }
 
     async fn control_loop(
         &self,
+        link: Option<Arc<MirrorClient>>,
         meta: SourceMetadata,
         routes: BTreeMap<String, Route>,
     ) -> Result<Ended, String> {
         let spec = &self.spec;
-        let mut source = Source::new(&spec.source, &spec.alias);
+        let mut source = self.source(&link);
         source.use_brokers(&meta);
         let (plugins, plugin, config) = (
             self.plugins.clone(),

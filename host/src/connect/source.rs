@@ -1,7 +1,10 @@
 //! The source cluster, as a mirror sees it: a Kafka client on the broker's own codecs
 //! that asks for metadata, topic configs, log bounds, groups and their committed
 //! offsets, and fetches records. It speaks to any Kafka-API cluster (versions are
-//! negotiated per broker), one connection per source broker.
+//! negotiated per broker), one connection per source broker; or, to a Quiver source,
+//! the same requests over the cluster transport (`--via quic`, see [`super::quic`]),
+//! where the connection to a source broker is shared and each request is its own
+//! stream.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,7 +20,52 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
+use kafka_protocol::protocol::Request;
+
+use super::quic::{self, QuicConn};
 use crate::cli::client::Client;
+use crate::net::MirrorClient;
+
+/// A connection to one source broker, over either transport.
+#[derive(Debug)]
+pub enum Conn {
+    /// The Kafka protocol over TCP.
+    Kafka(Client),
+    /// The Kafka protocol over the cluster transport's mirror channel.
+    Quic(QuicConn),
+}
+
+impl Conn {
+    /// The highest version of `api` both sides speak.
+    pub fn version(&self, api: ApiKey, ours: i16) -> anyhow::Result<i16> {
+        match self {
+            Conn::Kafka(c) => c.version(api, ours),
+            Conn::Quic(c) => c.version(api, ours),
+        }
+    }
+
+    /// The broker's address.
+    pub fn address(&self) -> &str {
+        match self {
+            Conn::Kafka(c) => c.address(),
+            Conn::Quic(c) => c.address(),
+        }
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub async fn request<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        match self {
+            Conn::Kafka(c) => c.request(request, version).await,
+            Conn::Quic(c) => c.request(request, version).await,
+        }
+    }
+}
 
 /// Why the source did not answer as needed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,9 +136,11 @@ pub struct Fetched {
 pub struct Source {
     bootstrap: String,
     alias: String,
-    bootstrap_client: Option<Client>,
-    clients: HashMap<i32, Client>,
+    bootstrap_client: Option<Conn>,
+    clients: HashMap<i32, Conn>,
     brokers: BTreeMap<i32, String>,
+    /// Set when the source is reached over QUIC.
+    quic: Option<Arc<MirrorClient>>,
 }
 
 impl Source {
@@ -103,26 +153,44 @@ impl Source {
             bootstrap_client: None,
             clients: HashMap::new(),
             brokers: BTreeMap::new(),
+            quic: None,
         }
     }
 
-    async fn any(&mut self) -> Result<&mut Client, SourceError> {
-        if self.bootstrap_client.is_none() {
-            let client = Client::connect(&self.bootstrap)
+    /// A Quiver source reached over QUIC through `link`; `bootstrap` names QUIC
+    /// addresses, and broker addresses are QUIC addresses too.
+    pub fn over_quic(bootstrap: &str, alias: &str, link: Arc<MirrorClient>) -> Self {
+        Self {
+            quic: Some(link),
+            ..Self::new(bootstrap, alias)
+        }
+    }
+
+    async fn connect(&self, addresses: &str) -> Result<Conn, SourceError> {
+        match &self.quic {
+            None => Client::connect(addresses).await.map(Conn::Kafka),
+            Some(link) => QuicConn::connect(link.clone(), addresses)
                 .await
-                .map_err(unreachable)?;
+                .map(Conn::Quic),
+        }
+        .map_err(unreachable)
+    }
+
+    async fn any(&mut self) -> Result<&mut Conn, SourceError> {
+        if self.bootstrap_client.is_none() {
+            let client = self.connect(&self.bootstrap).await?;
             self.bootstrap_client = Some(client);
         }
         Ok(self.bootstrap_client.as_mut().expect("set above"))
     }
 
     /// A connection to source broker `id` (known from the last metadata).
-    pub async fn broker(&mut self, id: i32) -> Result<&mut Client, SourceError> {
+    pub async fn broker(&mut self, id: i32) -> Result<&mut Conn, SourceError> {
         if !self.clients.contains_key(&id) {
             let address = self.brokers.get(&id).cloned().ok_or_else(|| {
                 SourceError::Unreachable(format!("broker {id} is not in the source's metadata"))
             })?;
-            let client = Client::connect(&address).await.map_err(unreachable)?;
+            let client = self.connect(&address).await?;
             self.clients.insert(id, client);
         }
         Ok(self.clients.get_mut(&id).expect("inserted above"))
@@ -168,6 +236,17 @@ impl Source {
         for b in response.brokers {
             out.brokers
                 .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        let address = client.address().to_string();
+        if let Some(link) = &self.quic {
+            // Metadata names Kafka addresses; over QUIC each broker's cluster address.
+            let cluster = quic::brokers(link, &address).await.map_err(unreachable)?;
+            for (id, addr) in out.brokers.iter_mut() {
+                *addr = cluster.get(id).cloned().unwrap_or_else(|| {
+                    // Not live: a connection to it fails and is retried later.
+                    format!("(broker {id} has no live cluster address)")
+                });
+            }
         }
         for t in response.topics {
             let Some(topic) = t.name else { continue };

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum Via {
     /// The Kafka protocol, so the source can be any Kafka-API cluster.
     Kafka,
+    /// The cluster transport of a Quiver source (QUIC, zstd, a stream per request).
+    Quic,
 }
 
 impl std::str::FromStr for Via {
@@ -20,7 +22,7 @@ impl std::str::FromStr for Via {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "kafka" => Ok(Via::Kafka),
-            "quic" => Err(SpecError::QuicNotAvailable),
+            "quic" => Ok(Via::Quic),
             other => Err(SpecError::Via(other.to_string())),
         }
     }
@@ -54,6 +56,10 @@ pub struct MirrorSpec {
     pub alias: String,
     /// How the source is reached.
     pub via: Via,
+    /// The source cluster's CA (PEM), which signs the source brokers' cluster
+    /// certificates: what a mirror over QUIC trusts. Unset for `via: kafka`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ca: Option<String>,
     /// The connector plugin deciding topics, names, groups and records.
     pub plugin: String,
     /// Configuration for the plugin's `init`, after the plugin's own (`topics` and
@@ -92,11 +98,17 @@ pub enum SpecError {
     #[error("source address '{0}' is not host:port")]
     BadSource(String),
     /// An unknown transport.
-    #[error("'{0}' is not a mirror transport: expected kafka")]
+    #[error("'{0}' is not a mirror transport: expected kafka or quic")]
     Via(String),
-    /// The QUIC transport.
-    #[error("mirroring over QUIC (--via quic) is not available in this version; use --via kafka, which reaches Quiver and any other Kafka-API cluster")]
-    QuicNotAvailable,
+    /// QUIC without the source's CA.
+    #[error("mirroring over QUIC needs the source cluster's CA (--source-ca PATH to its ca.pem): it is what the mirror trusts the source brokers by")]
+    NoSourceCa,
+    /// A source CA for the Kafka transport, which would not use it.
+    #[error("--source-ca is for --via quic; over the Kafka protocol the mirror does not use it")]
+    SourceCaWithoutQuic,
+    /// A source CA that holds no certificate.
+    #[error("the source CA is not PEM: it holds no CERTIFICATE block")]
+    SourceCaNotPem,
     /// A config entry the host reserves.
     #[error("config key '{0}' is reserved for the host (quiver.*)")]
     ReservedConfig(String),
@@ -139,6 +151,14 @@ impl MirrorSpec {
                 return Err(SpecError::BadSource(address.to_string()));
             }
         }
+        match (&self.via, &self.source_ca) {
+            (Via::Quic, None) => return Err(SpecError::NoSourceCa),
+            (Via::Kafka, Some(_)) => return Err(SpecError::SourceCaWithoutQuic),
+            (Via::Quic, Some(pem)) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
+                return Err(SpecError::SourceCaNotPem)
+            }
+            _ => {}
+        }
         if let Some((key, _)) = self.config.iter().find(|(k, _)| k.starts_with("quiver.")) {
             return Err(SpecError::ReservedConfig(key.clone()));
         }
@@ -172,6 +192,7 @@ mod tests {
             source: "127.0.0.1:9092".into(),
             alias: "us-east".into(),
             via: Via::Kafka,
+            source_ca: None,
             plugin: "mirror".into(),
             config: vec![("topics".into(), "orders.*".into())],
             exactly_once: false,
@@ -214,7 +235,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("checkpoint interval"));
-        assert_eq!("quic".parse::<Via>(), Err(SpecError::QuicNotAvailable));
+        assert_eq!("quic".parse::<Via>(), Ok(Via::Quic));
+        let mut s = spec();
+        s.via = Via::Quic;
+        assert_eq!(s.validate(), Err(SpecError::NoSourceCa));
+        s.source_ca = Some("not a certificate".into());
+        assert_eq!(s.validate(), Err(SpecError::SourceCaNotPem));
+        s.source_ca = Some("-----BEGIN CERTIFICATE-----\n".into());
+        assert_eq!(s.validate(), Ok(()));
+        s.via = Via::Kafka;
+        assert_eq!(s.validate(), Err(SpecError::SourceCaWithoutQuic));
         assert_eq!("tcp".parse::<Via>(), Err(SpecError::Via("tcp".into())));
     }
 

@@ -619,6 +619,62 @@ async fn handle_frame(
     response
 }
 
+/// The APIs a mirror reading this cluster uses, the only ones answered on the
+/// cluster transport's mirror channel: reads, never a write.
+pub const MIRROR_APIS: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::DescribeConfigs,
+    ApiKey::ListOffsets,
+    ApiKey::Fetch,
+    ApiKey::ListGroups,
+    ApiKey::FindCoordinator,
+    ApiKey::OffsetFetch,
+];
+
+/// Answers one Kafka request that arrived on the mirror channel (`frame`: the request
+/// without its length prefix) with the response frame, also without it. The request
+/// is handled as on a Kafka listener named `listener`, authenticated as `principal`
+/// (ACLs and quotas apply to it as to any client); an API outside [`MIRROR_APIS`] is
+/// refused, naming CLUSTER_AUTHORIZATION_FAILED, before anything of it is decoded.
+pub async fn answer_mirror_request(
+    broker: &Broker,
+    frame: Bytes,
+    listener: Arc<ListenerInfo>,
+    principal: crate::tenancy::Principal,
+) -> Result<Bytes, String> {
+    if frame.len() >= 2 {
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        let allowed = ApiKey::try_from(key).is_ok_and(|api| MIRROR_APIS.contains(&api));
+        if !allowed {
+            let api = ApiKey::try_from(key)
+                .map(|api| format!("{api:?}"))
+                .unwrap_or_else(|_| format!("API key {key}"));
+            return Err(format!(
+                "CLUSTER_AUTHORIZATION_FAILED: {api} is not answered on the mirror channel, which serves only a mirror's reads ({})",
+                MIRROR_APIS
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut session = Session::new(listener, peer);
+    session.principal = principal;
+    let response = handle_frame(broker, frame, &mut session)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the request expects no response")?;
+    let mut out = bytes::BytesMut::with_capacity(response.len());
+    for chunk in response.chunks() {
+        out.extend_from_slice(chunk);
+    }
+    // The length prefix belongs to TCP framing; the mirror channel frames its own.
+    Ok(out.freeze().split_off(4))
+}
+
 /// Decodes a request body of type `R`.
 pub fn decode_request<R: Decodable>(
     api: ApiKey,

@@ -135,7 +135,12 @@ impl Endpoint {
             addr: listen,
             source,
         })?;
-        let accept = runtime.spawn(accept_loop(quic.clone(), service, max_frame));
+        let accept = runtime.spawn(accept_loop(
+            quic.clone(),
+            service,
+            max_frame,
+            Arc::from(tls.cluster_id()),
+        ));
         debug!(%local_addr, broker_id = tls.broker_id(), "cluster endpoint listening");
         Ok(Endpoint {
             inner: Arc::new(Inner {
@@ -437,7 +442,7 @@ impl Drop for Session {
 }
 
 /// How one exchange failed, before it is given the peer's name.
-enum Failure {
+pub(super) enum Failure {
     /// The connection died. `before_request`: nothing of the request was sent.
     Connection {
         error: ConnectionError,
@@ -454,7 +459,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_error(self, peer: BrokerId, addr: SocketAddr) -> NetError {
+    pub(super) fn into_error(self, peer: BrokerId, addr: SocketAddr) -> NetError {
         match self {
             Failure::Connection { error, .. } => NetError::ConnectionLost {
                 peer,
@@ -474,7 +479,7 @@ impl Failure {
 
 /// Sends one request and reads its answer. `finish`: this is the stream's only
 /// request (a call), so the stream is finished after it.
-async fn exchange(
+pub(super) async fn exchange(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     channel: Channel,
@@ -557,13 +562,28 @@ async fn read_response(
     }
 }
 
-async fn accept_loop(quic: quinn::Endpoint, service: Arc<dyn Service>, max_frame: u32) {
+async fn accept_loop(
+    quic: quinn::Endpoint,
+    service: Arc<dyn Service>,
+    max_frame: u32,
+    cluster_id: Arc<str>,
+) {
     while let Some(incoming) = quic.accept().await {
-        tokio::spawn(serve_connection(incoming, service.clone(), max_frame));
+        tokio::spawn(serve_connection(
+            incoming,
+            service.clone(),
+            max_frame,
+            cluster_id.clone(),
+        ));
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, max_frame: u32) {
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    service: Arc<dyn Service>,
+    max_frame: u32,
+    cluster_id: Arc<str>,
+) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(conn) => conn,
@@ -583,11 +603,26 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, 
         }
     };
     let peer = identity.broker_id;
-    debug!(peer, peer_addr = %remote, "cluster peer connected");
+    // The verifier let a broker of another cluster in only as a mirror client.
+    let mirror_client = (identity.cluster_id != *cluster_id).then(|| Arc::new(identity));
+    match &mirror_client {
+        Some(identity) => {
+            tracing::info!(peer = %identity, peer_addr = %remote, "mirror client connected")
+        }
+        None => debug!(peer, peer_addr = %remote, "cluster peer connected"),
+    }
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(peer, send, recv, service.clone(), max_frame));
+                tokio::spawn(serve_stream(
+                    peer,
+                    mirror_client.clone(),
+                    cluster_id.clone(),
+                    send,
+                    recv,
+                    service.clone(),
+                    max_frame,
+                ));
             }
             Err(e) => {
                 debug!(peer, peer_addr = %remote, reason = %e, "cluster peer disconnected");
@@ -610,8 +645,12 @@ fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
 }
 
 /// Answers the requests of one stream in order until the peer finishes it.
+/// `mirror_client`: the peer is a broker of another cluster, which may use
+/// [`Channel::Mirror`] only.
 async fn serve_stream(
     peer: BrokerId,
+    mirror_client: Option<Arc<Identity>>,
+    own_cluster: Arc<str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<dyn Service>,
@@ -661,7 +700,25 @@ async fn serve_stream(
             let _ = send.reset(STREAM_MALFORMED);
             return;
         } else if let Some(channel) = Channel::from_u8(request.channel) {
-            service.handle(peer, channel, request.payload).await
+            match &mirror_client {
+                Some(identity) if channel != Channel::Mirror => {
+                    warn!(peer = %identity, %channel, "a mirror client asked on another channel; refused");
+                    Err(format!(
+                        "{identity} is a mirror client of this cluster: only the mirror channel is open to it, not {channel}"
+                    ))
+                }
+                Some(identity) => {
+                    service
+                        .handle_mirror(&identity.cluster_id, peer, request.payload)
+                        .await
+                }
+                None if channel == Channel::Mirror => {
+                    service
+                        .handle_mirror(&own_cluster, peer, request.payload)
+                        .await
+                }
+                None => service.handle(peer, channel, request.payload).await,
+            }
         } else {
             Err(format!("unknown cluster channel {}", request.channel))
         };
@@ -708,7 +765,7 @@ fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
     config
 }
 
-fn transport_config() -> quinn::TransportConfig {
+pub(super) fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
@@ -728,7 +785,7 @@ fn transport_config() -> quinn::TransportConfig {
 }
 
 /// The UDP socket, made by hand so its buffers are raised before quinn takes it.
-fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+pub(super) fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind_error = |source| NetError::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))

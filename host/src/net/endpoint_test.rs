@@ -585,3 +585,133 @@ fn bind_needs_a_runtime() {
     let err = Endpoint::bind(local(), f.tls(1), Arc::new(Echo), MAX_FRAME).unwrap_err();
     assert!(matches!(err, NetError::NoRuntime), "{err:?}");
 }
+
+/// Another cluster's CA and its broker 1, and a mirror client made of them that
+/// trusts cluster `test` (the fixture's CA).
+struct OtherCluster {
+    dir: tempfile::TempDir,
+    ca: CaMaterial,
+    broker: certs::BrokerMaterial,
+}
+
+fn other_cluster() -> OtherCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::generate_ca("other").unwrap();
+    let broker = certs::issue_broker(&ca, "other", 1, &hosts()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    OtherCluster { dir, ca, broker }
+}
+
+impl OtherCluster {
+    fn client(&self, source_ca_pem: &str) -> super::MirrorClient {
+        super::MirrorClient::new(
+            self.broker.cert_pem.as_bytes(),
+            self.broker.key_pem.as_bytes(),
+            source_ca_pem.as_bytes(),
+            local(),
+            MAX_FRAME,
+        )
+        .unwrap()
+    }
+}
+
+impl Fixture {
+    /// Broker `id` of cluster `test`, accepting mirror clients signed by `other`'s CA.
+    fn accepting_mirrors(&self, id: BrokerId, other: &OtherCluster) -> Endpoint {
+        let tls = ClusterTls::load_accepting_mirrors(
+            self.dir.path(),
+            CLUSTER,
+            id,
+            Some(&other.dir.path().join("ca.pem")),
+        )
+        .unwrap();
+        self.endpoint_with(tls, MAX_FRAME)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_client_of_a_trusted_cluster_uses_the_mirror_channel_only() {
+    let (f, other) = (fixture(), other_cluster());
+    let source = f.accepting_mirrors(1, &other);
+    let client = other.client(&f.ca.cert_pem);
+    let addr = source.local_addr();
+    let answer = client
+        .call(addr, Bytes::from_static(b"whoami"), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(answer, "1 mirror");
+    let refused = client
+        .call_on(
+            Channel::Controller,
+            addr,
+            Bytes::from_static(b"whoami"),
+            TIMEOUT,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("broker 1 of cluster `other` is a mirror client")
+            && refused.contains("not controller"),
+        "{refused}"
+    );
+    // Members of the source's own cluster still get in, on every channel.
+    let member = f.endpoint(2);
+    assert_eq!(
+        call(&member, &source, 1, b"whoami").await.unwrap(),
+        "2 raft"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_accepts_no_mirrors_refuses_another_clusters_broker_saying_how() {
+    let (f, other) = (fixture(), other_cluster());
+    let source = f.endpoint(1);
+    let client = other.client(&f.ca.cert_pem);
+    let err = client
+        .call(source.local_addr(), Bytes::from_static(b"x"), TIMEOUT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not signed by this cluster's CA")
+            && err.contains("cluster.mirror_clients_ca"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_ca_cannot_vouch_for_a_member_of_this_cluster() {
+    let (f, other) = (fixture(), other_cluster());
+    let source = f.accepting_mirrors(1, &other);
+    // The other cluster's CA signs a certificate claiming to be broker 2 of `test`.
+    let forged = certs::issue_broker(&other.ca, CLUSTER, 2, &hosts()).unwrap();
+    let client = super::MirrorClient::new(
+        forged.cert_pem.as_bytes(),
+        forged.key_pem.as_bytes(),
+        f.ca.cert_pem.as_bytes(),
+        local(),
+        MAX_FRAME,
+    )
+    .unwrap();
+    let err = client
+        .call(source.local_addr(), Bytes::from_static(b"x"), TIMEOUT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("claims this cluster"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_client_refuses_a_source_its_ca_did_not_sign() {
+    let (f, other) = (fixture(), other_cluster());
+    let source = f.accepting_mirrors(1, &other);
+    // Given its own CA as the source's by mistake.
+    let client = other.client(&other.ca.cert_pem);
+    let err = client
+        .call(source.local_addr(), Bytes::from_static(b"x"), TIMEOUT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not signed by the source CA"), "{err}");
+}

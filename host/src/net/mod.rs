@@ -12,6 +12,10 @@
 //!   its cluster; a client accepts only the broker id it meant to reach. Brokers are
 //!   addressed by id, never by DNS name, so no hostname is checked — the identity is.
 //!   The [`Service`] is told the verified broker id of every request's sender.
+//! - **Mirror clients.** A cluster may also accept brokers of other clusters whose CA
+//!   is in `cluster.mirror_clients_ca`: their mirrors read from this cluster over
+//!   [`Channel::Mirror`], the only channel such a peer may use. A mirror dials with a
+//!   [`MirrorClient`], which trusts the source cluster's CA.
 //! - **Connections.** One QUIC connection per peer id, opened on first use and cached;
 //!   a call that finds it closed reconnects. Keep-alives every second and a five-second
 //!   idle timeout notice a dead peer quickly; the stateless-reset key is derived from
@@ -46,8 +50,10 @@
 //! ```
 
 pub mod certs;
+pub mod compress;
 mod endpoint;
 pub mod frame;
+mod mirror;
 pub mod tls;
 
 #[cfg(test)]
@@ -63,6 +69,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use endpoint::{Endpoint, Session};
+pub use mirror::MirrorClient;
 pub use tls::ClusterTls;
 
 /// A broker's id (`broker.node_id`).
@@ -82,6 +89,10 @@ pub enum Channel {
     /// broker holds (the consumer groups it coordinates), so any broker can answer for
     /// the cluster.
     Admin = 4,
+    /// Kafka requests of a mirror on another cluster reading from this one: the only
+    /// channel a broker of another cluster (accepted through
+    /// `cluster.mirror_clients_ca`) may use.
+    Mirror = 5,
 }
 
 impl Channel {
@@ -92,6 +103,7 @@ impl Channel {
             2 => Some(Channel::Controller),
             3 => Some(Channel::Replica),
             4 => Some(Channel::Admin),
+            5 => Some(Channel::Mirror),
             _ => None,
         }
     }
@@ -104,6 +116,7 @@ impl fmt::Display for Channel {
             Channel::Controller => "controller",
             Channel::Replica => "replica",
             Channel::Admin => "admin",
+            Channel::Mirror => "mirror",
         })
     }
 }
@@ -119,6 +132,19 @@ pub trait Service: Send + Sync + 'static {
         channel: Channel,
         request: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+
+    /// One request on [`Channel::Mirror`] from broker `peer` of cluster `cluster_id`
+    /// (this cluster's own, or a mirror client's). By default answered as any other
+    /// channel, without the cluster.
+    fn handle_mirror(
+        &self,
+        cluster_id: &str,
+        peer: BrokerId,
+        request: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>> {
+        let _ = cluster_id;
+        self.handle(peer, Channel::Mirror, request)
+    }
 }
 
 /// Why a cluster-transport operation failed.

@@ -69,6 +69,18 @@ impl ClusterTls {
     /// `broker-<id>.pem`, `broker-<id>.key`) and checks that the certificate carries
     /// this broker's identity and is signed by the CA beside it.
     pub fn load(tls_dir: &Path, cluster_id: &str, broker_id: BrokerId) -> Result<Self, NetError> {
+        Self::load_accepting_mirrors(tls_dir, cluster_id, broker_id, None)
+    }
+
+    /// Like [`ClusterTls::load`]; brokers of other clusters whose certificates chain to
+    /// a CA in the PEM file `mirror_clients_ca` are accepted too, as mirror clients
+    /// (the endpoint lets them use only [`Channel::Mirror`](super::Channel::Mirror)).
+    pub fn load_accepting_mirrors(
+        tls_dir: &Path,
+        cluster_id: &str,
+        broker_id: BrokerId,
+        mirror_clients_ca: Option<&Path>,
+    ) -> Result<Self, NetError> {
         let sources = Sources {
             ca: tls_dir.join(certs::CA_CERT_FILE),
             cert: tls_dir.join(certs::broker_cert_file(broker_id)),
@@ -85,7 +97,14 @@ impl ClusterTls {
             read(&sources.cert)?,
             read(&sources.key)?,
         );
-        Self::from_pem_with(&ca, &cert, &key, cluster_id, broker_id, &sources, true)
+        let mirror = match mirror_clients_ca {
+            Some(path) => Some((read(path)?, path.to_path_buf())),
+            None => None,
+        };
+        let mirror = mirror.as_ref().map(|(pem, path)| (pem.as_slice(), path));
+        Self::from_pem_with(
+            &ca, &cert, &key, cluster_id, broker_id, &sources, true, mirror,
+        )
     }
 
     /// Like [`ClusterTls::load`], from PEM text already in memory.
@@ -109,6 +128,7 @@ impl ClusterTls {
             broker_id,
             &sources,
             true,
+            None,
         )
     }
 
@@ -135,9 +155,11 @@ impl ClusterTls {
             broker_id,
             &sources,
             false,
+            None,
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn from_pem_with(
         ca_pem: &[u8],
         cert_pem: &[u8],
@@ -146,6 +168,7 @@ impl ClusterTls {
         broker_id: BrokerId,
         sources: &Sources,
         check_own: bool,
+        mirror_clients_ca: Option<(&[u8], &PathBuf)>,
     ) -> Result<Self, NetError> {
         certs::check_cluster_id(cluster_id)?;
         let bad = |path: &PathBuf, reason: String| NetError::Certificate {
@@ -208,8 +231,28 @@ impl ClusterTls {
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                 .build()
                 .map_err(|e| NetError::Tls(format!("client certificate verifier: {e}")))?;
+        let mirror_verifier = match mirror_clients_ca {
+            Some((pem, path)) => {
+                let mut mirror_roots = RootCertStore::empty();
+                for cert in certificates(pem).map_err(|reason| bad(path, reason))? {
+                    mirror_roots
+                        .add(cert)
+                        .map_err(|e| bad(path, format!("not a usable CA certificate: {e}")))?;
+                }
+                Some(
+                    WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(mirror_roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| NetError::Tls(format!("mirror client verifier: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let client_verifier = Arc::new(PeerClientVerifier {
             inner: client_verifier,
+            mirror: mirror_verifier,
             cluster_id: cluster_id.to_string(),
         });
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -357,6 +400,13 @@ pub(crate) fn tidy(text: String) -> String {
     }
 }
 
+/// A refusal's message without rustls' prefix, to be wrapped in another.
+fn reason_of(error: &rustls::Error) -> String {
+    tidy(error.to_string())
+        .trim_start_matches("invalid peer certificate: ")
+        .to_string()
+}
+
 fn refuse(message: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(
         message,
@@ -387,11 +437,39 @@ fn explained(error: rustls::Error) -> rustls::Error {
     }
 }
 
-/// Server side: the CA's chain check, then "is this peer of our cluster?".
+/// Server side: the CA's chain check, then "is this peer of our cluster?"; failing
+/// that, when mirror clients are accepted, "is this a broker of a cluster whose CA may
+/// mirror from us?".
 #[derive(Debug)]
 struct PeerClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    /// Verifies against `cluster.mirror_clients_ca`, when set.
+    mirror: Option<Arc<dyn ClientCertVerifier>>,
     cluster_id: String,
+}
+
+impl PeerClientVerifier {
+    /// A client of another cluster, checked against the mirror clients' CAs.
+    fn verify_mirror_client(
+        &self,
+        mirror: &dyn ClientCertVerifier,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), String> {
+        mirror
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| e.to_string())?;
+        let identity = Identity::of_certificate(end_entity).map_err(|e| e.to_string())?;
+        if identity.cluster_id == self.cluster_id {
+            // Only this cluster's CA speaks for its members.
+            return Err(format!(
+                "the client certificate claims this cluster (`{}`) but is signed by a mirror clients' CA",
+                self.cluster_id
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ClientCertVerifier for PeerClientVerifier {
@@ -413,17 +491,45 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
+        let as_member = self
+            .inner
             .verify_client_cert(end_entity, intermediates, now)
-            .map_err(explained)?;
-        let identity = Identity::of_certificate(end_entity).map_err(|e| refuse(e.to_string()))?;
-        if identity.cluster_id != self.cluster_id {
-            return Err(refuse(format!(
-                "the client certificate is {identity}, but this is cluster `{}`",
-                self.cluster_id
-            )));
+            .map_err(explained)
+            .and_then(|_| {
+                let identity =
+                    Identity::of_certificate(end_entity).map_err(|e| refuse(e.to_string()))?;
+                if identity.cluster_id != self.cluster_id {
+                    return Err(refuse(format!(
+                        "the client certificate is {identity}, but this is cluster `{}`",
+                        self.cluster_id
+                    )));
+                }
+                Ok(())
+            });
+        let refusal = match as_member {
+            Ok(()) => return Ok(ClientCertVerified::assertion()),
+            Err(refusal) => refusal,
+        };
+        let Some(mirror) = &self.mirror else {
+            let foreign = Identity::of_certificate(end_entity)
+                .is_ok_and(|identity| identity.cluster_id != self.cluster_id);
+            if foreign {
+                return Err(refuse(format!(
+                    "{}; a broker of another cluster may connect to cluster `{}` only to mirror from it, once its cluster's CA is in cluster.mirror_clients_ca there",
+                    reason_of(&refusal),
+                    self.cluster_id
+                )));
+            }
+            return Err(refusal);
+        };
+        match self.verify_mirror_client(mirror.as_ref(), end_entity, intermediates, now) {
+            Ok(()) => Ok(ClientCertVerified::assertion()),
+            Err(as_mirror) => Err(refuse(format!(
+                "{} (as a member); as a mirror client: {} (cluster.mirror_clients_ca)",
+                reason_of(&refusal),
+                tidy(as_mirror).trim_start_matches("invalid peer certificate: ")
+            ))),
         }
-        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -495,6 +601,118 @@ impl ServerCertVerifier for PeerServerVerifier {
                 "dialled broker {expected}, but the server certificate is {identity}"
             )));
         }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// TLS of a mirror's connections to a source Quiver cluster: this broker's own
+/// certificate as the client's (the source accepts it when this cluster's CA is in its
+/// `cluster.mirror_clients_ca`), and the source's CA as the only root. Any broker
+/// certificate that CA signed is accepted: the mirror reaches whichever source broker
+/// leads a partition, and the CA given for the source is what names the source.
+pub(crate) fn mirror_client_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    source_ca_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, NetError> {
+    let bad = |what: &str, reason: String| NetError::Certificate {
+        path: PathBuf::from(what),
+        reason,
+    };
+    let chain = certificates(cert_pem).map_err(|r| bad("the broker certificate", r))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| bad("the broker key", format!("no usable PEM private key: {e}")))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(source_ca_pem).map_err(|r| bad("the source CA", r))? {
+        roots
+            .add(cert)
+            .map_err(|e| bad("the source CA", format!("not a usable CA certificate: {e}")))?;
+    }
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| NetError::Tls(format!("source certificate verifier: {e}")))?;
+    let verifier = Arc::new(SourceVerifier {
+        inner,
+        roots,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            bad(
+                "the broker key",
+                format!("does not fit its certificate: {e}"),
+            )
+        })?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+    client.resumption = rustls::client::Resumption::disabled();
+    client.enable_sni = false;
+    Ok(Arc::new(client))
+}
+
+/// A mirror's check of a source broker: signed by the source CA, a broker identity.
+#[derive(Debug)]
+struct SourceVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SourceVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => refuse(format!(
+                "the source broker's certificate is not signed by the source CA given to the mirror (--source-ca; {})",
+                if matches!(e, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) { "UnknownIssuer" } else { "BadSignature" }
+            )),
+            other => other,
+        })?;
+        Identity::of_certificate(end_entity).map_err(|e| refuse(e.to_string()))?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -16,7 +16,7 @@
 //!
 //! response (kind 1, version 1)
 //!   u8 kind | u16 version | u8 codec (0 none, 1 zstd) | [u32 plain_len if zstd] | body
-//!   body (zstd-compressed as one frame when codec is 1):
+//!   body (zstd-compressed as one frame when codec is 1; see crate::net::compress):
 //!   u32 count | count × partition:
 //!     u16 topic_len | topic | i32 partition | i16 error (Kafka error codes)
 //!     i64 high_watermark | i64 log_start_offset | i64 log_end_offset
@@ -32,14 +32,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// The one message kind so far: a replica fetch.
 const KIND_FETCH: u8 = 1;
 const VERSION: u16 = 1;
-const CODEC_NONE: u8 = 0;
-const CODEC_ZSTD: u8 = 1;
 /// Longest topic name Kafka allows.
 const MAX_TOPIC_LEN: usize = 249;
 /// Most bytes a compressed response may expand to.
-pub const MAX_PLAIN_BYTES: usize = 256 * 1024 * 1024;
-/// Bodies smaller than this are not worth compressing.
-const COMPRESS_MIN_BYTES: usize = 1024;
+pub use crate::net::compress::MAX_PLAIN_BYTES;
 
 /// Fixed bytes of one request partition, besides its topic name.
 const REQUEST_PARTITION_FIXED: usize = 2 + 4 + 4 + 8 + 4 + 8 + 8 + 4;
@@ -314,24 +310,10 @@ impl FetchResponse {
             body.put_u32(p.records.len() as u32);
             body.put_slice(&p.records);
         }
-        if zstd && body.len() >= COMPRESS_MIN_BYTES && body.len() <= MAX_PLAIN_BYTES {
-            // Level 1: the stream is CPU-bound on the leader, and most of the gain over
-            // uncompressed batches comes at the lowest levels.
-            if let Ok(packed) = zstd::bulk::compress(&body, 1) {
-                let mut out = BytesMut::with_capacity(8 + packed.len());
-                out.put_u8(KIND_FETCH);
-                out.put_u16(VERSION);
-                out.put_u8(CODEC_ZSTD);
-                out.put_u32(body.len() as u32);
-                out.put_slice(&packed);
-                return out.freeze();
-            }
-        }
-        let mut out = BytesMut::with_capacity(4 + body.len());
+        let mut out = BytesMut::with_capacity(8 + body.len());
         out.put_u8(KIND_FETCH);
         out.put_u16(VERSION);
-        out.put_u8(CODEC_NONE);
-        out.put_slice(&body);
+        crate::net::compress::pack(&mut out, &body, zstd);
         out.freeze()
     }
 
@@ -339,27 +321,7 @@ impl FetchResponse {
     pub fn decode(bytes: Bytes) -> Result<FetchResponse, WireError> {
         let mut r = Reader(bytes);
         r.header()?;
-        let body = match r.u8("codec")? {
-            CODEC_NONE => r.0.split_off(0),
-            CODEC_ZSTD => {
-                let plain_len = r.u32("plain length")? as usize;
-                if plain_len > MAX_PLAIN_BYTES {
-                    return Err(WireError::Invalid(format!(
-                        "compressed body claims {plain_len} bytes, more than {MAX_PLAIN_BYTES}"
-                    )));
-                }
-                let plain = zstd::bulk::decompress(&r.0, plain_len)
-                    .map_err(|e| WireError::Invalid(format!("zstd body: {e}")))?;
-                if plain.len() != plain_len {
-                    return Err(WireError::Invalid(format!(
-                        "zstd body is {} bytes, {plain_len} announced",
-                        plain.len()
-                    )));
-                }
-                Bytes::from(plain)
-            }
-            other => return Err(WireError::Invalid(format!("unknown codec {other}"))),
-        };
+        let body = crate::net::compress::unpack(r.0.split_off(0)).map_err(WireError::Invalid)?;
         let mut r = Reader(body);
         let count = r.count("partition count", RESPONSE_PARTITION_FIXED)?;
         let mut partitions = Vec::with_capacity(count);
@@ -489,6 +451,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::compress::CODEC_NONE;
 
     fn request() -> FetchRequest {
         FetchRequest {
