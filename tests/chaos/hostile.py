@@ -16,9 +16,10 @@ Phases:
                           a frame announcing 1,000 bytes that sends 20 and stays open
               slowloris   a frame trickled one byte per second
               unread      Fetch requests sent on and on without reading an answer
-              idle        --idle connections (default 10,000) that send nothing
+              idle        --idle connections (default 10,000) that send nothing,
+                          opened --connect-rate a second (default 2,000)
               burst       once the idle ones are in, enough connections to go
-                          --burst-over past kafka.max_connections
+                          --burst-over past kafka.max_connections, at the same rate
               absurd      valid requests at absurd sizes: a Produce of exactly
                           max_frame_bytes, a Fetch asking for 2 GiB, Metadata naming
                           100,000 topics (auto-creation off, as the request asks)
@@ -90,6 +91,8 @@ def parse_args(argv):
     ap.add_argument("--idle", type=int, default=None, help="idle connections (default 10000; --small 1000)")
     ap.add_argument("--burst-over", type=int, default=None, help="connections past the listener limit (default 500)")
     ap.add_argument("--rate", type=float, default=100, help="healthy produce rate, records/s")
+    ap.add_argument("--connect-rate", type=float, default=2000,
+                    help="idle and burst connections opened per second (default 2000)")
     ap.add_argument("--baseline-s", type=float, default=None, help="baseline phase (default 20; --small 4)")
     ap.add_argument("--max-connections", type=int, default=None, help="kafka.max_connections (default idle+1000)")
     ap.add_argument("--max-connections-per-ip", type=int, default=None, help="kafka.max_connections_per_ip (default 0)")
@@ -334,39 +337,17 @@ def event(what):
     EVENTS.append((time.time(), what))
 
 
-async def absurd_requests(results, host, port, ip, fat_topic, max_frame, slack, tally):
-    """Valid requests at absurd sizes, one connection each; each must be answered or
-    the connection closed."""
-    async def ask(name, data, parse):
-        started = time.monotonic()
-        event(f"{name} sent")
-        try:
-            reader, writer = await connect(host, port, ip)
-        except OSError as e:
-            results[name] = f"connect failed: {e}"
-            return
-        try:
-            writer.write(data)
-            await writer.drain()
-            size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 60))[0]
-            body = await asyncio.wait_for(reader.readexactly(size), 60)
-            results[name] = parse(kproto.Reader(body[4:]))
-        except (asyncio.TimeoutError, TimeoutError):
-            results[name] = "NO ANSWER"
-        except (asyncio.IncompleteReadError, OSError):
-            results[name] = "closed"
-        finally:
-            results[name + "_s"] = round(time.monotonic() - started, 2)
-            event(f"{name} done")
-            close_writer(writer)
-
+def absurd_frames(fat_topic: str, max_frame: int) -> list:
+    """The valid requests at absurd sizes, as (name, frame, parse the answer's body).
+    Built before the attack, and their answers parsed after it: the attacking process
+    shares the machine's two cores with the broker and the healthy client, while a
+    client elsewhere would spend its own CPU on these, not the broker's machine's."""
     def produce_answer(r):
         r.i32()
         r.string()
         r.i32()
         r.i32()
         return f"answered, error {kproto.error_name(r.i16())}"
-    await ask("produce_max_frame", big_produce_frame(fat_topic, max_frame), produce_answer)
 
     def fetch_answer(r):
         r.i32()
@@ -380,8 +361,6 @@ async def absurd_requests(results, host, port, ip, fat_topic, max_frame, slack, 
         r.array(lambda a: (a.i64(), a.i64()))
         recs = r.bytes() or b""
         return f"answered, error {kproto.error_name(err)}, {len(recs)} record bytes"
-    await ask("fetch_2GiB", frame(kproto.FETCH, 4, 8, fetch_v4_body(fat_topic, 0x7FFFFFFF, 0x7FFFFFFF)),
-              fetch_answer)
 
     names = [f"absent-{i:06d}" for i in range(100_000)]
     body = kproto.array(kproto.string(n) for n in names) + kproto.i8(0)  # allow_auto_topic_creation
@@ -394,7 +373,50 @@ async def absurd_requests(results, host, port, ip, fat_topic, max_frame, slack, 
         topics = r.array(lambda t: (t.i16(), t.string(), t.i8(), t.array(lambda p: None)))
         errors = {kproto.error_name(e) for e, *_ in topics}
         return f"answered, {len(topics)} topics, errors {sorted(errors)}"
-    await ask("metadata_100k_topics", frame(kproto.METADATA, 4, 9, body), metadata_answer)
+    return [
+        ("produce_max_frame", big_produce_frame(fat_topic, max_frame), produce_answer),
+        ("fetch_2GiB", frame(kproto.FETCH, 4, 8, fetch_v4_body(fat_topic, 0x7FFFFFFF, 0x7FFFFFFF)),
+         fetch_answer),
+        ("metadata_100k_topics", frame(kproto.METADATA, 4, 9, body), metadata_answer),
+    ]
+
+
+def parse_absurd_answers(results: dict):
+    """Turns the answers absurd_requests kept into what each said."""
+    for name, v in list(results.items()):
+        if isinstance(v, tuple):
+            parse, body = v
+            results[name] = parse(kproto.Reader(body[4:]))
+
+
+async def absurd_requests(results, host, port, ip, frames, max_frame, slack, tally):
+    """Valid requests at absurd sizes, one connection each; each must be answered or
+    the connection closed. An answer is kept as (parse, body) for parse_absurd_answers."""
+    async def ask(name, data, parse):
+        started = time.monotonic()
+        event(f"{name} sent")
+        try:
+            reader, writer = await connect(host, port, ip)
+        except OSError as e:
+            results[name] = f"connect failed: {e}"
+            return
+        try:
+            writer.write(data)
+            await writer.drain()
+            size = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), 60))[0]
+            body = await asyncio.wait_for(reader.readexactly(size), 60)
+            results[name] = (parse, body)
+        except (asyncio.TimeoutError, TimeoutError):
+            results[name] = "NO ANSWER"
+        except (asyncio.IncompleteReadError, OSError):
+            results[name] = "closed"
+        finally:
+            results[name + "_s"] = round(time.monotonic() - started, 2)
+            event(f"{name} done")
+            close_writer(writer)
+
+    for name, data, parse in frames:
+        await ask(name, data, parse)
 
     # One byte over the frame limit: refused on its length prefix, before any of it is
     # read; a bad connection like the others.
@@ -406,7 +428,48 @@ async def absurd_requests(results, host, port, ip, fat_topic, max_frame, slack, 
     await hostile(tally, "huge", host, port, ip, send_over, slack)
 
 
-async def attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic):
+async def watch_closes(tally, kind, conns, wait_s, closed_hook=None):
+    """Waits for the broker to close each of `conns` ((opened, (reader, writer)), which
+    the broker sends nothing) within wait_s of its opening, looking at them all every
+    0.2 s: a task and a timer for each of 10,000 connections would cost the attacking
+    process a core's worth of bookkeeping as they start."""
+    pending = list(conns)
+    while pending:
+        now = time.monotonic()
+        left = []
+        for opened, (reader, writer) in pending:
+            if reader.at_eof() or reader.exception() is not None:
+                tally.add(kind, True, now - opened)
+                if closed_hook:
+                    closed_hook(now - opened)
+                close_writer(writer)
+            elif now >= opened + wait_s:
+                tally.add(kind, False, None)
+                close_writer(writer)
+            else:
+                left.append((opened, (reader, writer)))
+        pending = left
+        if pending:
+            await asyncio.sleep(0.2)
+
+
+async def paced(factory, n: int, rate: float):
+    """Starts `factory()` n times, `rate` a second, and waits for them all. A flood of
+    connects as fast as one Python process can make them takes a whole core for its
+    own bookkeeping; on a machine the broker shares with its attacker, that core is
+    the broker's and the healthy client's, which a real flood from elsewhere would not
+    take. Paced, the flood still brings its thousands of connections in seconds."""
+    tasks = []
+    start = time.monotonic()
+    for i in range(n):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0.005:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(factory()))
+    await asyncio.gather(*tasks)
+
+
+async def attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic, frames):
     idle_s = args.idle_ms / 1000
     req_s = args.request_timeout_ms / 1000
     slack = args.slack_s
@@ -528,7 +591,7 @@ async def attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic):
         spawn(unread())
 
     # the absurd but valid requests, one after the other
-    absurd_task = asyncio.create_task(absurd_requests(absurd, host, port, args.attack_ip, fat_topic,
+    absurd_task = asyncio.create_task(absurd_requests(absurd, host, port, args.attack_ip, frames,
                                                       args.max_frame_bytes, slack, tally))
 
     # idle connections: all opened, then each must be closed within the idle timeout
@@ -546,19 +609,12 @@ async def attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic):
     log(f"opening {args.idle} idle connections from {args.idle_ip}")
     event("idle opening")
     t0 = time.monotonic()
-    await asyncio.gather(*(open_idle() for _ in range(args.idle)))
+    await paced(open_idle, args.idle, args.connect_rate)
     marks["idle_open_s"] = round(time.monotonic() - t0, 1)
     event("idle opened")
     log(f"{len(idle_conns)} idle connections opened in {marks['idle_open_s']} s")
 
-    async def wait_idle(opened, rw):
-        reader, writer = rw
-        try:
-            closed = await await_close(reader, opened + idle_s + slack)
-            tally.add("idle", closed, time.monotonic() - opened if closed else None)
-        finally:
-            close_writer(writer)
-    idle_waits = [asyncio.create_task(wait_idle(o, rw)) for o, rw in idle_conns]
+    idle_waits = [asyncio.create_task(watch_closes(tally, "idle", idle_conns, idle_s + slack))]
     await absurd_task
 
     # the burst: enough connections to pass the listener's limit by --burst-over
@@ -580,23 +636,16 @@ async def attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic):
         finally:
             sem.release()
     event("burst opening")
-    await asyncio.gather(*(open_burst() for _ in range(burst)))
+    await paced(open_burst, burst, args.connect_rate)
     event("burst opened")
     marks["flood_end"] = time.time()
     refused_at_once = 0
 
-    async def wait_burst(opened, rw):
+    def burst_closed(took):
         nonlocal refused_at_once
-        reader, writer = rw
-        try:
-            closed = await await_close(reader, opened + idle_s + slack)
-            took = time.monotonic() - opened
-            if closed and took < 1.0:
-                refused_at_once += 1
-            tally.add("burst", closed, took if closed else None)
-        finally:
-            close_writer(writer)
-    burst_waits = [asyncio.create_task(wait_burst(o, rw)) for o, rw in burst_conns]
+        if took < 1.0:
+            refused_at_once += 1
+    burst_waits = [asyncio.create_task(watch_closes(tally, "burst", burst_conns, idle_s + slack, burst_closed))]
     await asyncio.sleep(1.5)
     marks["burst"] = burst
     marks["burst_refused_within_1s"] = refused_at_once
@@ -721,7 +770,12 @@ def run(args) -> int:
                                   str(out)], stdout=subprocess.PIPE, text=True)
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError("the healthy client never got a record acknowledged")
+        frames = absurd_frames(fat_topic, args.max_frame_bytes)
         marks = {}
+        # Sampling from the baseline on: the healthy client is measured the same way,
+        # with the same scrapes of the broker, in both phases.
+        sampler = Sampler(pid, admin)
+        sampler.start()
         marks["baseline_start"] = time.time()
         log(f"baseline: healthy client alone for {args.baseline_s} s at {args.rate} records/s")
         time.sleep(args.baseline_s)
@@ -729,16 +783,15 @@ def run(args) -> int:
         baseline_hwm = status_kib(pid, "VmHWM")
         baseline_rss = status_kib(pid, "VmRSS")
         closed_before = scrape(admin)
-        sampler = Sampler(pid, admin)
-        sampler.start()
         tally = Tally()
         absurd = {}
         log("attack")
         marks["attack_start"] = time.time()
-        asyncio.run(attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic))
+        asyncio.run(attack(args, host, port, admin, tally, absurd, marks, rng, fat_topic, frames))
         marks["attack_end"] = time.time()
         sampler.stop.set()
         sampler.join()
+        parse_absurd_answers(absurd)
         time.sleep(1.0)  # the healthy client's in-flight records of the attack phase
         child.send_signal(signal.SIGTERM)
         child.wait(120)
@@ -812,6 +865,12 @@ def run(args) -> int:
                 "peak_rss_sampled_kib": sampler.peak_rss_kib, "bound_kib": bound_kib,
                 "peak_open_connections": peak_conns},
         "timeline": timeline,
+        "events": [[round(at - marks["attack_start"], 3), what] for at, what in EVENTS],
+        # The healthy round trips of the attack phase over twice the baseline p99, with
+        # when each was sent (s from the attack's start): which attack step they meet.
+        "slow": [[round(s[0] - marks["attack_start"], 3), round(s[1], 2)] for s in healthy["samples"]
+                 if marks["attack_start"] <= s[0] < marks["attack_end"] and s[1] is not None
+                 and s[1] > 2 * base["p99_ms"]],
         "healthy": {"baseline": base, "attack": under, "p99_ratio": ratio, "held": held,
                     "held_p99_ratio": held_ratio, "sent": healthy["sent"],
                     "acked": healthy["acked"], "consumed": healthy["consumed"], "in_order": healthy["in_order"]},
@@ -860,7 +919,8 @@ def run(args) -> int:
           f"in order {healthy['in_order']}")
     for f in failures:
         print(f"FAIL: {f}")
-    print(json.dumps(summary, sort_keys=True))
+    # The events and slow samples only in the file: the printed line stays one screen.
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("events", "slow")}, sort_keys=True))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

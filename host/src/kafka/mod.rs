@@ -154,6 +154,9 @@ impl std::fmt::Debug for Listener {
     }
 }
 
+/// Connections a listener accepts before it lets the worker thread's other tasks run.
+const ACCEPTS_PER_TURN: u32 = 16;
+
 /// How long a client has to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -190,10 +193,20 @@ async fn serve_listener(
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
+    let mut accepted_in_a_row = 0;
     loop {
         tokio::select! {
             accepted = listener.socket.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // A flood of connects keeps the listen queue full, and this loop
+                    // would accept, admit and spawn for as long as the runtime's budget
+                    // lets a task run; the connections already served on this worker
+                    // thread get their turn after every few.
+                    accepted_in_a_row += 1;
+                    if accepted_in_a_row == ACCEPTS_PER_TURN {
+                        accepted_in_a_row = 0;
+                        tokio::task::yield_now().await;
+                    }
                     let admitted = match limits.admit(peer.ip()) {
                         Ok(admitted) => admitted,
                         Err(refused) => {
@@ -478,9 +491,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
     // large frame and sending little holds little memory; reserving at most what has
     // arrived plus one read keeps it within twice the bytes received.
     let mut frame = Vec::with_capacity(length.min(64 * 1024));
+    let mut since_yield = 0;
     while frame.len() < length {
-        let want = (length - frame.len()).min(frame.capacity().max(64 * 1024));
-        frame.reserve_exact(want);
+        if frame.len() == frame.capacity() {
+            frame.reserve_exact((length - frame.len()).min(frame.capacity().max(64 * 1024)));
+        }
+        let want = (frame.capacity() - frame.len()).min(READ_CHUNK);
         let got = (&mut *reader)
             .take(want as u64)
             .read_buf(&mut frame)
@@ -492,9 +508,26 @@ async fn read_frame<R: AsyncRead + Unpin>(
             });
         }
         *received += got;
+        since_yield += got;
+        // A client that can send faster than the broker copies would otherwise keep
+        // its socket readable, and this task running, for the whole frame: 100 MiB is
+        // tens of milliseconds of copying and page faults that every connection served
+        // by this worker thread would wait behind.
+        if since_yield >= YIELD_EVERY_BYTES {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
     }
     Ok(Some(Bytes::from(frame)))
 }
+
+/// Most bytes of a frame read at once: a read is copied and its pages first touched
+/// in one go, so this bounds how long one read keeps the thread.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Bytes of one frame read before its connection gives the worker thread to the
+/// others: about a millisecond of copying and page faults.
+const YIELD_EVERY_BYTES: usize = 1024 * 1024;
 
 /// What the start of a request frame says, read before anything else of it is trusted.
 #[derive(Debug)]
@@ -675,6 +708,60 @@ pub async fn answer_mirror_request(
     Ok(out.freeze().split_off(4))
 }
 
+/// Requests and responses at least this large are decoded and encoded on the blocking
+/// pool, not on the runtime's worker threads. Decoding or encoding is one synchronous
+/// call, with no point at which it could give the thread back: a Metadata request
+/// naming 100,000 topics takes milliseconds each way, which every other connection on
+/// that worker would wait. Below this size the hand-off costs more than it spares.
+pub const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// Decodes a request body of type `R`; a body of [`OFFLOAD_BYTES`] or more on the
+/// blocking pool.
+pub(crate) async fn decode<R: Decodable + Send + 'static>(
+    api: ApiKey,
+    version: i16,
+    body: Bytes,
+) -> Result<R, ConnectionError> {
+    if body.len() < OFFLOAD_BYTES {
+        return decode_request(api, version, body);
+    }
+    offload(move || decode_request(api, version, body)).await
+}
+
+/// Encodes a response frame as [`encode_response`] does; a response of
+/// [`OFFLOAD_BYTES`] or more on the blocking pool. Its size is computed here first,
+/// which walks the response without allocating.
+pub(crate) async fn encode<R: Encodable + Send + 'static>(
+    header: &RequestHeader,
+    api: ApiKey,
+    version: i16,
+    response: R,
+) -> Result<ResponseFrame, ConnectionError> {
+    let large = response
+        .compute_size(version)
+        .is_ok_and(|size| size >= OFFLOAD_BYTES);
+    if !large {
+        return encode_response(header, api, version, &response);
+    }
+    let header = header.clone();
+    // Dropped there too: freeing a large response is work of its size as well.
+    offload(move || encode_response(&header, api, version, &response)).await
+}
+
+/// Runs `work` on the blocking pool. A panic there is the connection task's panic, as
+/// it would have been had the work run inline.
+async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ConnectionError> + Send + 'static,
+) -> Result<T, ConnectionError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ConnectionError::Io(std::io::Error::other(
+            "the runtime is shutting down",
+        ))),
+    }
+}
+
 /// Decodes a request body of type `R`.
 pub fn decode_request<R: Decodable>(
     api: ApiKey,
@@ -747,6 +834,8 @@ mod tests {
         IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
     };
 
+    use kafka_protocol::protocol::StrBytes;
+
     use super::*;
 
     /// Array counts in the billions in bodies of a few bytes: the decoder reserves
@@ -782,5 +871,72 @@ mod tests {
         assert!(
             decode_request::<ProduceRequest>(ApiKey::Produce, 9, Bytes::from(produce)).is_err()
         );
+    }
+
+    /// A Metadata request naming 100,000 topics, as `tests/chaos/hostile.py` sends.
+    fn many_topics(n: usize) -> MetadataRequest {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        let mut request = MetadataRequest::default();
+        request.topics = Some(
+            (0..n)
+                .map(|i| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                        format!("absent-{i:06}"),
+                    )));
+                    t
+                })
+                .collect(),
+        );
+        request
+    }
+
+    /// Bodies and answers over `OFFLOAD_BYTES` go to the blocking pool: what comes back
+    /// must be what the inline path gives, errors included.
+    #[tokio::test]
+    async fn large_requests_and_responses_are_coded_off_the_worker_with_the_same_results() {
+        let mut body = bytes::BytesMut::new();
+        many_topics(100_000).encode(&mut body, 4).unwrap();
+        let body = body.freeze();
+        assert!(body.len() >= OFFLOAD_BYTES);
+        let request: MetadataRequest = decode(ApiKey::Metadata, 4, body.clone()).await.unwrap();
+        assert_eq!(request.topics.as_ref().map(Vec::len), Some(100_000));
+        assert_eq!(request, many_topics(100_000));
+
+        // Cut short: the same error as when decoded inline, naming the request.
+        let cut = body.slice(..body.len() - 3);
+        let offloaded = decode::<MetadataRequest>(ApiKey::Metadata, 4, cut.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        let inline = decode_request::<MetadataRequest>(ApiKey::Metadata, 4, cut)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(offloaded, inline);
+        assert!(
+            offloaded.starts_with("malformed Metadata v4 request"),
+            "{offloaded}"
+        );
+
+        let mut response = kafka_protocol::messages::MetadataResponse::default();
+        response.topics = (0..100_000)
+            .map(|i| {
+                let mut t =
+                    kafka_protocol::messages::metadata_response::MetadataResponseTopic::default();
+                t.error_code = 3;
+                t.name = Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    format!("absent-{i:06}"),
+                )));
+                t
+            })
+            .collect();
+        let mut header = RequestHeader::default();
+        header.correlation_id = 9;
+        let inline = encode_response(&header, ApiKey::Metadata, 4, &response).unwrap();
+        let offloaded = encode(&header, ApiKey::Metadata, 4, response)
+            .await
+            .unwrap();
+        assert!(offloaded.len() >= OFFLOAD_BYTES);
+        assert_eq!(offloaded.chunks().concat(), inline.chunks().concat());
     }
 }

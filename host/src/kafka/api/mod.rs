@@ -43,7 +43,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::frame::ResponseFrame;
 use super::session::Session;
-use super::{decode_request, encode_response, encode_response_sharing, ConnectionError};
+use super::{decode, encode, encode_response_sharing, ConnectionError};
 use crate::broker::Broker;
 use crate::controller::state::State;
 use crate::tenancy::acl::{Operation, ResourceType, CLUSTER_NAME};
@@ -163,30 +163,30 @@ pub async fn dispatch(
 ) -> Result<Option<ResponseFrame>, ConnectionError> {
     macro_rules! sync_api {
         ($module:ident) => {{
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = $module::handle(&ctx, request, version);
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }};
     }
     macro_rules! async_api {
         ($module:ident) => {{
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = $module::handle(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }};
     }
     match api {
         ApiKey::ApiVersions => sync_api!(api_versions),
         ApiKey::Metadata => async_api!(metadata),
         ApiKey::Produce => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             match produce::handle(&ctx, request, version).await {
-                Some(response) => encode_response(ctx.header, api, version, &response).map(Some),
+                Some(response) => encode(ctx.header, api, version, response).await.map(Some),
                 None => Ok(None),
             }
         }
         ApiKey::Fetch => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = fetch::handle(&ctx, request, version).await;
             let record_sets: Vec<Bytes> = response
                 .responses
@@ -207,14 +207,14 @@ pub async fn dispatch(
         ApiKey::InitProducerId => async_api!(init_producer_id),
         ApiKey::FindCoordinator => async_api!(find_coordinator),
         ApiKey::JoinGroup => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = join_group::handle(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::SyncGroup => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = sync_group::handle(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::Heartbeat => sync_api!(heartbeat),
         ApiKey::LeaveGroup => sync_api!(leave_group),
@@ -227,39 +227,39 @@ pub async fn dispatch(
         ApiKey::OffsetForLeaderEpoch => sync_api!(offset_for_leader_epoch),
         ApiKey::DescribeProducers => sync_api!(describe_producers),
         ApiKey::CreateAcls => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = acls::create(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::DescribeAcls => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = acls::describe(&ctx, request, version);
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::DeleteAcls => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = acls::delete(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::DescribeClientQuotas => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = client_quotas::describe(&ctx, request, version);
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::AlterClientQuotas => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = client_quotas::alter(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::DescribeUserScramCredentials => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = scram_credentials::describe(&ctx, request, version);
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         ApiKey::AlterUserScramCredentials => {
-            let request = decode_request(api, version, body)?;
+            let request = decode(api, version, body).await?;
             let response = scram_credentials::alter(&ctx, request, version).await;
-            encode_response(ctx.header, api, version, &response).map(Some)
+            encode(ctx.header, api, version, response).await.map(Some)
         }
         other => Err(ConnectionError::UnknownApiKey(other as i16)),
     }
