@@ -208,6 +208,60 @@ async fn metadata_survives_a_full_restart() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_with_its_clock_set_back_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&board, dir.path(), id, 1_000_000).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    let old = nodes.pop().unwrap();
+    old.raft.shutdown().await.unwrap();
+    board.nodes.lock().remove(&3);
+    drop(old);
+
+    // The wall clock (the incarnation's source) now reads earlier than at the first
+    // start: the restarted process must still register above the old incarnation,
+    // not be taken for a late message of the old process and ignored forever.
+    let restarted = start(&board, dir.path(), 3, 5).await;
+    assert!(
+        restarted.wait_registered(Duration::from_secs(20)).await,
+        "the restarted broker never registered"
+    );
+    let known = restarted.state().brokers[&3].clone();
+    assert!(known.incarnation > 1_000_000, "{known:?}");
+    assert!(!known.fenced);
+    eventually("the others to apply the new registration", || {
+        nodes.iter().all(|n| n.state().brokers[&3] == known)
+    })
+    .await;
+    // The number was recorded before it was used, so the next start goes higher still.
+    let recorded: u64 = std::fs::read_to_string(dir.path().join("3/controller/incarnation"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(recorded, known.incarnation);
+}
+
+#[test]
+fn incarnations_grow_across_starts_whatever_the_clock_says() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(store::next_incarnation(dir.path(), 500).unwrap(), 500);
+    assert_eq!(store::next_incarnation(dir.path(), 100).unwrap(), 501);
+    assert_eq!(store::next_incarnation(dir.path(), 900).unwrap(), 900);
+    std::fs::write(dir.path().join("incarnation"), "garbage").unwrap();
+    let err = store::next_incarnation(dir.path(), 1).unwrap_err();
+    assert!(
+        err.to_string().contains("not an incarnation number"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_registration_starts_a_full_lease_and_clears_pending_fences() {
     let t0 = Instant::now();
