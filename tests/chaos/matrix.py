@@ -45,7 +45,7 @@ from pathlib import Path
 E2E = Path(__file__).resolve().parent.parent / "e2e"
 sys.path.insert(0, str(E2E))
 
-from faultsteps import SCENARIOS, format_summary, run_scenario  # noqa: E402
+from faultsteps import MESSAGE_TIMEOUT_MS, SCENARIOS, format_summary, run_scenario  # noqa: E402
 
 ORDER = ["leader-kill", "controller-kill", "pause", "isolate-one", "split-pair", "ring", "loss", "clock-skew",
          "membership", "all"]
@@ -62,6 +62,9 @@ def parse_args(argv):
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--consumers", type=int, default=1)
     ap.add_argument("--rate", type=float, default=200, help="records/s over all producers")
+    ap.add_argument("--message-timeout-ms", type=int, default=MESSAGE_TIMEOUT_MS,
+                    help="the producers' message.timeout.ms (60000 replays the client-side duplicates "
+                         "described in docs/reliability.md)")
     ap.add_argument("--recover-timeout", type=float, default=90, help="seconds a recovery step may take")
     ap.add_argument("--binary", default=None, help="quiver binary (default: $QUIVER_BIN or the release build)")
     ap.add_argument("--dir", default=None, help="where histories and broker logs go (kept)")
@@ -87,7 +90,8 @@ def run_one(name: str, seed: int, args) -> dict:
     print(f"[matrix] scenario={name} seed={seed} faults={args.faults} dir={workdir}", flush=True)
     r = run_scenario(name, seed, args.faults, workdir, interval=args.interval, partitions=args.partitions,
                      producers=args.producers, consumers=args.consumers, rate=args.rate,
-                     recover_timeout=args.recover_timeout)
+                     recover_timeout=args.recover_timeout,
+                     producer_args=("--message-timeout-ms", str(args.message_timeout_ms)))
     r["dir"] = str(workdir)
     print(format_summary(r), flush=True)
     if r["ok"] and not args.keep and not args.dir:

@@ -35,6 +35,14 @@ from history import SAFETY, percentile
 
 LIBFAKETIME = os.environ.get("QUIVER_LIBFAKETIME", "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 LOSS_PERCENTS = (1, 5, 10, 30)
+# librdkafka's own default. With less, a fault that holds a producer's requests in
+# flight for its socket.timeout.ms (60 s: a blackholed connection, or an isolated
+# leader answering each of five pipelined requests only at its timeout) lets queued
+# messages expire; the idempotent producer then bumps its epoch and sends again,
+# under new sequence numbers, records the broker had already appended -- duplicates
+# no broker can recognise (see docs/reliability.md, "Fault matrix").
+MESSAGE_TIMEOUT_MS = 300_000
+PRODUCER_ARGS = ("--message-timeout-ms", str(MESSAGE_TIMEOUT_MS))
 
 
 def _log(msg: str):
@@ -303,7 +311,7 @@ def membership(c, wl, topic, args, rng):
         c.wait_formed(args.recover_timeout)
         topic2 = _second_topic(c, args, rng)
         wl2 = c.workload(topic2, args.partitions + 1, wl.dir.parent / "history-joined", producers=1,
-                         consumers=1, rate=60, max_seconds=wl.max_seconds)
+                         consumers=1, rate=60, producer_args=list(PRODUCER_ARGS), max_seconds=wl.max_seconds)
         wl2.fault("start", topic=topic2, partitions=args.partitions + 1, brokers=len(c.ids))
         st["extra"] = [(topic2, args.partitions + 1, wl2)]
         wl2.start()
@@ -403,7 +411,7 @@ SCENARIOS["all"] = Scenario(
 
 def run_scenario(name: str, seed: int, faults: int, workdir: Path, interval=(3.0, 6.0), partitions: int = 3,
                  producers: int = 2, consumers: int = 1, rate: float = 200, recover_timeout: float = 90,
-                 on_cluster: Optional[Callable] = None) -> dict:
+                 producer_args=PRODUCER_ARGS, on_cluster: Optional[Callable] = None) -> dict:
     """One seeded run of scenario `name` with `faults` faults (see the module doc).
     Never raises for what the cluster did: a run that could not finish has ok=False
     and an "error"; the summary always carries the panics found in broker logs."""
@@ -414,7 +422,8 @@ def run_scenario(name: str, seed: int, faults: int, workdir: Path, interval=(3.0
     args = SimpleNamespace(partitions=partitions, recover_timeout=recover_timeout, state={})
     result = {"scenario": name, "seed": seed, "faults_planned": faults, "ok": False,
               "config": {"interval": list(interval), "partitions": partitions, "producers": producers,
-                         "consumers": consumers, "rate": rate, "brokers": sc.brokers, "netns": sc.netns}}
+                         "consumers": consumers, "rate": rate, "brokers": sc.brokers, "netns": sc.netns,
+                         "producer_args": list(producer_args)}}
     workdir = Path(workdir)
     t0 = time.monotonic()
     c = None
@@ -427,7 +436,8 @@ def run_scenario(name: str, seed: int, faults: int, workdir: Path, interval=(3.0
         c.start(only=sc.start)
         max_seconds = faults * (interval[1] + 4 * recover_timeout) + 600
         with recorded_run(c, workdir / "history", seed, partitions, producers=producers, consumers=consumers,
-                          rate=rate, prefix=f"matrix-{name}", max_seconds=max_seconds) as (topic, wl):
+                          rate=rate, producer_args=producer_args, prefix=f"matrix-{name}",
+                          max_seconds=max_seconds) as (topic, wl):
             wl.max_seconds = max_seconds
             try:
                 next_at = time.monotonic()
