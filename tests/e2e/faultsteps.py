@@ -221,9 +221,12 @@ def ring(c, wl, topic, args, rng):
 
 def loss(c, wl, topic, args, rng):
     """Random packet loss on every QUIC link between the brokers (1, 5, 10 or 30 %
-    of the packets each broker sends to the others; client traffic is spared):
+    of the packets each broker sends to the others, in turn from a seeded start, so
+    that every run of four faults or more has each; client traffic is spared):
     writes must go on throughout."""
-    pct = rng.choice(LOSS_PERCENTS)
+    turn = args.state.setdefault("loss_turn", rng.randrange(len(LOSS_PERCENTS)))
+    args.state["loss_turn"] = turn + 1
+    pct = LOSS_PERCENTS[turn % len(LOSS_PERCENTS)]
     wl.fault("loss", percent=pct, brokers=list(c.ids))
     for i in c.ids:
         c.topology.loss(f"b{i}", pct, peers=[f"b{j}" for j in c.ids if j != i])
