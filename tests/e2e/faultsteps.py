@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -126,6 +127,19 @@ def _hold_cut(c, wl, topic, args, rng, what: str, partitions=None):
     sleep_until(time.monotonic() + rng.uniform(1, 4))
 
 
+def _cut_then_heal(c, wl, args, rng, victim: int, cut_at: float, acked_at_cut: int):
+    """The end of a cut that clients may not get through (see split_pair): hold it a
+    while, heal, then writes must be acknowledged on every partition again. Records
+    how many writes were acknowledged during the cut and how long after the cut
+    writes went on everywhere (the stall a client saw)."""
+    sleep_until(time.monotonic() + rng.uniform(1, 4))
+    during = wl.acked() - acked_at_cut
+    wl.fault("heal", broker=victim, acked_during_cut=during, cut_s=round(time.monotonic() - cut_at, 1))
+    c.topology.heal(f"b{victim}")
+    wl.wait_acked(5, args.recover_timeout, what=f"after healing broker {victim}")
+    wl.fault("resumed", broker=victim, after_cut_s=round(time.monotonic() - cut_at, 1))
+
+
 def _victim(c, topic, args, rng) -> tuple[int, dict]:
     """The broker a partition fault hits: the leader of a random partition, or the
     controller (half of the time each)."""
@@ -154,40 +168,48 @@ def leader_isolation(c, wl, topic, args, rng):
 
 def isolate_one(c, wl, topic, args, rng):
     """One broker (a partition leader or the controller) cut from everyone, clients
-    included: the others go on without it."""
+    included: the others elect a new leader or controller. A producer with requests
+    in flight to the cut broker waits for them (librdkafka: up to socket.timeout.ms,
+    60 s) before it sends that partition's records elsewhere, so writes are required
+    only after healing; the summary records what was acknowledged meanwhile."""
     victim, what = _victim(c, topic, args, rng)
-    others = _others(c, victim)
-    wl.fault("isolate", broker=victim, cut_from="all", **what)
-    c.topology.isolate(f"b{victim}")
-    try:
-        if what["role"] == "controller":
-            c.wait(lambda: _controller_seen_by(c, others, exclude=victim), args.recover_timeout,
-                   f"brokers {others} to elect a controller other than {victim}")
-        else:
-            c.wait_leader(topic, what["p"], exclude=[victim], via=others[0], timeout=args.recover_timeout)
-        _hold_cut(c, wl, topic, args, rng, f"with broker {victim} cut from everyone")
-    finally:
-        wl.fault("heal", broker=victim)
-        c.topology.heal(f"b{victim}")
+    _cut_step(c, wl, topic, args, rng, victim, what, peers=None)
 
 
 def split_pair(c, wl, topic, args, rng):
     """A majority/minority split, {x} | {y, z}, that clients see both sides of: x is
-    the controller or a partition leader, and still answers clients."""
+    the controller or a partition leader, and still answers clients (with what it
+    last knew). The majority must elect a leader / controller without x; writes are
+    required after healing (see isolate_one), and the summary records what was
+    acknowledged during the cut."""
     victim, what = _victim(c, topic, args, rng)
+    _cut_step(c, wl, topic, args, rng, victim, what, peers=_others(c, victim))
+
+
+def _cut_step(c, wl, topic, args, rng, victim: int, what: dict, peers):
     others = _others(c, victim)
-    wl.fault("split", minority=[victim], majority=others, **what)
-    c.topology.isolate(f"b{victim}", peers=[f"b{i}" for i in others])
+    if peers is None:
+        wl.fault("isolate", broker=victim, cut_from="all", **what)
+    else:
+        wl.fault("split", minority=[victim], majority=others, **what)
+    acked = wl.acked()
+    cut_at = time.monotonic()
+    c.topology.isolate(f"b{victim}", peers=None if peers is None else [f"b{i}" for i in peers])
+    healed = False
     try:
         if what["role"] == "controller":
-            c.wait(lambda: _controller_seen_by(c, others, exclude=victim), args.recover_timeout,
-                   f"the majority {others} to elect a controller other than {victim}")
+            ctrl = c.wait(lambda: _controller_seen_by(c, others, exclude=victim), args.recover_timeout,
+                          f"brokers {others} to elect a controller other than {victim}")
+            wl.fault("elected_controller", broker=ctrl, after_s=round(time.monotonic() - cut_at, 1))
         else:
-            c.wait_leader(topic, what["p"], exclude=[victim], via=others[0], timeout=args.recover_timeout)
-        _hold_cut(c, wl, topic, args, rng, f"with {{{victim}}} split from {set(others)}")
+            new = c.wait_leader(topic, what["p"], exclude=[victim], via=others[0], timeout=args.recover_timeout)
+            wl.fault("elected", broker=new, topic=topic, p=what["p"], after_s=round(time.monotonic() - cut_at, 1))
+        _cut_then_heal(c, wl, args, rng, victim, cut_at, acked)
+        healed = True
     finally:
-        wl.fault("heal", broker=victim)
-        c.topology.heal(f"b{victim}")
+        if not healed:
+            wl.fault("heal", broker=victim)
+            c.topology.heal(f"b{victim}")
 
 
 def _controller_seen_by(c, ids: list[int], exclude: int) -> Optional[int]:
@@ -475,6 +497,9 @@ def run_scenario(name: str, seed: int, faults: int, workdir: Path, interval=(3.0
                     if not report.ok:
                         print(f"seed={seed} scenario={name}\nfault schedule:\n" + "\n".join(wl.schedule),
                               flush=True)
+                cuts = _cut_figures(wl.schedule)
+                if cuts:
+                    result["cuts"] = cuts
                 times = [f for f in failovers(wl) if f["seconds"] is not None]
                 secs = [f["seconds"] for f in times]
                 result.update(counts=counts, info=info, examples=examples, drain_ok=drain_ok,
@@ -512,6 +537,18 @@ def run_scenario(name: str, seed: int, faults: int, workdir: Path, interval=(3.0
     return result
 
 
+def _cut_figures(schedule: list[str]) -> Optional[dict]:
+    """What clients saw of the cuts of isolate_one / split_pair: writes acknowledged
+    during each cut, and how long after each cut writes went on on every partition."""
+    during = [int(m.group(1)) for ln in schedule for m in [re.search(r" acked_during_cut=(\d+)", ln)] if m]
+    resumed = [float(m.group(1)) for ln in schedule for m in [re.search(r" after_cut_s=([\d.]+)", ln)] if m]
+    if not resumed:
+        return None
+    return {"n": len(resumed), "cuts_with_no_ack": sum(1 for d in during if d == 0),
+            "resumed_p50_s": percentile(resumed, 50), "resumed_max_s": max(resumed),
+            "acked_during_cut": during, "resumed_after_s": resumed}
+
+
 def format_summary(r: dict) -> str:
     """The checker's counts of one run, each with N (operations, faults) beside it."""
     info = r.get("info", {})
@@ -531,6 +568,11 @@ def format_summary(r: dict) -> str:
     else:
         lines.append("  (no checker counts: the run did not reach the check)")
     lines.append(f"  {'broker panics':<28} {r.get('panics', 'unknown')}")
+    if r.get("cuts"):
+        k = r["cuts"]
+        lines.append(f"  cuts: {k['n']}, {k['cuts_with_no_ack']} with no write acknowledged while they lasted; "
+                     f"writes on every partition again {k['resumed_p50_s']:.1f} s (median), "
+                     f"{k['resumed_max_s']:.1f} s (max) after the cut")
     if r.get("error"):
         lines.append(f"  error: {r['error'][:500]}")
     lines.append(f"  replay: python3 tests/chaos/matrix.py {r['scenario']} --seed {r['seed']} "
