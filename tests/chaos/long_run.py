@@ -72,7 +72,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.binary:
-        os.environ["QUIVER_BIN"] = args.binary
+        os.environ["QUIVER_BIN"] = str(Path(args.binary).resolve())
     def on_term(signum, frame):  # run the finally blocks: kill brokers, remove namespaces
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
