@@ -37,7 +37,8 @@ E2E = Path(__file__).resolve().parent.parent / "e2e"
 sys.path.insert(0, str(E2E))
 
 from cluster import Cluster  # noqa: E402
-from faultkit import failovers, pick_follower, recorded_run, sleep_until, summarize_failovers  # noqa: E402
+from faultkit import failovers, recorded_run, sleep_until, summarize_failovers  # noqa: E402
+from faultsteps import controller_kill, follower_pause, leader_isolation, leader_kill  # noqa: E402
 from history import percentile  # noqa: E402
 
 
@@ -68,58 +69,10 @@ def parse_args(argv):
     return args
 
 
-def leader_kill(c, wl, topic, args, rng):
-    p = rng.randrange(args.partitions)
-    leader = c.wait_leader(topic, p, timeout=args.recover_timeout)
-    wl.fault("kill", broker=leader, topic=topic, p=p, role="leader")
-    c.kill(leader)
-    new = c.wait_leader(topic, p, exclude=[leader], timeout=args.recover_timeout)
-    wl.fault("elected", broker=new, topic=topic, p=p)
-    wl.wait_acked(5, args.recover_timeout, partitions=[p], what=f"on {p} after killing its leader {leader}")
-    c.restart(leader)
-    wl.fault("restart", broker=leader)
-
-
-def controller_kill(c, wl, topic, args, rng):
-    ctrl = c.wait_controller(timeout=args.recover_timeout)
-    wl.fault("kill", broker=ctrl, role="controller")
-    c.kill(ctrl)
-    c.wait_controller(exclude=[ctrl], timeout=args.recover_timeout)
-    wl.wait_acked(5, args.recover_timeout, what=f"after controller {ctrl} was killed")
-    c.restart(ctrl)
-    wl.fault("restart", broker=ctrl)
-
-
-def follower_pause(c, wl, topic, args, rng):
-    p = rng.randrange(args.partitions)
-    f = pick_follower(c, topic, p)
-    wl.fault("pause", broker=f, topic=topic, p=p)
-    c.pause(f)
-    c.wait_isr(topic, p, lambda isr: f not in isr, args.recover_timeout, f"to drop paused {f}")
-    wl.wait_acked(5, args.recover_timeout, what=f"with {f} paused")
-    wl.fault("resume", broker=f)
-    c.resume(f)
-
-
-def leader_isolation(c, wl, topic, args, rng):
-    p = rng.randrange(args.partitions)
-    leader = c.wait_leader(topic, p, timeout=args.recover_timeout)
-    others = [i for i in c.ids if i != leader]
-    wl.fault("isolate", broker=leader, topic=topic, p=p, cut_from=others)
-    c.topology.isolate(f"b{leader}", peers=[f"b{i}" for i in others])
-    try:
-        c.wait_leader(topic, p, exclude=[leader], via=others[0], timeout=args.recover_timeout)
-        wl.wait_acked(5, args.recover_timeout, partitions=[p], what="on the majority side")
-        time.sleep(rng.uniform(1, 4))  # the schedule: how long the cut lasts beyond failover
-    finally:
-        wl.fault("heal", broker=leader)
-        c.topology.heal(f"b{leader}")
-
-
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.binary:
-        os.environ["QUIVER_BIN"] = args.binary
+        os.environ["QUIVER_BIN"] = str(Path(args.binary).resolve())
     def on_term(signum, frame):  # run the finally blocks: kill brokers, remove namespaces
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)

@@ -103,13 +103,16 @@ class ClusterBroker(Broker):
         self.prefix = prefix  # e.g. ["ip", "netns", "exec", ns]
         self.config_path = self.workdir / f"node{node_id}.toml"
         self.paused = False
+        # put between the namespace prefix and the binary on the next start, e.g.
+        # ["env", "LD_PRELOAD=...libfaketimeMT.so.1", "FAKETIME=-5m"] for a skewed clock
+        self.wrapper: list[str] = []
 
     @property
     def cluster_addr(self) -> str:
         return f"{self.host}:{self.slot.cluster_port}"
 
     def command(self) -> list:
-        cmd = self.prefix + [quiver_bin(), "serve", "--config", str(self.config_path)]
+        cmd = self.prefix + self.wrapper + [quiver_bin(), "serve", "--config", str(self.config_path)]
         for k, v in self.sets.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd + self.extra_args
@@ -241,11 +244,14 @@ class Cluster:
         return self._admin
 
     # -- lifecycle
-    def start(self, timeout: float = FORM_TIMEOUT) -> "Cluster":
+    def start(self, timeout: float = FORM_TIMEOUT, only: Optional[Iterable[int]] = None) -> "Cluster":
+        """Start every broker (or only those in `only`; the others can join later
+        with start_broker) and wait until they have formed the cluster."""
+        started = [self.brokers[i] for i in (self.ids if only is None else only)]
         # all processes first: a broker may wait for its peers before it answers
-        for b in self.brokers.values():
+        for b in started:
             b.spawn()
-        for b in self.brokers.values():
+        for b in started:
             b.wait_ready(timeout)
         if len(self.ids) > 1:
             self.wait_formed(timeout)

@@ -25,6 +25,10 @@ they vanish with it:
 - isolate(name, peers=[...]) drop only traffic to/from those hosts (a partial
                              partition: clients still reach the host)
 - loss(name, percent)        drop that share of packets, at random, both ways
+- loss(name, percent, peers=[...])
+                             drop that share of the packets the host sends to
+                             those hosts only (one direction of each link, so a
+                             link between two lossy hosts loses `percent` each way)
 - heal(name)                 remove the host's fault rules
 
 Processes go into a namespace with `ip netns exec <ns> cmd` (popen/run; ip
@@ -259,13 +263,22 @@ table inet {FAULT_TABLE} {{
 }}
 """)
 
-    def loss(self, name: str, percent: int):
-        """Drop `percent` % of the host's packets (not loopback), in and out, at random."""
+    def loss(self, name: str, percent: int, peers: Optional[list[str]] = None):
+        """Drop `percent` % of the host's packets (not loopback), in and out, at random;
+        with peers, only of the packets it sends to those hosts."""
         if not 0 <= percent <= 100:
             raise ValueError("percent must be 0..100")
         self.heal(name)
         # numgen's values are 0..99, so "< 100" is out of its range: 100 % is a plain drop
         rule = "drop" if percent == 100 else f"numgen random mod 100 < {percent} drop"
+        if peers is not None:
+            addrs = ", ".join(self.addr(p) for p in peers)
+            self._nft(name, f"""
+table inet {FAULT_TABLE} {{
+    chain output {{ type filter hook output priority -10; policy accept; ip daddr {{ {addrs} }} {rule}; }}
+}}
+""")
+            return
         self._nft(name, f"""
 table inet {FAULT_TABLE} {{
     chain input {{ type filter hook input priority -10; policy accept; iif "lo" accept; {rule}; }}

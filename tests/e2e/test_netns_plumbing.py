@@ -59,6 +59,19 @@ def udp_send(addr: str, n: int):
             time.sleep(0.001)  # keep the socket buffers out of the measurement
 
 
+def udp_send_dropped(addr: str, n: int) -> int:
+    """Like udp_send where the sender's own output rule drops: the kernel answers
+    such a send with EPERM. Returns how many sends it refused."""
+    refused = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(n):
+            try:
+                s.sendto(b"d%d" % i, (addr, PORT))
+            except PermissionError:
+                refused += 1
+    return refused
+
+
 def udp_count(addr: str):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(1.0)
@@ -163,6 +176,27 @@ def test_loss_drops_a_share_of_packets(topo):
     topo.heal("b2")
     got = t.run(udp_count, topo.addr("b2")) - 200
     assert 120 <= got <= 280, f"{got} of 400 datagrams arrived through 50% loss"
+
+
+def test_loss_toward_peers_drops_only_what_the_host_sends_them(topo):
+    # the fault matrix's lossy broker links: b1's datagrams to b2 are dropped, the
+    # clients' to b2 are not, and b2's replies to b1 are untouched (one direction)
+    start_server(topo, "b2")
+    assert wait_hello(topo, "b1", "b2").startswith("hello")
+    b1, clients = topo.thread("b1"), topo.thread(netns.CLIENTS)
+    topo.loss("b1", 100, peers=["b2"])
+    refused = b1.run(udp_send_dropped, topo.addr("b2"), 50)
+    assert refused == 50, f"{refused} of 50 sends refused by b1's output rule"
+    clients.run(udp_send, topo.addr("b2"), 30)
+    assert clients.run(udp_count, topo.addr("b2")) == 30, "the clients' datagrams went through b1's loss"
+    assert "numgen" not in topo.faults("b1") and "drop" in topo.faults("b1")
+    topo.heal("b1")
+    assert b1.run(udp_count, topo.addr("b2")) == 30, "b1's datagrams arrived through 100% loss toward b2"
+
+    topo.loss("b2", 100, peers=["b1"])  # b2's sending side only: b1 -> b2 still arrives
+    b1.run(udp_send, topo.addr("b2"), 20)
+    assert clients.run(udp_count, topo.addr("b2")) == 50
+    topo.heal("b2")
 
 
 def test_close_leaves_nothing_behind():

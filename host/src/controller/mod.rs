@@ -256,7 +256,7 @@ impl Controller {
     /// Opens the Raft storage under `data_dir/controller`, starts Raft and, on a voter
     /// that has never been initialised, proposes the initial membership.
     pub async fn start(
-        registration: BrokerMeta,
+        mut registration: BrokerMeta,
         config: &ClusterConfig,
         data_dir: &Path,
         transport: Arc<dyn Transport>,
@@ -269,6 +269,15 @@ impl Controller {
         };
         let log = LogStore::open(&dir).map_err(storage)?;
         let machine = StateMachineStore::open(&dir).map_err(storage)?;
+        // Above every incarnation an earlier process here registered with (the file),
+        // or that the metadata it kept knows of (a data directory from before the file).
+        let known = machine
+            .state()
+            .brokers
+            .get(&id)
+            .map_or(0, |b| b.incarnation.saturating_add(1));
+        registration.incarnation =
+            store::next_incarnation(&dir, registration.incarnation.max(known)).map_err(storage)?;
         let seeds = config
             .seeds(id)
             .map_err(|e| ControllerError::Raft(e.to_string()))?;
@@ -648,11 +657,23 @@ impl Controller {
                     )
                     .await
                 {
-                    Ok(_) => tracing::info!(
-                        broker = this.id,
-                        incarnation = this.registration.incarnation,
-                        "registered with the controller"
-                    ),
+                    Ok(_) => match this.state().brokers.get(&this.id) {
+                        Some(known) if known.incarnation > this.registration.incarnation => {
+                            tracing::warn!(
+                                broker = this.id,
+                                incarnation = this.registration.incarnation,
+                                known = known.incarnation,
+                                "the controller ignored this registration: it knows a newer \
+                                 process of this broker id (another process with the same \
+                                 node_id, or this data directory was replaced)"
+                            )
+                        }
+                        _ => tracing::info!(
+                            broker = this.id,
+                            incarnation = this.registration.incarnation,
+                            "registered with the controller"
+                        ),
+                    },
                     Err(e) => tracing::warn!(error = %e, "registration with the controller failed"),
                 }
                 this.registering

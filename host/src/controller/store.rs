@@ -8,6 +8,8 @@
 //! - `raft-meta.json`: vote, committed log id and the last purged log id, replaced
 //!   atomically (temp file, fsync, rename, fsync of the directory).
 //! - `snapshot.json`: the latest state-machine snapshot, replaced atomically.
+//! - `incarnation`: the incarnation this broker last registered with, replaced
+//!   atomically before it registers (see [`next_incarnation`]).
 //!
 //! The metadata log is small (topics, brokers, leadership changes), so entries are
 //! also kept in memory; purging after a snapshot rewrites the file without the prefix.
@@ -54,6 +56,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         crate::durability::sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// The incarnation a starting broker registers with: `candidate` (the wall clock in
+/// nanoseconds) unless an earlier process in `dir` registered with as much or more,
+/// then one above that; recorded in `dir/incarnation` before it is used.
+///
+/// The controller takes a registration with a smaller incarnation than it knows for a
+/// live broker as a late message from an older process and ignores it. Wall-clock time
+/// alone does not order restarts: a broker restarted with its clock set back (an NTP
+/// step, a wrong time zone, a VM restored from a snapshot) would register under a
+/// smaller number forever ignored, and never rejoin the cluster.
+pub(super) fn next_incarnation(dir: &Path, candidate: u64) -> std::io::Result<u64> {
+    let path = dir.join("incarnation");
+    let last = match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not an incarnation number: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let next = candidate.max(last.saturating_add(1));
+    write_atomic(&path, next.to_string().as_bytes())?;
+    Ok(next)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -66,6 +66,16 @@ fn config() -> ClusterConfig {
 }
 
 async fn start(board: &Arc<Switchboard>, dir: &Path, id: i32, incarnation: u64) -> Arc<Controller> {
+    start_with(board, dir, id, incarnation, &config()).await
+}
+
+async fn start_with(
+    board: &Arc<Switchboard>,
+    dir: &Path,
+    id: i32,
+    incarnation: u64,
+    config: &ClusterConfig,
+) -> Arc<Controller> {
     let registration = BrokerMeta {
         id,
         kafka_host: "127.0.0.1".into(),
@@ -80,7 +90,7 @@ async fn start(board: &Arc<Switchboard>, dir: &Path, id: i32, incarnation: u64) 
         from: id,
         board: board.clone(),
     });
-    let controller = Controller::start(registration, &config(), &dir.join(id.to_string()), port)
+    let controller = Controller::start(registration, config, &dir.join(id.to_string()), port)
         .await
         .unwrap();
     board.nodes.lock().insert(id, Arc::downgrade(&controller));
@@ -206,6 +216,120 @@ async fn metadata_survives_a_full_restart() {
     for node in &nodes {
         assert!(node.wait_registered(Duration::from_secs(20)).await);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_with_its_clock_set_back_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(&board, dir.path(), id, 1_000_000).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    let old = nodes.pop().unwrap();
+    old.raft.shutdown().await.unwrap();
+    board.nodes.lock().remove(&3);
+    drop(old);
+
+    // The wall clock (the incarnation's source) now reads earlier than at the first
+    // start: the restarted process must still register above the old incarnation,
+    // not be taken for a late message of the old process and ignored forever.
+    let restarted = start(&board, dir.path(), 3, 5).await;
+    assert!(
+        restarted.wait_registered(Duration::from_secs(20)).await,
+        "the restarted broker never registered"
+    );
+    let known = restarted.state().brokers[&3].clone();
+    assert!(known.incarnation > 1_000_000, "{known:?}");
+    assert!(!known.fenced);
+    eventually("the others to apply the new registration", || {
+        nodes.iter().all(|n| n.state().brokers[&3] == known)
+    })
+    .await;
+    // The number was recorded before it was used, so the next start goes higher still.
+    let recorded: u64 = std::fs::read_to_string(dir.path().join("3/controller/incarnation"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(recorded, known.incarnation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_back_with_an_empty_disk_catches_up_and_the_leader_carries_on() {
+    // Four seeds: 1-3 vote, 4 follows as a learner.
+    let four = ClusterConfig {
+        seeds: (1..=4)
+            .map(|i| format!("{i}@127.0.0.1:{}", 19000 + i))
+            .collect(),
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        nodes.push(start_with(&board, dir.path(), id, 1, &four).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    for name in ["a", "b", "c"] {
+        nodes[0]
+            .submit(topic(name), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    eventually("the learner to apply every topic", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|t| nodes[3].state().topics.contains_key(*t))
+    })
+    .await;
+
+    // The learner's disk is replaced: it comes back with an empty Raft log, behind
+    // what the leader knows it had. The leader must send it everything again, not
+    // take the shorter log for a broken follower and stop.
+    let learner = nodes.pop().unwrap();
+    learner.raft.shutdown().await.unwrap();
+    board.nodes.lock().remove(&4);
+    drop(learner);
+    std::fs::remove_dir_all(dir.path().join("4")).unwrap();
+    let replaced = start_with(&board, dir.path(), 4, 2, &four).await;
+    assert!(replaced.wait_registered(Duration::from_secs(20)).await);
+    nodes[1]
+        .submit(topic("d"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    eventually("the replaced learner to apply every topic", || {
+        ["a", "b", "c", "d"]
+            .iter()
+            .all(|t| replaced.state().topics.contains_key(*t))
+    })
+    .await;
+    for node in &nodes {
+        assert!(
+            node.raft.metrics().borrow().running_state.is_ok(),
+            "the Raft core of broker {} stopped",
+            node.id()
+        );
+    }
+}
+
+#[test]
+fn incarnations_grow_across_starts_whatever_the_clock_says() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(store::next_incarnation(dir.path(), 500).unwrap(), 500);
+    assert_eq!(store::next_incarnation(dir.path(), 100).unwrap(), 501);
+    assert_eq!(store::next_incarnation(dir.path(), 900).unwrap(), 900);
+    std::fs::write(dir.path().join("incarnation"), "garbage").unwrap();
+    let err = store::next_incarnation(dir.path(), 1).unwrap_err();
+    assert!(
+        err.to_string().contains("not an incarnation number"),
+        "{err}"
+    );
 }
 
 #[test]
