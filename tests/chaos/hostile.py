@@ -93,6 +93,10 @@ def parse_args(argv):
     ap.add_argument("--rate", type=float, default=100, help="healthy produce rate, records/s")
     ap.add_argument("--connect-rate", type=float, default=2000,
                     help="idle and burst connections opened per second (default 2000)")
+    ap.add_argument("--attacker-nice", type=int, default=19,
+                    help="nice value this process takes once the broker and the healthy client run "
+                         "(0: none), so that on one machine its own CPU use does not count as the "
+                         "broker's slowness")
     ap.add_argument("--baseline-s", type=float, default=None, help="baseline phase (default 20; --small 4)")
     ap.add_argument("--max-connections", type=int, default=None, help="kafka.max_connections (default idle+1000)")
     ap.add_argument("--max-connections-per-ip", type=int, default=None, help="kafka.max_connections_per_ip (default 0)")
@@ -771,6 +775,13 @@ def run(args) -> int:
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError("the healthy client never got a record acknowledged")
         frames = absurd_frames(fat_topic, args.max_frame_bytes)
+        if args.attacker_nice:
+            # From here on this process only attacks and samples. On one machine its
+            # CPU is the broker's and the healthy client's; attackers elsewhere would
+            # not take it. Niced, it runs whenever they do not (the broker and the
+            # healthy client, started above, keep their priority). Both phases are
+            # measured so.
+            os.nice(args.attacker_nice)
         marks = {}
         # Sampling from the baseline on: the healthy client is measured the same way,
         # with the same scrapes of the broker, in both phases.
