@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -270,15 +270,12 @@ impl ClusterTls {
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
 
-        let server_verifier =
-            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| NetError::Tls(format!("server certificate verifier: {e}")))?;
-        let server_verifier = Arc::new(PeerServerVerifier {
-            inner: server_verifier,
+        let server_verifier = Arc::new(BrokerServerVerifier {
             roots,
             algorithms: provider.signature_verification_algorithms,
-            cluster_id: cluster_id.to_string(),
+            expect: Expect::Dialled {
+                cluster_id: cluster_id.to_string(),
+            },
         });
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -555,18 +552,43 @@ impl ClientCertVerifier for PeerClientVerifier {
     }
 }
 
-/// Client side: the CA's chain check without the host-name check, then "is this the
-/// broker we dialled, of our cluster?".
+/// Which broker a client expects at the other end of a connection.
 #[derive(Debug)]
-struct PeerServerVerifier {
-    /// Checks handshake signatures.
-    inner: Arc<WebPkiServerVerifier>,
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-    cluster_id: String,
+enum Expect {
+    /// The broker named by the server name we dialled, of our own cluster.
+    Dialled { cluster_id: String },
+    /// Any broker the source CA signed: a mirror reaches whichever source broker leads a
+    /// partition, and the CA given for the source is what names the source.
+    SourceBroker,
 }
 
-impl ServerCertVerifier for PeerServerVerifier {
+/// Client side: the CA's chain check without the host-name check, then the identity
+/// check of [`Expect`].
+#[derive(Debug)]
+struct BrokerServerVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+    expect: Expect,
+}
+
+impl BrokerServerVerifier {
+    fn chain_refusal(&self, error: rustls::Error) -> rustls::Error {
+        match (&self.expect, error) {
+            (
+                Expect::SourceBroker,
+                rustls::Error::InvalidCertificate(
+                    reason @ (CertificateError::UnknownIssuer | CertificateError::BadSignature),
+                ),
+            ) => refuse(format!(
+                "the source broker's certificate is not signed by the source CA given to the mirror (--source-ca; {reason:?})"
+            )),
+            (Expect::SourceBroker, other) => other,
+            (Expect::Dialled { .. }, other) => explained(other),
+        }
+    }
+}
+
+impl ServerCertVerifier for BrokerServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -575,11 +597,16 @@ impl ServerCertVerifier for PeerServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let expected = broker_of_server_name(server_name).ok_or_else(|| {
-            refuse(format!(
-                "the server name {server_name:?} names no broker (expected broker-<id>.quiver)"
-            ))
-        })?;
+        let dialled = match &self.expect {
+            Expect::Dialled { .. } => {
+                Some(broker_of_server_name(server_name).ok_or_else(|| {
+                    refuse(format!(
+                    "the server name {server_name:?} names no broker (expected broker-<id>.quiver)"
+                ))
+                })?)
+            }
+            Expect::SourceBroker => None,
+        };
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
@@ -588,18 +615,19 @@ impl ServerCertVerifier for PeerServerVerifier {
             now,
             self.algorithms.all,
         )
-        .map_err(explained)?;
+        .map_err(|e| self.chain_refusal(e))?;
         let identity = Identity::of_certificate(end_entity).map_err(|e| refuse(e.to_string()))?;
-        if identity.cluster_id != self.cluster_id {
-            return Err(refuse(format!(
-                "the server certificate is {identity}, but this is cluster `{}`",
-                self.cluster_id
-            )));
-        }
-        if identity.broker_id != expected {
-            return Err(refuse(format!(
-                "dialled broker {expected}, but the server certificate is {identity}"
-            )));
+        if let (Expect::Dialled { cluster_id }, Some(expected)) = (&self.expect, dialled) {
+            if identity.cluster_id != *cluster_id {
+                return Err(refuse(format!(
+                    "the server certificate is {identity}, but this is cluster `{cluster_id}`"
+                )));
+            }
+            if identity.broker_id != expected {
+                return Err(refuse(format!(
+                    "dialled broker {expected}, but the server certificate is {identity}"
+                )));
+            }
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -610,7 +638,7 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -619,11 +647,11 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -650,15 +678,11 @@ pub(crate) fn mirror_client_config(
             .add(cert)
             .map_err(|e| bad("the source CA", format!("not a usable CA certificate: {e}")))?;
     }
-    let roots = Arc::new(roots);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| NetError::Tls(format!("source certificate verifier: {e}")))?;
-    let verifier = Arc::new(SourceVerifier {
-        inner,
-        roots,
+    let verifier = Arc::new(BrokerServerVerifier {
+        roots: Arc::new(roots),
         algorithms: provider.signature_verification_algorithms,
+        expect: Expect::SourceBroker,
     });
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -676,67 +700,6 @@ pub(crate) fn mirror_client_config(
     client.resumption = rustls::client::Resumption::disabled();
     client.enable_sni = false;
     Ok(Arc::new(client))
-}
-
-/// A mirror's check of a source broker: signed by the source CA, a broker identity.
-#[derive(Debug)]
-struct SourceVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for SourceVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )
-        .map_err(|e| match e {
-            rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer | CertificateError::BadSignature,
-            ) => refuse(format!(
-                "the source broker's certificate is not signed by the source CA given to the mirror (--source-ca; {})",
-                if matches!(e, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) { "UnknownIssuer" } else { "BadSignature" }
-            )),
-            other => other,
-        })?;
-        Identity::of_certificate(end_entity).map_err(|e| refuse(e.to_string()))?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]
