@@ -66,7 +66,7 @@ def run_confluent(args, log: Log):
     c.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
     try:
         while not stopping:
-            msgs = c.consume(num_messages=200, timeout=0.2)
+            msgs = c.consume(num_messages=1000, timeout=0.2)
             batch = {}
             for m in msgs:
                 if m.error():

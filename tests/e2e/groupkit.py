@@ -32,6 +32,9 @@ class Worker:
             self.args += ["--instance", instance]
         self.proc: Optional[subprocess.Popen] = None
         self.stderr = logdir / f"{name}.stderr"
+        self._events: list = []
+        self._read_to = 0
+        self._records = 0
 
     def start(self) -> "Worker":
         err = open(self.stderr, "ab")
@@ -58,15 +61,29 @@ class Worker:
                 raise AssertionError(f"{self.name} did not stop within {timeout}s")
 
     def events(self) -> list:
+        """Every event the worker has logged so far, parsed once: each call reads only
+        what was appended since the last (tests poll this many times a second while
+        hundreds of thousands of records are logged)."""
         if not self.log.exists():
-            return []
-        out = []
-        for line in self.log.read_text().splitlines():
+            return self._events
+        with open(self.log, "rb") as f:
+            f.seek(self._read_to)
+            chunk = f.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._read_to += complete
+        for line in chunk[:complete].splitlines():
             try:
-                out.append(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:
-                pass  # a line cut short by kill -9
-        return out
+                continue  # a line cut short by kill -9, then continued by a restarted worker
+            self._events.append(event)
+            self._records += event["ev"] == "rec"
+        return self._events
+
+    def records_read(self) -> int:
+        """How many records the worker has logged reading (re-reads included)."""
+        self.events()
+        return self._records
 
     def assigned(self) -> list:
         """Partitions currently owned according to the worker's own log."""

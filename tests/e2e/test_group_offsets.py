@@ -10,7 +10,7 @@ from confluent_kafka import TopicPartition
 
 from clients import consumer, unique_topic
 from groupkit import (Worker, check_consumed, describe_rows, produce_keyed, quiver_cli,
-                      records_seen, reread_bound, stop_all, wait_all_consumed)
+                      reread_bound, stop_all, wait_all_consumed)
 from harness import wait_until
 
 PARTITIONS = 6
@@ -25,7 +25,7 @@ def test_group_resumes_from_committed_offsets_after_broker_kill_9(broker_factory
     workers = [Worker("confluent", broker.bootstrap, topic, group, tmp_path, f"c{i}",
                       session_ms=10_000, batch_sleep=0.1).start() for i in range(3)]
     try:
-        wait_until(lambda: len(records_seen(workers)) >= 3_000, 60, "a quarter of the records consumed")
+        wait_until(lambda: sum(w.records_read() for w in workers) >= 3_000, 60, "a quarter of the records consumed")
         broker.kill()
         broker.start()
         wait_all_consumed(workers, produced, 90)
