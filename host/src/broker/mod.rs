@@ -44,6 +44,9 @@ const MAX_TOPIC_NAME: usize = 249;
 /// rarely needs a commit.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// Replicas opened at once when several are newly assigned (or recovered at startup).
+const OPENERS: usize = 8;
+
 /// How long a topic change waits for the controller.
 pub(crate) const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -642,13 +645,37 @@ impl Broker {
         let me = self.config.broker.node_id;
         let now = now_ms();
         let current: HashMap<String, Arc<Topic>> = self.topics.read().clone();
+        let settings: HashMap<&str, Arc<TopicSettings>> = state
+            .topics
+            .iter()
+            .map(|(name, meta)| {
+                let settings = match current.get(name).filter(|t| t.meta.id == meta.id) {
+                    Some(t) if t.meta.configs == meta.configs => t.settings.clone(),
+                    _ => Arc::new(topic::resolve(&self.config.log, &meta.configs)),
+                };
+                (name.as_str(), settings)
+            })
+            .collect();
+        let newly_assigned: Vec<(&TopicMeta, &Arc<TopicSettings>, i32)> = state
+            .topics
+            .iter()
+            .flat_map(|(name, meta)| {
+                let old = current.get(name).filter(|t| t.meta.id == meta.id);
+                let settings = &settings[name.as_str()];
+                meta.assignments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.replicas.contains(&me))
+                    .map(|(index, _)| index as i32)
+                    .filter(move |index| old.and_then(|t| t.partition(*index)).is_none())
+                    .map(move |index| (meta, settings, index))
+            })
+            .collect();
+        let mut opened = self.open_partitions(&newly_assigned, now)?;
         let mut next = HashMap::with_capacity(state.topics.len());
         for (name, meta) in &state.topics {
             let old = current.get(name).filter(|t| t.meta.id == meta.id);
-            let settings = match old {
-                Some(t) if t.meta.configs == meta.configs => t.settings.clone(),
-                _ => Arc::new(topic::resolve(&self.config.log, &meta.configs)),
-            };
+            let settings = settings[name.as_str()].clone();
             let mut partitions = Vec::new();
             for (index, assignment) in meta.assignments.iter().enumerate() {
                 if !assignment.replicas.contains(&me) {
@@ -674,7 +701,10 @@ impl Broker {
                         }
                         p.clone()
                     }
-                    None => Arc::new(self.open_partition(meta, &settings, index, now)?),
+                    None => match opened.remove(&(name.as_str(), index)) {
+                        Some(p) => p,
+                        None => Arc::new(self.open_partition(meta, &settings, index, now)?),
+                    },
                 };
                 partitions.push(partition);
             }
@@ -1008,6 +1038,38 @@ impl Broker {
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.config.broker.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Opens (creating or recovering) the given replicas, several at a time: each open
+    /// waits mostly on fsyncs (a new replica's directory, segment and checkpoints) or
+    /// on reading a log back, so a broker hosting hundreds of replicas — the 50 of
+    /// `__consumer_offsets` alone on a first start — would otherwise start one fsync
+    /// after another. Fails with the first replica that cannot be opened.
+    fn open_partitions<'a>(
+        &self,
+        wanted: &[(&'a TopicMeta, &Arc<TopicSettings>, i32)],
+        now: i64,
+    ) -> Result<HashMap<(&'a str, i32), Arc<Partition>>, TopicError> {
+        let openers = OPENERS.min(wanted.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = Mutex::new(Vec::with_capacity(wanted.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..openers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((meta, settings, index)) = wanted.get(i) else {
+                        break;
+                    };
+                    let opened = self.open_partition(meta, settings, *index, now);
+                    results.lock().push(((meta.name.as_str(), *index), opened));
+                });
+            }
+        });
+        results
+            .into_inner()
+            .into_iter()
+            .map(|(key, opened)| opened.map(|p| (key, Arc::new(p))))
+            .collect()
     }
 
     fn open_partition(
