@@ -51,6 +51,12 @@ pub struct LedgerError {
 struct Ledger {
     path: PathBuf,
     file: Mutex<File>,
+    /// Held from taking a record (a length, a listing) until it is appended. The last
+    /// record of a name is what a power cut keeps, so records must be appended in the
+    /// order they were taken: two threads syncing one directory (replicas created in
+    /// parallel) could otherwise append an older listing after a newer one, and the
+    /// cut would drop a name that was in fact made durable.
+    turn: Mutex<()>,
 }
 
 static LEDGER: OnceLock<Result<Option<Ledger>, LedgerError>> = OnceLock::new();
@@ -64,6 +70,7 @@ fn open_from_env() -> Result<Option<Ledger>, LedgerError> {
         Ok(file) => Ok(Some(Ledger {
             path,
             file: Mutex::new(file),
+            turn: Mutex::new(()),
         })),
         Err(source) => Err(LedgerError { path, source }),
     }
@@ -125,6 +132,7 @@ fn sync_with(
     let Some(ledger) = ledger() else {
         return sync(file);
     };
+    let _turn = ledger.turn.lock();
     let before = file.metadata();
     sync(file)?;
     match before {
@@ -159,6 +167,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     let Some(ledger) = ledger() else {
         return handle.sync_all();
     };
+    let _turn = ledger.turn.lock();
     let mut line = format!("D\t{}", dir.display());
     for entry in std::fs::read_dir(dir)?.flatten() {
         // An entry removed since the listing is simply not in the ledger.
