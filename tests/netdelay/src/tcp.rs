@@ -154,8 +154,11 @@ async fn write_side<W: AsyncWrite + Unpin>(
     written: &AtomicU64,
 ) -> io::Result<()> {
     while let Some((due, mut buf)) = rx.recv().await {
-        // One timer per head of the queue: later chunks are due later still.
-        sleep_until(due).await;
+        // One timer per head of the queue: later chunks are due later still, and
+        // those already due behind it go out without arming one.
+        if due > Instant::now() {
+            sleep_until(due).await;
+        }
         if buf.is_empty() {
             w.shutdown().await?;
             return Ok(());

@@ -81,8 +81,11 @@ impl Queue {
         let held = queued.clone();
         let task = tokio::spawn(async move {
             while let Some((due, d)) = rx.recv().await {
-                // One timer per head of the queue: later datagrams are due later still.
-                sleep_until(due).await;
+                // One timer per head of the queue: later datagrams are due later still,
+                // and those already due behind it go out without arming one.
+                if due > Instant::now() {
+                    sleep_until(due).await;
+                }
                 held.fetch_sub(d.len(), Ordering::Relaxed);
                 send(d).await;
             }
