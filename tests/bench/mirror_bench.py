@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -424,6 +425,9 @@ def transports(args):
                 p.kill()
                 p.wait(30)
         topo.close()
+        # The regions' data (gigabytes with the default record count); the logs stay.
+        for cid in ("us-east", "eu-west"):
+            shutil.rmtree(f"{tmp}/{cid}-data", ignore_errors=True)
     print(f"\nmirror transports: {n} records of {size} B (JSON-like text) per phase, {PARTITIONS} partitions, "
           f"{added_rtt:g} ms added round trip ({how}), loss by nftables, median (min..max) of {args.runs}")
     print(f"  {'transport':<10} {'loss':>5} {'MB/s':>22} {'source sent, MB':>22} {'target CPU s':>22}"
