@@ -65,7 +65,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from broker_bench import log, machine_info, proc_cpu_seconds  # noqa: E402
+from broker_bench import _pdeathsig, log, machine_info, proc_cpu_seconds  # noqa: E402
 from transform_bench import Broker  # noqa: E402
 from delayproxy import DelayProxy  # noqa: E402
 
@@ -488,7 +488,9 @@ def main():
 
     def linked(b):
         if args.proxy == "rust":
-            proxy = NetDelay(args.netdelay, f"127.0.0.1:{b.port}", args.delay_ms)
+            # Dies with the benchmark, also when a broker fails to start.
+            proxy = NetDelay(args.netdelay, f"127.0.0.1:{b.port}", args.delay_ms,
+                             popen=lambda cmd, **kw: subprocess.Popen(cmd, preexec_fn=_pdeathsig, **kw))
         else:
             proxy = DelayProxy("127.0.0.1", b.port, args.delay_ms).start()
         proxies.append(proxy)
