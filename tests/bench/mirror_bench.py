@@ -4,7 +4,10 @@ asserts nothing.
 
 The source region's Kafka address is advertised through a user-space proxy that delays
 each direction by --delay-ms (40 ms: an 80 ms round trip, as between continents), so the
-mirror in the target region crosses it for every fetch. In one run, --runs times each:
+mirror in the target region crosses it for every fetch. The proxy is
+`quiver-netdelay` (tests/netdelay, built with the workspace; --netdelay PATH, by default
+next to --binary); `--proxy python` uses tests/e2e/delayproxy.py instead, the end-to-end
+tests' proxy, which spends more CPU on the same traffic. In one run, --runs times each:
 
 1. Local produce: N records of --size bytes produced into the target region by a
    librdkafka producer on this machine (20 partitions) — what the target can take in.
@@ -23,14 +26,22 @@ default target/bench/mirror.json). Figures go in docs/perf.md.
 
 --transports compares the two ways a mirror reaches a Quiver source, --via kafka and
 --via quic, at 0% and then --loss % (1) packet loss, instead of the above. It needs root:
-the two regions are network namespaces (tests/e2e/netns.py), the source region's egress
-delayed by netem when the kernel has it (2 x --delay-ms: the same round trip as above;
-without netem no delay is added, and the output says so) and the loss cut into the
-source region with nftables (Topology.loss), inside namespaces the script made and
-removes. Each phase mirrors --transport-records records of --size bytes (JSON-like text,
-so compression has something to do; 20 partitions) already in a source topic of its own,
-and reports MB/s from mirror creation until every record is copied, the bytes the source
-region sent for it, and the target broker's CPU.
+the two regions are network namespaces (tests/e2e/netns.py) and the loss is cut into the
+source region with nftables (Topology.loss: that share of the packets crossing its
+interface, each way), inside namespaces the script made and removes. The delay
+(--link, default `proxy`) comes from two quiver-netdelay processes in the source region,
+--delay-ms each way: one for TCP in front of its Kafka listener, one for UDP in front of
+its cluster (QUIC) port; the source advertises both, so every connection of either
+transport crosses them. The loss is the network's, not the proxy's, for both transports
+alike; a QUIC connection runs end to end through the UDP proxy, so it sees the loss on an
+80 ms round trip, while the TCP proxy ends each TCP connection, so TCP recovers from a
+loss on its sub-millisecond hop to the proxy (the Kafka figures under loss are a best
+case). `--link netem` is the older mode: netem delay on the source region's egress when
+the kernel has it, none otherwise. Every phase mirrors the same --transport-records
+records of --size bytes (JSON-like text, so compression has something to do; 20
+partitions, produced once) into a target topic of its own (a source alias per phase,
+deleted after the phase), and reports MB/s from mirror creation until every record is
+copied, the bytes the source region sent for it, and the target broker's CPU.
 
     sudo python3 tests/bench/mirror_bench.py --transports --binary target/release/quiver
 """
@@ -41,7 +52,9 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -52,11 +65,41 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from broker_bench import log, machine_info, proc_cpu_seconds  # noqa: E402
+from broker_bench import _pdeathsig, log, machine_info, proc_cpu_seconds  # noqa: E402
 from transform_bench import Broker  # noqa: E402
 from delayproxy import DelayProxy  # noqa: E402
 
 PARTITIONS = 20
+
+
+class NetDelay:
+    """A quiver-netdelay process: forwards to `upstream` (HOST:PORT) after `delay_ms`
+    each way; ready once it has printed its address. `popen` starts it (a namespace's
+    popen in --transports)."""
+
+    def __init__(self, binary: str, upstream: str, delay_ms: float, listen: str = "127.0.0.1:0",
+                 udp: bool = False, popen=subprocess.Popen):
+        cmd = [binary, "--listen", listen, "--upstream", upstream, "--delay-ms", f"{delay_ms:g}"]
+        if udp:
+            cmd.append("--udp")
+        self.proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise SystemExit(f"quiver-netdelay did not start: {self.proc.stderr.read().strip()}")
+        self.address = line.split()[-1]
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def stop(self) -> str:
+        """Stops the proxy; returns what it forwarded (its last words on stderr)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return (err or "").strip()
 
 
 def create(bootstrap: str, name: str, config: dict | None = None):
@@ -128,6 +171,7 @@ def latency_phase(args, source: Broker, target: Broker, topic: str, name: str, r
 
 def one_run(args, source: Broker, target: Broker) -> dict:
     tag = uuid.uuid4().hex[:6]
+    load_start = os.getloadavg()[0]
     local, topic, lat = f"local-{tag}", f"orders-{tag}", f"lat-{tag}"
     create(target.bootstrap, local)
     create(source.bootstrap, topic)
@@ -187,6 +231,7 @@ def one_run(args, source: Broker, target: Broker) -> dict:
         "latency_rate_rec_s": rate, "latency_p50_ms": half["latency_p50_ms"],
         "latency_p99_ms": half["latency_p99_ms"],
         "modest_p50_ms": modest["latency_p50_ms"], "modest_p99_ms": modest["latency_p99_ms"],
+        "load_start": load_start, "load_end": os.getloadavg()[0],
     }
 
 
@@ -197,29 +242,32 @@ WORDS = ("paid shipped pending refunded express standard gift fragile warehouse 
 
 def text_payload(i: int, size: int) -> bytes:
     """An order-like JSON record of `size` bytes, its words and numbers drawn at random
-    (seeded by i): compressible as real records are, not as a repeated string is."""
+    (seeded by i): compressible as real records are, not as a repeated string is. Every
+    third word is a number; drawn in bulk, as a million of them are made per run."""
     rng = random.Random(i)
     base = (f'{{"order":{i},"customer":"c-{rng.randrange(10**6)}","total":"{rng.random() * 1000:.2f}",'
             f'"ts":{1_700_000_000_000 + rng.randrange(10**9)},"note":"').encode()
-    words = []
-    while len(base) + sum(len(w) + 1 for w in words) < size:
-        words.append(rng.choice(WORDS) if rng.random() < 0.7 else str(rng.randrange(10**6)))
+    words = rng.choices(WORDS, k=size // 5 + 1)
+    for j in range(0, len(words), 3):
+        words[j] = str(rng.randrange(10**6))
     return (base + " ".join(words).encode())[:size - 2] + b'"}'
 
 
 def transports(args):
     """--via kafka vs --via quic, at 0 % and --loss % packet loss, in network namespaces."""
-    import subprocess
     import tempfile
     import http.client
     from netns import Topology
 
     binary = os.path.abspath(args.binary)
+    proxied = args.link == "proxy"
     tmp = tempfile.mkdtemp(prefix="quiver-mirror-transports-")
     topo = Topology(["east", "west"])
-    procs = {}
+    procs, proxies = {}, {}
     try:
         ea, wa = topo.addr("east"), topo.addr("west")
+        # The source's addresses as the target reaches them: its own, or the proxies'.
+        kafka_at, quic_at = (f"{ea}:19092", f"{ea}:19093") if proxied else (f"{ea}:9092", f"{ea}:9093")
         for cid in ("us-east", "eu-west"):
             subprocess.run([binary, "cluster", "certs", "--cluster-id", cid, "--brokers", "0",
                             "--out", f"{tmp}/{cid}"], check=True, capture_output=True)
@@ -233,7 +281,21 @@ def transports(args):
             out = open(f"{tmp}/{cid}.log", "wb")
             return topo.popen(host, cmd, stdout=out, stderr=subprocess.STDOUT)
 
-        procs["east"] = serve("east", "us-east", ea, {"cluster.mirror_clients_ca": f"{tmp}/eu-west/ca.pem"})
+        def link(delay_ms):
+            """(Re)starts the source region's proxies with `delay_ms` each way."""
+            for p in proxies.values():
+                p.stop()
+            popen = lambda cmd, **kw: topo.popen("east", cmd, **kw)  # noqa: E731
+            proxies["tcp"] = NetDelay(args.netdelay, f"{ea}:9092", delay_ms, kafka_at, popen=popen)
+            proxies["udp"] = NetDelay(args.netdelay, f"{ea}:9093", delay_ms, quic_at, udp=True, popen=popen)
+
+        east_sets = {"cluster.mirror_clients_ca": f"{tmp}/eu-west/ca.pem"}
+        if proxied:
+            # Metadata and the mirror channel's broker list then name the proxies, so a
+            # mirror never learns a way around the link.
+            east_sets.update({"kafka.advertised_port": "19092", "cluster.advertised": quic_at})
+            link(0)
+        procs["east"] = serve("east", "us-east", ea, east_sets)
         procs["west"] = serve("west", "eu-west", wa, {})
         clients = topo.thread()
 
@@ -268,52 +330,67 @@ def transports(args):
         n, size = args.transport_records, args.size
         phases = [(via, loss, run) for run in range(args.runs) for loss in (0, args.loss)
                   for via in ("kafka", "quic")]
-        topics = {ph: f"t-{ph[0]}-{ph[1]}-{ph[2]}" for ph in phases}
+        topic = "orders"
 
         def fill():
-            for t in topics.values():
-                create(f"{ea}:9092", t)
-                p = Producer({"bootstrap.servers": f"{ea}:9092", "linger.ms": 20, "batch.size": 1 << 20,
-                              "queue.buffering.max.messages": 1000000, "acks": "all",
-                              "compression.type": "none"})
-                for i in range(n):
-                    while True:
-                        try:
-                            p.produce(t, value=text_payload(i, size), key=b"k%d" % i, partition=i % PARTITIONS)
-                            break
-                        except BufferError:
-                            p.poll(0.01)
-                if p.flush(600):
-                    raise SystemExit("records not acknowledged")
-        log(f"producing {len(topics)} x {n} records into the source")
+            create(f"{ea}:9092", topic)
+            p = Producer({"bootstrap.servers": f"{ea}:9092", "linger.ms": 20, "batch.size": 1 << 20,
+                          "queue.buffering.max.messages": 1000000, "acks": "all",
+                          "compression.type": "none"})
+            for i in range(n):
+                while True:
+                    try:
+                        p.produce(topic, value=text_payload(i, size), key=b"k%d" % i, partition=i % PARTITIONS)
+                        break
+                    except BufferError:
+                        p.poll(0.01)
+            if p.flush(600):
+                raise SystemExit("records not acknowledged")
+        log(f"producing {n} records into the source")
+        # Through the proxies without delay: the source advertises them.
         clients.run(fill, timeout=3600)
-        netem = topo.run("east", ["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay",
-                                  f"{2 * args.delay_ms:g}ms", "limit", "100000"], check=False)
-        added_rtt = 2 * args.delay_ms if netem.returncode == 0 else 0
-        if netem.returncode != 0:
-            log(f"no delay added (netem: {netem.stderr.strip()}): the regions are one bridge apart")
+        if proxied:
+            link(args.delay_ms)
+            added_rtt, how = 2 * args.delay_ms, "quiver-netdelay, TCP and UDP"
+        else:
+            netem = topo.run("east", ["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay",
+                                      f"{2 * args.delay_ms:g}ms", "limit", "100000"], check=False)
+            added_rtt, how = (2 * args.delay_ms if netem.returncode == 0 else 0), "netem"
+            if netem.returncode != 0:
+                log(f"no delay added (netem: {netem.stderr.strip()}): the regions are one bridge apart")
         ca = open(f"{tmp}/us-east/ca.pem").read()
 
         def tx_bytes():
             out = topo.run("east", ["ip", "-s", "-j", "link", "show", "eth0"]).stdout
             return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
+        def drop_target(name):
+            a = AdminClient({"bootstrap.servers": f"{wa}:9092"})
+            for f in a.delete_topics([name]).values():
+                try:
+                    f.result(60)
+                except Exception:
+                    pass
+
         results = []
         current_loss = 0
-        for via, loss, run in phases:
+        for i, (via, loss, run) in enumerate(phases):
             if loss != current_loss:
                 if loss:
                     topo.loss("east", loss)
                 else:
                     topo.heal("east")
                 current_loss = loss
-            topic, name = topics[(via, loss, run)], f"m-{via}-{loss}-{run}"
-            body = {"name": name, "source_alias": "us-east", "topics": topic, "via": via,
-                    "discovery_interval_ms": 500,
-                    "source": f"{ea}:9093" if via == "quic" else f"{ea}:9092"}
+            # A source alias per phase: each phase copies the whole topic into a target
+            # topic of its own.
+            alias, name = f"p{i}", f"m-{via}-{loss}-{run}"
+            body = {"name": name, "source_alias": alias, "topics": topic, "via": via,
+                    "discovery_interval_ms": 500, "source": quic_at if via == "quic" else kafka_at}
             if via == "quic":
                 body["source_ca"] = ca
             tx0, cpu0 = tx_bytes(), proc_cpu_seconds(procs["west"].pid)
+            # The link's own CPU: on a real network, this work is the NICs' and routers'.
+            link_cpu0 = sum(proc_cpu_seconds(p.proc.pid) for p in proxies.values())
             t0 = time.monotonic()
             status, reply = api(wa, "POST", "/v1/mirrors", json.dumps(body).encode())
             if status != 201:
@@ -325,25 +402,36 @@ def transports(args):
                 if sum(p["position"] for p in parts) >= n:
                     break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{name} did not finish in {args.phase_timeout} s: {report}")
+                    # Figures of what it copied: a mirror that stalls is a result too.
+                    log(f"{name} did not finish in {args.phase_timeout:g} s")
+                    break
                 time.sleep(0.05)
             elapsed = time.monotonic() - t0
+            copied = min(n, sum(p["position"] for p in parts))
             r = {"via": via, "loss_percent": loss, "run": run + 1, "seconds": elapsed,
-                 "mb_s": n * size / 1e6 / elapsed, "source_tx_mb": (tx_bytes() - tx0) / 1e6,
+                 "copied": copied, "finished": copied >= n, "mb_s": copied * size / 1e6 / elapsed, "source_tx_mb": (tx_bytes() - tx0) / 1e6,
                  "target_cpu_s": proc_cpu_seconds(procs["west"].pid) - cpu0,
-                 "restarts": report.get("restarts")}
+                 "link_cpu_s": sum(proc_cpu_seconds(p.proc.pid) for p in proxies.values()) - link_cpu0,
+                 "restarts": report.get("restarts"), "load_avg": os.getloadavg()[0]}
             log(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
             results.append(r)
             api(wa, "DELETE", f"/v1/mirrors/{name}")
+            clients.run(drop_target, f"{alias}.{topic}", timeout=120)
     finally:
+        for name, p in proxies.items():
+            log(f"proxy ({name}): {p.stop()}")
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait(30)
         topo.close()
+        # The regions' data (gigabytes with the default record count); the logs stay.
+        for cid in ("us-east", "eu-west"):
+            shutil.rmtree(f"{tmp}/{cid}-data", ignore_errors=True)
     print(f"\nmirror transports: {n} records of {size} B (JSON-like text) per phase, {PARTITIONS} partitions, "
-          f"{added_rtt:g} ms added round trip (netem), median (min..max) of {args.runs}")
-    print(f"  {'transport':<10} {'loss':>5} {'MB/s':>22} {'source sent, MB':>22} {'target CPU s':>22}")
+          f"{added_rtt:g} ms added round trip ({how}), loss by nftables, median (min..max) of {args.runs}")
+    print(f"  {'transport':<10} {'loss':>5} {'MB/s':>22} {'source sent, MB':>22} {'target CPU s':>22}"
+          f" {'proxy CPU s':>22} {'seconds':>22}")
     for loss in (0, args.loss):
         for via in ("kafka", "quic"):
             rs = [r for r in results if (r["via"], r["loss_percent"]) == (via, loss)]
@@ -351,10 +439,12 @@ def transports(args):
             def fmt(k):
                 v = [r[k] for r in rs]
                 return f"{statistics.median(v):.3g} ({min(v):.3g}..{max(v):.3g})"
-            print(f"  {via:<10} {loss:>4}% {fmt('mb_s'):>22} {fmt('source_tx_mb'):>22} {fmt('target_cpu_s'):>22}")
+            unfinished = sum(not r["finished"] for r in rs)
+            print(f"  {via:<10} {loss:>4}% {fmt('mb_s'):>22} {fmt('source_tx_mb'):>22} {fmt('target_cpu_s'):>22}"
+                  f" {fmt('link_cpu_s'):>22} {fmt('seconds'):>22}" + (f"  {unfinished} of {len(rs)} did not finish" if unfinished else ""))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"machine": machine_info(), "args": vars(args), "added_rtt_ms": added_rtt,
+        json.dump({"machine": machine_info(), "args": vars(args), "added_rtt_ms": added_rtt, "link": how,
                    "phases": results}, f, indent=2)
 
 
@@ -373,9 +463,21 @@ def main():
     ap.add_argument("--transports", action="store_true",
                     help="compare --via kafka and --via quic at 0%% and --loss %% packet loss (root)")
     ap.add_argument("--loss", type=int, default=1)
-    ap.add_argument("--transport-records", type=int, default=20_000)
-    ap.add_argument("--phase-timeout", type=float, default=600.0)
+    ap.add_argument("--transport-records", type=int, default=1_000_000)
+    ap.add_argument("--phase-timeout", type=float, default=300.0,
+                    help="--transports: a phase ends after this long, finished or not")
+    ap.add_argument("--link", choices=("proxy", "netem"), default="proxy",
+                    help="--transports: the delay from quiver-netdelay (TCP and UDP), or from netem")
+    ap.add_argument("--proxy", choices=("rust", "python"), default="rust",
+                    help="the delaying proxy of the default mode: quiver-netdelay or delayproxy.py")
+    ap.add_argument("--netdelay", default=None,
+                    help="the quiver-netdelay binary (default: next to --binary)")
     args = ap.parse_args()
+    if args.netdelay is None:
+        args.netdelay = os.path.join(os.path.dirname(os.path.abspath(args.binary)), "quiver-netdelay")
+    args.netdelay = os.path.abspath(args.netdelay)
+    if (args.proxy == "rust" or args.transports) and not os.access(args.netdelay, os.X_OK):
+        raise SystemExit(f"no quiver-netdelay at {args.netdelay} (cargo build; or --netdelay PATH)")
     if args.transports:
         if args.out == "target/bench/mirror.json":
             args.out = "target/bench/mirror-transports.json"
@@ -385,7 +487,12 @@ def main():
     proxies = []
 
     def linked(b):
-        proxy = DelayProxy("127.0.0.1", b.port, args.delay_ms).start()
+        if args.proxy == "rust":
+            # Dies with the benchmark, also when a broker fails to start.
+            proxy = NetDelay(args.netdelay, f"127.0.0.1:{b.port}", args.delay_ms,
+                             popen=lambda cmd, **kw: subprocess.Popen(cmd, preexec_fn=_pdeathsig, **kw))
+        else:
+            proxy = DelayProxy("127.0.0.1", b.port, args.delay_ms).start()
         proxies.append(proxy)
         b.link = proxy
         return {"kafka.advertised_port": str(proxy.port)}
@@ -407,7 +514,9 @@ def main():
         source.close()
         target.close()
         for p in proxies:
-            p.stop()
+            said = p.stop()
+            if said:
+                log(f"proxy: {said}")
 
     def med(k):
         vals = [r[k] for r in runs if r[k] is not None]
