@@ -433,10 +433,11 @@ impl Work {
                 return Ok(());
             }
         }
-        match self
-            .plugins
-            .open_transform(&self.spec.plugin, self.spec.init_config())
-        {
+        match self.plugins.open_transform(
+            &self.spec.plugin,
+            self.spec.init_config(),
+            &self.spec.limits,
+        ) {
             Ok(session) => {
                 self.report.lock().plugin_version = session.version();
                 self.session = Some(session);
