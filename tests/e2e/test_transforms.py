@@ -213,7 +213,8 @@ def test_lifecycle_with_the_cli_and_the_api(broker_factory):
                  "records:    3000 in, 3000 out, 0 dead letters, 0 errors, lag 0"):
         assert line in text.splitlines(), (line, text)
     for p in range(3):
-        assert re.search(rf"^\s+{p} running\s+{counts[p]}\s+{counts[p]}\s+0\s+\d+\s+{counts[p]}\s+{counts[p]}\s*$",
+        # ... EPOCH: the input partition's first leader epoch, 0
+        assert re.search(rf"^\s+{p} running\s+{counts[p]}\s+{counts[p]}\s+0\s+\d+\s+{counts[p]}\s+{counts[p]}\s+0\s*$",
                          text, re.M), text
     assert re.search(r"^latency:    p50 \d+ ms, p99 \d+ ms \(", text, re.M), text
 

@@ -255,6 +255,8 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
         "not_running_here"
     } else if any("failed") {
         "failed"
+    } else if any("fenced") {
+        "fenced"
     } else if any("stopped") {
         "stopped"
     } else if any("waiting") {

@@ -171,6 +171,7 @@ fn print_describe(v: &Value) {
         "P99 MS",
         "IN",
         "OUT",
+        "EPOCH",
         "REASON",
     ]);
     for p in v["partitions"].as_array().into_iter().flatten() {
@@ -183,6 +184,7 @@ fn print_describe(v: &Value) {
             "latency_p99_ms",
             "records_in",
             "records_out",
+            "producer_epoch",
         ]
         .map(|k| cell(&p[k]))
         .to_vec();
