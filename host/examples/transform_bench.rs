@@ -168,7 +168,8 @@ fn main() -> anyhow::Result<()> {
             .collect();
         config.push(("quiver.input".into(), "in".into()));
         config.push(("quiver.outputs".into(), "out".into()));
-        let mut session = plugins.open_transform(case.plugin, config.clone())?;
+        let mut session =
+            plugins.open_transform(case.plugin, config.clone(), &Default::default())?;
         let pairs: Vec<(&str, &str)> = config
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -633,7 +633,9 @@ fn spawn_reconciler(broker: Arc<Broker>, plugins: Arc<Plugins>) -> tokio::task::
             let (b, p) = (broker.clone(), plugins.clone());
             let applied = tokio::task::spawn_blocking(move || {
                 p.sync(&state.plugins);
-                b.reconcile(&state)
+                // Not `state`: the sync may have taken seconds (compiling a component)
+                // while the replicas moved on with newer metadata.
+                b.reconcile_latest()
             });
             match applied.await {
                 Ok(Ok(())) => {}

@@ -18,7 +18,10 @@
   the record, position stays, resume stops there again);
 - hostile plugins (loop, memory bomb, amplification) end in a defined state naming the
   cause, while a Kafka producer and consumer on the same input topic keep working and
-  the broker neither exits nor panics.
+  the broker neither exits nor panics;
+- limits per transform: two transforms of one plugin with different memory or output
+  caps get their own (one stops at its cap, the other writes every record), describe
+  shows each limit and whose setting it is, and out-of-range limits are refused.
 
 Every assertion is on what a client or the operator sees: the records in the topics and
 what the admin API / CLI report. Record counts: QUIVER_TRANSFORM_RECORDS (default
@@ -210,7 +213,8 @@ def test_lifecycle_with_the_cli_and_the_api(broker_factory):
                  "records:    3000 in, 3000 out, 0 dead letters, 0 errors, lag 0"):
         assert line in text.splitlines(), (line, text)
     for p in range(3):
-        assert re.search(rf"^\s+{p} running\s+{counts[p]}\s+{counts[p]}\s+0\s+\d+\s+{counts[p]}\s+{counts[p]}\s*$",
+        # ... EPOCH: the input partition's first leader epoch, 0
+        assert re.search(rf"^\s+{p} running\s+{counts[p]}\s+{counts[p]}\s+0\s+\d+\s+{counts[p]}\s+{counts[p]}\s+0\s*$",
                          text, re.M), text
     assert re.search(r"^latency:    p50 \d+ ms, p99 \d+ ms \(", text, re.M), text
 
@@ -409,6 +413,15 @@ REFUSED = [
     ({"dead_letter": "IN"}, 400, "invalid_transform",
      "output topic 'IN' is the input topic and cannot be the dead-letter topic"),
     ({"max_amplification": 0}, 400, "invalid_transform", "max_amplification must be at least 1"),
+    ({"max_memory_bytes": 0}, 400, "invalid_transform",
+     "max_memory_bytes 0 is out of range: must be between 1048576 and 4294967296"),
+    ({"max_memory_bytes": 128 << 20}, 400, "invalid_transform",
+     "max_memory_bytes 134217728 is out of range: more than this broker's plugins.max_memory_bytes (67108864)"),
+    ({"call_timeout_ms": 0}, 400, "invalid_transform", "call_timeout_ms 0 is out of range: must be between 1 and 600000"),
+    ({"call_timeout_ms": 600_001}, 400, "invalid_transform",
+     "call_timeout_ms 600001 is out of range: must be between 1 and 600000"),
+    ({"max_output_bytes": 0}, 400, "invalid_transform",
+     "max_output_bytes 0 is out of range: must be between 1 and 1073741824"),
     ({"plugin": "nope"}, 404, "unknown_plugin",
      "plugin 'nope' is not deployed; deploy it with `quiver plugin deploy nope --kind transform --file …`"),
     ({"plugin": "part"}, 422, "wrong_kind", "plugin 'part' is a partitioner, not a transform"),
@@ -504,6 +517,16 @@ def test_refused_deploys_say_why(broker_factory):
         (["--name", "t", "--plugin", "redact", "--input", src, "--output", dst, "--config", "paths=a",
           "--max-amplification", "0"],
          "max_amplification must be at least 1 (invalid_transform, HTTP 400)"),
+        (["--name", "t", "--plugin", "redact", "--input", src, "--output", dst, "--config", "paths=a",
+          "--max-memory-bytes", "0"],
+         "max_memory_bytes 0 is out of range: must be between 1048576 and 4294967296 (invalid_transform, HTTP 400)"),
+        (["--name", "t", "--plugin", "redact", "--input", src, "--output", dst, "--config", "paths=a",
+          "--max-memory-bytes", str(128 << 20)],
+         "max_memory_bytes 134217728 is out of range: more than this broker's plugins.max_memory_bytes (67108864) "
+         "(invalid_transform, HTTP 400)"),
+        (["--name", "t", "--plugin", "redact", "--input", src, "--output", dst, "--config", "paths=a",
+          "--call-timeout-ms", "0"],
+         "call_timeout_ms 0 is out of range: must be between 1 and 600000 (invalid_transform, HTTP 400)"),
     ]
     for args, message in cli_cases:
         proc = transform_cli(broker, "deploy", *args, check=False)
@@ -1238,3 +1261,65 @@ def test_hostile_transforms_are_contained(broker_factory, behaviour, policy):
         h = dict(headers)
         assert re.fullmatch(f"plugin 'h' {cause}", h["quiver.error"].decode()), h
         assert h["quiver.input.offset"] == key.split(b"-")[1], h
+
+
+# --- 7. limits per transform --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_limits_are_per_transform(broker_factory):
+    """Three transforms of one plugin deployment (its deadline raised to 2000 ms): one
+    with a 16 MiB memory cap of its own runs a memory bomb and stops at the cap; one
+    with a 1 KiB output cap of its own writes 50 copies of each record and stops at
+    the cap; one with the same config and the plugin's limits writes every copy.
+    describe shows each limit in force and whose setting it is."""
+    broker = broker_factory()
+    api = TransformApi(broker.admin)
+    src, small_mem, small_out, full = (unique_topic(t) for t in ("in", "mem", "out", "full"))
+    for t in (src, small_mem, small_out, full):
+        create_topic(broker, t, 1)
+    deploy_transform_plugin(broker, "h", "transform-hostile", "--call-timeout-ms", "2000")
+    records = numbered_records(40, 1, int(time.time() * 1000))
+    produce(broker.bootstrap, src, records)
+
+    proc = transform_cli(broker, "deploy", "--name", "mem", "--plugin", "h", "--input", src, "--output", small_mem,
+                         "--config", "behaviour=memory-bomb", "--max-memory-bytes", str(16 << 20), "--json")
+    assert json.loads(proc.stdout)["limits"] == {
+        "max_memory_bytes": {"value": 16 << 20, "source": "transform"},
+        "call_timeout_ms": {"value": 2000, "source": "plugin"},
+        "max_output_bytes": {"value": 16 << 20, "source": "broker"}}, proc.stdout
+    amplify = {"behaviour": "amplify", "factor": "50"}
+    r = api.deploy_transform({"name": "out", "plugin": "h", "input": src, "outputs": [small_out], "config": amplify,
+                              "max_output_bytes": 1024})
+    assert r.status == 201, r
+    assert r.body["limits"]["max_output_bytes"] == {"value": 1024, "source": "transform"}, r.body
+    r = api.deploy_transform({"name": "full", "plugin": "h", "input": src, "outputs": [full], "config": amplify})
+    assert r.status == 201, r
+    assert r.body["limits"] == {
+        "max_memory_bytes": {"value": 64 << 20, "source": "broker"},
+        "call_timeout_ms": {"value": 2000, "source": "plugin"},
+        "max_output_bytes": {"value": 16 << 20, "source": "broker"}}, r.body
+
+    # the memory bomb traps at its own cap (well under the broker's 64 MiB) and stops
+    p = wait_all_in_state(api, "mem", 1, ("stopped", "failed"), timeout=60)["partitions"][0]
+    m = re.fullmatch(r"input record at offset 0 failed: plugin 'h' trapped: forcing trap when growing memory to "
+                     r"(\d+) bytes", p.get("reason", ""))
+    assert p["state"] == "stopped" and m, p
+    assert (16 << 20) < int(m.group(1)) <= (32 << 20), p
+    # 50 copies of one record are more than 1 KiB of output
+    p = wait_all_in_state(api, "out", 1, ("stopped", "failed"), timeout=60)["partitions"][0]
+    assert p["state"] == "stopped" and re.fullmatch(
+        r"input record at offset 0 failed: plugin 'h' returned bad output: returned \d+ bytes of output, "
+        r"more than the 1024 allowed", p.get("reason", "")), p
+    # the same plugin and config with the plugin's limits: every copy, in order
+    body = wait_caught_up(api, "full", {0: 40}, timeout=60, broker=broker)
+    assert (body["status"], body["records_in"], body["records_out"]) == ("running", 40, 2000), body
+    got = [(k, v, h, ts) for _, k, v, h, ts in read_topic(broker.bootstrap, full, 1)[0]]
+    assert got == [(r["key"], r["value"], r["headers"], r["timestamp"]) for r in records for _ in range(50)]
+    for topic in (small_mem, small_out):
+        assert read_topic(broker.bootstrap, topic, 1)[0] == [], f"{topic}: a stopped transform wrote output"
+
+    text = transform_cli(broker, "describe", "mem").stdout
+    assert f"limits:     memory {16 << 20} bytes (transform), call timeout 2000 ms (plugin), output {16 << 20} " \
+           "bytes (broker)" in text, text
+    assert broker.alive() and broker.panics() == []

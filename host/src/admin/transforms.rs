@@ -20,8 +20,10 @@ use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::broker::now_ms;
 use crate::controller::state::{Command, StateError};
-use crate::plugin::Kind;
-use crate::transform::spec::{OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPLIFICATION};
+use crate::plugin::{Kind, LimitOverrides};
+use crate::transform::spec::{
+    validate_limits, OnError, StartFrom, TransformSpec, DEFAULT_MAX_AMPLIFICATION,
+};
 
 /// How long a pause or removal waits for this broker's tasks to finish their step.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +57,15 @@ pub(super) struct DeployBody {
     dead_letter: Option<String>,
     #[serde(default)]
     max_amplification: Option<u32>,
+    /// Memory cap of this transform's plugin instances, bytes (over the plugin's).
+    #[serde(default)]
+    max_memory_bytes: Option<u64>,
+    /// Deadline of one plugin call, ms (over the plugin's).
+    #[serde(default)]
+    call_timeout_ms: Option<u64>,
+    /// Largest output of one plugin call, bytes (over the plugin's).
+    #[serde(default)]
+    max_output_bytes: Option<u64>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -85,8 +96,9 @@ async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
     super::commit(state, command, refused).await
 }
 
-/// The spec of a deploy request, checked against itself.
-fn spec_of(body: DeployBody) -> Result<TransformSpec, ApiError> {
+/// The spec of a deploy request, checked against itself and against this broker's
+/// memory cap for plugin instances (`broker_max_memory`).
+fn spec_of(body: DeployBody, broker_max_memory: u64) -> Result<TransformSpec, ApiError> {
     let from = match body.from.as_deref() {
         None => StartFrom::Earliest,
         Some(s) => s.parse::<StartFrom>().map_err(invalid)?,
@@ -131,8 +143,14 @@ fn spec_of(body: DeployBody) -> Result<TransformSpec, ApiError> {
         paused: false,
         created_ms: now_ms(),
         restarts: 0,
+        limits: LimitOverrides {
+            max_memory_bytes: body.max_memory_bytes,
+            call_timeout_ms: body.call_timeout_ms,
+            max_output_bytes: body.max_output_bytes,
+        },
     };
     spec.validate().map_err(|e| invalid(e.to_string()))?;
+    validate_limits(&spec.limits, broker_max_memory).map_err(|e| invalid(e.to_string()))?;
     Ok(spec)
 }
 
@@ -148,7 +166,7 @@ pub(super) async fn deploy(
         StatusCode::BAD_REQUEST => invalid(format!("the request body: {}", e.message)),
         _ => e,
     })?;
-    let spec = spec_of(body)?;
+    let spec = spec_of(body, state.broker.config().plugins.max_memory_bytes)?;
     let metadata = state.broker.metadata();
     if metadata.transforms.contains_key(&spec.name) {
         return Err(refused(&StateError::TransformExists(spec.name)).expect("answered"));
@@ -164,9 +182,14 @@ pub(super) async fn deploy(
             format!("topic '{topic}' does not exist; create it before deploying the transform"),
         ));
     }
-    let (config, spec_plugin) = (spec.init_config(), spec.plugin.clone());
+    // Init runs within the transform's own limits: a transform whose plugin cannot
+    // even start within them is refused now, not failed later.
+    let (config, spec_plugin, limits) =
+        (spec.init_config(), spec.plugin.clone(), spec.limits.clone());
     super::try_init(&state, &spec.plugin, move |plugins| {
-        plugins.open_transform(&spec_plugin, config).map(drop)
+        plugins
+            .open_transform(&spec_plugin, config, &limits)
+            .map(drop)
     })
     .await?;
     let name = spec.name.clone();
@@ -232,6 +255,8 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
         "not_running_here"
     } else if any("failed") {
         "failed"
+    } else if any("fenced") {
+        "fenced"
     } else if any("stopped") {
         "stopped"
     } else if any("waiting") {
@@ -262,6 +287,9 @@ fn describe_one(state: &AdminState, name: &str) -> Result<Value, ApiError> {
         "on_error": on_error,
         "dead_letter": dead_letter,
         "max_amplification": spec.max_amplification,
+        // What this broker's instances of the transform run within, and whose setting
+        // each limit is (the transform's, its plugin's, or the broker's default).
+        "limits": state.plugins.transform_limits(&spec.plugin, &spec.limits),
         "paused": spec.paused,
         "created_ms": spec.created_ms,
         "status": status,

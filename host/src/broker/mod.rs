@@ -633,15 +633,33 @@ impl Broker {
 
     /// Applies the latest metadata to this broker's disk, on a blocking thread.
     pub async fn reconcile_now(&self) -> Result<(), TopicError> {
+        tokio::task::block_in_place(|| self.reconcile_latest())
+    }
+
+    /// Applies the metadata as it is when this call's turn comes, read under the
+    /// reconcile lock. Callers that captured a state earlier (before a slow plugin
+    /// sync, say) must not apply it after a newer one: a topic created in between,
+    /// already opened and written here, would look removed, and its logs be deleted.
+    pub fn reconcile_latest(&self) -> Result<(), TopicError> {
+        let mut offsets_led = self.reconciling.lock();
         let state = self.metadata();
-        tokio::task::block_in_place(|| self.reconcile(&state))
+        self.reconcile_locked(&mut offsets_led, &state)
     }
 
     /// Brings hosted replicas in line with `state`: opens replicas newly assigned here
     /// (recovering their logs), applies changed configs, and removes the replicas of
-    /// topics that no longer exist.
+    /// topics that no longer exist. `state` must be the newest (see
+    /// [`reconcile_latest`](Self::reconcile_latest)).
     pub fn reconcile(&self, state: &State) -> Result<(), TopicError> {
         let mut offsets_led = self.reconciling.lock();
+        self.reconcile_locked(&mut offsets_led, state)
+    }
+
+    fn reconcile_locked(
+        &self,
+        offsets_led: &mut BTreeSet<i32>,
+        state: &State,
+    ) -> Result<(), TopicError> {
         let me = self.config.broker.node_id;
         let now = now_ms();
         let current: HashMap<String, Arc<Topic>> = self.topics.read().clone();
@@ -760,7 +778,7 @@ impl Broker {
             .unwrap_or_default();
         let offsets_topic = self.topics.read().get(OFFSETS_TOPIC).cloned();
         if let Some(topic) = offsets_topic {
-            self.coordinate_groups(&topic, &offsets_led, &led);
+            self.coordinate_groups(&topic, offsets_led, &led);
             *offsets_led = led;
         }
         Ok(())

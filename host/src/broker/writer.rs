@@ -8,6 +8,12 @@
 //! (and after any failed write) it asks where that producer's sequence stands there,
 //! and skips what the partition already holds, so a runner that replays records after a
 //! crash or a failover never writes them twice.
+//!
+//! Writers with an internal producer id (a transform partition's) also carry an epoch,
+//! the runner's: a partition that has seen a higher one refuses the batch
+//! (INVALID_PRODUCER_EPOCH), and so does this writer when it asks where its sequence
+//! stands and finds a higher epoch there. That is [`WriteError::Fenced`], never retried:
+//! a newer runner of the same input partition writes now.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,10 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
-use super::remote::Leaders;
+use super::remote::{Leaders, RemoteError};
 use super::{now_ms, Broker};
 use crate::partition::encode::{encode_batch, encode_sequenced_batch, RecordData};
-use crate::partition::{Partition, Role};
+use crate::partition::producer_state::{continues_across_epochs, SequenceError};
+use crate::partition::{AppendError, Partition, Role};
+use kafka_protocol::error::ResponseError;
 
 /// Bytes per appended batch (well under the default `max.message.bytes`).
 const BATCH_BYTES: usize = 512 * 1024;
@@ -33,6 +41,10 @@ pub enum WriteError {
     /// refused or did not answer): worth retrying after a backoff.
     #[error("{0}")]
     Unavailable(String),
+    /// A newer writer with the same producer id and a higher epoch writes to the
+    /// partition: this one must stop (retrying cannot help).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The records cannot be encoded as a batch.
     #[error("encoding records for '{topic}': {reason}")]
     Encode {
@@ -58,6 +70,8 @@ pub struct Appended {
 pub struct Sequence<'a> {
     /// The producer id.
     pub producer_id: i64,
+    /// The producer epoch.
+    pub epoch: i16,
     /// The next sequence number in the partition written to; advanced by the append.
     pub next: &'a mut i32,
 }
@@ -142,11 +156,21 @@ impl ClusterWriter {
         let failed = |e: String| {
             WriteError::Unavailable(format!("writing partition {index} of '{topic}': {e}"))
         };
+        let fenced = |e: String| {
+            WriteError::Fenced(format!(
+                "partition {index} of '{topic}' refused the write: {e}"
+            ))
+        };
         match self.leader(topic, index)? {
             Leader::Local(partition) => {
                 let (info, _) = partition
                     .append_with_acks(&batch, now_ms(), -1)
-                    .map_err(|e| failed(e.to_string()))?;
+                    .map_err(|e| match e {
+                        AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+                            fenced(e.to_string())
+                        }
+                        e => failed(e.to_string()),
+                    })?;
                 self.broker.metrics().produced(
                     partition.topic_name(),
                     batch.len(),
@@ -162,7 +186,13 @@ impl ClusterWriter {
                 .leaders
                 .produce(&self.broker, leader, topic, index, batch)
                 .await
-                .map_err(|e| failed(e.to_string())),
+                .map_err(|e| match e {
+                    RemoteError::Refused {
+                        error: ResponseError::InvalidProducerEpoch,
+                        ..
+                    } => fenced(e.to_string()),
+                    e => failed(e.to_string()),
+                }),
         }
     }
 
@@ -200,16 +230,31 @@ impl ClusterWriter {
     ) -> Result<Appended, WriteError> {
         let mut from = 0usize;
         let (producer, mut next_seq) = match &sequence {
-            Some(s) => (Some(s.producer_id), *s.next),
+            Some(s) => (Some((s.producer_id, s.epoch)), *s.next),
             None => (None, 0),
         };
         let key = (topic.to_string(), index);
-        if let Some(pid) = producer {
+        if let Some((pid, epoch)) = producer {
             if !self.checked.contains(&key) {
                 // A replay: what the partition already holds from this producer is
                 // skipped. Asked once per writer (and after a failed write): from then
                 // on this writer is the producer's only one.
-                if let Some((0, last)) = self.last_sequence(topic, index, pid).await? {
+                let held = match self.last_sequence(topic, index, pid).await? {
+                    Some((theirs, _)) if theirs > epoch => {
+                        return Err(WriteError::Fenced(format!(
+                            "partition {index} of '{topic}' holds producer {pid}'s epoch {theirs}, newer than this writer's {epoch}"
+                        )))
+                    }
+                    // An internal producer's sequence continues across epochs: what an
+                    // older epoch wrote is this writer's to skip too.
+                    Some((theirs, last))
+                        if theirs == epoch || continues_across_epochs(pid) =>
+                    {
+                        Some(last)
+                    }
+                    _ => None,
+                };
+                if let Some(last) = held {
                     let already = i64::from(last) - i64::from(next_seq) + 1;
                     if already > 0 {
                         from = (already as usize).min(records.len());
@@ -256,7 +301,7 @@ impl ClusterWriter {
         records: &[RecordData],
         mut from: usize,
         compression: Compression,
-        producer: Option<i64>,
+        producer: Option<(i64, i16)>,
         next_seq: &mut i32,
         appended: &mut Appended,
     ) -> Result<(), WriteError> {
@@ -274,7 +319,9 @@ impl ClusterWriter {
                 .max(1);
             let chunk = &records[from..from + take];
             let batch = match producer {
-                Some(pid) => encode_sequenced_batch(chunk, compression, (pid, 0, *next_seq)),
+                Some((pid, epoch)) => {
+                    encode_sequenced_batch(chunk, compression, (pid, epoch, *next_seq))
+                }
                 None => encode_batch(chunk, compression),
             }
             .map_err(|e| WriteError::Encode {

@@ -10,7 +10,9 @@ use super::http::{encode, request};
 use super::output::{cell, print_json, Table};
 use super::Admin;
 
+// Parsed once per process: the size of the largest variant does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum TransformCommand {
     /// Run a transform plugin over a topic, writing to output topics (which must exist).
     #[command(after_help = "\
@@ -20,6 +22,8 @@ Examples:
   quiver transform deploy --name clean --plugin redact --input orders --output orders.clean \\
       --config paths=customer.email --dead-letter orders.dlq --wait
   quiver transform deploy --name split --plugin split --input events --output a --output b --json
+  quiver transform deploy --name small --plugin redact --input orders --output orders.clean \\
+      --max-memory-bytes 16777216 --call-timeout-ms 50
 
 Here --output names an output topic, so JSON output is chosen with --json.")]
     Deploy {
@@ -52,6 +56,16 @@ Here --output names an output topic, so JSON output is chosen with --json.")]
         /// Most output records per input record.
         #[arg(long)]
         max_amplification: Option<u32>,
+        /// Memory cap of this transform's plugin instances, bytes (default: the
+        /// plugin's; at most the broker's plugins.max_memory_bytes).
+        #[arg(long)]
+        max_memory_bytes: Option<u64>,
+        /// Deadline of one plugin call, ms (default: the plugin's).
+        #[arg(long)]
+        call_timeout_ms: Option<u64>,
+        /// Largest output of one plugin call, bytes (default: the plugin's).
+        #[arg(long)]
+        max_output_bytes: Option<u64>,
         /// Wait until the transform has caught up with its input (lag 0), showing its
         /// progress on a terminal.
         #[arg(long)]
@@ -123,6 +137,22 @@ fn print_describe(v: &Value) {
         Some(topic) => println!("on error:   dead-letter to {topic}"),
         None => println!("on error:   stop"),
     }
+    let limit = |k: &str, unit: &str| {
+        let l = &v["limits"][k];
+        format!(
+            "{} {unit} ({})",
+            l["value"],
+            l["source"].as_str().unwrap_or("")
+        )
+    };
+    if v["limits"].is_object() {
+        println!(
+            "limits:     memory {}, call timeout {}, output {}",
+            limit("max_memory_bytes", "bytes"),
+            limit("call_timeout_ms", "ms"),
+            limit("max_output_bytes", "bytes")
+        );
+    }
     println!("status:     {}", s("status"));
     println!(
         "records:    {} in, {} out, {} dead letters, {} errors, lag {}",
@@ -141,6 +171,7 @@ fn print_describe(v: &Value) {
         "P99 MS",
         "IN",
         "OUT",
+        "EPOCH",
         "REASON",
     ]);
     for p in v["partitions"].as_array().into_iter().flatten() {
@@ -153,6 +184,7 @@ fn print_describe(v: &Value) {
             "latency_p99_ms",
             "records_in",
             "records_out",
+            "producer_epoch",
         ]
         .map(|k| cell(&p[k]))
         .to_vec();
@@ -194,6 +226,9 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             at_least_once,
             dead_letter,
             max_amplification,
+            max_memory_bytes,
+            call_timeout_ms,
+            max_output_bytes,
             wait,
             wait_timeout,
             admin,
@@ -224,6 +259,15 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             }
             if let Some(n) = max_amplification {
                 body["max_amplification"] = json!(n);
+            }
+            for (k, v) in [
+                ("max_memory_bytes", max_memory_bytes),
+                ("call_timeout_ms", call_timeout_ms),
+                ("max_output_bytes", max_output_bytes),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
             }
             let bytes = serde_json::to_vec(&body).expect("serialisable");
             let v = request(

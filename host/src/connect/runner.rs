@@ -759,6 +759,7 @@ impl Runner {
             let filtered = (records.len() - out.len()) as u64;
             let sequence = spec.exactly_once.then_some(Sequence {
                 producer_id: pos.producer_id,
+                epoch: 0,
                 next: &mut pos.next_sequence,
             });
             let appended = writer

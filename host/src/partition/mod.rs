@@ -873,6 +873,58 @@ mod tests {
     }
 
     #[test]
+    fn an_internal_producer_fenced_by_a_bumped_epoch_keeps_its_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = producer_state::INTERNAL_PRODUCER_IDS + 3;
+        {
+            let p = partition(dir.path(), &[]);
+            // The first runner (epoch 1) writes sequences 0..5.
+            p.append(&idempotent_batch(pid, 1, 0, 3), 0).unwrap();
+            p.append(&idempotent_batch(pid, 1, 3, 2), 0).unwrap();
+            // The runner that took over (epoch 2) replays them: nothing is appended and
+            // each batch gets the offsets it had.
+            let (a, _) = p.append(&idempotent_batch(pid, 2, 0, 3), 0).unwrap();
+            let (b, _) = p.append(&idempotent_batch(pid, 2, 3, 2), 0).unwrap();
+            assert_eq!(
+                (a.base_offset, a.last_offset, b.base_offset, b.last_offset),
+                (0, 2, 3, 4)
+            );
+            assert_eq!(p.log().log_end_offset(), 5, "a replay appends nothing");
+            let (c, _) = p.append(&idempotent_batch(pid, 2, 5, 1), 0).unwrap();
+            assert_eq!(c.base_offset, 5);
+            assert_eq!(p.producer_last_sequence(pid), Some((2, 5)));
+            // Unclean restart below: the state is rebuilt from the log.
+        }
+        let p = partition(dir.path(), &[]);
+        assert_eq!(p.producer_last_sequence(pid), Some((2, 5)));
+        // The old runner is refused, whatever it sends.
+        for batch in [
+            idempotent_batch(pid, 1, 6, 1),
+            idempotent_batch(pid, 1, 0, 3),
+        ] {
+            let e = p.append(&batch, 0).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("producer {pid} epoch 1 is older than the current epoch 2")
+            );
+            assert!(matches!(
+                e,
+                AppendError::Sequence(SequenceError::InvalidEpoch {
+                    epoch: 1,
+                    current: 2,
+                    ..
+                })
+            ));
+        }
+        let (replay, _) = p.append(&idempotent_batch(pid, 2, 3, 2), 0).unwrap();
+        assert_eq!(
+            replay.base_offset, 3,
+            "replays are still recognised after recovery"
+        );
+        assert_eq!(p.log().log_end_offset(), 6);
+    }
+
+    #[test]
     fn producer_state_survives_clean_and_unclean_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let first = idempotent_batch(4, 0, 0, 2);

@@ -10,6 +10,15 @@
 //! The state is derived from the log: it is rebuilt by replaying batch headers, starting
 //! from a snapshot (written at clean shutdown and whenever the log rolls a segment) so
 //! that recovery replays only the tail. Everything here is pure; the partition does I/O.
+//!
+//! Producer ids from [`INTERNAL_PRODUCER_IDS`] on are the broker's own writers (a
+//! transform partition's outputs): their epoch is bumped by every runner that takes
+//! over, to fence the runner before it, but their sequence numbers are derived from
+//! input positions and do not restart. For them a higher epoch continues the same
+//! sequence space (a replay of sequences written under the older epoch is still a
+//! duplicate) while a lower epoch is still refused. Kafka clients get their ids from
+//! InitProducerId, far below that range, and keep Kafka's rules: a new epoch restarts
+//! the sequence at 0.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -19,6 +28,16 @@ use crate::log::batch::BatchHeader;
 
 /// Batches remembered per producer, as Kafka does (max.in.flight.requests ≤ 5).
 pub const BATCHES_PER_PRODUCER: usize = 5;
+
+/// The first producer id of the broker's own writers, whose sequence numbers continue
+/// across epochs (see the module documentation). Ids handed to clients are counted up
+/// from 0 and never get near it.
+pub const INTERNAL_PRODUCER_IDS: i64 = 1 << 62;
+
+/// Whether `producer_id`'s sequence numbers continue across its epochs.
+pub fn continues_across_epochs(producer_id: i64) -> bool {
+    producer_id >= INTERNAL_PRODUCER_IDS
+}
 
 /// Why a batch's producer metadata is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,7 +162,7 @@ impl ProducerStates {
                 current: entry.epoch,
             });
         }
-        if header.producer_epoch > entry.epoch {
+        if header.producer_epoch > entry.epoch && !continues_across_epochs(header.producer_id) {
             // A bumped epoch restarts the sequence.
             if first != 0 {
                 return Err(SequenceError::OutOfOrder {
@@ -193,7 +212,9 @@ impl ProducerStates {
             });
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
-            entry.batches.clear();
+            if !continues_across_epochs(header.producer_id) {
+                entry.batches.clear();
+            }
         }
         entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
         if header.base_sequence < 0 {
@@ -291,6 +312,83 @@ mod tests {
         // A new epoch must start at 0.
         assert!(s.check(&header(7, 3, 4, 1, -1)).is_err());
         assert_eq!(s.check(&header(7, 3, 0, 1, -1)), Ok(Verdict::Append));
+    }
+
+    const INTERNAL: i64 = INTERNAL_PRODUCER_IDS + 7;
+
+    #[test]
+    fn an_internal_producers_bumped_epoch_continues_its_sequence() {
+        let mut s = ProducerStates::default();
+        let a = header(INTERNAL, 1, 0, 3, 0);
+        s.record(&a);
+        s.record(&header(INTERNAL, 1, 3, 2, 3));
+        // The runner that took over (epoch 2) replays what the old one wrote: the same
+        // sequences are duplicates, answered with their offsets, not a new sequence.
+        match s.check(&header(INTERNAL, 2, 0, 3, -1)) {
+            Ok(Verdict::Duplicate(r)) => assert_eq!((r.base_offset, r.last_offset), (0, 2)),
+            other => panic!("{other:?}"),
+        }
+        // It does not restart at 0: the next new sequence is 5.
+        assert_eq!(
+            s.check(&header(INTERNAL, 2, 6, 1, -1)),
+            Err(SequenceError::OutOfOrder {
+                producer_id: INTERNAL,
+                epoch: 2,
+                expected: 5,
+                got: 6
+            })
+        );
+        let next = header(INTERNAL, 2, 5, 1, 5);
+        assert_eq!(s.check(&next), Ok(Verdict::Append));
+        s.record(&next);
+        assert_eq!(s.get(INTERNAL).unwrap().epoch, 2);
+        // Remembered across the bump: the old epoch's batches still answer replays.
+        assert!(matches!(
+            s.check(&header(INTERNAL, 2, 3, 2, -1)),
+            Ok(Verdict::Duplicate(_))
+        ));
+        // The old runner is fenced, even with the next sequence or a duplicate of its own.
+        for (seq, count) in [(6, 1), (0, 3)] {
+            assert_eq!(
+                s.check(&header(INTERNAL, 1, seq, count, -1)),
+                Err(SequenceError::InvalidEpoch {
+                    producer_id: INTERNAL,
+                    epoch: 1,
+                    current: 2
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_clients_bumped_epoch_still_restarts_its_sequence() {
+        // Ids below the internal range keep Kafka's rules, right up to its edge.
+        for pid in [7, INTERNAL_PRODUCER_IDS - 1] {
+            let mut s = ProducerStates::default();
+            s.record(&header(pid, 1, 0, 3, 0));
+            assert_eq!(
+                s.check(&header(pid, 2, 3, 1, -1)),
+                Err(SequenceError::OutOfOrder {
+                    producer_id: pid,
+                    epoch: 2,
+                    expected: 0,
+                    got: 3
+                })
+            );
+            // A replay of the old epoch's batch under the new epoch is not a duplicate.
+            let restart = header(pid, 2, 0, 3, 3);
+            assert_eq!(s.check(&restart), Ok(Verdict::Append));
+            s.record(&restart);
+            assert_eq!(s.get(pid).unwrap().batches.len(), 1, "a new epoch forgets");
+            assert_eq!(
+                s.check(&header(pid, 1, 3, 1, -1)),
+                Err(SequenceError::InvalidEpoch {
+                    producer_id: pid,
+                    epoch: 1,
+                    current: 2
+                })
+            );
+        }
     }
 
     #[test]

@@ -223,6 +223,98 @@ impl Limits {
     }
 }
 
+/// Where one effective limit of a transform's instances comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    /// The transform's own setting.
+    Transform,
+    /// The plugin deployment's override (`quiver plugin deploy --…`).
+    Plugin,
+    /// The broker's `[plugins]` default (or its memory cap, which nothing exceeds).
+    Broker,
+}
+
+/// One effective limit and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourcedLimit {
+    /// The value in force.
+    pub value: u64,
+    /// Whose setting it is.
+    pub source: LimitSource,
+}
+
+/// The effective limits of one transform's plugin instances, each with its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TransformLimits {
+    /// Memory cap per instance, bytes.
+    pub max_memory_bytes: SourcedLimit,
+    /// Deadline per call, ms.
+    pub call_timeout_ms: SourcedLimit,
+    /// Largest output per call, bytes.
+    pub max_output_bytes: SourcedLimit,
+}
+
+impl TransformLimits {
+    /// Resolves a transform's limits: its own setting, else its plugin deployment's
+    /// override, else the broker's default; the memory cap never exceeds the broker's
+    /// `plugins.max_memory_bytes`, whoever asked for more.
+    pub fn resolve(
+        defaults: &PluginsConfig,
+        plugin: &LimitOverrides,
+        transform: &LimitOverrides,
+    ) -> Self {
+        let pick = |t: Option<u64>, p: Option<u64>, d: u64| match (t, p) {
+            (Some(value), _) => SourcedLimit {
+                value,
+                source: LimitSource::Transform,
+            },
+            (None, Some(value)) => SourcedLimit {
+                value,
+                source: LimitSource::Plugin,
+            },
+            (None, None) => SourcedLimit {
+                value: d,
+                source: LimitSource::Broker,
+            },
+        };
+        let mut memory = pick(
+            transform.max_memory_bytes,
+            plugin.max_memory_bytes,
+            defaults.max_memory_bytes,
+        );
+        if memory.value > defaults.max_memory_bytes {
+            memory = SourcedLimit {
+                value: defaults.max_memory_bytes,
+                source: LimitSource::Broker,
+            };
+        }
+        Self {
+            max_memory_bytes: memory,
+            call_timeout_ms: pick(
+                transform.call_timeout_ms,
+                plugin.call_timeout_ms,
+                defaults.call_timeout_ms,
+            ),
+            max_output_bytes: pick(
+                transform.max_output_bytes,
+                plugin.max_output_bytes,
+                defaults.max_output_bytes,
+            ),
+        }
+    }
+
+    /// The limits an instance runs with.
+    pub fn limits(&self, idle_instances: usize) -> Limits {
+        Limits {
+            max_memory_bytes: self.max_memory_bytes.value,
+            call_timeout_ms: self.call_timeout_ms.value,
+            max_output_bytes: self.max_output_bytes.value,
+            idle_instances,
+        }
+    }
+}
+
 /// Where a version's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -376,6 +468,9 @@ pub struct Deployment {
     pub config: Vec<(String, String)>,
     /// Effective limits.
     pub limits: Limits,
+    /// The overrides the version was deployed with (what a transform's own limits
+    /// fall back to, field by field).
+    pub overrides: LimitOverrides,
     /// The plugin's log ring.
     pub log: PluginLog,
     /// Counters.
@@ -561,6 +656,7 @@ impl Plugins {
             version: version.version,
             config: version.config.clone(),
             limits,
+            overrides: version.limits.clone(),
             log,
             metrics: PluginMetrics::default(),
             instantiate_us: AtomicU64::new(0),
@@ -1015,11 +1111,14 @@ impl Plugins {
     }
 
     /// Opens a session of the transform plugin `name` for one running transform:
-    /// `config` is appended to the plugin's own configuration and `init` runs now.
+    /// `config` is appended to the plugin's own configuration, the instances get the
+    /// transform's `limits` (over the deployment's, see [`TransformLimits::resolve`])
+    /// and `init` runs now.
     pub fn open_transform(
         &self,
         name: &str,
         config: Vec<(String, String)>,
+        limits: &LimitOverrides,
     ) -> Result<TransformSession, CallError> {
         let Some(deployment) = self.get(name) else {
             return Err(match self.unloadable.read().get(name) {
@@ -1027,7 +1126,20 @@ impl Plugins {
                 None => CallError::NotDeployed,
             });
         };
-        TransformSession::open(&self.engine, deployment, config)
+        let limits = TransformLimits::resolve(&self.settings, &deployment.overrides, limits)
+            .limits(self.settings.idle_instances);
+        TransformSession::open(&self.engine, deployment, config, limits)
+    }
+
+    /// The limits a transform with `limits` of its own gets on this broker from the
+    /// serving version of the plugin `name` (the broker's defaults under its own
+    /// overrides when the plugin is not loaded here).
+    pub fn transform_limits(&self, name: &str, limits: &LimitOverrides) -> TransformLimits {
+        let plugin = self
+            .get(name)
+            .map(|d| d.overrides.clone())
+            .unwrap_or_default();
+        TransformLimits::resolve(&self.settings, &plugin, limits)
     }
 
     /// Opens a session of the connector plugin `name` for one mirror: `config` is
@@ -1167,12 +1279,18 @@ impl Deployment {
     /// cap as its limiter, and a first call deadline (instantiation runs start
     /// functions).
     fn new_store(&self, engine: &PluginEngine) -> wasmtime::Store<HostState> {
+        self.new_store_with(engine, &self.limits)
+    }
+
+    /// [`new_store`](Self::new_store) with other limits than the deployment's (a
+    /// transform's own).
+    fn new_store_with(&self, engine: &PluginEngine, limits: &Limits) -> wasmtime::Store<HostState> {
         let mut store = wasmtime::Store::new(
             engine.engine(),
-            HostState::new(&self.log, self.limits.max_memory_bytes),
+            HostState::new(&self.log, limits.max_memory_bytes),
         );
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(PluginEngine::ticks(self.limits.call_timeout()));
+        store.set_epoch_deadline(PluginEngine::ticks(limits.call_timeout()));
         store
     }
 
@@ -1255,5 +1373,79 @@ impl Deployment {
         self.metrics.record(records, started.elapsed(), outcome);
         self.judge(&result, max_traps, "");
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(memory: Option<u64>, timeout: Option<u64>, output: Option<u64>) -> LimitOverrides {
+        LimitOverrides {
+            max_memory_bytes: memory,
+            call_timeout_ms: timeout,
+            max_output_bytes: output,
+        }
+    }
+
+    fn sourced(value: u64, source: LimitSource) -> SourcedLimit {
+        SourcedLimit { value, source }
+    }
+
+    #[test]
+    fn a_transforms_limits_override_its_plugins_which_override_the_brokers() {
+        let broker = PluginsConfig::default();
+        let none = LimitOverrides::default();
+        let r = TransformLimits::resolve(&broker, &none, &none);
+        assert_eq!(
+            r,
+            TransformLimits {
+                max_memory_bytes: sourced(64 << 20, LimitSource::Broker),
+                call_timeout_ms: sourced(500, LimitSource::Broker),
+                max_output_bytes: sourced(16 << 20, LimitSource::Broker),
+            }
+        );
+        let plugin = overrides(Some(32 << 20), Some(100), None);
+        let r = TransformLimits::resolve(&broker, &plugin, &overrides(None, Some(50), Some(4096)));
+        assert_eq!(
+            r,
+            TransformLimits {
+                max_memory_bytes: sourced(32 << 20, LimitSource::Plugin),
+                call_timeout_ms: sourced(50, LimitSource::Transform),
+                max_output_bytes: sourced(4096, LimitSource::Transform),
+            }
+        );
+        // A transform may ask for more than its plugin's override, up to the broker's cap.
+        let r = TransformLimits::resolve(&broker, &plugin, &overrides(Some(48 << 20), None, None));
+        assert_eq!(
+            r.max_memory_bytes,
+            sourced(48 << 20, LimitSource::Transform)
+        );
+        assert_eq!(r.call_timeout_ms, sourced(100, LimitSource::Plugin));
+        let limits = r.limits(broker.idle_instances);
+        assert_eq!(
+            (
+                limits.max_memory_bytes,
+                limits.call_timeout_ms,
+                limits.max_output_bytes
+            ),
+            (48 << 20, 100, 16 << 20)
+        );
+    }
+
+    #[test]
+    fn nothing_raises_the_memory_cap_past_the_brokers() {
+        let broker = PluginsConfig {
+            max_memory_bytes: 8 << 20,
+            ..PluginsConfig::default()
+        };
+        let none = LimitOverrides::default();
+        let big = overrides(Some(64 << 20), None, None);
+        for (plugin, transform) in [(&big, &none), (&none, &big), (&big, &big)] {
+            assert_eq!(
+                TransformLimits::resolve(&broker, plugin, transform).max_memory_bytes,
+                sourced(8 << 20, LimitSource::Broker)
+            );
+        }
     }
 }

@@ -141,11 +141,16 @@ impl WasmPartitioner {
 
 /// The cause of a trap in one line: what an operator needs to act on.
 pub(crate) fn trap_reason(error: &wasmtime::Error, deployment: &Deployment) -> String {
+    trap_reason_within(error, deployment.limits.call_timeout_ms)
+}
+
+/// [`trap_reason`] for an instance whose call deadline is `call_timeout_ms` (a
+/// transform's own rather than its deployment's).
+pub(crate) fn trap_reason_within(error: &wasmtime::Error, call_timeout_ms: u64) -> String {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!(
-            "exceeded its {} ms call deadline",
-            deployment.limits.call_timeout_ms
-        ),
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("exceeded its {call_timeout_ms} ms call deadline")
+        }
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             "hit an unreachable instruction (a panic in Rust guests)".to_string()
         }

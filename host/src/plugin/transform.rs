@@ -6,6 +6,10 @@
 //! entries), so instances are not pooled per deployment: each runner owns a
 //! [`TransformSession`]. A deploy only proves the component links and exports the
 //! world; `init` runs, and is validated, when a transform is created.
+//!
+//! Since instances are per session, so are their limits: a session runs with its
+//! transform's limits (resolved over the deployment's), so two transforms of one
+//! plugin can have different memory caps, deadlines and output caps.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +22,9 @@ use super::bindings::transform::quiver::plugin::types::RecordBatch;
 use super::bindings::transform::{Transform, TransformPre};
 use super::engine::PluginEngine;
 use super::metrics::Outcome;
+use super::partitioner::trap_reason_within;
 use super::sandbox::HostState;
-use super::{CallError, Deployment, PluginError};
+use super::{CallError, Deployment, Limits, PluginError};
 
 /// The linked component of one transform deployment.
 pub struct WasmTransform {
@@ -45,19 +50,20 @@ impl WasmTransform {
         Ok(Self { pre })
     }
 
-    /// Creates an instance; with `config`, also initialises it.
+    /// Creates an instance with `limits`; with `config`, also initialises it.
     fn instantiate(
         &self,
         engine: &PluginEngine,
         deployment: &Deployment,
+        limits: &Limits,
         config: Option<&[(String, String)]>,
     ) -> Result<Instance, CallError> {
         let started = Instant::now();
-        let mut store = deployment.new_store(engine);
+        let mut store = deployment.new_store_with(engine, limits);
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
             CallError::Trap(format!(
                 "instantiating: {}",
-                super::partitioner::trap_reason(&e, deployment)
+                trap_reason_within(&e, limits.call_timeout_ms)
             ))
         })?;
         deployment.instantiate_us.store(
@@ -65,7 +71,7 @@ impl WasmTransform {
             std::sync::atomic::Ordering::Relaxed,
         );
         if let Some(config) = config {
-            store.set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+            store.set_epoch_deadline(PluginEngine::ticks(limits.call_timeout()));
             let config = config.to_vec();
             bindings
                 .quiver_plugin_lifecycle()
@@ -73,7 +79,7 @@ impl WasmTransform {
                 .map_err(|e| {
                     CallError::Trap(format!(
                         "init: {}",
-                        super::partitioner::trap_reason(&e, deployment)
+                        trap_reason_within(&e, limits.call_timeout_ms)
                     ))
                 })?
                 .map_err(|e| CallError::Init(e.text()))?;
@@ -84,7 +90,8 @@ impl WasmTransform {
     /// What a deploy checks: that an instance can be created (init waits for a
     /// transform that gives it its configuration).
     pub fn warm_up(&self, engine: &PluginEngine, deployment: &Deployment) -> Result<(), CallError> {
-        self.instantiate(engine, deployment, None).map(drop)
+        self.instantiate(engine, deployment, &deployment.limits, None)
+            .map(drop)
     }
 }
 
@@ -103,10 +110,12 @@ pub struct TransformOutput {
 }
 
 /// One running transform's instance of its plugin: the deployment it came from (a new
-/// plugin version means a new session) and the merged configuration `init` receives.
+/// plugin version means a new session), the merged configuration `init` receives and
+/// the transform's effective limits.
 pub struct TransformSession {
     deployment: Arc<Deployment>,
     config: Vec<(String, String)>,
+    limits: Limits,
     instance: Option<Instance>,
 }
 
@@ -122,12 +131,14 @@ impl std::fmt::Debug for TransformSession {
 
 impl TransformSession {
     /// A session of `deployment` with `config` (the transform's entries, appended to
-    /// the plugin's own); creates and initialises the first instance, so a bad
-    /// configuration fails here.
+    /// the plugin's own) whose instances run within `limits`; creates and initialises
+    /// the first instance, so a bad configuration (or one that cannot start within the
+    /// limits) fails here.
     pub(super) fn open(
         engine: &PluginEngine,
         deployment: Arc<Deployment>,
         config: Vec<(String, String)>,
+        limits: Limits,
     ) -> Result<Self, CallError> {
         let super::Runner::WasmTransform(runner) = &deployment.runner else {
             return Err(CallError::WrongKind(format!(
@@ -137,10 +148,11 @@ impl TransformSession {
         };
         let mut merged = deployment.config.clone();
         merged.extend(config);
-        let instance = runner.instantiate(engine, &deployment, Some(&merged))?;
+        let instance = runner.instantiate(engine, &deployment, &limits, Some(&merged))?;
         Ok(Self {
             deployment,
             config: merged,
+            limits,
             instance: Some(instance),
         })
     }
@@ -155,8 +167,13 @@ impl TransformSession {
         &self.deployment
     }
 
+    /// The limits its instances run within.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Transforms `batch`. A trap discards the instance (the next call makes a fresh
-    /// one); what the plugin returns is checked against the deployment's output cap and
+    /// one); what the plugin returns is checked against the session's output cap and
     /// for well-formed columns.
     pub(super) fn transform(
         &mut self,
@@ -190,13 +207,14 @@ impl TransformSession {
         let super::Runner::WasmTransform(runner) = &deployment.runner else {
             return Err(CallError::WrongKind("not a transform".into()));
         };
+        let limits = self.limits.clone();
         let mut instance = match self.instance.take() {
             Some(instance) => instance,
-            None => runner.instantiate(engine, deployment, Some(&self.config))?,
+            None => runner.instantiate(engine, deployment, &limits, Some(&self.config))?,
         };
         instance
             .store
-            .set_epoch_deadline(PluginEngine::ticks(deployment.limits.call_timeout()));
+            .set_epoch_deadline(PluginEngine::ticks(limits.call_timeout()));
         let input = RecordBatch {
             topic: batch.topic,
             partition: batch.partition,
@@ -215,8 +233,9 @@ impl TransformSession {
                 deployment
                     .log
                     .push("host", &format!("trap backtrace: {trap:?}"));
-                return Err(CallError::Trap(super::partitioner::trap_reason(
-                    &trap, deployment,
+                return Err(CallError::Trap(trap_reason_within(
+                    &trap,
+                    limits.call_timeout_ms,
                 )));
             }
             Ok(Err(e)) => {
@@ -238,10 +257,10 @@ impl TransformSession {
         let size = records.data.len() as u64
             + 4 * (records.ends.len() + records.header_ends.len()) as u64
             + 16 * records.offsets.len() as u64;
-        if size > deployment.limits.max_output_bytes {
+        if size > limits.max_output_bytes {
             return Err(CallError::Output(format!(
                 "returned {size} bytes of output, more than the {} allowed",
-                deployment.limits.max_output_bytes
+                limits.max_output_bytes
             )));
         }
         records

@@ -7,7 +7,10 @@
 //! `__quiver_transforms` (`progress`). The [`Transforms`] manager reconciles the
 //! running tasks with the metadata and with leadership: a new transform starts, a
 //! paused or removed one stops, a partition whose leadership moved here starts from
-//! its recorded position.
+//! its recorded position. Every leadership (every leader epoch) gets a runner of its
+//! own, whose outputs carry that epoch, so a runner of an earlier leadership (here or
+//! on a broker cut off from the cluster) is fenced by the output partitions (see
+//! `runner`).
 //!
 //! Outputs go through the ordinary append path of the output partitions with the
 //! output topic's partitioner placing records the plugin did not, so a transform never
@@ -53,6 +56,8 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 
 struct Running {
     spec: TransformSpec,
+    /// The input partition's leader epoch the task was started for.
+    leader_epoch: i32,
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -123,30 +128,30 @@ impl Transforms {
             return Ok(());
         }
         let me = self.broker.config().broker.node_id;
-        let mut wanted: BTreeMap<(String, i32), &TransformSpec> = BTreeMap::new();
+        let mut wanted: BTreeMap<(String, i32), (&TransformSpec, i32)> = BTreeMap::new();
         for spec in state.transforms.values() {
             let Some(topic) = self.broker.topic(&spec.input) else {
                 continue;
             };
             for index in 0..topic.meta.partitions {
-                let leads = topic.assignment(index).is_some_and(|a| a.leader == me)
-                    && topic
-                        .partition(index)
-                        .is_some_and(|p| matches!(p.role(), Role::Leader { .. }));
-                if leads {
-                    wanted.insert((spec.name.clone(), index), spec);
+                if topic.assignment(index).is_none_or(|a| a.leader != me) {
+                    continue;
+                }
+                if let Some(Role::Leader { epoch }) = topic.partition(index).map(|p| p.role()) {
+                    wanted.insert((spec.name.clone(), index), (spec, epoch));
                 }
             }
         }
         let mut running = self.running.lock();
         let mut reports = self.reports.lock();
-        // Stop what should not run (or runs an older spec).
+        // Stop what should not run (or runs an older spec, or for an earlier
+        // leadership: a new leader epoch is a new runner with a new producer epoch).
         let stale: Vec<(String, i32)> = running
             .iter()
             .filter(|(key, task)| {
-                wanted
-                    .get(*key)
-                    .is_none_or(|spec| **spec != task.spec || spec.paused)
+                wanted.get(*key).is_none_or(|(spec, epoch)| {
+                    **spec != task.spec || spec.paused || *epoch != task.leader_epoch
+                })
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -159,7 +164,7 @@ impl Transforms {
             }
         }
         drop(stopping);
-        for (key, spec) in &wanted {
+        for (key, (spec, leader_epoch)) in &wanted {
             let report = reports
                 .entry(key.clone())
                 .or_insert_with(|| {
@@ -192,12 +197,14 @@ impl Transforms {
                 partition: key.1,
                 report,
                 progress: self.progress.clone(),
+                leader_epoch: *leader_epoch,
             };
             let handle = tokio::spawn(runner.run(stopped));
             running.insert(
                 key.clone(),
                 Running {
                     spec: (*spec).clone(),
+                    leader_epoch: *leader_epoch,
                     stop,
                     handle,
                 },

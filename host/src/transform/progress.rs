@@ -27,6 +27,11 @@ pub struct Progress {
     /// The next sequence number per output partition, keyed `topic/partition`.
     #[serde(default)]
     pub sequences: BTreeMap<String, i32>,
+    /// The producer epoch of the runner that wrote this (its input partition's leader
+    /// epoch; 0 for producer ids from before epochs were bumped). A runner that finds
+    /// a higher one here is not the newest and does not start.
+    #[serde(default)]
+    pub producer_epoch: i16,
     /// When this was written, ms since the epoch.
     #[serde(default)]
     pub written_ms: i64,

@@ -14,6 +14,16 @@
 //! the position, so outputs regenerated after a crash get the numbers they had, and
 //! what an output partition already holds (its last sequence for that producer) is
 //! skipped instead of written twice.
+//!
+//! Fencing: the producer id is an internal one (see
+//! [`crate::partition::producer_state`]) and its epoch is the input partition's leader
+//! epoch, which the controller bumps on every leadership change. A runner left on a
+//! former leader (cut off from the cluster, still believing it leads) writes with an
+//! older epoch than the runner of the new leader, so once the new one has written to an
+//! output partition that partition refuses the old one (INVALID_PRODUCER_EPOCH); the
+//! old one ends as `fenced` rather than retrying. The sequence numbers do not restart
+//! with the epoch, so the new runner's replay of what the old one wrote is still
+//! recognised and skipped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +44,7 @@ use crate::broker::{now_ms, Broker};
 use crate::log::batch::{decode_records, DecodedRecord};
 use crate::metrics::latency::LatencyWindow;
 use crate::partition::encode::RecordData;
+use crate::partition::producer_state::{continues_across_epochs, INTERNAL_PRODUCER_IDS};
 use crate::partition::Partition;
 use crate::plugin::transform::{TransformOutput, TransformSession};
 use crate::plugin::Plugins;
@@ -54,7 +65,7 @@ const RETRY_BACKOFF: Duration = Duration::from_secs(1);
 pub struct PartitionReport {
     /// The input partition.
     pub partition: i32,
-    /// starting, running, paused, stopped, failed or waiting.
+    /// starting, running, paused, stopped, failed, fenced or waiting.
     pub state: String,
     /// Why it is stopped, failed or waiting.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +89,10 @@ pub struct PartitionReport {
     pub last_error: Option<String>,
     /// The plugin version running.
     pub plugin_version: u32,
+    /// The epoch its outputs are written with (the input partition's leader epoch
+    /// when the runner started); -1 for an at-least-once transform, which has no
+    /// producer identity.
+    pub producer_epoch: i16,
     /// Latency from an input record's timestamp to its outputs being acknowledged by
     /// their in-sync replicas, median over recent steps, ms (0 before the first).
     pub latency_p50_ms: i64,
@@ -133,6 +148,9 @@ enum Halt {
     /// Something outside the plugin (an output partition not led here, a write that
     /// failed): retry the step from the committed position after a backoff.
     Retry(String),
+    /// A newer runner of this input partition (a higher producer epoch) writes: this
+    /// one ends without retrying.
+    Fenced(String),
 }
 
 /// Everything one transform partition needs between steps.
@@ -143,6 +161,20 @@ pub(super) struct Runner {
     pub partition: i32,
     pub report: SharedReport,
     pub progress: ProgressMap,
+    /// The input partition's leader epoch this runner was started for.
+    pub leader_epoch: i32,
+}
+
+/// The producer epoch of a runner started at `leader_epoch`: the leader epoch itself
+/// for an internal producer id (held at the largest epoch a batch can carry: past it
+/// the outputs are still deduplicated, no longer fenced), 0 for an id from before
+/// epochs were bumped, whose sequences a bumped epoch would restart.
+pub(super) fn producer_epoch(producer_id: i64, leader_epoch: i32) -> i16 {
+    if continues_across_epochs(producer_id) {
+        leader_epoch.clamp(0, i32::from(i16::MAX)) as i16
+    } else {
+        0
+    }
 }
 
 /// A step's working state, moved onto a blocking thread and back.
@@ -225,9 +257,21 @@ impl Runner {
                 }
             },
         };
-        if self.spec.deterministic && position.producer_id < 0 {
+        let allocate = self.spec.deterministic && position.producer_id < 0;
+        if allocate {
             match self.broker.allocate_producer_id().await {
-                Ok(id) => position.producer_id = id,
+                // Internal ids are the allocated ones moved into their own range, so
+                // they stay unique and never meet a client's.
+                Ok(id) if id < INTERNAL_PRODUCER_IDS => {
+                    position.producer_id = INTERNAL_PRODUCER_IDS + id
+                }
+                Ok(id) => {
+                    self.set_state(
+                        "failed",
+                        Some(format!("producer id {id} is past the ids the host can use")),
+                    );
+                    return;
+                }
                 Err(e) => {
                     self.set_state(
                         "waiting",
@@ -236,6 +280,23 @@ impl Runner {
                     return;
                 }
             }
+        }
+        let epoch = producer_epoch(position.producer_id, self.leader_epoch);
+        if position.producer_epoch > epoch {
+            // Progress committed by a runner of a later leadership: this broker's view
+            // of who leads is behind.
+            self.set_state(
+                "fenced",
+                Some(format!(
+                    "progress was committed with producer epoch {}, newer than this runner's {epoch}",
+                    position.producer_epoch
+                )),
+            );
+            return;
+        }
+        position.producer_epoch = epoch;
+        self.report.lock().producer_epoch = if self.spec.deterministic { epoch } else { -1 };
+        if allocate {
             // Recorded before any output carries it: a runner that dies before its
             // first progress record must come back with the same producer id, or its
             // replayed outputs could not be told from new ones.
@@ -333,6 +394,15 @@ impl Runner {
                     self.set_state("failed", Some(reason));
                     return;
                 }
+                Err(Halt::Fenced(reason)) => {
+                    tracing::warn!(transform = %self.spec.name, partition = self.partition, %reason, "transform partition fenced by a newer runner");
+                    // Told to stop already: the runner of a new leadership here shares
+                    // the report, and the state is its to show.
+                    if !*stop.borrow() {
+                        self.set_state("fenced", Some(reason));
+                    }
+                    return;
+                }
                 Err(Halt::Retry(reason)) => {
                     tracing::warn!(transform = %self.spec.name, partition = self.partition, %reason, "transform step will be retried");
                     self.set_state("waiting", Some(reason));
@@ -373,6 +443,7 @@ impl Runner {
             producer_id: -1,
             sequences: BTreeMap::new(),
             written_ms: 0,
+            producer_epoch: 0,
         })
     }
 }
@@ -433,10 +504,11 @@ impl Work {
                 return Ok(());
             }
         }
-        match self
-            .plugins
-            .open_transform(&self.spec.plugin, self.spec.init_config())
-        {
+        match self.plugins.open_transform(
+            &self.spec.plugin,
+            self.spec.init_config(),
+            &self.spec.limits,
+        ) {
             Ok(session) => {
                 self.report.lock().plugin_version = session.version();
                 self.session = Some(session);
@@ -792,6 +864,7 @@ impl Work {
         let mut next = self.position.sequences.get(&okey).copied().unwrap_or(0);
         let sequence = self.spec.deterministic.then_some(Sequence {
             producer_id: self.position.producer_id,
+            epoch: self.position.producer_epoch,
             next: &mut next,
         });
         let exactly_once = sequence.is_some();
@@ -811,6 +884,38 @@ impl Work {
 fn halt(e: WriteError) -> Halt {
     match e {
         WriteError::Unavailable(m) => Halt::Retry(m),
+        e @ WriteError::Fenced(_) => Halt::Fenced(e.to_string()),
         e @ WriteError::Encode { .. } => Halt::Fail(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_producer_epoch_follows_the_leader_epoch_for_internal_ids_only() {
+        let internal = INTERNAL_PRODUCER_IDS + 1000;
+        assert_eq!(producer_epoch(internal, 0), 0);
+        assert_eq!(producer_epoch(internal, 7), 7);
+        // Past the largest epoch a batch carries it stays there: deduplicated, no
+        // longer fenced.
+        assert_eq!(producer_epoch(internal, 40_000), i16::MAX);
+        // An id from before epochs were bumped keeps epoch 0: a bump would restart
+        // its sequences under Kafka's rules.
+        assert_eq!(producer_epoch(1000, 7), 0);
+        assert_eq!(producer_epoch(-1, 7), 0);
+    }
+
+    #[test]
+    fn a_fenced_write_ends_the_runner_and_other_failures_are_retried() {
+        assert!(matches!(
+            halt(WriteError::Fenced("newer epoch".into())),
+            Halt::Fenced(m) if m == "fenced: newer epoch"
+        ));
+        assert!(matches!(
+            halt(WriteError::Unavailable("no leader".into())),
+            Halt::Retry(_)
+        ));
     }
 }

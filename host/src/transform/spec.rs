@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::plugin::LimitOverrides;
+
 /// Where a transform starts reading an input partition it has no progress for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "kebab-case")]
@@ -114,7 +116,21 @@ pub struct TransformSpec {
     /// again even when the transform was not paused.
     #[serde(default)]
     pub restarts: u32,
+    /// Limits of this transform's plugin instances; unset fields take the plugin
+    /// deployment's (see [`crate::plugin::TransformLimits`]). Specs kept before
+    /// transforms had limits of their own load with none set.
+    #[serde(default)]
+    pub limits: LimitOverrides,
 }
+
+/// The range each per-transform limit must be in (the memory cap is also held to the
+/// broker's `plugins.max_memory_bytes` when a transform is deployed, and at run time).
+pub const LIMIT_RANGES: [(&str, u64, u64); 3] = [
+    // A WebAssembly instance needs its stack and data: below 1 MiB no plugin starts.
+    ("max_memory_bytes", 1024 * 1024, 4 * 1024 * 1024 * 1024),
+    ("call_timeout_ms", 1, 600_000),
+    ("max_output_bytes", 1, 1024 * 1024 * 1024),
+];
 
 /// Why a transform spec is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +150,49 @@ pub enum SpecError {
     /// Zero amplification.
     #[error("max_amplification must be at least 1")]
     Amplification,
+    /// A limit out of its range.
+    #[error("{field} {value} is out of range: {reason}")]
+    Limit {
+        /// The limit's name, as the API and the CLI spell it.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// What it must be.
+        reason: String,
+    },
+}
+
+/// Checks per-transform limits against their ranges and the broker's memory cap
+/// (`plugins.max_memory_bytes`): a transform may lower its plugin's limits or raise them
+/// up to what the broker allows, never past it.
+pub fn validate_limits(limits: &LimitOverrides, broker_max_memory: u64) -> Result<(), SpecError> {
+    let given = [
+        limits.max_memory_bytes,
+        limits.call_timeout_ms,
+        limits.max_output_bytes,
+    ];
+    for ((field, min, max), value) in LIMIT_RANGES.into_iter().zip(given) {
+        let Some(value) = value else { continue };
+        if !(min..=max).contains(&value) {
+            return Err(SpecError::Limit {
+                field,
+                value,
+                reason: format!("must be between {min} and {max}"),
+            });
+        }
+    }
+    if let Some(value) = limits.max_memory_bytes {
+        if value > broker_max_memory {
+            return Err(SpecError::Limit {
+                field: "max_memory_bytes",
+                value,
+                reason: format!(
+                    "more than this broker's plugins.max_memory_bytes ({broker_max_memory})"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl TransformSpec {
@@ -183,7 +242,7 @@ impl TransformSpec {
         if self.max_amplification == 0 {
             return Err(SpecError::Amplification);
         }
-        Ok(())
+        validate_limits(&self.limits, u64::MAX)
     }
 
     /// Every topic the transform writes: its outputs, then the dead-letter topic.
@@ -223,6 +282,7 @@ mod tests {
             paused: false,
             created_ms: 0,
             restarts: 0,
+            limits: LimitOverrides::default(),
         }
     }
 
@@ -272,6 +332,70 @@ mod tests {
         let mut s = spec();
         s.outputs.clear();
         assert_eq!(s.validate(), Err(SpecError::NoOutputs));
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_naming_the_field() {
+        let mut s = spec();
+        s.limits = LimitOverrides {
+            max_memory_bytes: Some(16 << 20),
+            call_timeout_ms: Some(100),
+            max_output_bytes: Some(4096),
+        };
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(validate_limits(&s.limits, 64 << 20), Ok(()));
+        let refused = |limits: LimitOverrides, cap: u64| {
+            validate_limits(&limits, cap).unwrap_err().to_string()
+        };
+        let only = |field: &str, v: u64| {
+            let mut l = LimitOverrides::default();
+            match field {
+                "max_memory_bytes" => l.max_memory_bytes = Some(v),
+                "call_timeout_ms" => l.call_timeout_ms = Some(v),
+                _ => l.max_output_bytes = Some(v),
+            }
+            l
+        };
+        assert_eq!(
+            refused(only("max_memory_bytes", 0), 64 << 20),
+            "max_memory_bytes 0 is out of range: must be between 1048576 and 4294967296"
+        );
+        assert_eq!(
+            refused(only("call_timeout_ms", 0), 64 << 20),
+            "call_timeout_ms 0 is out of range: must be between 1 and 600000"
+        );
+        assert_eq!(
+            refused(only("call_timeout_ms", 600_001), 64 << 20),
+            "call_timeout_ms 600001 is out of range: must be between 1 and 600000"
+        );
+        assert_eq!(
+            refused(only("max_output_bytes", 0), 64 << 20),
+            "max_output_bytes 0 is out of range: must be between 1 and 1073741824"
+        );
+        assert_eq!(
+            refused(only("max_memory_bytes", 128 << 20), 64 << 20),
+            "max_memory_bytes 134217728 is out of range: more than this broker's plugins.max_memory_bytes (67108864)"
+        );
+        // The spec's own check knows no broker: only the ranges.
+        s.limits = only("max_memory_bytes", 128 << 20);
+        assert_eq!(s.validate(), Ok(()));
+        s.limits = only("max_output_bytes", 0);
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Limit {
+                field: "max_output_bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn specs_kept_before_limits_existed_still_load() {
+        let mut value = serde_json::to_value(spec()).unwrap();
+        value.as_object_mut().unwrap().remove("limits");
+        let old: TransformSpec = serde_json::from_value(value).unwrap();
+        assert_eq!(old, spec());
+        assert_eq!(old.limits, LimitOverrides::default());
     }
 
     #[test]
