@@ -866,59 +866,73 @@ impl LogDefaults {
 mod tests {
     use super::*;
 
+    /// Runs `f` while no other test has `QUIVER_*` variables set: `Config::load` reads
+    /// the environment, which the `figment::Jail` tests change for the whole process.
+    fn without_test_env(f: impl FnOnce()) {
+        figment::Jail::expect_with(|_| {
+            f();
+            Ok(())
+        });
+    }
+
     #[test]
     fn the_readme_configuration_loads_as_written() {
-        let readme = include_str!("../../../README.md");
-        let section = &readme[readme.find("## Configuration").unwrap()..];
-        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
-        let toml = &section[start..start + section[start..].find("```").unwrap()];
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("quiver.toml");
-        std::fs::write(&file, toml).unwrap();
-        let config = Config::load(Some(&file), &[]).unwrap();
-        assert!(!config.security.authorizer);
+        without_test_env(|| {
+            let readme = include_str!("../../../README.md");
+            let section = &readme[readme.find("## Configuration").unwrap()..];
+            let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+            let toml = &section[start..start + section[start..].find("```").unwrap()];
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("quiver.toml");
+            std::fs::write(&file, toml).unwrap();
+            let config = Config::load(Some(&file), &[]).unwrap();
+            assert!(!config.security.authorizer);
+        });
     }
 
     #[test]
     fn listeners_and_security_are_checked_before_startup() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("quiver.toml");
-        std::fs::write(&empty, "").unwrap();
-        let load = |sets: &[&str]| {
-            Config::load(
-                Some(&empty),
-                &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            )
-        };
-        let err = |sets: &[&str]| load(sets).unwrap_err().to_string();
-        let secure = [
-            "kafka.listeners.secure.listen=127.0.0.1:9094",
-            "kafka.listeners.secure.security_protocol=SASL_SSL",
-        ];
-        assert!(err(&secure).contains("security.tls.cert_file"));
-        let mut with_tls = secure.to_vec();
-        with_tls.extend([
-            "security.tls.cert_file=c.pem",
-            "security.tls.key_file=k.pem",
-        ]);
-        let config = load(&with_tls).unwrap();
-        let names: Vec<String> = config
-            .kafka
-            .all_listeners()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(names, ["PLAINTEXT", "secure"]);
-        assert!(err(&["kafka.listeners.PLAINTEXT.listen=127.0.0.1:9094"])
-            .contains("already named PLAINTEXT"));
-        assert!(err(&["kafka.listeners.x.listen=127.0.0.1:9092"]).contains("already binds"));
-        assert!(err(&["security.sasl.mechanisms=PLAIN,GSSAPI"]).contains("GSSAPI"));
-        assert!(err(&["security.super_users=admin"]).contains("User:admin"));
-        assert!(err(&["security.tls.client_auth=required"]).contains("client_ca_file"));
-        assert!(err(&["admin.tls=true"])
-            .contains("admin.tls = true needs security.tls.cert_file and security.tls.key_file"));
-        let listed = load(&["security.super_users=User:a, User:b"]).unwrap();
-        assert_eq!(listed.security.super_users, ["User:a", "User:b"]);
+        without_test_env(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let empty = dir.path().join("quiver.toml");
+            std::fs::write(&empty, "").unwrap();
+            let load = |sets: &[&str]| {
+                Config::load(
+                    Some(&empty),
+                    &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                )
+            };
+            let err = |sets: &[&str]| load(sets).unwrap_err().to_string();
+            let secure = [
+                "kafka.listeners.secure.listen=127.0.0.1:9094",
+                "kafka.listeners.secure.security_protocol=SASL_SSL",
+            ];
+            assert!(err(&secure).contains("security.tls.cert_file"));
+            let mut with_tls = secure.to_vec();
+            with_tls.extend([
+                "security.tls.cert_file=c.pem",
+                "security.tls.key_file=k.pem",
+            ]);
+            let config = load(&with_tls).unwrap();
+            let names: Vec<String> = config
+                .kafka
+                .all_listeners()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(names, ["PLAINTEXT", "secure"]);
+            assert!(err(&["kafka.listeners.PLAINTEXT.listen=127.0.0.1:9094"])
+                .contains("already named PLAINTEXT"));
+            assert!(err(&["kafka.listeners.x.listen=127.0.0.1:9092"]).contains("already binds"));
+            assert!(err(&["security.sasl.mechanisms=PLAIN,GSSAPI"]).contains("GSSAPI"));
+            assert!(err(&["security.super_users=admin"]).contains("User:admin"));
+            assert!(err(&["security.tls.client_auth=required"]).contains("client_ca_file"));
+            assert!(err(&["admin.tls=true"]).contains(
+                "admin.tls = true needs security.tls.cert_file and security.tls.key_file"
+            ));
+            let listed = load(&["security.super_users=User:a, User:b"]).unwrap();
+            assert_eq!(listed.security.super_users, ["User:a", "User:b"]);
+        });
     }
 
     #[test]
@@ -982,39 +996,41 @@ mod tests {
 
     #[test]
     fn connection_limits_are_checked() {
-        let config = Config::default();
-        assert_eq!(config.kafka.max_connections, 10_000);
-        assert_eq!(config.kafka.max_connections_per_ip, 0);
-        assert_eq!(config.kafka.connections_max_idle_ms, 600_000);
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("quiver.toml");
-        std::fs::write(&empty, "").unwrap();
-        let load = |sets: &[&str]| {
-            Config::load(
-                Some(&empty),
-                &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            )
-        };
-        let err = |set: &str| load(&[set]).unwrap_err().to_string();
-        assert_eq!(
-            err("kafka.max_connections=0"),
-            "invalid value \"0\" for `kafka.max_connections`: must be between 1 and 1000000"
-        );
-        assert_eq!(
-            err("kafka.max_connections_per_ip=20000"),
-            "invalid value \"20000\" for `kafka.max_connections_per_ip`: must be 0 (no limit per address) or at most kafka.max_connections"
-        );
-        assert!(err("kafka.connections_max_idle_ms=10").contains("between 100 (0.1 s)"));
-        assert!(err("kafka.request_timeout_ms=0").contains("`kafka.request_timeout_ms`"));
-        let small = load(&[
-            "kafka.max_connections=200",
-            "kafka.max_connections_per_ip=50",
-            "kafka.connections_max_idle_ms=2000",
-            "kafka.request_timeout_ms=1500",
-        ])
-        .unwrap();
-        assert_eq!(small.kafka.max_connections_per_ip, 50);
-        assert_eq!(small.kafka.request_timeout_ms, 1500);
+        without_test_env(|| {
+            let config = Config::default();
+            assert_eq!(config.kafka.max_connections, 10_000);
+            assert_eq!(config.kafka.max_connections_per_ip, 0);
+            assert_eq!(config.kafka.connections_max_idle_ms, 600_000);
+            let dir = tempfile::tempdir().unwrap();
+            let empty = dir.path().join("quiver.toml");
+            std::fs::write(&empty, "").unwrap();
+            let load = |sets: &[&str]| {
+                Config::load(
+                    Some(&empty),
+                    &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                )
+            };
+            let err = |set: &str| load(&[set]).unwrap_err().to_string();
+            assert_eq!(
+                err("kafka.max_connections=0"),
+                "invalid value \"0\" for `kafka.max_connections`: must be between 1 and 1000000"
+            );
+            assert_eq!(
+                err("kafka.max_connections_per_ip=20000"),
+                "invalid value \"20000\" for `kafka.max_connections_per_ip`: must be 0 (no limit per address) or at most kafka.max_connections"
+            );
+            assert!(err("kafka.connections_max_idle_ms=10").contains("between 100 (0.1 s)"));
+            assert!(err("kafka.request_timeout_ms=0").contains("`kafka.request_timeout_ms`"));
+            let small = load(&[
+                "kafka.max_connections=200",
+                "kafka.max_connections_per_ip=50",
+                "kafka.connections_max_idle_ms=2000",
+                "kafka.request_timeout_ms=1500",
+            ])
+            .unwrap();
+            assert_eq!(small.kafka.max_connections_per_ip, 50);
+            assert_eq!(small.kafka.request_timeout_ms, 1500);
+        });
     }
 
     #[test]
