@@ -46,6 +46,20 @@ def partitions_everywhere(c, apis: dict, name: str) -> dict:
     return out
 
 
+def assert_each_input_once(c, dst: str, n: int):
+    """The output topic holds each of the n inputs exactly once, redacted."""
+    got = read_topic(c.bootstrap, dst, 3)
+    seen = {}
+    for part, recs in got.items():
+        for offset, key, value, *_ in recs:
+            i = int(key[1:])
+            assert i not in seen, f"record {i} written twice: {seen[i]} and {(part, offset)}"
+            seen[i] = (part, offset)
+            assert value == redacted(i), (i, value)
+    missing = [i for i in range(n) if i not in seen]
+    assert not missing, f"{len(missing)} records missing, first {missing[:10]}"
+
+
 def test_input_leader_killed_mid_stream_exactly_once(cluster_factory):
     c = cluster_factory(3)
     apis = {i: TransformApi(c.broker(i).admin) for i in c.ids}
@@ -98,16 +112,7 @@ def test_input_leader_killed_mid_stream_exactly_once(cluster_factory):
 
     c.restart(victim)
     c.wait_formed()
-    got = read_topic(c.bootstrap, dst, 3)
-    seen = {}
-    for p, recs in got.items():
-        for offset, key, value, *_ in recs:
-            i = int(key[1:])
-            assert i not in seen, f"record {i} written twice"
-            seen[i] = (p, offset)
-            assert value == redacted(i), (i, value)
-    missing = [i for i in range(RECORDS) if i not in seen]
-    assert not missing, f"{len(missing)} records missing, first {missing[:10]}"
+    assert_each_input_once(c, dst, RECORDS)
 
 
 def test_input_leadership_moves_epoch_goes_up_outputs_exact(cluster_factory):
@@ -156,13 +161,4 @@ def test_input_leadership_moves_epoch_goes_up_outputs_exact(cluster_factory):
                        for q in apis[i].transform("mv").body["partitions"]), 30,
            f"brokers other than {runner} to give the partition up")
 
-    got = read_topic(c.bootstrap, dst, 3)
-    seen = {}
-    for part, recs in got.items():
-        for offset, key, value, *_ in recs:
-            i = int(key[1:])
-            assert i not in seen, f"record {i} written twice: {seen[i]} and {(part, offset)}"
-            seen[i] = (part, offset)
-            assert value == redacted(i), (i, value)
-    missing = [i for i in range(n) if i not in seen]
-    assert not missing, f"{len(missing)} records missing, first {missing[:10]}"
+    assert_each_input_once(c, dst, n)
