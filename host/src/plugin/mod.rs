@@ -205,16 +205,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// A deployment's limits: its overrides, else the broker's defaults (a transform
+    /// without limits of its own).
     fn resolve(defaults: &PluginsConfig, o: &LimitOverrides) -> Self {
-        Self {
-            max_memory_bytes: o
-                .max_memory_bytes
-                .unwrap_or(defaults.max_memory_bytes)
-                .min(defaults.max_memory_bytes),
-            call_timeout_ms: o.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
-            max_output_bytes: o.max_output_bytes.unwrap_or(defaults.max_output_bytes),
-            idle_instances: defaults.idle_instances,
-        }
+        TransformLimits::resolve(defaults, o, &LimitOverrides::default())
+            .limits(defaults.idle_instances)
     }
 
     /// The per-call deadline.
