@@ -403,14 +403,19 @@ async fn start_controller(
         )
     })?;
     let service = Arc::new(ClusterService::default());
-    let endpoint =
-        crate::net::Endpoint::bind(cluster.listen, tls, service.clone(), CLUSTER_MAX_FRAME)
-            .with_context(|| {
-                format!(
-                    "binding the cluster endpoint on udp {} (cluster.listen)",
-                    cluster.listen
-                )
-            })?;
+    let endpoint = crate::net::Endpoint::bind(
+        cluster.listen,
+        tls,
+        service.clone(),
+        CLUSTER_MAX_FRAME,
+        cluster.congestion_control,
+    )
+    .with_context(|| {
+        format!(
+            "binding the cluster endpoint on udp {} (cluster.listen)",
+            cluster.listen
+        )
+    })?;
     let transport: Arc<dyn Transport> = Arc::new(QuicTransport(endpoint.clone()));
     let controller = Controller::start(
         registration,

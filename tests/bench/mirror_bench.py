@@ -290,6 +290,9 @@ def transports(args):
             proxies["udp"] = NetDelay(args.netdelay, f"{ea}:9093", delay_ms, quic_at, udp=True, popen=popen)
 
         east_sets = {"cluster.mirror_clients_ca": f"{tmp}/eu-west/ca.pem"}
+        if args.congestion:
+            # The source sends the answers, so its controller is the one that counts.
+            east_sets["cluster.congestion_control"] = args.congestion
         if proxied:
             # Metadata and the mirror channel's broker list then name the proxies, so a
             # mirror never learns a way around the link.
@@ -463,6 +466,8 @@ def main():
     ap.add_argument("--transports", action="store_true",
                     help="compare --via kafka and --via quic at 0%% and --loss %% packet loss (root)")
     ap.add_argument("--loss", type=int, default=1)
+    ap.add_argument("--congestion", choices=("cubic", "bbr", "new_reno"), default=None,
+                    help="the source broker's cluster.congestion_control (default: the broker's)")
     ap.add_argument("--transport-records", type=int, default=1_000_000)
     ap.add_argument("--phase-timeout", type=float, default=300.0,
                     help="--transports: a phase ends after this long, finished or not")

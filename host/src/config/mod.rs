@@ -10,7 +10,7 @@
 pub mod cluster;
 pub mod topic;
 
-pub use cluster::{ClusterConfig, Seed};
+pub use cluster::{ClusterConfig, CongestionControl, Seed};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

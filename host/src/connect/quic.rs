@@ -53,8 +53,10 @@ const OP_BROKERS: u8 = 2;
 /// Largest message on the mirror channel (a fetch answer carries up to 16 MiB).
 pub const MAX_FRAME: u32 = 256 * 1024 * 1024;
 
-/// How long one request may take, a fetch's long poll included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an answer may stop arriving before the request is given up: the source's
+/// work and a fetch's long poll (half a second) come before its first byte. A slow
+/// answer that keeps arriving is waited for (see [`MirrorClient::call`]).
+const REQUEST_STALL: Duration = Duration::from_secs(30);
 
 /// The principal a mirror of cluster `cluster_id` acts as on the source.
 pub fn principal_of(cluster_id: &str) -> Principal {
@@ -113,8 +115,8 @@ fn explain(error: NetError, address: &str) -> anyhow::Error {
         NetError::ConnectionLost { reason, .. } => {
             anyhow!("the QUIC connection to the source broker at {address} was lost: {reason}")
         }
-        NetError::Timeout { after, .. } => {
-            anyhow!("the source broker at {address} did not answer within {after:?}")
+        NetError::Stalled { after, .. } => {
+            anyhow!("the source broker at {address} sent nothing of its answer for {after:?}")
         }
         NetError::Remote(message) => {
             anyhow!("the source broker at {address} refused: {message}")
@@ -162,7 +164,7 @@ pub async fn link(broker: &Broker, source: &str, source_ca: &str) -> anyhow::Res
 pub async fn brokers(link: &MirrorClient, address: &str) -> anyhow::Result<BTreeMap<i32, String>> {
     let addr = resolve(address).await?;
     let answer = link
-        .call(addr, Bytes::from_static(&[OP_BROKERS]), REQUEST_TIMEOUT)
+        .call(addr, Bytes::from_static(&[OP_BROKERS]), REQUEST_STALL)
         .await
         .map_err(|e| explain(e, address))?;
     let text = compress::unpack(answer).map_err(|e| anyhow!("{address} answered: {e}"))?;
@@ -256,7 +258,7 @@ impl QuicConn {
         encode_request(&mut frame, request, version, self.correlation_id)?;
         let answer = self
             .link
-            .call(self.addr, frame.freeze(), REQUEST_TIMEOUT)
+            .call(self.addr, frame.freeze(), REQUEST_STALL)
             .await
             .map_err(|e| explain(e, &self.address))?;
         let body = compress::unpack(answer)

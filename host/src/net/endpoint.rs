@@ -24,6 +24,7 @@ use super::certs::Identity;
 use super::frame::{self, FrameError, Kind};
 use super::tls::{self, ClusterTls};
 use super::{BrokerId, Channel, NetError, Service};
+use crate::config::CongestionControl;
 
 /// Keep-alives keep NATs and the idle timer fresh while a connection is quiet …
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -111,9 +112,10 @@ impl Endpoint {
         tls: ClusterTls,
         service: Arc<dyn Service>,
         max_frame: u32,
+        congestion: CongestionControl,
     ) -> Result<Endpoint, NetError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
-        let transport = Arc::new(transport_config());
+        let transport = Arc::new(transport_config(congestion));
         let server_crypto = QuicServerConfig::try_from(tls.server_config())
             .map_err(|e| NetError::Tls(format!("server configuration unfit for QUIC: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
@@ -479,9 +481,9 @@ impl Failure {
 
 /// Sends one request and reads its answer. `finish`: this is the stream's only
 /// request (a call), so the stream is finished after it.
-pub(super) async fn exchange(
+pub(super) async fn exchange<R: frame::FrameSource + Send>(
     send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    recv: &mut R,
     channel: Channel,
     request: Bytes,
     max_frame: u32,
@@ -513,8 +515,8 @@ pub(super) async fn exchange(
     read_response(recv, channel, max_frame).await
 }
 
-async fn read_response(
-    recv: &mut quinn::RecvStream,
+async fn read_response<R: frame::FrameSource + Send>(
+    recv: &mut R,
     channel: Channel,
     max_frame: u32,
 ) -> Result<Bytes, Failure> {
@@ -765,8 +767,20 @@ fn endpoint_config(secret: &[u8; 32]) -> quinn::EndpointConfig {
     config
 }
 
-pub(super) fn transport_config() -> quinn::TransportConfig {
+pub(super) fn transport_config(congestion: CongestionControl) -> quinn::TransportConfig {
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
     let mut transport = quinn::TransportConfig::default();
+    match congestion {
+        CongestionControl::Cubic => {
+            transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
+        }
+        CongestionControl::Bbr => {
+            transport.congestion_controller_factory(Arc::new(BbrConfig::default()))
+        }
+        CongestionControl::NewReno => {
+            transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+        }
+    };
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(

@@ -73,7 +73,7 @@ impl Fixture {
     }
 
     fn endpoint_with(&self, tls: ClusterTls, max_frame: u32) -> Endpoint {
-        Endpoint::bind(local(), tls, Arc::new(Echo), max_frame).unwrap()
+        Endpoint::bind(local(), tls, Arc::new(Echo), max_frame, Default::default()).unwrap()
     }
 
     /// A peer that presents `leaf` but accepts our servers, as an attacker would.
@@ -521,8 +521,9 @@ async fn a_crashed_peer_is_noticed_at_once() {
     let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
     let crashed = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let b = runtime
-            .block_on(async { Endpoint::bind(local(), tls, Arc::new(Echo), MAX_FRAME).unwrap() });
+        let b = runtime.block_on(async {
+            Endpoint::bind(local(), tls, Arc::new(Echo), MAX_FRAME, Default::default()).unwrap()
+        });
         addr_tx.send(b.local_addr()).unwrap();
         crash_rx.recv().unwrap();
         runtime.shutdown_background();
@@ -561,7 +562,13 @@ async fn a_crashed_peer_is_noticed_at_once() {
 /// Binds broker 2 again at `addr` once the old socket is gone.
 async fn rebind(f: &Fixture, addr: SocketAddr) -> Endpoint {
     for _ in 0..50 {
-        match Endpoint::bind(addr, f.tls(2), Arc::new(Echo), MAX_FRAME) {
+        match Endpoint::bind(
+            addr,
+            f.tls(2),
+            Arc::new(Echo),
+            MAX_FRAME,
+            Default::default(),
+        ) {
             Ok(endpoint) => return endpoint,
             Err(NetError::Bind { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("{e}"),
@@ -582,7 +589,14 @@ async fn a_closed_endpoint_refuses_calls() {
 #[test]
 fn bind_needs_a_runtime() {
     let f = fixture();
-    let err = Endpoint::bind(local(), f.tls(1), Arc::new(Echo), MAX_FRAME).unwrap_err();
+    let err = Endpoint::bind(
+        local(),
+        f.tls(1),
+        Arc::new(Echo),
+        MAX_FRAME,
+        Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, NetError::NoRuntime), "{err:?}");
 }
 

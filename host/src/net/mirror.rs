@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +21,58 @@ use parking_lot::Mutex;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::endpoint::{exchange, transport_config, udp_socket, Failure};
-use super::frame;
+use super::frame::{self, FrameSource};
 use super::{tls, Channel, NetError};
+use crate::config::CongestionControl;
 
 /// The peer id errors name when a source broker's id is not known; the address is.
 const UNKNOWN_PEER: i32 = -1;
 
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+/// A stream's receiving side that counts what it delivers, so a call can tell an
+/// answer still arriving from one that stopped.
+struct Counted<'a> {
+    recv: quinn::RecvStream,
+    received: &'a AtomicU64,
+}
+
+impl FrameSource for Counted<'_> {
+    async fn read_some(&mut self, buf: &mut [u8]) -> Result<Option<usize>, quinn::ReadError> {
+        let read = self.recv.read(buf).await?;
+        if let Some(n) = read {
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(read)
+    }
+}
+
+/// Runs `call` until it ends, or until `received` has not grown for a whole `stall`.
+async fn unless_stalled(
+    call: impl Future<Output = Result<Bytes, NetError>>,
+    received: &AtomicU64,
+    stall: Duration,
+    addr: SocketAddr,
+) -> Result<Bytes, NetError> {
+    tokio::pin!(call);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            result = &mut call => return result,
+            () = tokio::time::sleep(stall) => {
+                let now = received.load(Ordering::Relaxed);
+                if now == seen {
+                    return Err(NetError::Stalled {
+                        peer: UNKNOWN_PEER,
+                        addr,
+                        after: stall,
+                    });
+                }
+                seen = now;
+            }
+        }
+    }
+}
 
 /// Connections to one source cluster. Cheap to share behind an `Arc`.
 pub struct MirrorClient {
@@ -67,7 +114,8 @@ impl MirrorClient {
         let crypto = QuicClientConfig::try_from(crypto)
             .map_err(|e| NetError::Tls(format!("client configuration unfit for QUIC: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(Arc::new(transport_config()));
+        // A mirror sends only requests; the source's setting paces the answers.
+        client.transport_config(Arc::new(transport_config(CongestionControl::default())));
         let local: SocketAddr = if family.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
@@ -94,13 +142,19 @@ impl MirrorClient {
 
     /// One request on [`Channel::Mirror`] to the source broker at `addr`, on a fresh
     /// stream of the cached connection (made on first use, remade after a loss).
+    ///
+    /// `stall` bounds how long the answer may stop arriving, not how long it may take:
+    /// the call fails when not one byte of it has come for a whole `stall`. On a lossy
+    /// long link a multi-megabyte fetch answer can take longer than any fixed deadline
+    /// sized for a healthy one; failing it there would only ask for the same bytes
+    /// again, and again, copying nothing.
     pub async fn call(
         &self,
         addr: SocketAddr,
         request: Bytes,
-        timeout: Duration,
+        stall: Duration,
     ) -> Result<Bytes, NetError> {
-        self.call_on(Channel::Mirror, addr, request, timeout).await
+        self.call_on(Channel::Mirror, addr, request, stall).await
     }
 
     /// [`MirrorClient::call`] on any channel: tests play a mirror client that tries
@@ -110,19 +164,14 @@ impl MirrorClient {
         channel: Channel,
         addr: SocketAddr,
         request: Bytes,
-        timeout: Duration,
+        stall: Duration,
     ) -> Result<Bytes, NetError> {
         if let Err((size, max)) = frame::check_size(request.len(), self.max_frame) {
             return Err(NetError::FrameTooLarge { size, max });
         }
-        match tokio::time::timeout(timeout, self.call_inner(channel, addr, request)).await {
-            Ok(result) => result,
-            Err(_) => Err(NetError::Timeout {
-                peer: UNKNOWN_PEER,
-                addr,
-                after: timeout,
-            }),
-        }
+        let received = AtomicU64::new(0);
+        let call = self.call_inner(channel, addr, request, &received);
+        unless_stalled(call, &received, stall, addr).await
     }
 
     async fn call_inner(
@@ -130,10 +179,12 @@ impl MirrorClient {
         channel: Channel,
         addr: SocketAddr,
         request: Bytes,
+        received: &AtomicU64,
     ) -> Result<Bytes, NetError> {
         let conn = self.connection(addr).await?;
         let result = match conn.open_bi().await {
-            Ok((mut send, mut recv)) => {
+            Ok((mut send, recv)) => {
+                let mut recv = Counted { recv, received };
                 exchange(&mut send, &mut recv, channel, request, self.max_frame, true).await
             }
             Err(error) => Err(Failure::Connection {
@@ -183,5 +234,59 @@ impl MirrorClient {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+    /// An answer arriving in `chunks` pieces `every` apart, counted as it comes.
+    async fn trickle(
+        received: &AtomicU64,
+        chunks: u64,
+        every: Duration,
+    ) -> Result<Bytes, NetError> {
+        for _ in 0..chunks {
+            tokio::time::sleep(every).await;
+            received.fetch_add(1200, Ordering::Relaxed);
+        }
+        Ok(Bytes::from_static(b"done"))
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_that_keeps_coming_is_waited_for() {
+        let received = AtomicU64::new(0);
+        // 1.5 s in all, five times the stall bound, but never 300 ms without a byte.
+        let call = trickle(&received, 15, Duration::from_millis(100));
+        let answer = unless_stalled(call, &received, Duration::from_millis(300), ADDR).await;
+        assert_eq!(answer.unwrap(), Bytes::from_static(b"done"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stops_coming_fails_naming_the_stall() {
+        let received = AtomicU64::new(0);
+        let call = async {
+            trickle(&received, 3, Duration::from_millis(100)).await?;
+            std::future::pending().await
+        };
+        let started = tokio::time::Instant::now();
+        let stall = Duration::from_millis(300);
+        let error = unless_stalled(call, &received, stall, ADDR)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, NetError::Stalled { after, .. } if after == stall),
+            "{error:?}"
+        );
+        // The last byte came at 300 ms: the stall is seen one to two bounds after it.
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        assert_eq!(
+            error.to_string(),
+            "call to broker -1 at 127.0.0.1:1 stalled: no byte of the answer for 300ms"
+        );
     }
 }

@@ -42,7 +42,7 @@
 //! use std::time::Duration;
 //! use quiver::net::{Channel, Endpoint};
 //!
-//! let endpoint = Endpoint::bind("127.0.0.1:9093".parse().unwrap(), tls, service, 16 << 20)?;
+//! let endpoint = Endpoint::bind("127.0.0.1:9093".parse().unwrap(), tls, service, 16 << 20, Default::default())?;
 //! let answer = endpoint
 //!     .call(2, "127.0.0.1:9094".parse().unwrap(), Channel::Raft, "vote".into(), Duration::from_secs(1))
 //!     .await?;
@@ -254,6 +254,17 @@ pub enum NetError {
         /// Its address.
         addr: SocketAddr,
         /// The timeout given.
+        after: Duration,
+    },
+    /// The peer's answer stopped arriving: not one byte of it for `after`. A slow
+    /// answer that keeps coming is not this.
+    #[error("call to broker {peer} at {addr} stalled: no byte of the answer for {after:?}")]
+    Stalled {
+        /// The peer.
+        peer: BrokerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// How long nothing arrived.
         after: Duration,
     },
     /// The peer's [`Service`] (or its frame checks) answered with an error frame.
