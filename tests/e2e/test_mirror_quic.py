@@ -7,9 +7,14 @@ records and group offsets must arrive exactly as over the Kafka protocol
 from __future__ import annotations
 
 import json
+import os
+import random
+import subprocess
+
+import pytest
 
 from clients import create_topic
-from harness import wait_until
+from harness import PortSlot, quiver_bin, wait_until
 from plugins_kit import quiver
 from test_mirror import (PROVENANCE, deploy_mirror_plugin, describe, group_commit, mirror_cli,
                          source_records, wait_caught_up)
@@ -114,3 +119,59 @@ def test_a_target_the_source_does_not_trust_is_refused_with_the_reason(broker_fa
         return "source CA" in ((last.get("report") or {}).get("reason") or "")
     wait_until(distrusted, 30, "the mirror to refuse a source its CA did not sign")
     assert "not signed by the source CA" in last["report"]["reason"], last
+
+
+def test_a_quic_mirror_crosses_a_lossy_long_link(broker_factory, tmp_path):
+    """2 % of datagrams lost each way on an 80 ms round trip (quiver-netdelay in front of
+    the source's QUIC port, which the source advertises): every record still arrives,
+    in order. A loss-based controller gets ~0.2 MB/s on such a link, so the 16 MB here
+    would take minutes and each multi-megabyte fetch answer would miss any fixed
+    deadline; pacing at the measured bandwidth copies it in seconds."""
+    netdelay = os.path.join(os.path.dirname(quiver_bin()), "quiver-netdelay")
+    if not os.path.exists(netdelay):
+        pytest.fail(f"quiver-netdelay not found next to {quiver_bin()} (build the workspace)")
+    east_tls, west_tls = certs(tmp_path, "us-east"), certs(tmp_path, "eu-west")
+    link_slot = PortSlot()
+    link = None
+    try:
+        link_port = link_slot.cluster_port
+        east = broker_factory(sets={"cluster.id": "us-east", "cluster.tls_dir": str(east_tls),
+                                    "cluster.mirror_clients_ca": str(west_tls / "ca.pem"),
+                                    "cluster.advertised": f"127.0.0.1:{link_port}"})
+        west = cluster(broker_factory, "eu-west", west_tls)
+        link_slot.release()  # the proxy takes the port now
+        link = subprocess.Popen([netdelay, "--udp", "--listen", f"127.0.0.1:{link_port}",
+                                 "--upstream", f"127.0.0.1:{east.slot.cluster_port}",
+                                 "--delay-ms", "40", "--loss-pct", "2", "--seed", "11"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert link.stdout.readline().startswith("listening on "), link.stderr.read()
+
+        partitions, n = 4, 4000
+        rng = random.Random(5)
+        # 4 KiB of noise per record: zstd cannot shrink what the link must carry.
+        records = [{"key": f"k{i}".encode(), "value": rng.randbytes(4096),
+                    "headers": [("seq", str(i).encode())], "partition": i % partitions}
+                   for i in range(n)]
+        create_topic(east.bootstrap, "orders", partitions)
+        produce(east.bootstrap, "orders", records)
+        deploy_mirror_plugin(west)
+        mirror_cli(west, "create", "east", "--source", f"127.0.0.1:{link_port}",
+                   "--source-alias", "us-east", "--via", "quic", "--source-ca", str(east_tls / "ca.pem"),
+                   "--topics", "orders")
+        per = n // partitions
+        report = wait_caught_up(west, "east", "orders", {p: per for p in range(partitions)}, timeout=90)
+        assert report["status"] == "running", report
+
+        source = read_topic(east.bootstrap, "orders", partitions)
+        target = read_topic(west.bootstrap, "us-east.orders", partitions)
+        for p in range(partitions):
+            assert len(target[p]) == len(source[p]) == per, p
+            for (so, sk, sv, sh, sts), (to, tk, tv, th, tts) in zip(source[p], target[p]):
+                assert (to, tk, tv, tts) == (so, sk, sv, sts), (p, so)
+                assert th == sh + [(PROVENANCE, b"us-east")], (p, so, th)
+    finally:
+        link_slot.release()
+        if link is not None:
+            link.kill()
+            _, err = link.communicate()
+            print(f"quiver-netdelay: {err.strip()}")
