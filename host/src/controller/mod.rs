@@ -62,6 +62,15 @@ pub trait Transport: Send + Sync + 'static {
         request: Bytes,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Bytes, String>>;
+
+    /// Whether broker `peer`'s process is known to be gone: asked at `addr`, its host
+    /// answered within `wait` that nothing listens there. `false` whenever that is not
+    /// certain (no answer, an answer from a live endpoint, a transport that cannot
+    /// tell): the caller then waits for the lease as before.
+    fn gone(&self, peer: i32, addr: SocketAddr, wait: Duration) -> BoxFuture<'static, bool> {
+        let _ = (peer, addr, wait);
+        Box::pin(async { false })
+    }
 }
 
 /// Why a controller operation failed.
@@ -185,6 +194,8 @@ struct Leases {
     renewed: HashMap<i32, (u64, Instant)>,
     /// Fences proposed and not yet seen applied, so each is proposed once.
     fencing: BTreeSet<(i32, u64)>,
+    /// Silent brokers whose port is being probed, so each has one probe at a time.
+    probing: BTreeSet<(i32, u64)>,
 }
 
 impl Leases {
@@ -755,7 +766,21 @@ impl Controller {
                 Some((inc, at)) if *inc == broker.incarnation => *at,
                 _ => since,
             };
-            if last.elapsed() < timeout || !leases.fencing.insert((broker.id, broker.incarnation)) {
+            let key = (broker.id, broker.incarnation);
+            let silent = last.elapsed();
+            if silent < timeout {
+                // Missing two beats is not yet a reason to fence (a slow beat, a lost
+                // packet), but it is one to ask whether the process is still there.
+                if self.config.fence_when_port_closed
+                    && silent >= beat * 2
+                    && !leases.fencing.contains(&key)
+                    && leases.probing.insert(key)
+                {
+                    self.fence_if_gone(broker, last);
+                }
+                continue;
+            }
+            if !leases.fencing.insert(key) {
                 continue;
             }
             tracing::warn!(
@@ -774,6 +799,46 @@ impl Controller {
                 }
             });
         }
+    }
+
+    /// Fences `broker`, whose lease was last renewed at `last`, if its host says its
+    /// process is gone ([`Transport::gone`]): a dead broker's leaderships move as soon as
+    /// that is certain instead of when its lease runs out. A broker that answers, stays
+    /// silent or heartbeats meanwhile keeps its lease (controller only).
+    fn fence_if_gone(self: &Arc<Self>, broker: &BrokerMeta, last: Instant) {
+        let this = self.clone();
+        let (id, incarnation, addr) = (broker.id, broker.incarnation, broker.cluster_addr);
+        let wait = Duration::from_millis(self.config.heartbeat_interval_ms)
+            .min(Duration::from_millis(200));
+        tokio::spawn(async move {
+            let gone = this.transport.gone(id, addr, wait).await;
+            let fence = {
+                let mut leases = this.leases.lock();
+                leases.probing.remove(&(id, incarnation));
+                let heard_since = leases
+                    .renewed
+                    .get(&id)
+                    .is_some_and(|(inc, at)| *inc == incarnation && *at > last);
+                gone && !heard_since
+                    && this.leader() == Some(this.id)
+                    && leases.fencing.insert((id, incarnation))
+            };
+            if !fence {
+                return;
+            }
+            tracing::warn!(
+                broker = id,
+                silent_ms = last.elapsed().as_millis() as u64,
+                cluster_addr = %addr,
+                "broker missed its heartbeats and nothing listens on its cluster port any \
+                 more (its process is gone); fencing it before its lease runs out"
+            );
+            let command = Command::FenceBroker { id, incarnation };
+            if let Err(e) = this.submit(command, Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "fencing failed");
+                this.leases.lock().fencing.remove(&(id, incarnation));
+            }
+        });
     }
 
     /// Makes every registered broker that is not a voter a Raft learner, so it gets the
