@@ -74,9 +74,10 @@ pub struct ClusterConfig {
     /// When a broker has missed two heartbeats, the controller sends one datagram to
     /// its cluster port; if the broker's host answers that nothing listens there (ICMP
     /// port unreachable: the process is gone, e.g. killed or crashed), the broker is
-    /// fenced at once instead of when its lease runs out. A live broker never gets that
-    /// answer, even paused or cut off; turn this off only where a firewall rejects UDP
-    /// to live brokers with port-unreachable instead of dropping it.
+    /// fenced at once instead of when its lease runs out; a controller voter that gets
+    /// that answer about the controller itself calls a Raft election at once. A live
+    /// broker never gets that answer, even paused or cut off; turn this off only where a
+    /// firewall rejects UDP to live brokers with port-unreachable instead of dropping it.
     pub fence_when_port_closed: bool,
 }
 

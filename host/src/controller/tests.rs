@@ -236,6 +236,40 @@ async fn a_broker_whose_process_is_gone_is_fenced_before_its_lease_runs_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_whose_process_is_gone_is_replaced_and_fenced_before_its_lease_runs_out() {
+    let lease = Duration::from_secs(4);
+    let config = ClusterConfig {
+        session_timeout_ms: lease.as_millis() as u64,
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_with(&board, dir.path(), id, 1, &config).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    let old = nodes[0].leader().unwrap();
+    let survivors: Vec<_> = nodes.iter().filter(|n| n.id() != old).cloned().collect();
+    let gone_at = Instant::now();
+    board.cut.lock().insert(old);
+    board.gone.lock().insert(old);
+    eventually("a new controller that fenced the old one", || {
+        survivors
+            .iter()
+            .all(|n| n.leader().is_some_and(|l| l != old) && n.state().brokers[&old].fenced)
+    })
+    .await;
+    assert!(
+        gone_at.elapsed() < lease,
+        "fenced only after {:?}, when its lease ran out anyway",
+        gone_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_survives_a_full_restart() {
     let dir = tempfile::tempdir().unwrap();
     let board = Arc::new(Switchboard::default());
