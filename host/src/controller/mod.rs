@@ -6,7 +6,10 @@
 //! The Raft leader is the controller. Besides committing what brokers propose, it holds
 //! the brokers' leases: every broker heartbeats it, and a broker whose lease runs out is
 //! fenced by a committed [`Command::FenceBroker`], which in the same step elects new
-//! leaders from the ISR. Brokers that are not voters follow the log as Raft learners, so
+//! leaders from the ISR. A broker that misses heartbeats and whose host says nothing
+//! holds its cluster port any more ([`Transport::gone`]: the process is gone) is fenced
+//! at once; a voter that finds the controller itself gone that way calls an election
+//! instead of waiting for the election timers. Brokers that are not voters follow the log as Raft learners, so
 //! every broker answers Metadata from its own replica.
 //!
 //! A single-node cluster is the same machinery with one voter.
