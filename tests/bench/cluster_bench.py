@@ -25,6 +25,8 @@ replication transport in the broker to compare with).
     python3 tests/bench/cluster_bench.py --binary /tmp/quiver
     python3 tests/bench/cluster_bench.py --quick                  # smoke run, small numbers
     python3 tests/bench/cluster_bench.py --skip recovery --kills 50
+    python3 tests/bench/cluster_bench.py --skip throughput,recovery --keep   # then:
+    python3 tests/bench/failover_timeline.py target/bench/cluster.json        # where each kill's time went
 
 The brokers run with the test clusters' timing (tests/e2e/cluster.py FAST_TIMING:
 heartbeat 250 ms, session 1500 ms, replica lag 3000 ms, election 300 ms) unless
@@ -422,6 +424,7 @@ def main(argv=None):
         if single_slot is not None:
             single_slot.release()
         if cfg.keep:
+            result["kept"] = str(workdir)
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
