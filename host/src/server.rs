@@ -620,6 +620,17 @@ impl Transport for QuicTransport {
                 .map_err(|e| e.to_string())
         })
     }
+
+    fn gone(
+        &self,
+        _peer: i32,
+        addr: std::net::SocketAddr,
+        wait: Duration,
+    ) -> BoxFuture<'static, bool> {
+        Box::pin(async move {
+            crate::net::probe::udp_port(addr, wait).await == crate::net::probe::PortAnswer::Closed
+        })
+    }
 }
 
 /// Applies every committed metadata change to this broker's disk.

@@ -25,6 +25,8 @@ replication transport in the broker to compare with).
     python3 tests/bench/cluster_bench.py --binary /tmp/quiver
     python3 tests/bench/cluster_bench.py --quick                  # smoke run, small numbers
     python3 tests/bench/cluster_bench.py --skip recovery --kills 50
+    python3 tests/bench/cluster_bench.py --skip throughput,recovery --keep   # then:
+    python3 tests/bench/failover_timeline.py target/bench/cluster.json        # where each kill's time went
 
 The brokers run with the test clusters' timing (tests/e2e/cluster.py FAST_TIMING:
 heartbeat 250 ms, session 1500 ms, replica lag 3000 ms, election 300 ms) unless
@@ -189,7 +191,7 @@ def phase_failover(cfg, c):
             was_controller = c.controller() == leader
         except AssertionError:
             was_controller = None
-        t_kill = time.monotonic()
+        t_kill, t_kill_wall = time.monotonic(), time.time()
         c.kill(leader)
         deadline = t_kill + 60
         ok, err = send_one(part, deadline)
@@ -201,8 +203,9 @@ def phase_failover(cfg, c):
         secs = time.monotonic() - t_kill
         new = c.leader_of(topic, part)
         samples.append({"kill": k + 1, "partition": part, "old_leader": leader, "new_leader": new, "s": secs,
-                        "was_controller": was_controller})
-        log(f"kill {k + 1}/{cfg.kills}: leader {leader} of {part} -> {new}: {secs:.3f} s"
+                        "was_controller": was_controller, "kill_unix_s": t_kill_wall})
+        log(f"kill {k + 1}/{cfg.kills} at {time.strftime('%H:%M:%S', time.gmtime(t_kill_wall))}"
+            f"{f'{t_kill_wall % 1:.3f}'[1:]}Z: leader {leader} of {part} -> {new}: {secs:.3f} s"
             f"{' (it was the controller)' if was_controller else ''}")
         c.restart(leader)
         c.wait_topic(topic, parts, 3, timeout=120)
@@ -326,6 +329,7 @@ def parse_args(argv):
     ap.add_argument("--phase-timeout", type=float, default=300.0)
     ap.add_argument("--tmp-parent", default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run with small numbers")
+    ap.add_argument("--keep", action="store_true", help="keep the brokers' data and logs (the work directory)")
     ap.add_argument("--out", default="target/bench/cluster.json")
     cfg = ap.parse_args(argv)
     cfg.records = cfg.records or (50_000 if cfg.quick else 300_000)
@@ -419,7 +423,11 @@ def main(argv=None):
             single.close()
         if single_slot is not None:
             single_slot.release()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if cfg.keep:
+            result["kept"] = str(workdir)
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
         out = Path(cfg.out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

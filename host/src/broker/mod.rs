@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
@@ -28,7 +28,8 @@ use crate::config::topic::{self, TopicSettings};
 use crate::config::Config;
 use crate::controller::placement::{self, AssignmentError, PlacementError};
 use crate::controller::{
-    Applied, Command, Controller, ControllerError, PartitionState, State, StateError, TopicMeta,
+    Applied, BrokerMeta, Command, Controller, ControllerError, PartitionState, State, StateError,
+    TopicMeta,
 };
 use crate::group::{GroupCoordinator, GroupError, LoadStats, OFFSETS_TOPIC};
 use crate::log::{Log, LogError};
@@ -206,7 +207,49 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     security: Security,
     metrics: Arc<Metrics>,
+    /// Fenced brokers (id, incarnation) and when a Metadata answer here first saw them
+    /// fenced ([`listed_brokers`]).
+    fenced_seen: Mutex<HashMap<(i32, u64), Instant>>,
     _lock: fs::File,
+}
+
+/// How long Metadata answers keep listing a broker after they first showed it fenced.
+///
+/// The answer that moves a dead broker's partitions to their new leaders must still list
+/// the dead broker. librdkafka forgets ("decommissions") a broker that an answer no
+/// longer lists, and when that answer also moves the broker's partitions, the forgotten
+/// broker's thread hands them back to "no leader" while they migrate: the client then
+/// waits for its next once-a-second leader scan. Answers in the grace move the
+/// partitions; a later one drops the broker once nothing is delegated to it. Three
+/// seconds cover clients that refresh once a second, with room for a slow one; a client
+/// that asks later sees the broker gone, as before. It is short because the broker list
+/// is also how tools tell which brokers are alive.
+const FENCED_LISTED_FOR: Duration = Duration::from_secs(3);
+
+/// The brokers a Metadata answer at `now` lists: every live broker, and a fenced one for
+/// [`FENCED_LISTED_FOR`] after an answer first showed it fenced (`seen` remembers when,
+/// and forgets brokers that are no longer fenced).
+pub fn listed_brokers<'s>(
+    state: &'s State,
+    seen: &mut HashMap<(i32, u64), Instant>,
+    now: Instant,
+) -> Vec<&'s BrokerMeta> {
+    seen.retain(|(id, incarnation), _| {
+        state
+            .brokers
+            .get(id)
+            .is_some_and(|b| b.fenced && b.incarnation == *incarnation)
+    });
+    state
+        .brokers
+        .values()
+        .filter(|b| {
+            !b.fenced || {
+                let first = *seen.entry((b.id, b.incarnation)).or_insert(now);
+                now.saturating_duration_since(first) < FENCED_LISTED_FOR
+            }
+        })
+        .collect()
 }
 
 /// A tenant limit the controller's state refuses, as the broker's error.
@@ -251,8 +294,14 @@ impl Broker {
             reconciling: Mutex::new(BTreeSet::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             appended: Notify::new(),
+            fenced_seen: Mutex::new(HashMap::new()),
             _lock: lock,
         })
+    }
+
+    /// The brokers this broker's Metadata answers list now ([`listed_brokers`]).
+    pub fn metadata_brokers<'s>(&self, state: &'s State) -> Vec<&'s BrokerMeta> {
+        listed_brokers(state, &mut self.fenced_seen.lock(), Instant::now())
     }
 
     /// Connects the broker to its controller; done once, at startup.
@@ -1254,6 +1303,48 @@ mod tests {
 
     async fn broker(dir: &Path, incarnation: u64) -> Arc<Broker> {
         single_node(dir, incarnation, |_| {}).await
+    }
+
+    #[test]
+    fn metadata_lists_a_fenced_broker_for_a_while_after_first_showing_it_fenced() {
+        let meta = |id: i32, incarnation: u64, fenced: bool| BrokerMeta {
+            id,
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9000 + id as u16,
+            cluster_addr: ([127, 0, 0, 1], 19000 + id as u16).into(),
+            rack: None,
+            incarnation,
+            fenced,
+            listeners: Default::default(),
+        };
+        let ids = |listed: Vec<&BrokerMeta>| listed.iter().map(|b| b.id).collect::<Vec<_>>();
+        let mut state = State::default();
+        for id in 1..=3 {
+            state.brokers.insert(id, meta(id, 1, false));
+        }
+        let mut seen = HashMap::new();
+        let t0 = Instant::now();
+        assert_eq!(ids(listed_brokers(&state, &mut seen, t0)), [1, 2, 3]);
+
+        state.brokers.insert(3, meta(3, 1, true));
+        let first = t0 + Duration::from_secs(7);
+        assert_eq!(ids(listed_brokers(&state, &mut seen, first)), [1, 2, 3]);
+        let within = first + FENCED_LISTED_FOR - Duration::from_millis(1);
+        assert_eq!(ids(listed_brokers(&state, &mut seen, within)), [1, 2, 3]);
+        let after = first + FENCED_LISTED_FOR;
+        assert_eq!(ids(listed_brokers(&state, &mut seen, after)), [1, 2]);
+
+        // Back with a new process, then fenced again: a new grace.
+        state.brokers.insert(3, meta(3, 2, false));
+        assert_eq!(ids(listed_brokers(&state, &mut seen, after)), [1, 2, 3]);
+        assert!(seen.is_empty());
+        state.brokers.insert(3, meta(3, 2, true));
+        let again = after + Duration::from_secs(60);
+        assert_eq!(ids(listed_brokers(&state, &mut seen, again)), [1, 2, 3]);
+        assert_eq!(
+            ids(listed_brokers(&state, &mut seen, again + FENCED_LISTED_FOR)),
+            [1, 2]
+        );
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub struct ClusterConfig {
     /// side the data leaves: leaders for replication, a mirror's source cluster for
     /// `--via quic`.
     pub congestion_control: CongestionControl,
+    /// When a broker has missed two heartbeats, the controller sends one datagram to
+    /// its cluster port; if the broker's host answers that nothing listens there (ICMP
+    /// port unreachable: the process is gone, e.g. killed or crashed), the broker is
+    /// fenced at once instead of when its lease runs out; a controller voter that gets
+    /// that answer about the controller itself calls a Raft election at once. A live
+    /// broker never gets that answer, even paused or cut off; turn this off only where a
+    /// firewall rejects UDP to live brokers with port-unreachable instead of dropping it.
+    pub fence_when_port_closed: bool,
 }
 
 /// How a QUIC connection paces what it sends (`cluster.congestion_control`).
@@ -111,6 +119,7 @@ impl Default for ClusterConfig {
             leader_rebalance_interval_ms: 300_000,
             election_timeout_ms: 500,
             congestion_control: CongestionControl::default(),
+            fence_when_port_closed: true,
         }
     }
 }

@@ -6,7 +6,10 @@
 //! The Raft leader is the controller. Besides committing what brokers propose, it holds
 //! the brokers' leases: every broker heartbeats it, and a broker whose lease runs out is
 //! fenced by a committed [`Command::FenceBroker`], which in the same step elects new
-//! leaders from the ISR. Brokers that are not voters follow the log as Raft learners, so
+//! leaders from the ISR. A broker that misses heartbeats and whose host says nothing
+//! holds its cluster port any more ([`Transport::gone`]: the process is gone) is fenced
+//! at once; a voter that finds the controller itself gone that way calls an election
+//! instead of waiting for the election timers. Brokers that are not voters follow the log as Raft learners, so
 //! every broker answers Metadata from its own replica.
 //!
 //! A single-node cluster is the same machinery with one voter.
@@ -62,6 +65,15 @@ pub trait Transport: Send + Sync + 'static {
         request: Bytes,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Bytes, String>>;
+
+    /// Whether broker `peer`'s process is known to be gone: asked at `addr`, its host
+    /// answered within `wait` that nothing listens there. `false` whenever that is not
+    /// certain (no answer, an answer from a live endpoint, a transport that cannot
+    /// tell): the caller then waits for the lease as before.
+    fn gone(&self, peer: i32, addr: SocketAddr, wait: Duration) -> BoxFuture<'static, bool> {
+        let _ = (peer, addr, wait);
+        Box::pin(async { false })
+    }
 }
 
 /// Why a controller operation failed.
@@ -152,6 +164,10 @@ pub struct Controller {
     leases: Mutex<Leases>,
     /// A registration is in flight; heartbeats do not start another.
     registering: std::sync::atomic::AtomicBool,
+    /// The controller this broker last had an answer from, and when.
+    controller_heard: Mutex<Option<(i32, Instant)>>,
+    /// An election called because the controller's process is gone is under way.
+    electing: std::sync::atomic::AtomicBool,
     /// Where this broker's usage of cluster-wide quotas comes from and the cluster's
     /// totals go.
     usage: std::sync::OnceLock<Arc<dyn UsageExchange>>,
@@ -185,6 +201,8 @@ struct Leases {
     renewed: HashMap<i32, (u64, Instant)>,
     /// Fences proposed and not yet seen applied, so each is proposed once.
     fencing: BTreeSet<(i32, u64)>,
+    /// Silent brokers whose port is being probed, so each has one probe at a time.
+    probing: BTreeSet<(i32, u64)>,
 }
 
 impl Leases {
@@ -337,6 +355,8 @@ impl Controller {
             config: config.clone(),
             leases: Mutex::new(Leases::default()),
             registering: std::sync::atomic::AtomicBool::new(false),
+            controller_heard: Mutex::new(None),
+            electing: std::sync::atomic::AtomicBool::new(false),
             usage: std::sync::OnceLock::new(),
             reports: Mutex::new(HashMap::new()),
         }))
@@ -634,12 +654,20 @@ impl Controller {
             let timeout = Duration::from_millis(self.config.heartbeat_interval_ms.max(200));
             match self.call(leader, &request, timeout).await {
                 Ok(ControllerReply::Heartbeat { registered, usage }) => {
+                    *self.controller_heard.lock() = Some((leader, Instant::now()));
                     if let Some(exchange) = self.usage.get() {
                         exchange.cluster(usage);
                     }
                     registered
                 }
-                Ok(_) | Err(_) => return,
+                Ok(_) => {
+                    *self.controller_heard.lock() = Some((leader, Instant::now()));
+                    return;
+                }
+                Err(_) => {
+                    self.elect_if_controller_gone(leader);
+                    return;
+                }
             }
         };
         if !registered
@@ -755,7 +783,21 @@ impl Controller {
                 Some((inc, at)) if *inc == broker.incarnation => *at,
                 _ => since,
             };
-            if last.elapsed() < timeout || !leases.fencing.insert((broker.id, broker.incarnation)) {
+            let key = (broker.id, broker.incarnation);
+            let silent = last.elapsed();
+            if silent < timeout {
+                // Missing two beats is not yet a reason to fence (a slow beat, a lost
+                // packet), but it is one to ask whether the process is still there.
+                if self.config.fence_when_port_closed
+                    && silent >= beat * 2
+                    && !leases.fencing.contains(&key)
+                    && leases.probing.insert(key)
+                {
+                    self.fence_if_gone(broker, last);
+                }
+                continue;
+            }
+            if !leases.fencing.insert(key) {
                 continue;
             }
             tracing::warn!(
@@ -774,6 +816,96 @@ impl Controller {
                 }
             });
         }
+    }
+
+    /// Fences `broker`, whose lease was last renewed at `last`, if its host says its
+    /// process is gone ([`Transport::gone`]): a dead broker's leaderships move as soon as
+    /// that is certain instead of when its lease runs out. A broker that answers, stays
+    /// silent or heartbeats meanwhile keeps its lease (controller only).
+    fn fence_if_gone(self: &Arc<Self>, broker: &BrokerMeta, last: Instant) {
+        let this = self.clone();
+        let (id, incarnation, addr) = (broker.id, broker.incarnation, broker.cluster_addr);
+        let wait = Duration::from_millis(self.config.heartbeat_interval_ms)
+            .min(Duration::from_millis(200));
+        tokio::spawn(async move {
+            let gone = this.transport.gone(id, addr, wait).await;
+            let fence = {
+                let mut leases = this.leases.lock();
+                leases.probing.remove(&(id, incarnation));
+                let heard_since = leases
+                    .renewed
+                    .get(&id)
+                    .is_some_and(|(inc, at)| *inc == incarnation && *at > last);
+                gone && !heard_since
+                    && this.leader() == Some(this.id)
+                    && leases.fencing.insert((id, incarnation))
+            };
+            if !fence {
+                return;
+            }
+            tracing::warn!(
+                broker = id,
+                silent_ms = last.elapsed().as_millis() as u64,
+                cluster_addr = %addr,
+                "broker missed its heartbeats and nothing listens on its cluster port any \
+                 more (its process is gone); fencing it before its lease runs out"
+            );
+            let command = Command::FenceBroker { id, incarnation };
+            if let Err(e) = this.submit(command, Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "fencing failed");
+                this.leases.lock().fencing.remove(&(id, incarnation));
+            }
+        });
+    }
+
+    /// Calls a Raft election at once when the controller `leader` stopped answering and
+    /// its host says its process is gone ([`Transport::gone`]), instead of leaving it to
+    /// the election timers: when both remaining voters time out together they split the
+    /// vote and go round again, which on a busy machine took seconds. One voter calls
+    /// (the lowest-numbered other than `leader`), so two callers do not split the vote
+    /// themselves, and only once the other voters' leader lease (twice the election
+    /// timeout, plus a heartbeat of slack for when they last heard the leader) has run
+    /// out, as they refuse to vote before. Calling an election is always safe in Raft; a
+    /// wrong call costs a term, not data.
+    fn elect_if_controller_gone(self: &Arc<Self>, leader: i32) {
+        use std::sync::atomic::Ordering;
+        if !self.config.fence_when_port_closed {
+            return;
+        }
+        let caller = self.voters.iter().copied().filter(|v| *v != leader).min();
+        if caller != Some(self.id) {
+            return;
+        }
+        let Some((heard_from, at)) = *self.controller_heard.lock() else {
+            return;
+        };
+        let beat = Duration::from_millis(self.config.heartbeat_interval_ms);
+        let lease = Duration::from_millis(self.config.election_timeout_ms * 2) + beat;
+        if heard_from != leader || at.elapsed() < lease {
+            return;
+        }
+        let Some(addr) = self.peers.get(&leader).copied() else {
+            return;
+        };
+        if self.electing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let wait = beat.min(Duration::from_millis(200));
+        tokio::spawn(async move {
+            if this.transport.gone(leader, addr, wait).await && this.leader() == Some(leader) {
+                tracing::warn!(
+                    controller = leader,
+                    silent_ms = at.elapsed().as_millis() as u64,
+                    "the controller stopped answering and nothing listens on its cluster \
+                     port any more (its process is gone); calling an election"
+                );
+                if let Err(e) = this.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "calling an election failed");
+                }
+            }
+            this.electing.store(false, Ordering::Release);
+        });
     }
 
     /// Makes every registered broker that is not a voter a Raft learner, so it gets the

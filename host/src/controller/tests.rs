@@ -11,6 +11,8 @@ use super::*;
 struct Switchboard {
     nodes: Mutex<HashMap<i32, Weak<Controller>>>,
     cut: Mutex<BTreeSet<i32>>,
+    /// Brokers whose process the transport reports gone.
+    gone: Mutex<BTreeSet<i32>>,
 }
 
 struct Port {
@@ -49,6 +51,11 @@ impl Transport for Port {
                 .await
                 .map_err(|_| "timed out".to_string())?
         })
+    }
+
+    fn gone(&self, peer: i32, _addr: SocketAddr, _wait: Duration) -> BoxFuture<'static, bool> {
+        let gone = self.board.gone.lock().contains(&peer);
+        Box::pin(async move { gone })
     }
 }
 
@@ -177,6 +184,89 @@ async fn three_controllers_agree_and_fail_over() {
         !s.brokers[&1].fenced && s.topics.contains_key("u")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_process_is_gone_is_fenced_before_its_lease_runs_out() {
+    let lease = Duration::from_secs(4);
+    let config = ClusterConfig {
+        session_timeout_ms: lease.as_millis() as u64,
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_with(&board, dir.path(), id, 1, &config).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    nodes[0]
+        .submit(topic("t"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let controller = nodes[0].leader().unwrap();
+    let silent = (1..=3).find(|id| *id != controller).unwrap();
+    let witness = nodes.iter().find(|n| n.id() == controller).unwrap().clone();
+
+    // Silent but not known dead (paused, or its packets dropped): it keeps its lease.
+    let cut_at = Instant::now();
+    board.cut.lock().insert(silent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !witness.state().brokers[&silent].fenced,
+        "broker {silent} was fenced within its lease though only silent"
+    );
+
+    // Its host now says nothing holds its port: fenced at once, out of every ISR.
+    board.gone.lock().insert(silent);
+    eventually("the gone broker fenced", || {
+        witness.state().brokers[&silent].fenced
+    })
+    .await;
+    assert!(
+        cut_at.elapsed() < lease,
+        "fenced only after {:?}, when its lease ran out anyway",
+        cut_at.elapsed()
+    );
+    let p = witness.state().partition("t", 0).unwrap().clone();
+    assert!(!p.isr.contains(&silent), "{p:?}");
+    assert_ne!(p.leader, silent, "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_whose_process_is_gone_is_replaced_and_fenced_before_its_lease_runs_out() {
+    let lease = Duration::from_secs(4);
+    let config = ClusterConfig {
+        session_timeout_ms: lease.as_millis() as u64,
+        ..config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let board = Arc::new(Switchboard::default());
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_with(&board, dir.path(), id, 1, &config).await);
+    }
+    for node in &nodes {
+        assert!(node.wait_registered(Duration::from_secs(20)).await);
+    }
+    let old = nodes[0].leader().unwrap();
+    let survivors: Vec<_> = nodes.iter().filter(|n| n.id() != old).cloned().collect();
+    let gone_at = Instant::now();
+    board.cut.lock().insert(old);
+    board.gone.lock().insert(old);
+    eventually("a new controller that fenced the old one", || {
+        survivors
+            .iter()
+            .all(|n| n.leader().is_some_and(|l| l != old) && n.state().brokers[&old].fenced)
+    })
+    .await;
+    assert!(
+        gone_at.elapsed() < lease,
+        "fenced only after {:?}, when its lease ran out anyway",
+        gone_at.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

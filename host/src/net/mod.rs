@@ -21,6 +21,9 @@
 //!   idle timeout notice a dead peer quickly; the stateless-reset key is derived from
 //!   the broker's private key, so a restarted peer resets our stale connection on the
 //!   first packet instead of letting it idle out.
+//! - **Dead peers.** A peer killed outright goes quiet rather than closing; [`probe`]
+//!   asks its host whether any socket still holds its port, so the controller can fence
+//!   a broker whose process is gone without waiting out its lease.
 //! - **Framing.** Each bidirectional stream carries frames (see [`frame`]):
 //!
 //!   ```text
@@ -54,6 +57,7 @@ pub mod compress;
 mod endpoint;
 pub mod frame;
 mod mirror;
+pub mod probe;
 pub mod tls;
 
 #[cfg(test)]

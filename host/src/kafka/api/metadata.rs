@@ -11,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::{kstr, Context};
+use crate::broker::Broker;
 use crate::controller::{State, TopicMeta, NO_LEADER};
 use crate::tenancy::acl::{Operation, ResourceType};
 
@@ -22,7 +23,7 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
 
     let mut response = MetadataResponse::default();
     let listener = ctx.session.listener.name.as_str();
-    response.brokers = brokers(&state, listener);
+    response.brokers = brokers(broker, &state, listener);
     if version >= 2 {
         response.cluster_id = Some(kstr(broker.cluster_id().to_string()));
     }
@@ -101,7 +102,7 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
                     None if auto_create => {
                         let entry = auto_create_topic(ctx, name, version).await;
                         state = broker.metadata();
-                        response.brokers = brokers(&state, listener);
+                        response.brokers = brokers(broker, &state, listener);
                         entry
                     }
                     None => error_entry(name, ResponseError::UnknownTopicOrPartition),
@@ -114,10 +115,12 @@ pub async fn handle(ctx: &Context<'_>, request: MetadataRequest, version: i16) -
     response
 }
 
-/// Every live broker, as clients of `listener` should reach it.
-fn brokers(state: &State, listener: &str) -> Vec<MetadataResponseBroker> {
-    state
-        .live_brokers()
+/// Every live broker (and a freshly fenced one, see [`Broker::metadata_brokers`]), as
+/// clients of `listener` should reach it.
+fn brokers(broker: &Broker, state: &State, listener: &str) -> Vec<MetadataResponseBroker> {
+    broker
+        .metadata_brokers(state)
+        .into_iter()
         .map(|meta| {
             let (host, port) = meta.endpoint(listener);
             let mut b = MetadataResponseBroker::default();
