@@ -503,9 +503,13 @@ fn tcp_case(material: &Material, records: &Bytes, bytes: u64, tls: bool) -> anyh
             follow_tcp(stream, &timer).await
         }
     })?;
-    let sample = follower.join().map_err(|_| anyhow!("follower panicked"))?;
+    let sample = follower
+        .join()
+        .map_err(|_| anyhow!("follower panicked"))??;
+    // Joined only after a good run: a leader whose follower never connected would wait
+    // in `accept` for ever.
     leader.join().map_err(|_| anyhow!("leader panicked"))??;
-    sample
+    Ok(sample)
 }
 
 async fn follow_tcp<S: AsyncRead + AsyncWrite + Unpin>(
