@@ -19,8 +19,9 @@ cluster did not form, a client error, a fault that did not recover).
                 it is down, restart it and time until it is back in the ISR of every
                 partition and /v1/cluster lists nothing under-replicated.
 
-Not measured here: replication CPU over QUIC vs the same bytes over TCP (needs a TCP
-replication transport in the broker to compare with).
+Not measured here: replication CPU over QUIC vs the same bytes over TCP. That is
+host/examples/transport_bench.rs (replication-shaped request/answer traffic over the
+cluster endpoint, TCP with the same TLS, and plain TCP; figures in docs/perf.md).
 
     python3 tests/bench/cluster_bench.py --binary /tmp/quiver
     python3 tests/bench/cluster_bench.py --quick                  # smoke run, small numbers

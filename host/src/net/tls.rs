@@ -313,11 +313,16 @@ impl ClusterTls {
         self.broker_id
     }
 
-    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    /// The TLS server side of the cluster transport: mutual TLS with the cluster's
+    /// verifier, ALPN `quiver-cluster/1`. Public so a benchmark can carry the same
+    /// handshake and record encryption over another transport (`transport_bench`).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.server.clone()
     }
 
-    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
+    /// The TLS client side of the cluster transport; the server name it expects is
+    /// `broker-<id>.quiver` (see [`Endpoint`](super::Endpoint)).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.client.clone()
     }
 
