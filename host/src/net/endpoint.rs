@@ -35,11 +35,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const STREAM_WINDOW: u32 = 16 << 20;
 /// Per-connection receive and send windows: several such streams at once.
 const CONNECTION_WINDOW: u32 = 64 << 20;
-/// Largest UDP payload path MTU discovery probes for. Brokers sit on one datacenter
-/// network (jumbo frames are common) or one host (loopback carries 64 KiB): every
-/// packet costs a header, an AEAD seal and an ACK, so fewer, larger packets cut the
-/// CPU a replicated byte costs. Discovery starts at QUIC's 1200 bytes and only keeps
-/// a size the path delivered, backing off when larger packets vanish.
+/// Largest UDP payload path MTU discovery may probe for. In effect the bound is lower:
+/// quinn never probes above the peer's `max_udp_payload_size` transport parameter,
+/// which stays at quinn's 1,472 bytes, so packets are at most that size even on
+/// loopback. Raising that parameter to 65,527 was tried with the transport benchmark
+/// (host/examples/transport_bench.rs): it cost more CPU per GiB with 1 MiB answers
+/// and stalled a call with 64 KiB ones, so it stays (docs/perf.md, "the price of
+/// QUIC").
 const MTU_UPPER_BOUND: u16 = 65_527;
 /// Concurrent bidirectional streams a peer may open (calls in flight plus sessions).
 const MAX_STREAMS: u32 = 1024;
