@@ -1495,14 +1495,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nothing_raises_a_limit_past_the_brokers() {
-        let broker = PluginsConfig {
+    /// A broker allowing 8 MiB, 100 ms and 4 KiB.
+    fn small_broker() -> PluginsConfig {
+        PluginsConfig {
             max_memory_bytes: 8 << 20,
             call_timeout_ms: 100,
             max_output_bytes: 4096,
             ..PluginsConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn nothing_raises_a_limit_past_the_brokers() {
+        let broker = small_broker();
         let none = LimitOverrides::default();
         // Deployed elsewhere, or under an older configuration, with more.
         let big = overrides(Some(64 << 20), Some(1_000), Some(1 << 20));
@@ -1525,12 +1530,7 @@ mod tests {
 
     #[test]
     fn a_deploy_asking_past_a_brokers_limit_names_the_field_the_value_and_the_limit() {
-        let broker = PluginsConfig {
-            max_memory_bytes: 8 << 20,
-            call_timeout_ms: 100,
-            max_output_bytes: 4096,
-            ..PluginsConfig::default()
-        };
+        let broker = small_broker();
         let refused = |o: LimitOverrides| o.check(&broker).unwrap_err().to_string();
         assert_eq!(
             refused(overrides(Some((8 << 20) + 1), None, None)),

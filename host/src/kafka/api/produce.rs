@@ -237,12 +237,11 @@ mod tests {
 
     use bytes::Bytes;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        InitProducerIdRequest, ProduceRequest, ProducerId, RequestHeader, TopicName,
-    };
+    use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::Compression;
 
+    use super::super::test_support::{broker, Client};
     use super::*;
     use crate::partition::encode::{encode_sequenced_batch, RecordData};
 
@@ -270,21 +269,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_brokers_own_producer_ids_are_refused_to_clients() {
         let dir = tempfile::tempdir().unwrap();
-        let b = crate::broker::test_support::single_node(dir.path(), 1, |config| {
-            config.group.offsets_topic_partitions = 1;
-        })
-        .await;
+        let b = broker(dir.path()).await;
         b.create_topic("t", 3, 1, BTreeMap::new(), false)
             .await
             .unwrap();
-        let header = RequestHeader::default();
-        let session = crate::kafka::session::Session::plaintext("127.0.0.1:1".parse().unwrap());
-        let ctx = Context {
-            broker: &b,
-            header: &header,
-            peer: session.peer,
-            session: &session,
-        };
+        let client = Client::new();
+        let ctx = client.context(&b);
         let forged = INTERNAL_PRODUCER_IDS + 3;
         // Partition 1: a client's batch, then a forged one in the same records: neither
         // is appended. Partition 2: the highest id there is.
