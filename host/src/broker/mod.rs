@@ -196,6 +196,8 @@ pub struct Broker {
     config: Config,
     controller: OnceLock<Arc<Controller>>,
     replication: OnceLock<Arc<ReplicaManager>>,
+    /// The cluster endpoint, over which the broker's own writers reach other leaders.
+    peers: OnceLock<remote::Peers>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises reconciliations so two never open the same log; holds the
     /// `__consumer_offsets` partitions this broker led after the last one.
@@ -247,12 +249,24 @@ impl Broker {
             config,
             controller: OnceLock::new(),
             replication: OnceLock::new(),
+            peers: OnceLock::new(),
             topics: RwLock::new(HashMap::new()),
             reconciling: Mutex::new(BTreeSet::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             appended: Notify::new(),
             _lock: lock,
         })
+    }
+
+    /// Gives the broker's own writers the cluster endpoint, to write to partitions led
+    /// by other brokers (see [`remote`]).
+    pub fn attach_peers(&self, endpoint: crate::net::Endpoint) {
+        let _ = self.peers.set(remote::Peers(endpoint));
+    }
+
+    /// The cluster endpoint, once attached.
+    pub(crate) fn peers(&self) -> Option<&remote::Peers> {
+        self.peers.get()
     }
 
     /// Connects the broker to its controller; done once, at startup.

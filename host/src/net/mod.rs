@@ -93,6 +93,11 @@ pub enum Channel {
     /// channel a broker of another cluster (accepted through
     /// `cluster.mirror_clients_ca`) may use.
     Mirror = 5,
+    /// Kafka Produce and DescribeProducers of this cluster's own writers (transform and
+    /// mirror runners) to partitions led by another broker: the one way to write with
+    /// the producer ids the brokers keep for themselves, which the Kafka listener
+    /// refuses to clients.
+    Writes = 6,
 }
 
 impl Channel {
@@ -104,6 +109,7 @@ impl Channel {
             3 => Some(Channel::Replica),
             4 => Some(Channel::Admin),
             5 => Some(Channel::Mirror),
+            6 => Some(Channel::Writes),
             _ => None,
         }
     }
@@ -117,6 +123,7 @@ impl fmt::Display for Channel {
             Channel::Replica => "replica",
             Channel::Admin => "admin",
             Channel::Mirror => "mirror",
+            Channel::Writes => "writes",
         })
     }
 }

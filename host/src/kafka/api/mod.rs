@@ -329,6 +329,13 @@ pub(crate) mod test_support {
             }
         }
 
+        /// A writer of broker `id` of the cluster, over the cluster transport.
+        pub(crate) fn own_broker(id: i32) -> Self {
+            let mut client = Client::new();
+            client.session.own_broker = Some(id);
+            client
+        }
+
         /// The context of this client's requests to `broker`.
         pub(crate) fn context<'a>(&'a self, broker: &'a Broker) -> Context<'a> {
             Context {

@@ -9,9 +9,10 @@
 //! meanwhile, REQUEST_TIMED_OUT after the request's timeout. A partition with a single
 //! replica is its own ISR, so there acks=all completes with the append, as before.
 //!
-//! Producer ids from 2^62 on belong to the broker's own writers (transform outputs,
-//! written through the partition directly): a partition's records carrying one are
-//! refused whole with INVALID_REQUEST, and nothing of them is appended.
+//! Producer ids from 2^62 on belong to the brokers' own writers (transform outputs,
+//! written through the partition directly, or over the cluster transport's writes
+//! channel when another broker leads the partition): a client's records carrying one
+//! are refused whole with INVALID_REQUEST, and nothing of them is appended.
 
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ pub async fn handle(
                 let records = partition_data.records.unwrap_or_default();
                 produced_bytes += records.len();
                 batch_bytes = records.len();
-                match internal_producer(&records) {
+                match internal_producer(&records).filter(|_| ctx.session.own_broker.is_none()) {
                     Some(refusal) => Err(refusal),
                     None => partition
                         .append_with_acks(&records, now_ms(), request.acks)
@@ -323,6 +324,16 @@ mod tests {
         let p = &response.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, 0));
         assert_eq!(b.partition("t", 0).unwrap().log().log_end_offset(), 2);
+
+        // A writer of another broker of the cluster (a transform's output to a partition
+        // led here) may use them.
+        let peer = Client::own_broker(2);
+        let response = super::handle(&peer.context(&b), produce(vec![(1, batch(forged, 2))]), 8)
+            .await
+            .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+        assert_eq!(b.partition("t", 1).unwrap().log().log_end_offset(), 2);
 
         // Nor does InitProducerId bump the epoch of such an id (KIP-360).
         let init = |id: i64| {
