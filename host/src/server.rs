@@ -94,6 +94,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
     let (controller, endpoint, service) = start_controller(&broker).await?;
+    broker.attach_peers(endpoint.clone());
     let replication = ReplicaManager::new(
         broker.config().broker.node_id,
         broker.config().cluster.clone(),
@@ -577,6 +578,17 @@ impl crate::net::Service for ClusterService {
                 None => Box::pin(async { Err("this broker is still starting".to_string()) }),
             };
         }
+        if channel == crate::net::Channel::Writes {
+            return match self.admin.get() {
+                Some(state) => {
+                    let broker = state.broker.clone();
+                    Box::pin(async move {
+                        crate::kafka::answer_broker_write(&broker, peer, request).await
+                    })
+                }
+                None => Box::pin(async { Err("this broker is still starting".to_string()) }),
+            };
+        }
         let controller = self.controller.get().cloned();
         Box::pin(async move {
             let controller =
@@ -588,7 +600,8 @@ impl crate::net::Service for ClusterService {
                 }
                 crate::net::Channel::Replica
                 | crate::net::Channel::Admin
-                | crate::net::Channel::Mirror => {
+                | crate::net::Channel::Mirror
+                | crate::net::Channel::Writes => {
                     Err(format!("the {channel} channel is not the controller's"))
                 }
             }

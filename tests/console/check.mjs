@@ -13,6 +13,8 @@
 //   --limit  (after a PAGE) wait until that page's chart FAMILY has a limit line for SUBJECT
 //   --timeout-ms N  how long to wait for each page (default 30000)
 //   --redraws N     after a page is ready, wait for N more of its 2-second redraws (default 1)
+//   --parallel N    check up to N pages at once, each in its own browser context (default 1):
+//                   most of a page's time is waiting for its redraw, not work
 //
 // A page is read once `main[data-page]` names it, `main[data-loaded]` is set and every
 // wanted line is drawn, and then redrawn N more times (a new `main[data-loaded]` each
@@ -46,7 +48,7 @@ import { chromium } from "playwright-core";
 
 const POLL_MS = 100;
 const USAGE = "usage: node check.mjs URL OUTDIR PAGE [--chart FAMILY=SUBJECT]... [--limit FAMILY=SUBJECT]... "
-  + "[PAGE ...] [--timeout-ms N] [--redraws N]";
+  + "[PAGE ...] [--timeout-ms N] [--redraws N] [--parallel N]";
 
 function fail(message, code = 2) {
   process.stderr.write(`check.mjs: ${message}\n`);
@@ -58,6 +60,7 @@ function parseArgs(argv) {
   const pages = [];
   let timeoutMs = 30000;
   let redraws = 1;
+  let parallel = 1;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--chart" || arg === "--limit") {
@@ -73,6 +76,9 @@ function parseArgs(argv) {
     } else if (arg === "--redraws") {
       redraws = Number(argv[++i]);
       if (!(Number.isInteger(redraws) && redraws >= 0)) fail(`--redraws wants a count\n${USAGE}`);
+    } else if (arg === "--parallel") {
+      parallel = Number(argv[++i]);
+      if (!(Number.isInteger(parallel) && parallel >= 1)) fail(`--parallel wants a count of at least 1\n${USAGE}`);
     } else if (arg.startsWith("--")) {
       fail(`unknown option ${arg}\n${USAGE}`);
     } else if (positional.length < 2) {
@@ -82,7 +88,7 @@ function parseArgs(argv) {
     }
   }
   if (positional.length < 2 || !pages.length) fail(USAGE);
-  return { url: positional[0], outDir: positional[1], pages, timeoutMs, redraws };
+  return { url: positional[0], outDir: positional[1], pages, timeoutMs, redraws, parallel };
 }
 
 // The page app.js draws for a hash: its first part, or the overview (as render() does).
@@ -243,7 +249,7 @@ async function checkPage(browser, base, spec, index, outDir, timeoutMs, redraws)
 }
 
 async function main() {
-  const { url, outDir, pages, timeoutMs, redraws } = parseArgs(process.argv.slice(2));
+  const { url, outDir, pages, timeoutMs, redraws, parallel } = parseArgs(process.argv.slice(2));
   await mkdir(outDir, { recursive: true });
   const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
   let browser;
@@ -254,10 +260,16 @@ async function main() {
       + `Debian's chromium): ${error.message}`);
   }
   try {
-    const results = [];
-    for (const [index, spec] of pages.entries()) {
-      results.push(await checkPage(browser, url, spec, index, outDir, timeoutMs, redraws));
-    }
+    // `parallel` workers take the pages in order; the results keep the pages' order.
+    const results = new Array(pages.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < pages.length) {
+        const index = next++;
+        results[index] = await checkPage(browser, url, pages[index], index, outDir, timeoutMs, redraws);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, pages.length) }, worker));
     process.stdout.write(JSON.stringify({ url, browser: browser.version(), pages: results }, null, 1) + "\n");
   } finally {
     await browser.close();

@@ -39,6 +39,7 @@ def main():
                   "acks": "1", **conf})
     payload = bytes(1024)
     out.write(f"start {time.monotonic():.4f}\n")
+    out.flush()  # read while the flood runs (`Flood.started`)
     end = time.monotonic() + seconds
     sent = 0
     while not stop and time.monotonic() < end:
@@ -78,6 +79,14 @@ class Flood:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+    def started(self) -> Optional[float]:
+        """When the producer started (time.monotonic()), once it has."""
+        try:
+            first = self.log.read_text().split("\n", 1)[0].split()
+        except FileNotFoundError:
+            return None
+        return float(first[1]) if first[:1] == ["start"] and len(first) == 2 else None
 
     def read(self):
         """(start time, [(delivery time, bytes, partition)], error codes); after it ended."""

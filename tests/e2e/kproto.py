@@ -3,7 +3,7 @@
 Written from the Kafka protocol specification: request/response framing,
 primitive types, CRC-32C, RecordBatch v2 encoding and decoding, and a few
 non-flexible request versions that the tests send by hand (ApiVersions v0,
-Metadata v1, Produce v3, Fetch v4, ListOffsets v1).  Nothing here depends on a
+Metadata v1, Produce v3 and v8, Fetch v4, ListOffsets v1).  Nothing here depends on a
 Kafka client library, so the tests can send bytes that no client would send.
 """
 
@@ -499,6 +499,38 @@ def produce_v3(conn: Conn, topic: str, partition: int, records: bytes, acks: int
     if len(results) != 1:
         raise ValueError(f"expected one partition response, got {results}")
     return results[0]
+
+
+@dataclass
+class PartitionProduced:
+    partition: int
+    error_code: int
+    base_offset: int
+    error_message: Optional[str]
+
+
+def produce_v8(conn: Conn, topic: str, partitions: dict[int, bytes], acks: int = -1,
+               timeout_ms: int = 10000) -> list[PartitionProduced]:
+    """One request writing to several partitions of `topic`; the answer per partition
+    carries the error message (v8+)."""
+    body = (
+        string(None)  # transactional_id
+        + i16(acks)
+        + i32(timeout_ms)
+        + array([string(topic) + array([i32(p) + kbytes(records) for p, records in partitions.items()])])
+    )
+    r = conn.request(PRODUCE, 8, body)
+    out = []
+    for _ in range(r.i32()):
+        r.string()
+        for _p in range(r.i32()):
+            index, err, base = r.i32(), r.i16(), r.i64()
+            r.i64()  # log_append_time_ms
+            r.i64()  # log_start_offset
+            r.array(lambda e: (e.i32(), e.string()))  # record_errors
+            out.append(PartitionProduced(index, err, base, r.string()))
+    r.i32()  # throttle_time_ms
+    return out
 
 
 @dataclass

@@ -69,6 +69,47 @@ def test_badinput_lying_record_count_is_rejected(broker, topic, delta):
     assert watermarks(broker.bootstrap, topic) == (0, 0), "a rejected batch must not be appended"
 
 
+# The first of the producer ids the broker keeps for its own writers (transform outputs).
+INTERNAL_PRODUCER_IDS = 1 << 62
+
+
+@pytest.mark.timeout(60)
+def test_badinput_forged_internal_producer_id_is_refused(broker):
+    """A batch carrying one of the broker's own producer ids (which InitProducerId never
+    hands out) is refused per partition with INVALID_REQUEST and its reason, and nothing
+    of that partition's records is written; the other partitions of the request are
+    written as usual."""
+    name = unique_topic("forged")
+    create_topic(broker.bootstrap, name, 3)
+    forged = INTERNAL_PRODUCER_IDS + 1
+    client = INTERNAL_PRODUCER_IDS - 1  # the highest id a client may write with
+
+    def batch(tag, producer_id):
+        return kproto.encode_batch(records(2, tag), producer_id=producer_id, producer_epoch=0, base_sequence=0)
+
+    with kproto.Conn.to(broker.bootstrap) as c:
+        before = kproto.produce_v8(c, name, {0: batch(b"before", client)})
+        assert [(p.partition, p.error_code, p.base_offset) for p in before] == [(0, 0, 0)], before
+        got = kproto.produce_v8(c, name, {
+            0: batch(b"forged", forged),
+            # a client's batch followed by a forged one: the partition's records are refused whole
+            1: batch(b"mixed", client) + batch(b"forged", forged),
+            2: batch(b"fine", client),
+        })
+        reason = (f"producer id {forged} is reserved for the broker's own writers (ids from "
+                  f"{INTERNAL_PRODUCER_IDS} on); a producer id comes from InitProducerId")
+        assert [(p.partition, p.error_code, p.base_offset, p.error_message) for p in got] == [
+            (0, kproto.INVALID_REQUEST, -1, reason),
+            (1, kproto.INVALID_REQUEST, -1, reason),
+            (2, kproto.NONE, 0, None),
+        ], got
+        ends = [kproto.list_offsets_v1(c, name, p, kproto.LATEST) for p in range(3)]
+    assert [(err, offset) for err, _, offset in ends] == [(0, 2), (0, 0), (0, 2)], ends
+    got = read_partitions(broker.bootstrap, name, {0: 2, 2: 2})
+    assert {p: [s.value for s in got[p]] for p in (0, 2)} == {
+        0: [b"before-0", b"before-1"], 2: [b"fine-0", b"fine-1"]}
+
+
 @pytest.mark.timeout(60)
 def test_badinput_produce_to_missing_topic_without_auto_create(broker_factory):
     b = broker_factory(sets={"kafka.auto_create_topics": "false"})

@@ -111,7 +111,8 @@ def produce_to(bootstrap: str, topic: str, per_partition: int, partitions: int, 
 def run_console(node: str, chromium: str, url: str, out: Path, pages: list) -> dict:
     """Runs check.mjs over pages ([(hash, [(family, subject)], [(family, subject)])]:
     lines and limit lines to wait for); returns its JSON."""
-    args = [node, str(CHECK), url, str(out), "--timeout-ms", "10000"]
+    # Pages wait mostly for their 2-second redraw: five at a time.
+    args = [node, str(CHECK), url, str(out), "--timeout-ms", "10000", "--parallel", "5"]
     for hash_, lines, limits in pages:
         args.append(hash_)
         for family, subject in lines:

@@ -422,6 +422,11 @@ REFUSED = [
      "call_timeout_ms 600001 is out of range: must be between 1 and 600000"),
     ({"max_output_bytes": 0}, 400, "invalid_transform",
      "max_output_bytes 0 is out of range: must be between 1 and 1073741824"),
+    # the broker's [plugins] values are the most a deploy may ask for
+    ({"call_timeout_ms": 501}, 400, "invalid_transform",
+     "call_timeout_ms 501 is out of range: more than this broker's plugins.call_timeout_ms (500)"),
+    ({"max_output_bytes": (16 << 20) + 1}, 400, "invalid_transform",
+     "max_output_bytes 16777217 is out of range: more than this broker's plugins.max_output_bytes (16777216)"),
     ({"plugin": "nope"}, 404, "unknown_plugin",
      "plugin 'nope' is not deployed; deploy it with `quiver plugin deploy nope --kind transform --file …`"),
     ({"plugin": "part"}, 422, "wrong_kind", "plugin 'part' is a partitioner, not a transform"),
@@ -532,6 +537,20 @@ def test_refused_deploys_say_why(broker_factory):
         proc = transform_cli(broker, "deploy", *args, check=False)
         if proc.returncode == 0 or message not in proc.stderr:
             problems.append(f"CLI {args}: exit {proc.returncode}, stderr {proc.stderr!r}, want {message!r}")
+    # a plugin deploy is held to the same ceilings, and to the same ranges
+    component = wasm_path("murmur2").read_bytes()
+    for query, message in [
+        ("max_memory_bytes=134217728",
+         "max_memory_bytes 134217728 is out of range: more than this broker's plugins.max_memory_bytes (67108864)"),
+        ("call_timeout_ms=501",
+         "call_timeout_ms 501 is out of range: more than this broker's plugins.call_timeout_ms (500)"),
+        ("max_output_bytes=16777217",
+         "max_output_bytes 16777217 is out of range: more than this broker's plugins.max_output_bytes (16777216)"),
+        ("call_timeout_ms=0", "call_timeout_ms 0 is out of range: must be between 1 and 600000"),
+    ]:
+        r = api.request("PUT", f"/v1/plugins/part?kind=partitioner&{query}", component)
+        if (r.status, r.code, r.message) != (400, "invalid_limit", message):
+            problems.append(f"plugin deploy {query}: got {r.status} {r.body}, want 400 invalid_limit {message!r}")
     assert not problems, "\n".join(problems)
     assert api.transforms() == [], "a refused deploy left a transform behind"
 
@@ -1272,8 +1291,9 @@ def test_limits_are_per_transform(broker_factory):
     with a 16 MiB memory cap of its own runs a memory bomb and stops at the cap; one
     with a 1 KiB output cap of its own writes 50 copies of each record and stops at
     the cap; one with the same config and the plugin's limits writes every copy.
-    describe shows each limit in force and whose setting it is."""
-    broker = broker_factory()
+    describe shows each limit in force and whose setting it is. (The broker allows a
+    deadline of 2000 ms: no deploy may ask for more than its [plugins] values.)"""
+    broker = broker_factory(sets={"plugins.call_timeout_ms": "2000"})
     api = TransformApi(broker.admin)
     src, small_mem, small_out, full = (unique_topic(t) for t in ("in", "mem", "out", "full"))
     for t in (src, small_mem, small_out, full):

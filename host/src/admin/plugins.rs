@@ -78,6 +78,7 @@ fn plugin_error(e: PluginError) -> ApiError {
         PluginError::InUse { .. } => (StatusCode::CONFLICT, "plugin_in_use"),
         PluginError::NoPreviousVersion(_) => (StatusCode::CONFLICT, "no_previous_version"),
         PluginError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+        PluginError::Limit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
         PluginError::UnsupportedKind(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_kind"),
         PluginError::NotAComponent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_component"),
         PluginError::ApiVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_api_version"),

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::body::JsonBody;
 use super::{AdminState, ApiError};
 use crate::broker::now_ms;
+use crate::config::PluginsConfig;
 use crate::controller::state::{Command, StateError};
 use crate::plugin::{Kind, LimitOverrides};
 use crate::transform::spec::{
@@ -97,8 +98,8 @@ async fn commit(state: &AdminState, command: Command) -> Result<(), ApiError> {
 }
 
 /// The spec of a deploy request, checked against itself and against this broker's
-/// memory cap for plugin instances (`broker_max_memory`).
-fn spec_of(body: DeployBody, broker_max_memory: u64) -> Result<TransformSpec, ApiError> {
+/// `[plugins]` limits, the most a transform may ask for.
+fn spec_of(body: DeployBody, broker: &PluginsConfig) -> Result<TransformSpec, ApiError> {
     let from = match body.from.as_deref() {
         None => StartFrom::Earliest,
         Some(s) => s.parse::<StartFrom>().map_err(invalid)?,
@@ -150,7 +151,7 @@ fn spec_of(body: DeployBody, broker_max_memory: u64) -> Result<TransformSpec, Ap
         },
     };
     spec.validate().map_err(|e| invalid(e.to_string()))?;
-    validate_limits(&spec.limits, broker_max_memory).map_err(|e| invalid(e.to_string()))?;
+    validate_limits(&spec.limits, broker).map_err(|e| invalid(e.to_string()))?;
     Ok(spec)
 }
 
@@ -166,7 +167,7 @@ pub(super) async fn deploy(
         StatusCode::BAD_REQUEST => invalid(format!("the request body: {}", e.message)),
         _ => e,
     })?;
-    let spec = spec_of(body, state.broker.config().plugins.max_memory_bytes)?;
+    let spec = spec_of(body, &state.broker.config().plugins)?;
     let metadata = state.broker.metadata();
     if metadata.transforms.contains_key(&spec.name) {
         return Err(refused(&StateError::TransformExists(spec.name)).expect("answered"));

@@ -197,6 +197,8 @@ pub struct Broker {
     config: Config,
     controller: OnceLock<Arc<Controller>>,
     replication: OnceLock<Arc<ReplicaManager>>,
+    /// The cluster endpoint, over which the broker's own writers reach other leaders.
+    peers: OnceLock<remote::Peers>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises reconciliations so two never open the same log; holds the
     /// `__consumer_offsets` partitions this broker led after the last one.
@@ -290,6 +292,7 @@ impl Broker {
             config,
             controller: OnceLock::new(),
             replication: OnceLock::new(),
+            peers: OnceLock::new(),
             topics: RwLock::new(HashMap::new()),
             reconciling: Mutex::new(BTreeSet::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -302,6 +305,17 @@ impl Broker {
     /// The brokers this broker's Metadata answers list now ([`listed_brokers`]).
     pub fn metadata_brokers<'s>(&self, state: &'s State) -> Vec<&'s BrokerMeta> {
         listed_brokers(state, &mut self.fenced_seen.lock(), Instant::now())
+    }
+
+    /// Gives the broker's own writers the cluster endpoint, to write to partitions led
+    /// by other brokers (see [`remote`]).
+    pub fn attach_peers(&self, endpoint: crate::net::Endpoint) {
+        let _ = self.peers.set(remote::Peers(endpoint));
+    }
+
+    /// The cluster endpoint, once attached.
+    pub(crate) fn peers(&self) -> Option<&remote::Peers> {
+        self.peers.get()
     }
 
     /// Connects the broker to its controller; done once, at startup.

@@ -1,26 +1,46 @@
 //! Writing to partitions led by another broker: what the broker's own producers
 //! (transform and mirror runners) write when the leader is elsewhere in the cluster.
 //!
-//! A runner speaks the Kafka protocol to the leader, as any idempotent producer would
-//! (Produce with acks=all, carrying the runner's producer id and sequence numbers), and
-//! asks the leader where that producer's sequence stands with DescribeProducers before
-//! replaying into it. One connection per leader, opened on
-//! first use and dropped on any error so the next attempt reconnects.
+//! A runner sends the leader Kafka requests, as any idempotent producer would (Produce
+//! with acks=all, carrying the runner's producer id and sequence numbers), and asks
+//! the leader where that producer's sequence stands with DescribeProducers before
+//! replaying into it. They travel over the cluster transport's writes channel, not the
+//! Kafka listener: the leader knows them by the broker's certificate as its own
+//! cluster's, which is what lets a transform write with the producer ids the Kafka
+//! listener refuses to clients. Each request is a stream of the endpoint's connection
+//! to the leader (made on first use, remade after a loss).
 
-use std::collections::HashMap;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, DescribeProducersRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
 
 use crate::broker::Broker;
-use crate::cli::client::Client;
+use crate::cli::client::{decode_response, encode_request};
+use crate::net::{Channel, Endpoint};
 
 /// How long a leader may take to replicate a write to its ISR.
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+
+/// How long a request may take on the way there and back, beyond the leader's own time.
+const TRANSPORT_GRACE: Duration = Duration::from_secs(5);
+
+/// The Produce version the writers send: every broker of the cluster answers it.
+const PRODUCE_VERSION: i16 = 8;
+
+/// The cluster endpoint, for the broker's own writers.
+#[derive(Clone)]
+pub struct Peers(pub Endpoint);
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peers")
+    }
+}
 
 /// Why a remote write or question failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,31 +79,48 @@ pub enum RemoteError {
     },
 }
 
-/// Connections of one runner to the leaders it writes to.
+/// One runner's requests to the leaders it writes to.
 #[derive(Debug, Default)]
 pub struct Leaders {
-    clients: HashMap<i32, Client>,
+    correlation_id: i32,
 }
 
 impl Leaders {
-    async fn client(&mut self, broker: &Broker, leader: i32) -> Result<&mut Client, RemoteError> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.clients.entry(leader) {
-            let meta = broker.metadata();
-            let address = meta
-                .brokers
-                .get(&leader)
-                .filter(|b| !b.fenced)
-                .map(|b| format!("{}:{}", b.kafka_host, b.kafka_port))
-                .ok_or_else(|| RemoteError::Request {
-                    broker: leader,
-                    reason: "not registered, or fenced".into(),
-                })?;
-            let client = Client::connect(&address)
-                .await
-                .map_err(Self::request_failed(leader))?;
-            slot.insert(client);
-        }
-        Ok(self.clients.get_mut(&leader).expect("inserted above"))
+    /// Sends `request` at `version` to broker `leader` on the writes channel.
+    async fn ask<R: Request>(
+        &mut self,
+        broker: &Broker,
+        leader: i32,
+        request: R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, RemoteError> {
+        let failed = |reason: String| RemoteError::Request {
+            broker: leader,
+            reason,
+        };
+        let peers = broker
+            .peers()
+            .ok_or_else(|| failed("this broker's cluster endpoint is not up yet".into()))?;
+        let address = broker
+            .metadata()
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .map(|b| b.cluster_addr)
+            .ok_or_else(|| failed("not registered, or fenced".into()))?;
+        let api = ApiKey::try_from(R::KEY).map_err(|_| failed(format!("API key {}", R::KEY)))?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let mut frame = BytesMut::new();
+        encode_request(&mut frame, request, version, self.correlation_id)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let answer: Bytes = peers
+            .0
+            .call(leader, address, Channel::Writes, frame.freeze(), timeout)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        decode_response::<R>(answer, api, version, self.correlation_id)
+            .map_err(|e| failed(format!("{e:#}")))
     }
 
     /// Appends `batch` to a partition led by `leader`, acknowledged once every in-sync
@@ -98,41 +135,6 @@ impl Leaders {
         partition: i32,
         batch: Bytes,
     ) -> Result<Option<i64>, RemoteError> {
-        let result = self
-            .try_produce(broker, leader, topic, partition, batch)
-            .await;
-        self.forget_on_failure(leader, result)
-    }
-
-    /// Drops the connection to `leader` after a failed request, so the next one
-    /// reconnects (to the same broker, or to whichever leads by then).
-    fn forget_on_failure<T>(
-        &mut self,
-        leader: i32,
-        result: Result<T, RemoteError>,
-    ) -> Result<T, RemoteError> {
-        if matches!(result, Err(RemoteError::Request { .. })) {
-            self.clients.remove(&leader);
-        }
-        result
-    }
-
-    fn request_failed(leader: i32) -> impl Fn(anyhow::Error) -> RemoteError {
-        move |e| RemoteError::Request {
-            broker: leader,
-            reason: format!("{e:#}"),
-        }
-    }
-
-    async fn try_produce(
-        &mut self,
-        broker: &Broker,
-        leader: i32,
-        topic: &str,
-        partition: i32,
-        batch: Bytes,
-    ) -> Result<Option<i64>, RemoteError> {
-        let client = self.client(broker, leader).await?;
         let mut data = PartitionProduceData::default();
         data.index = partition;
         data.records = Some(batch);
@@ -143,13 +145,10 @@ impl Leaders {
         request.acks = -1;
         request.timeout_ms = PRODUCE_TIMEOUT_MS;
         request.topic_data = vec![topic_data];
-        let version = client
-            .version(ApiKey::Produce, 8)
-            .map_err(Self::request_failed(leader))?;
-        let response = client
-            .request(request, version)
-            .await
-            .map_err(Self::request_failed(leader))?;
+        let timeout = Duration::from_millis(PRODUCE_TIMEOUT_MS as u64) + TRANSPORT_GRACE;
+        let response = self
+            .ask(broker, leader, request, PRODUCE_VERSION, timeout)
+            .await?;
         let answer = response
             .responses
             .iter()
@@ -181,30 +180,14 @@ impl Leaders {
         partition: i32,
         producer_id: i64,
     ) -> Result<Option<(i16, i32)>, RemoteError> {
-        let result = self
-            .try_last_sequence(broker, leader, topic, partition, producer_id)
-            .await;
-        self.forget_on_failure(leader, result)
-    }
-
-    async fn try_last_sequence(
-        &mut self,
-        broker: &Broker,
-        leader: i32,
-        topic: &str,
-        partition: i32,
-        producer_id: i64,
-    ) -> Result<Option<(i16, i32)>, RemoteError> {
-        let client = self.client(broker, leader).await?;
         let mut wanted = TopicRequest::default();
         wanted.name = TopicName(StrBytes::from_string(topic.to_string()));
         wanted.partition_indexes = vec![partition];
         let mut request = DescribeProducersRequest::default();
         request.topics = vec![wanted];
-        let response = client
-            .request(request, 0)
-            .await
-            .map_err(Self::request_failed(leader))?;
+        let response = self
+            .ask(broker, leader, request, 0, TRANSPORT_GRACE * 2)
+            .await?;
         let answer = response
             .topics
             .iter()

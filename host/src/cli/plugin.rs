@@ -4,11 +4,48 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::http::{encode, request};
 use super::output::{cell, print_json, Table};
 use super::Admin;
+
+/// The sandbox limits a plugin or transform deploy may set, each at most the broker's
+/// `[plugins]` value (which is also the default).
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Memory cap per plugin instance, bytes (at most the broker's plugins.max_memory_bytes).
+    ///
+    /// Without it, a transform gets its plugin deployment's value, and a plugin the
+    /// broker's.
+    #[arg(long)]
+    max_memory_bytes: Option<u64>,
+    /// Deadline per plugin call, ms (at most the broker's plugins.call_timeout_ms).
+    ///
+    /// Without it, a transform gets its plugin deployment's value, and a plugin the
+    /// broker's.
+    #[arg(long)]
+    call_timeout_ms: Option<u64>,
+    /// Largest output per plugin call, bytes (at most the broker's plugins.max_output_bytes).
+    ///
+    /// Without it, a transform gets its plugin deployment's value, and a plugin the
+    /// broker's.
+    #[arg(long)]
+    max_output_bytes: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The limits given, by the names the admin API takes them under.
+    pub(crate) fn given(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("max_memory_bytes", self.max_memory_bytes),
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("max_output_bytes", self.max_output_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginCommand {
@@ -42,15 +79,8 @@ Examples:
         /// Plugin configuration, e.g. --config vip.partitions=8 (repeatable).
         #[arg(long, short)]
         config: Vec<String>,
-        /// Memory cap per instance, bytes.
-        #[arg(long)]
-        max_memory_bytes: Option<u64>,
-        /// Deadline per call, ms.
-        #[arg(long)]
-        call_timeout_ms: Option<u64>,
-        /// Largest output per call, bytes.
-        #[arg(long)]
-        max_output_bytes: Option<u64>,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[command(flatten)]
         admin: Admin,
     },
@@ -100,9 +130,7 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             file,
             native,
             config,
-            max_memory_bytes,
-            call_timeout_ms,
-            max_output_bytes,
+            limits,
             admin,
         } => {
             let mut query = format!("kind={}", encode(&kind));
@@ -112,14 +140,8 @@ pub(crate) async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 }
                 query.push_str(&format!("&config={}", encode(c)));
             }
-            for (k, v) in [
-                ("max_memory_bytes", max_memory_bytes),
-                ("call_timeout_ms", call_timeout_ms),
-                ("max_output_bytes", max_output_bytes),
-            ] {
-                if let Some(v) = v {
-                    query.push_str(&format!("&{k}={v}"));
-                }
+            for (k, v) in limits.given() {
+                query.push_str(&format!("&{k}={v}"));
             }
             let body = match (&file, &native) {
                 (Some(path), _) => {

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::http::{encode, request};
 use super::output::{cell, print_json, Table};
+use super::plugin::LimitArgs;
 use super::Admin;
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -56,16 +57,8 @@ Here --output names an output topic, so JSON output is chosen with --json.")]
         /// Most output records per input record.
         #[arg(long)]
         max_amplification: Option<u32>,
-        /// Memory cap of this transform's plugin instances, bytes (default: the
-        /// plugin's; at most the broker's plugins.max_memory_bytes).
-        #[arg(long)]
-        max_memory_bytes: Option<u64>,
-        /// Deadline of one plugin call, ms (default: the plugin's).
-        #[arg(long)]
-        call_timeout_ms: Option<u64>,
-        /// Largest output of one plugin call, bytes (default: the plugin's).
-        #[arg(long)]
-        max_output_bytes: Option<u64>,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Wait until the transform has caught up with its input (lag 0), showing its
         /// progress on a terminal.
         #[arg(long)]
@@ -226,9 +219,7 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             at_least_once,
             dead_letter,
             max_amplification,
-            max_memory_bytes,
-            call_timeout_ms,
-            max_output_bytes,
+            limits,
             wait,
             wait_timeout,
             admin,
@@ -260,14 +251,8 @@ pub(crate) async fn run(command: TransformCommand) -> anyhow::Result<ExitCode> {
             if let Some(n) = max_amplification {
                 body["max_amplification"] = json!(n);
             }
-            for (k, v) in [
-                ("max_memory_bytes", max_memory_bytes),
-                ("call_timeout_ms", call_timeout_ms),
-                ("max_output_bytes", max_output_bytes),
-            ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
+            for (k, v) in limits.given() {
+                body[k] = json!(v);
             }
             let bytes = serde_json::to_vec(&body).expect("serialisable");
             let v = request(

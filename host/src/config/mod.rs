@@ -53,7 +53,8 @@ pub struct Config {
     pub log: LogDefaults,
     /// The HTTP admin API.
     pub admin: AdminConfig,
-    /// Plugin sandbox limits and native plugins.
+    /// Plugin sandbox limits (defaults, and the most a deploy may ask for) and native
+    /// plugins.
     pub plugins: PluginsConfig,
     /// The consumer group coordinator.
     pub group: GroupConfig,
@@ -305,7 +306,9 @@ impl Default for GroupConfig {
     }
 }
 
-/// `[plugins]`: defaults for every plugin's sandbox; a deploy may lower them.
+/// `[plugins]`: every plugin's sandbox. The three limits are both the defaults and the
+/// most a plugin or transform deploy may ask for: a deploy may lower them, and one asking
+/// for more is refused.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {

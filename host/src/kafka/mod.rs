@@ -676,26 +676,69 @@ pub async fn answer_mirror_request(
     listener: Arc<ListenerInfo>,
     principal: crate::tenancy::Principal,
 ) -> Result<Bytes, String> {
+    let mut session = Session::new(listener, SocketAddr::from(([0, 0, 0, 0], 0)));
+    session.principal = principal;
+    answer_channel_request(
+        broker,
+        frame,
+        session,
+        MIRROR_APIS,
+        "the mirror channel, which serves only a mirror's reads",
+    )
+    .await
+}
+
+/// The APIs a broker's own writers (transform and mirror runners) use on a partition
+/// led by another broker of the cluster, the only ones answered on the writes channel.
+pub const BROKER_WRITE_APIS: &[ApiKey] = &[ApiKey::Produce, ApiKey::DescribeProducers];
+
+/// Answers one Kafka request of a writer on broker `peer` of this cluster, sent on the
+/// cluster transport's writes channel (framed as [`answer_mirror_request`]'s). It is
+/// handled as the same writer's request on a plaintext Kafka listener was (the
+/// anonymous principal, its ACLs and quotas), except that its batches may carry the
+/// producer ids the brokers keep for their own writers.
+pub async fn answer_broker_write(
+    broker: &Broker,
+    peer: i32,
+    frame: Bytes,
+) -> Result<Bytes, String> {
+    let mut session = Session::plaintext(SocketAddr::from(([0, 0, 0, 0], 0)));
+    session.own_broker = Some(peer);
+    answer_channel_request(
+        broker,
+        frame,
+        session,
+        BROKER_WRITE_APIS,
+        "the writes channel, which serves only the brokers' own writers",
+    )
+    .await
+}
+
+/// Answers a request arriving on a cluster transport channel that serves `apis` only
+/// (`what` names the channel in a refusal).
+async fn answer_channel_request(
+    broker: &Broker,
+    frame: Bytes,
+    mut session: Session,
+    apis: &[ApiKey],
+    what: &str,
+) -> Result<Bytes, String> {
     if frame.len() >= 2 {
         let key = i16::from_be_bytes([frame[0], frame[1]]);
-        let allowed = ApiKey::try_from(key).is_ok_and(|api| MIRROR_APIS.contains(&api));
+        let allowed = ApiKey::try_from(key).is_ok_and(|api| apis.contains(&api));
         if !allowed {
             let api = ApiKey::try_from(key)
                 .map(|api| format!("{api:?}"))
                 .unwrap_or_else(|_| format!("API key {key}"));
             return Err(format!(
-                "CLUSTER_AUTHORIZATION_FAILED: {api} is not answered on the mirror channel, which serves only a mirror's reads ({})",
-                MIRROR_APIS
-                    .iter()
+                "CLUSTER_AUTHORIZATION_FAILED: {api} is not answered on {what} ({})",
+                apis.iter()
                     .map(|a| format!("{a:?}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         }
     }
-    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut session = Session::new(listener, peer);
-    session.principal = principal;
     let response = handle_frame(broker, frame, &mut session)
         .await
         .map_err(|e| e.to_string())?
@@ -704,7 +747,7 @@ pub async fn answer_mirror_request(
     for chunk in response.chunks() {
         out.extend_from_slice(chunk);
     }
-    // The length prefix belongs to TCP framing; the mirror channel frames its own.
+    // The length prefix belongs to TCP framing; the cluster transport frames its own.
     Ok(out.freeze().split_off(4))
 }
 

@@ -51,6 +51,10 @@ pub struct Session {
     /// Which quota type earned that throttle (its index in [`QuotaType::ALL`]), for
     /// the throttle metrics.
     throttled_by: AtomicU8,
+    /// The broker of this cluster the request comes from, over the cluster transport
+    /// (its certificate says so): only such a session may write with the producer ids
+    /// the brokers keep for their own writers.
+    pub own_broker: Option<i32>,
 }
 
 impl Session {
@@ -70,6 +74,7 @@ impl Session {
             policy_key: ConnectionKey::default(),
             throttle_ms: AtomicU64::new(0),
             throttled_by: AtomicU8::new(0),
+            own_broker: None,
         }
     }
 
@@ -120,9 +125,9 @@ impl Session {
     }
 }
 
-#[cfg(test)]
 impl Session {
-    /// An anonymous connection on a PLAINTEXT listener, for handler tests.
+    /// An anonymous connection on a PLAINTEXT listener (handler tests; the requests of
+    /// the broker's own writers, which used to come as such).
     pub(crate) fn plaintext(peer: SocketAddr) -> Session {
         Session::new(
             Arc::new(ListenerInfo {

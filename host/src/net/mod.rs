@@ -97,6 +97,11 @@ pub enum Channel {
     /// channel a broker of another cluster (accepted through
     /// `cluster.mirror_clients_ca`) may use.
     Mirror = 5,
+    /// Kafka Produce and DescribeProducers of this cluster's own writers (transform and
+    /// mirror runners) to partitions led by another broker: the one way to write with
+    /// the producer ids the brokers keep for themselves, which the Kafka listener
+    /// refuses to clients.
+    Writes = 6,
 }
 
 impl Channel {
@@ -108,6 +113,7 @@ impl Channel {
             3 => Some(Channel::Replica),
             4 => Some(Channel::Admin),
             5 => Some(Channel::Mirror),
+            6 => Some(Channel::Writes),
             _ => None,
         }
     }
@@ -121,6 +127,7 @@ impl fmt::Display for Channel {
             Channel::Replica => "replica",
             Channel::Admin => "admin",
             Channel::Mirror => "mirror",
+            Channel::Writes => "writes",
         })
     }
 }

@@ -34,9 +34,16 @@ pub const BATCHES_PER_PRODUCER: usize = 5;
 /// from 0 and never get near it.
 pub const INTERNAL_PRODUCER_IDS: i64 = 1 << 62;
 
+/// Whether `producer_id` is one of the broker's own writers' (see the module
+/// documentation). Kafka clients may not write with such ids: the Kafka listener
+/// refuses them, so that no client can fence or duplicate a transform's output.
+pub fn is_internal(producer_id: i64) -> bool {
+    producer_id >= INTERNAL_PRODUCER_IDS
+}
+
 /// Whether `producer_id`'s sequence numbers continue across its epochs.
 pub fn continues_across_epochs(producer_id: i64) -> bool {
-    producer_id >= INTERNAL_PRODUCER_IDS
+    is_internal(producer_id)
 }
 
 /// Why a batch's producer metadata is refused.

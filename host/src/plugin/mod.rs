@@ -54,6 +54,9 @@ pub enum PluginError {
     /// The engine could not be set up.
     #[error("plugin engine: {0}")]
     Engine(String),
+    /// A limit the deploy asks for is out of its range or past the broker's.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// A file under the plugin directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -191,6 +194,83 @@ pub struct LimitOverrides {
     pub max_output_bytes: Option<u64>,
 }
 
+/// The range each limit a deploy sets must be in, whatever the broker allows.
+pub const LIMIT_RANGES: [(&str, u64, u64); 3] = [
+    // A WebAssembly instance needs its stack and data: below 1 MiB no plugin starts.
+    ("max_memory_bytes", 1024 * 1024, 4 * 1024 * 1024 * 1024),
+    ("call_timeout_ms", 1, 600_000),
+    ("max_output_bytes", 1, 1024 * 1024 * 1024),
+];
+
+/// A limit a deploy asks for that is out of its range or past the broker's ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {value} is out of range: {reason}")]
+pub struct LimitError {
+    /// The limit's name, as the API and the CLI spell it.
+    pub field: &'static str,
+    /// The value asked for.
+    pub value: u64,
+    /// What it must be.
+    pub reason: String,
+}
+
+impl LimitOverrides {
+    fn fields(&self) -> [Option<u64>; 3] {
+        [
+            self.max_memory_bytes,
+            self.call_timeout_ms,
+            self.max_output_bytes,
+        ]
+    }
+
+    /// Checks every limit set against its range ([`LIMIT_RANGES`]).
+    pub fn check_ranges(&self) -> Result<(), LimitError> {
+        for ((field, min, max), value) in LIMIT_RANGES.into_iter().zip(self.fields()) {
+            let Some(value) = value else { continue };
+            if !(min..=max).contains(&value) {
+                return Err(LimitError {
+                    field,
+                    value,
+                    reason: format!("must be between {min} and {max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every limit set against its range and against the broker's `[plugins]`
+    /// value, which is the most a deploy may ask for: a deploy may lower a limit for
+    /// its plugin or transform, never raise it past what the operator allows.
+    pub fn check(&self, broker: &PluginsConfig) -> Result<(), LimitError> {
+        self.check_ranges()?;
+        for ((field, _, _), (value, ceiling)) in LIMIT_RANGES
+            .into_iter()
+            .zip(self.fields().into_iter().zip(ceilings(broker)))
+        {
+            match value {
+                Some(value) if value > ceiling => {
+                    return Err(LimitError {
+                        field,
+                        value,
+                        reason: format!("more than this broker's plugins.{field} ({ceiling})"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The broker's `[plugins]` limits, in the order of [`LIMIT_RANGES`].
+fn ceilings(broker: &PluginsConfig) -> [u64; 3] {
+    [
+        broker.max_memory_bytes,
+        broker.call_timeout_ms,
+        broker.max_output_bytes,
+    ]
+}
+
 /// Effective limits of one deployment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
@@ -226,7 +306,7 @@ pub enum LimitSource {
     Transform,
     /// The plugin deployment's override (`quiver plugin deploy --…`).
     Plugin,
-    /// The broker's `[plugins]` default (or its memory cap, which nothing exceeds).
+    /// The broker's `[plugins]` value: the default, and the ceiling nothing exceeds.
     Broker,
 }
 
@@ -252,50 +332,35 @@ pub struct TransformLimits {
 
 impl TransformLimits {
     /// Resolves a transform's limits: its own setting, else its plugin deployment's
-    /// override, else the broker's default; the memory cap never exceeds the broker's
-    /// `plugins.max_memory_bytes`, whoever asked for more.
+    /// override, else the broker's default. The broker's `[plugins]` values are also
+    /// ceilings: a deploy asking for more is refused ([`LimitOverrides::check`]), and a
+    /// broker whose own value is lower than what a deploy elsewhere (or under an older
+    /// configuration) got runs with its own.
     pub fn resolve(
         defaults: &PluginsConfig,
         plugin: &LimitOverrides,
         transform: &LimitOverrides,
     ) -> Self {
-        let pick = |t: Option<u64>, p: Option<u64>, d: u64| match (t, p) {
-            (Some(value), _) => SourcedLimit {
-                value,
-                source: LimitSource::Transform,
-            },
-            (None, Some(value)) => SourcedLimit {
-                value,
-                source: LimitSource::Plugin,
-            },
-            (None, None) => SourcedLimit {
-                value: d,
-                source: LimitSource::Broker,
-            },
-        };
-        let mut memory = pick(
-            transform.max_memory_bytes,
-            plugin.max_memory_bytes,
-            defaults.max_memory_bytes,
-        );
-        if memory.value > defaults.max_memory_bytes {
-            memory = SourcedLimit {
-                value: defaults.max_memory_bytes,
-                source: LimitSource::Broker,
+        let pick = |t: Option<u64>, p: Option<u64>, broker: u64| {
+            let (value, source) = match (t, p) {
+                (Some(value), _) => (value, LimitSource::Transform),
+                (None, Some(value)) => (value, LimitSource::Plugin),
+                (None, None) => (broker, LimitSource::Broker),
             };
-        }
+            if value > broker {
+                SourcedLimit {
+                    value: broker,
+                    source: LimitSource::Broker,
+                }
+            } else {
+                SourcedLimit { value, source }
+            }
+        };
+        let [memory, timeout, output] = ceilings(defaults);
         Self {
-            max_memory_bytes: memory,
-            call_timeout_ms: pick(
-                transform.call_timeout_ms,
-                plugin.call_timeout_ms,
-                defaults.call_timeout_ms,
-            ),
-            max_output_bytes: pick(
-                transform.max_output_bytes,
-                plugin.max_output_bytes,
-                defaults.max_output_bytes,
-            ),
+            max_memory_bytes: pick(transform.max_memory_bytes, plugin.max_memory_bytes, memory),
+            call_timeout_ms: pick(transform.call_timeout_ms, plugin.call_timeout_ms, timeout),
+            max_output_bytes: pick(transform.max_output_bytes, plugin.max_output_bytes, output),
         }
     }
 
@@ -687,7 +752,8 @@ impl Plugins {
     }
 
     /// Checks a deploy request and builds its version record, numbered `version`:
-    /// a component of the declared kind's world and a supported API version, stored
+    /// limits within their ranges and the broker's `[plugins]` values, a component of
+    /// the declared kind's world and a supported API version, stored
     /// under the plugin directory, compiled, instantiated and initialised with its
     /// config. Nothing serves it yet; the component's bytes come back for the
     /// cluster's metadata.
@@ -701,6 +767,7 @@ impl Plugins {
         if !valid_name(&request.name) {
             return Err(PluginError::InvalidName(request.name));
         }
+        request.limits.check(&self.settings)?;
         if let Some(existing) = current.filter(|k| *k != request.kind) {
             return Err(PluginError::UnsupportedKind(format!(
                 "plugin '{}' is a {existing}; a {} cannot replace it (remove it first)",
@@ -1428,19 +1495,69 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nothing_raises_the_memory_cap_past_the_brokers() {
-        let broker = PluginsConfig {
+    /// A broker allowing 8 MiB, 100 ms and 4 KiB.
+    fn small_broker() -> PluginsConfig {
+        PluginsConfig {
             max_memory_bytes: 8 << 20,
+            call_timeout_ms: 100,
+            max_output_bytes: 4096,
             ..PluginsConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn nothing_raises_a_limit_past_the_brokers() {
+        let broker = small_broker();
         let none = LimitOverrides::default();
-        let big = overrides(Some(64 << 20), None, None);
+        // Deployed elsewhere, or under an older configuration, with more.
+        let big = overrides(Some(64 << 20), Some(1_000), Some(1 << 20));
         for (plugin, transform) in [(&big, &none), (&none, &big), (&big, &big)] {
             assert_eq!(
-                TransformLimits::resolve(&broker, plugin, transform).max_memory_bytes,
-                sourced(8 << 20, LimitSource::Broker)
+                TransformLimits::resolve(&broker, plugin, transform),
+                TransformLimits {
+                    max_memory_bytes: sourced(8 << 20, LimitSource::Broker),
+                    call_timeout_ms: sourced(100, LimitSource::Broker),
+                    max_output_bytes: sourced(4096, LimitSource::Broker),
+                }
             );
         }
+        // The ceilings themselves are the deploy's own.
+        let equal = overrides(Some(8 << 20), Some(100), Some(4096));
+        let r = TransformLimits::resolve(&broker, &equal, &none);
+        assert_eq!(r.call_timeout_ms, sourced(100, LimitSource::Plugin));
+        assert_eq!(r.max_output_bytes, sourced(4096, LimitSource::Plugin));
+    }
+
+    #[test]
+    fn a_deploy_asking_past_a_brokers_limit_names_the_field_the_value_and_the_limit() {
+        let broker = small_broker();
+        let refused = |o: LimitOverrides| o.check(&broker).unwrap_err().to_string();
+        assert_eq!(
+            refused(overrides(Some((8 << 20) + 1), None, None)),
+            "max_memory_bytes 8388609 is out of range: more than this broker's plugins.max_memory_bytes (8388608)"
+        );
+        assert_eq!(
+            refused(overrides(None, Some(101), None)),
+            "call_timeout_ms 101 is out of range: more than this broker's plugins.call_timeout_ms (100)"
+        );
+        assert_eq!(
+            refused(overrides(None, None, Some(4097))),
+            "max_output_bytes 4097 is out of range: more than this broker's plugins.max_output_bytes (4096)"
+        );
+        // A range comes first: 0 is refused as such, even under every ceiling.
+        assert_eq!(
+            refused(overrides(None, Some(0), None)),
+            "call_timeout_ms 0 is out of range: must be between 1 and 600000"
+        );
+        assert_eq!(
+            overrides(Some(8 << 20), Some(100), Some(4096)).check(&broker),
+            Ok(())
+        );
+        assert_eq!(LimitOverrides::default().check(&broker), Ok(()));
+        assert_eq!(
+            PluginError::from(overrides(None, Some(101), None).check(&broker).unwrap_err())
+                .to_string(),
+            "call_timeout_ms 101 is out of range: more than this broker's plugins.call_timeout_ms (100)"
+        );
     }
 }

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::LimitOverrides;
+use crate::config::PluginsConfig;
+use crate::plugin::{LimitError, LimitOverrides};
 
 /// Where a transform starts reading an input partition it has no progress for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,15 +124,6 @@ pub struct TransformSpec {
     pub limits: LimitOverrides,
 }
 
-/// The range each per-transform limit must be in (the memory cap is also held to the
-/// broker's `plugins.max_memory_bytes` when a transform is deployed, and at run time).
-pub const LIMIT_RANGES: [(&str, u64, u64); 3] = [
-    // A WebAssembly instance needs its stack and data: below 1 MiB no plugin starts.
-    ("max_memory_bytes", 1024 * 1024, 4 * 1024 * 1024 * 1024),
-    ("call_timeout_ms", 1, 600_000),
-    ("max_output_bytes", 1, 1024 * 1024 * 1024),
-];
-
 /// Why a transform spec is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -150,49 +142,16 @@ pub enum SpecError {
     /// Zero amplification.
     #[error("max_amplification must be at least 1")]
     Amplification,
-    /// A limit out of its range.
-    #[error("{field} {value} is out of range: {reason}")]
-    Limit {
-        /// The limit's name, as the API and the CLI spell it.
-        field: &'static str,
-        /// The value given.
-        value: u64,
-        /// What it must be.
-        reason: String,
-    },
+    /// A limit out of its range, or past the broker's.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
-/// Checks per-transform limits against their ranges and the broker's memory cap
-/// (`plugins.max_memory_bytes`): a transform may lower its plugin's limits or raise them
-/// up to what the broker allows, never past it.
-pub fn validate_limits(limits: &LimitOverrides, broker_max_memory: u64) -> Result<(), SpecError> {
-    let given = [
-        limits.max_memory_bytes,
-        limits.call_timeout_ms,
-        limits.max_output_bytes,
-    ];
-    for ((field, min, max), value) in LIMIT_RANGES.into_iter().zip(given) {
-        let Some(value) = value else { continue };
-        if !(min..=max).contains(&value) {
-            return Err(SpecError::Limit {
-                field,
-                value,
-                reason: format!("must be between {min} and {max}"),
-            });
-        }
-    }
-    if let Some(value) = limits.max_memory_bytes {
-        if value > broker_max_memory {
-            return Err(SpecError::Limit {
-                field: "max_memory_bytes",
-                value,
-                reason: format!(
-                    "more than this broker's plugins.max_memory_bytes ({broker_max_memory})"
-                ),
-            });
-        }
-    }
-    Ok(())
+/// Checks per-transform limits against their ranges and the broker's `[plugins]`
+/// values: a transform may lower its plugin's limits or raise them up to what the
+/// broker allows, never past it.
+pub fn validate_limits(limits: &LimitOverrides, broker: &PluginsConfig) -> Result<(), SpecError> {
+    Ok(limits.check(broker)?)
 }
 
 impl TransformSpec {
@@ -242,7 +201,7 @@ impl TransformSpec {
         if self.max_amplification == 0 {
             return Err(SpecError::Amplification);
         }
-        validate_limits(&self.limits, u64::MAX)
+        Ok(self.limits.check_ranges()?)
     }
 
     /// Every topic the transform writes: its outputs, then the dead-letter topic.
@@ -343,10 +302,11 @@ mod tests {
             max_output_bytes: Some(4096),
         };
         assert_eq!(s.validate(), Ok(()));
-        assert_eq!(validate_limits(&s.limits, 64 << 20), Ok(()));
-        let refused = |limits: LimitOverrides, cap: u64| {
-            validate_limits(&limits, cap).unwrap_err().to_string()
-        };
+        // The defaults: 64 MiB, 500 ms, 16 MiB.
+        let broker = PluginsConfig::default();
+        assert_eq!(validate_limits(&s.limits, &broker), Ok(()));
+        let refused =
+            |limits: LimitOverrides| validate_limits(&limits, &broker).unwrap_err().to_string();
         let only = |field: &str, v: u64| {
             let mut l = LimitOverrides::default();
             match field {
@@ -357,35 +317,50 @@ mod tests {
             l
         };
         assert_eq!(
-            refused(only("max_memory_bytes", 0), 64 << 20),
+            refused(only("max_memory_bytes", 0)),
             "max_memory_bytes 0 is out of range: must be between 1048576 and 4294967296"
         );
         assert_eq!(
-            refused(only("call_timeout_ms", 0), 64 << 20),
+            refused(only("call_timeout_ms", 0)),
             "call_timeout_ms 0 is out of range: must be between 1 and 600000"
         );
         assert_eq!(
-            refused(only("call_timeout_ms", 600_001), 64 << 20),
+            refused(only("call_timeout_ms", 600_001)),
             "call_timeout_ms 600001 is out of range: must be between 1 and 600000"
         );
         assert_eq!(
-            refused(only("max_output_bytes", 0), 64 << 20),
+            refused(only("max_output_bytes", 0)),
             "max_output_bytes 0 is out of range: must be between 1 and 1073741824"
         );
+        // Each of the broker's values is the most a transform may ask for.
         assert_eq!(
-            refused(only("max_memory_bytes", 128 << 20), 64 << 20),
+            refused(only("max_memory_bytes", 128 << 20)),
             "max_memory_bytes 134217728 is out of range: more than this broker's plugins.max_memory_bytes (67108864)"
         );
+        assert_eq!(
+            refused(only("call_timeout_ms", 501)),
+            "call_timeout_ms 501 is out of range: more than this broker's plugins.call_timeout_ms (500)"
+        );
+        assert_eq!(
+            refused(only("max_output_bytes", (16 << 20) + 1)),
+            "max_output_bytes 16777217 is out of range: more than this broker's plugins.max_output_bytes (16777216)"
+        );
+        let at_the_ceilings = LimitOverrides {
+            max_memory_bytes: Some(64 << 20),
+            call_timeout_ms: Some(500),
+            max_output_bytes: Some(16 << 20),
+        };
+        assert_eq!(validate_limits(&at_the_ceilings, &broker), Ok(()));
         // The spec's own check knows no broker: only the ranges.
-        s.limits = only("max_memory_bytes", 128 << 20);
+        s.limits = only("call_timeout_ms", 600_000);
         assert_eq!(s.validate(), Ok(()));
         s.limits = only("max_output_bytes", 0);
         assert!(matches!(
             s.validate(),
-            Err(SpecError::Limit {
+            Err(SpecError::Limit(LimitError {
                 field: "max_output_bytes",
                 ..
-            })
+            }))
         ));
     }
 

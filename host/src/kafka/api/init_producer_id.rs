@@ -2,15 +2,18 @@
 //!
 //! Ids come from the metadata store, which reserves them durably in blocks, so an id is
 //! never handed out twice across restarts. A producer re-initialising with its id gets
-//! the next epoch (KIP-360). Transactional producers are authorized like Kafka's (WRITE
-//! on the transactional id) and then refused with UNSUPPORTED_VERSION until transactions
-//! exist: an outsider learns nothing more than before, and an owner's client fails fast
-//! with an error that is not mistaken for a missing ACL.
+//! the next epoch (KIP-360), unless the id is one of the broker's own writers' (from
+//! 2^62 on), which no client was given: that is refused with INVALID_REQUEST.
+//! Transactional producers are authorized like Kafka's (WRITE on the transactional id)
+//! and then refused with UNSUPPORTED_VERSION until transactions exist: an outsider
+//! learns nothing more than before, and an owner's client fails fast with an error
+//! that is not mistaken for a missing ACL.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Context;
+use crate::partition::producer_state::is_internal;
 use crate::tenancy::acl::{Operation, ResourceType};
 
 /// Answers an InitProducerId request.
@@ -48,6 +51,18 @@ pub async fn handle(
     } else {
         (-1, -1)
     };
+    if is_internal(existing_id) {
+        // Such an id was never handed out: bumping its epoch would let the client fence
+        // a transform's writer. INVALID_REQUEST as for a produce carrying one (see
+        // produce.rs); this response has no message field, so the reason is logged.
+        tracing::info!(
+            client = ?ctx.header.client_id.as_ref().map(|c| c.as_str()),
+            producer_id = existing_id,
+            "refused InitProducerId: the producer id is reserved for the broker's own writers"
+        );
+        response.error_code = ResponseError::InvalidRequest.code();
+        return response;
+    }
     if existing_id >= 0 && (0..i16::MAX - 1).contains(&existing_epoch) {
         response.producer_id = ProducerId(existing_id);
         response.producer_epoch = existing_epoch + 1;

@@ -295,3 +295,55 @@ pub(crate) fn client_host(ctx: &Context<'_>) -> String {
 pub(crate) fn kstr(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
+
+/// What handler tests share: a broker to ask and a client asking.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::RequestHeader;
+
+    use super::Context;
+    use crate::broker::Broker;
+    use crate::kafka::session::Session;
+
+    /// A single-node broker in `dir` with one offsets partition (few files to open).
+    pub(crate) async fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        crate::broker::test_support::single_node(dir, 1, |config| {
+            config.group.offsets_topic_partitions = 1;
+        })
+        .await
+    }
+
+    /// A plaintext client without credentials, as a handler sees it.
+    pub(crate) struct Client {
+        header: RequestHeader,
+        session: Session,
+    }
+
+    impl Client {
+        pub(crate) fn new() -> Self {
+            Client {
+                header: RequestHeader::default(),
+                session: Session::plaintext("127.0.0.1:1".parse().unwrap()),
+            }
+        }
+
+        /// A writer of broker `id` of the cluster, over the cluster transport.
+        pub(crate) fn own_broker(id: i32) -> Self {
+            let mut client = Client::new();
+            client.session.own_broker = Some(id);
+            client
+        }
+
+        /// The context of this client's requests to `broker`.
+        pub(crate) fn context<'a>(&'a self, broker: &'a Broker) -> Context<'a> {
+            Context {
+                broker,
+                header: &self.header,
+                peer: self.session.peer,
+                session: &self.session,
+            }
+        }
+    }
+}

@@ -77,21 +77,13 @@ mod tests {
     use kafka_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,
     };
-    use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
     use kafka_protocol::records::Compression;
 
+    use super::super::test_support::{broker, Client};
     use super::*;
-    use crate::broker::Broker;
-    use crate::config::Config;
     use crate::partition::encode::{encode_batch, RecordData};
-
-    async fn broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
-        crate::broker::test_support::single_node(dir, 1, |config: &mut Config| {
-            config.group.offsets_topic_partitions = 1;
-        })
-        .await
-    }
 
     fn request(partition: i32, current: i32, epoch: i32) -> OffsetForLeaderEpochRequest {
         let mut p = OffsetForLeaderPartition::default();
@@ -117,14 +109,8 @@ mod tests {
         let data = vec![RecordData::default(); 4];
         let batch = encode_batch(&data, Compression::None).unwrap();
         b.partition("t", 0).unwrap().append(&batch, 0).unwrap();
-        let header = RequestHeader::default();
-        let session = crate::kafka::session::Session::plaintext("127.0.0.1:1".parse().unwrap());
-        let ctx = Context {
-            broker: &b,
-            header: &header,
-            peer: session.peer,
-            session: &session,
-        };
+        let client = Client::new();
+        let ctx = client.context(&b);
         let ask = |partition, current, epoch| {
             let response = handle(&ctx, request(partition, current, epoch), 4);
             // Every supported version encodes the answer and decodes the request.
@@ -166,14 +152,8 @@ mod tests {
         b.create_topic("t", 1, 1, BTreeMap::new(), false)
             .await
             .unwrap();
-        let header = RequestHeader::default();
-        let session = crate::kafka::session::Session::plaintext("127.0.0.1:1".parse().unwrap());
-        let ctx = Context {
-            broker: &b,
-            header: &header,
-            peer: session.peer,
-            session: &session,
-        };
+        let client = Client::new();
+        let ctx = client.context(&b);
         let batch = encode_batch(&[RecordData::default()], Compression::None).unwrap();
         let produce = |topic: &'static str| {
             let mut p = PartitionProduceData::default();

@@ -8,6 +8,11 @@
 //! passed it): NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum
 //! meanwhile, REQUEST_TIMED_OUT after the request's timeout. A partition with a single
 //! replica is its own ISR, so there acks=all completes with the append, as before.
+//!
+//! Producer ids from 2^62 on belong to the brokers' own writers (transform outputs,
+//! written through the partition directly, or over the cluster transport's writes
+//! channel when another broker leads the partition): a client's records carrying one
+//! are refused whole with INVALID_REQUEST, and nothing of them is appended.
 
 use std::time::Duration;
 
@@ -17,7 +22,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{kstr, Context};
 use crate::broker::now_ms;
-use crate::partition::producer_state::SequenceError;
+use crate::log::batch::Batches;
+use crate::partition::producer_state::{is_internal, SequenceError, INTERNAL_PRODUCER_IDS};
 use crate::partition::{AppendError, Partition};
 use crate::tenancy::acl::Operation;
 use crate::tenancy::quota::QuotaType;
@@ -74,9 +80,12 @@ pub async fn handle(
                 let records = partition_data.records.unwrap_or_default();
                 produced_bytes += records.len();
                 batch_bytes = records.len();
-                partition
-                    .append_with_acks(&records, now_ms(), request.acks)
-                    .map_err(|e| (append_error_code(&e), e.to_string()))
+                match internal_producer(&records).filter(|_| ctx.session.own_broker.is_none()) {
+                    Some(refusal) => Err(refusal),
+                    None => partition
+                        .append_with_acks(&records, now_ms(), request.acks)
+                        .map_err(|e| (append_error_code(&e), e.to_string())),
+                }
             } else {
                 let error = super::not_hosted(broker, &name, partition_data.index);
                 let message = if error == ResponseError::NotLeaderOrFollower {
@@ -162,6 +171,30 @@ fn storage_refusal(
     })
 }
 
+/// The refusal of records of which a batch carries one of the broker's own producer ids
+/// (a transform's exactly-once output): a client writing with one could fence the
+/// transform's runner or have its own records taken for the transform's duplicates.
+/// InitProducerId never hands such ids out, so only a forged request carries them.
+///
+/// INVALID_REQUEST, not UNKNOWN_PRODUCER_ID or INVALID_PRODUCER_ID_MAPPING: clients
+/// (librdkafka, the Java producer) take those two for producer state the broker lost
+/// and answer by asking for a new id or bumping the epoch and sending again, so a
+/// confused client would loop; INVALID_REQUEST is never retried, fails just the batch,
+/// and carries the reason in the partition's error message (v8+).
+fn internal_producer(records: &[u8]) -> Option<(ResponseError, String)> {
+    // A batch that does not parse is the append's to refuse (CORRUPT_MESSAGE).
+    let id = Batches::new(records)
+        .map_while(Result::ok)
+        .map(|(header, _)| header.producer_id)
+        .find(|&id| is_internal(id))?;
+    Some((
+        ResponseError::InvalidRequest,
+        format!(
+            "producer id {id} is reserved for the broker's own writers (ids from {INTERNAL_PRODUCER_IDS} on); a producer id comes from InitProducerId"
+        ),
+    ))
+}
+
 fn refuse(
     p: &mut PartitionProduceResponse,
     version: i16,
@@ -196,5 +229,138 @@ fn append_error_code(error: &AppendError) -> ResponseError {
         AppendError::NotLeader | AppendError::NotFollower => ResponseError::NotLeaderOrFollower,
         AppendError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         AppendError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::Compression;
+
+    use super::super::test_support::{broker, Client};
+    use super::*;
+    use crate::partition::encode::{encode_sequenced_batch, RecordData};
+
+    fn batch(producer_id: i64, n: usize) -> Bytes {
+        let data = vec![RecordData::default(); n];
+        encode_sequenced_batch(&data, Compression::None, (producer_id, 0, 0)).unwrap()
+    }
+
+    fn produce(partitions: Vec<(i32, Bytes)>) -> ProduceRequest {
+        let mut t = TopicProduceData::default();
+        t.name = TopicName(StrBytes::from_static_str("t"));
+        for (index, records) in partitions {
+            let mut p = PartitionProduceData::default();
+            p.index = index;
+            p.records = Some(records);
+            t.partition_data.push(p);
+        }
+        let mut r = ProduceRequest::default();
+        r.acks = 1;
+        r.timeout_ms = 1_000;
+        r.topic_data = vec![t];
+        r
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_brokers_own_producer_ids_are_refused_to_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path()).await;
+        b.create_topic("t", 3, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let client = Client::new();
+        let ctx = client.context(&b);
+        let forged = INTERNAL_PRODUCER_IDS + 3;
+        // Partition 1: a client's batch, then a forged one in the same records: neither
+        // is appended. Partition 2: the highest id there is.
+        let mixed = [batch(7, 2), batch(forged, 1)].concat();
+        let request = produce(vec![
+            (0, batch(forged, 3)),
+            (1, Bytes::from(mixed)),
+            (2, batch(i64::MAX, 1)),
+        ]);
+        let response = handle(&ctx, request, 9).await.unwrap();
+        let got: Vec<_> = response.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    p.error_code,
+                    p.base_offset,
+                    p.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .collect();
+        let reserved = |id: i64| {
+            Some(format!(
+                "producer id {id} is reserved for the broker's own writers (ids from 4611686018427387904 on); a producer id comes from InitProducerId"
+            ))
+        };
+        let invalid = ResponseError::InvalidRequest.code();
+        assert_eq!(
+            got,
+            vec![
+                (0, invalid, -1, reserved(forged)),
+                (1, invalid, -1, reserved(forged)),
+                (2, invalid, -1, reserved(i64::MAX)),
+            ]
+        );
+        for p in 0..3 {
+            assert_eq!(b.partition("t", p).unwrap().log().log_end_offset(), 0);
+        }
+
+        // The id just below the range is a client's like any other.
+        let below = INTERNAL_PRODUCER_IDS - 1;
+        let response = handle(&ctx, produce(vec![(0, batch(below, 2))]), 9)
+            .await
+            .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+        assert_eq!(b.partition("t", 0).unwrap().log().log_end_offset(), 2);
+
+        // A writer of another broker of the cluster (a transform's output to a partition
+        // led here) may use them.
+        let peer = Client::own_broker(2);
+        let response = super::handle(&peer.context(&b), produce(vec![(1, batch(forged, 2))]), 8)
+            .await
+            .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+        assert_eq!(b.partition("t", 1).unwrap().log().log_end_offset(), 2);
+
+        // Nor does InitProducerId bump the epoch of such an id (KIP-360).
+        let init = |id: i64| {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = None;
+            r.transaction_timeout_ms = 60_000;
+            r.producer_id = ProducerId(id);
+            r.producer_epoch = 0;
+            r
+        };
+        let refused = super::super::init_producer_id::handle(&ctx, init(forged), 4).await;
+        assert_eq!(
+            (
+                refused.error_code,
+                refused.producer_id.0,
+                refused.producer_epoch
+            ),
+            (invalid, -1, -1)
+        );
+        let bumped = super::super::init_producer_id::handle(&ctx, init(below), 4).await;
+        assert_eq!(
+            (
+                bumped.error_code,
+                bumped.producer_id.0,
+                bumped.producer_epoch
+            ),
+            (0, below, 1)
+        );
     }
 }
