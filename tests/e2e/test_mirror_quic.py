@@ -41,6 +41,18 @@ def create_quic_mirror(target, source, source_tls, name: str, *extra: str, check
                       check=check)
 
 
+def assert_copied(east, west, partitions: int, per: int):
+    """us-east.orders on west holds every record of orders on east: same offsets, keys,
+    values and timestamps, in order, the headers with east's provenance appended."""
+    source = read_topic(east.bootstrap, "orders", partitions)
+    target = read_topic(west.bootstrap, "us-east.orders", partitions)
+    for p in range(partitions):
+        assert len(target[p]) == len(source[p]) == per, p
+        for (so, sk, sv, sh, sts), (to, tk, tv, th, tts) in zip(source[p], target[p]):
+            assert (to, tk, tv, tts) == (so, sk, sv, sts), (p, so)
+            assert th == sh + [(PROVENANCE, b"us-east")], (p, so, th)
+
+
 def test_mirror_over_quic_copies_records_and_translates_group_offsets(broker_factory, tmp_path):
     east_tls, west_tls = certs(tmp_path, "us-east"), certs(tmp_path, "eu-west")
     east = cluster(broker_factory, "us-east", east_tls, mirror_clients_ca=west_tls / "ca.pem")
@@ -61,13 +73,7 @@ def test_mirror_over_quic_copies_records_and_translates_group_offsets(broker_fac
     assert report["report"]["source_cluster_id"] == "us-east"
     assert "payments" not in report["report"]["topics"], "a topic outside --topics was mirrored"
 
-    source = read_topic(east.bootstrap, "orders", partitions)
-    target = read_topic(west.bootstrap, "us-east.orders", partitions)
-    for p in range(partitions):
-        assert len(target[p]) == len(source[p]) == per, p
-        for (so, sk, sv, sh, sts), (to, tk, tv, th, tts) in zip(source[p], target[p]):
-            assert (to, tk, tv, tts) == (so, sk, sv, sts), (p, so)
-            assert th == sh + [(PROVENANCE, b"us-east")], (p, so, th)
+    assert_copied(east, west, partitions, per)
     described = quiver("topic", "describe", "us-east.orders", "--bootstrap", west.bootstrap).stdout
     assert "retention.ms" in described and "86400000" in described, described
 
@@ -162,13 +168,7 @@ def test_a_quic_mirror_crosses_a_lossy_long_link(broker_factory, tmp_path):
         report = wait_caught_up(west, "east", "orders", {p: per for p in range(partitions)}, timeout=90)
         assert report["status"] == "running", report
 
-        source = read_topic(east.bootstrap, "orders", partitions)
-        target = read_topic(west.bootstrap, "us-east.orders", partitions)
-        for p in range(partitions):
-            assert len(target[p]) == len(source[p]) == per, p
-            for (so, sk, sv, sh, sts), (to, tk, tv, th, tts) in zip(source[p], target[p]):
-                assert (to, tk, tv, tts) == (so, sk, sv, sts), (p, so)
-                assert th == sh + [(PROVENANCE, b"us-east")], (p, so, th)
+        assert_copied(east, west, partitions, per)
     finally:
         link_slot.release()
         if link is not None:

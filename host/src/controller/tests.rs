@@ -186,22 +186,28 @@ async fn three_controllers_agree_and_fail_over() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_whose_process_is_gone_is_fenced_before_its_lease_runs_out() {
-    let lease = Duration::from_secs(4);
+/// Three brokers, every one a voter, registered, with a lease of `lease`.
+async fn three_registered(dir: &Path, lease: Duration) -> (Arc<Switchboard>, Vec<Arc<Controller>>) {
     let config = ClusterConfig {
         session_timeout_ms: lease.as_millis() as u64,
         ..config()
     };
-    let dir = tempfile::tempdir().unwrap();
     let board = Arc::new(Switchboard::default());
     let mut nodes = Vec::new();
     for id in 1..=3 {
-        nodes.push(start_with(&board, dir.path(), id, 1, &config).await);
+        nodes.push(start_with(&board, dir, id, 1, &config).await);
     }
     for node in &nodes {
         assert!(node.wait_registered(Duration::from_secs(20)).await);
     }
+    (board, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_process_is_gone_is_fenced_before_its_lease_runs_out() {
+    let lease = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    let (board, nodes) = three_registered(dir.path(), lease).await;
     nodes[0]
         .submit(topic("t"), Duration::from_secs(10))
         .await
@@ -238,19 +244,8 @@ async fn a_broker_whose_process_is_gone_is_fenced_before_its_lease_runs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_whose_process_is_gone_is_replaced_and_fenced_before_its_lease_runs_out() {
     let lease = Duration::from_secs(4);
-    let config = ClusterConfig {
-        session_timeout_ms: lease.as_millis() as u64,
-        ..config()
-    };
     let dir = tempfile::tempdir().unwrap();
-    let board = Arc::new(Switchboard::default());
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start_with(&board, dir.path(), id, 1, &config).await);
-    }
-    for node in &nodes {
-        assert!(node.wait_registered(Duration::from_secs(20)).await);
-    }
+    let (board, nodes) = three_registered(dir.path(), lease).await;
     let old = nodes[0].leader().unwrap();
     let survivors: Vec<_> = nodes.iter().filter(|n| n.id() != old).cloned().collect();
     let gone_at = Instant::now();
