@@ -459,27 +459,59 @@ impl<'a> RawRecord<'a> {
     /// The record's headers in order, repeated names included (Kafka allows them, and
     /// a map would keep only one of each).
     pub fn headers(&self) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
-        // The record was checked field by field when it was parsed, so the walk below
-        // cannot fail; a failure would only end the list early.
-        let mut c = Cursor {
+        self.header_iter().collect()
+    }
+
+    /// Its headers in order, repeats kept, without collecting them.
+    pub fn header_iter(&self) -> RawHeaders<'a> {
+        let mut cursor = Cursor {
             buf: self.tail,
             pos: 0,
         };
-        let mut out = Vec::new();
-        let parsed = (|| -> Result<(), BatchError> {
-            c.nullable_bytes("key")?;
-            c.nullable_bytes("value")?;
-            let count = c.varint("header count")?;
-            for _ in 0..count {
-                let len = c.varint("header key length")?;
-                let key = c.take(usize::try_from(len).unwrap_or_default())?;
-                let value = c.nullable_bytes("header value")?;
-                out.push((key, value));
-            }
-            Ok(())
+        // The record was checked field by field when it was parsed, so these walks
+        // cannot fail; a failure would only end the list early.
+        let count = (|| -> Result<i32, BatchError> {
+            cursor.nullable_bytes("key")?;
+            cursor.nullable_bytes("value")?;
+            cursor.varint("header count")
         })();
-        debug_assert!(parsed.is_ok(), "a parsed record's headers re-parse");
-        out
+        debug_assert!(count.is_ok(), "a parsed record's headers re-parse");
+        RawHeaders {
+            cursor,
+            left: count.map_or(0, |n| usize::try_from(n).unwrap_or_default()),
+        }
+    }
+}
+
+/// The headers of a [`RawRecord`], borrowed from it.
+#[derive(Debug, Clone)]
+pub struct RawHeaders<'a> {
+    cursor: Cursor<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for RawHeaders<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let c = &mut self.cursor;
+        let header = (|| -> Result<Self::Item, BatchError> {
+            let len = c.varint("header key length")?;
+            let key = c.take(usize::try_from(len).unwrap_or_default())?;
+            Ok((key, c.nullable_bytes("header value")?))
+        })();
+        debug_assert!(header.is_ok(), "a parsed record's headers re-parse");
+        match header {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
     }
 }
 
@@ -662,7 +694,7 @@ pub fn with_delete_horizon(attributes: i16) -> i16 {
 }
 
 /// A bounds-checked reader over the records section.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -767,8 +799,40 @@ pub fn decode_records(
     start: i64,
     hw: i64,
 ) -> Result<(i64, Vec<DecodedRecord>), BatchError> {
-    let mut next = start;
     let mut out = Vec::new();
+    let next = visit_records(bytes, start, hw, |offset, timestamp, raw| {
+        out.push(DecodedRecord {
+            offset,
+            timestamp,
+            key: raw.key.map(Bytes::copy_from_slice),
+            value: raw.value.map(Bytes::copy_from_slice),
+            headers: raw
+                .header_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        v.map(Bytes::copy_from_slice),
+                    )
+                })
+                .collect(),
+        });
+    })?;
+    Ok((next, out))
+}
+
+/// Calls `visit` with each record of `bytes` (whole batches as read from the log) in
+/// `start..hw`, its offset and timestamp (the batch's append time for a LogAppendTime
+/// batch) resolved, borrowing the record from the batch; returns the offset after the
+/// last one seen (control records are passed over but counted). What copies the
+/// records, and where to, is the caller's: a mirror puts them straight into a plugin's
+/// columns.
+pub fn visit_records(
+    bytes: &[u8],
+    start: i64,
+    hw: i64,
+    mut visit: impl FnMut(i64, i64, &RawRecord<'_>),
+) -> Result<i64, BatchError> {
+    let mut next = start;
     for batch in Batches::new(bytes) {
         let (header, range) = batch?;
         if header.last_offset() < start {
@@ -794,25 +858,10 @@ pub fn decode_records(
             } else {
                 header.base_timestamp + raw.timestamp_delta
             };
-            out.push(DecodedRecord {
-                offset,
-                timestamp,
-                key: raw.key.map(Bytes::copy_from_slice),
-                value: raw.value.map(Bytes::copy_from_slice),
-                headers: raw
-                    .headers()
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(k).into_owned(),
-                            v.map(Bytes::copy_from_slice),
-                        )
-                    })
-                    .collect(),
-            });
+            visit(offset, timestamp, &raw);
         }
     }
-    Ok((next, out))
+    Ok(next)
 }
 
 #[cfg(test)]
