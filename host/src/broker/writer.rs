@@ -24,7 +24,7 @@ use kafka_protocol::records::Compression;
 
 use super::remote::{Leaders, RemoteError};
 use super::{now_ms, Broker};
-use crate::partition::encode::{encode_batch, encode_sequenced_batch, RecordData};
+use crate::partition::encode::{encode_batch, encode_sequenced_batch, OutRecord};
 use crate::partition::producer_state::{continues_across_epochs, SequenceError};
 use crate::partition::{AppendError, Partition, Role};
 use kafka_protocol::error::ResponseError;
@@ -220,11 +220,11 @@ impl ClusterWriter {
     /// Appends `records` to one partition in order, in batches. With `sequence`, the
     /// batches carry the producer id and sequence numbers from `sequence.next` on, and
     /// what the partition already holds of them is skipped.
-    pub async fn append(
+    pub async fn append<R: OutRecord>(
         &mut self,
         topic: &str,
         index: i32,
-        records: &[RecordData],
+        records: &[R],
         compression: Compression,
         sequence: Option<Sequence<'_>>,
     ) -> Result<Appended, WriteError> {
@@ -294,11 +294,11 @@ impl ClusterWriter {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn append_from(
+    async fn append_from<R: OutRecord>(
         &mut self,
         topic: &str,
         index: i32,
-        records: &[RecordData],
+        records: &[R],
         mut from: usize,
         compression: Compression,
         producer: Option<(i64, i16)>,
@@ -310,9 +310,7 @@ impl ClusterWriter {
             let take = records[from..]
                 .iter()
                 .take_while(|r| {
-                    size += r.key.as_ref().map_or(0, Bytes::len)
-                        + r.value.as_ref().map_or(0, Bytes::len)
-                        + 64;
+                    size += r.size_hint();
                     size <= BATCH_BYTES
                 })
                 .count()

@@ -21,10 +21,48 @@ pub struct RecordData {
     pub timestamp: i64,
 }
 
+/// A record the broker encodes, borrowed from wherever it lives: a [`RecordData`], or
+/// a plugin's output columns, which then reach the batch without a copy in between.
+pub trait OutRecord {
+    /// Key, or null.
+    fn key(&self) -> Option<&[u8]>;
+    /// Value, or null (a tombstone).
+    fn value(&self) -> Option<&[u8]>;
+    /// Timestamp, ms since the epoch.
+    fn timestamp(&self) -> i64;
+    /// Headers in order, repeats kept; asked twice per record (count, then bytes).
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)>;
+
+    /// Roughly what the record takes in a batch, for sizing batches.
+    fn size_hint(&self) -> usize {
+        self.key().map_or(0, <[u8]>::len) + self.value().map_or(0, <[u8]>::len) + 64
+    }
+}
+
+impl OutRecord for RecordData {
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+    }
+}
+
 /// Encodes `records` as one RecordBatch v2 with relative offsets 0.. (the log assigns
 /// the real ones on append).
-pub fn encode_batch<'a>(
-    records: impl IntoIterator<Item = &'a RecordData>,
+pub fn encode_batch<'a, R: OutRecord + 'a>(
+    records: impl IntoIterator<Item = &'a R>,
     compression: Compression,
 ) -> Result<Bytes, String> {
     encode(records, compression, None)
@@ -33,41 +71,41 @@ pub fn encode_batch<'a>(
 /// Encodes `records` as one idempotent RecordBatch v2 of `producer`: `(id, epoch, base
 /// sequence)`, record i carrying sequence `base + i` (transform outputs, whose
 /// sequence numbers let a replay be recognised as one).
-pub fn encode_sequenced_batch<'a>(
-    records: impl IntoIterator<Item = &'a RecordData>,
+pub fn encode_sequenced_batch<'a, R: OutRecord + 'a>(
+    records: impl IntoIterator<Item = &'a R>,
     compression: Compression,
     producer: (i64, i16, i32),
 ) -> Result<Bytes, String> {
     encode(records, compression, Some(producer))
 }
 
-fn encode<'a>(
-    records: impl IntoIterator<Item = &'a RecordData>,
+fn encode<'a, R: OutRecord + 'a>(
+    records: impl IntoIterator<Item = &'a R>,
     compression: Compression,
     producer: Option<(i64, i16, i32)>,
 ) -> Result<Bytes, String> {
-    let records: Vec<&RecordData> = records.into_iter().collect();
+    let records: Vec<&R> = records.into_iter().collect();
     let Some(first) = records.first() else {
         return Err("a batch needs at least one record".into());
     };
     let count = i32::try_from(records.len()).map_err(|_| "too many records for one batch")?;
     // Built here rather than by kafka-protocol's encoder, whose records keep headers in
     // a map: a record's repeated header names (which Kafka allows) must all survive.
-    let base_timestamp = first.timestamp;
-    let mut plain = Vec::new();
+    let base_timestamp = first.timestamp();
+    let mut plain = Vec::with_capacity(records.iter().map(|r| r.size_hint()).sum());
     let mut body = Vec::new();
     for (i, r) in records.iter().enumerate() {
         body.clear();
         body.push(0); // record attributes: unused in v2
-        put_varlong(&mut body, r.timestamp - base_timestamp);
+        put_varlong(&mut body, r.timestamp() - base_timestamp);
         put_varint(&mut body, i as i64);
-        put_nullable(&mut body, r.key.as_deref());
-        put_nullable(&mut body, r.value.as_deref());
-        put_varint(&mut body, r.headers.len() as i64);
-        for (key, value) in &r.headers {
+        put_nullable(&mut body, r.key());
+        put_nullable(&mut body, r.value());
+        put_varint(&mut body, r.headers().count() as i64);
+        for (key, value) in r.headers() {
             put_varint(&mut body, key.len() as i64);
-            body.extend_from_slice(key.as_bytes());
-            put_nullable(&mut body, value.as_deref());
+            body.extend_from_slice(key);
+            put_nullable(&mut body, value);
         }
         put_varint(&mut plain, body.len() as i64);
         plain.extend_from_slice(&body);
@@ -84,7 +122,7 @@ fn encode<'a>(
         base_timestamp,
         max_timestamp: records
             .iter()
-            .map(|r| r.timestamp)
+            .map(|r| r.timestamp())
             .max()
             .unwrap_or(base_timestamp),
         producer_id,
