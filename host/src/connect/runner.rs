@@ -12,14 +12,14 @@
 //! recorded positions after a backoff; with exactly-once on, what the target already
 //! holds of a replay is skipped by its producer sequence.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use parking_lot::Mutex;
-use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder};
+use quiver_plugin_sdk::columns::{Columns, ColumnsBuilder, Record};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -29,10 +29,10 @@ use super::spec::{MirrorSpec, Via};
 use super::Stored;
 use crate::broker::writer::{ClusterWriter, Sequence};
 use crate::broker::{now_ms, Broker, TopicError};
-use crate::log::batch::{decode_records, DecodedRecord};
+use crate::log::batch::{visit_records, BatchError};
 use crate::metrics::latency::LatencyWindow;
 use crate::net::MirrorClient;
-use crate::partition::encode::RecordData;
+use crate::partition::encode::OutRecord;
 use crate::partition::keyed;
 use crate::plugin::connector::ConnectorSession;
 use crate::plugin::Plugins;
@@ -166,14 +166,17 @@ struct Route {
     partitions: i32,
 }
 
-/// Records fetched from one source partition, decoded.
+/// Records fetched from one source partition, decoded straight into the columns the
+/// plugin is given, less those that passed through the target cluster before.
 struct Chunk {
     topic: String,
     partition: i32,
     from: i64,
     next: i64,
     high_watermark: i64,
-    records: Vec<DecodedRecord>,
+    records: Columns,
+    /// Records left out because their provenance names the target cluster.
+    loops: u64,
 }
 
 /// How a run ended.
@@ -341,6 +344,7 @@ impl Runner {
                     src,
                     leader,
                     group,
+                    self.broker.cluster_id().to_string(),
                     tx.clone(),
                 ))));
             }
@@ -711,7 +715,6 @@ impl Runner {
         source_cluster: &str,
     ) -> Result<(), String> {
         let spec = &self.spec;
-        let here = self.broker.cluster_id().to_string();
         let mut moved: Vec<(String, Position)> = Vec::new();
         for chunk in chunks {
             let key = (chunk.topic.clone(), chunk.partition);
@@ -723,40 +726,29 @@ impl Runner {
             if chunk.from != pos.next_offset || chunk.next <= pos.next_offset {
                 continue;
             }
-            // Records that passed through this cluster never come back to it.
-            let total = chunk.records.len();
-            let records: Vec<&DecodedRecord> = chunk
-                .records
-                .iter()
-                .filter(|r| !came_from(r, &here))
-                .collect();
-            let loops = (total - records.len()) as u64;
-            let mapped = if records.is_empty() {
-                Columns::default()
+            let loops = chunk.loops;
+            let given = chunk.records.len();
+            let mapped = if chunk.records.is_empty() {
+                None
             } else {
-                let mut columns = ColumnsBuilder::new(chunk.topic.clone(), chunk.partition);
-                for r in &records {
-                    columns.push_with(
-                        r.key.as_deref(),
-                        r.value.as_deref(),
-                        r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
-                        r.timestamp,
-                        r.offset,
-                    );
-                }
-                let columns = columns.build();
-                tokio::task::block_in_place(|| {
-                    self.plugins.map_records(session, &spec.alias, columns)
-                })
-                .map_err(|e| {
-                    format!(
-                        "plugin '{}' map-records on {}-{}: {e}",
-                        spec.plugin, chunk.topic, chunk.partition
-                    )
-                })?
+                let columns = chunk.records;
+                Some(
+                    tokio::task::block_in_place(|| {
+                        self.plugins.map_records(session, &spec.alias, columns)
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "plugin '{}' map-records on {}-{}: {e}",
+                            spec.plugin, chunk.topic, chunk.partition
+                        )
+                    })?,
+                )
             };
-            let out = with_provenance(&mapped, &records, source_cluster)?;
-            let filtered = (records.len() - out.len()) as u64;
+            let out = match &mapped {
+                Some(m) => with_provenance(&m.output, &m.input, source_cluster)?,
+                None => Vec::new(),
+            };
+            let filtered = (given - out.len()) as u64;
             let sequence = spec.exactly_once.then_some(Sequence {
                 producer_id: pos.producer_id,
                 epoch: 0,
@@ -773,9 +765,11 @@ impl Runner {
                 .await
                 .map_err(|e| e.to_string())?;
             let now = now_ms();
-            for (i, (first, base)) in appended.batches.iter().enumerate() {
-                let end = appended.batches.get(i + 1).map_or(out.len(), |b| b.0);
-                pos.record(&mapped.offsets[*first..end], *base);
+            if let Some(m) = &mapped {
+                for (i, (first, base)) in appended.batches.iter().enumerate() {
+                    let end = appended.batches.get(i + 1).map_or(out.len(), |b| b.0);
+                    pos.record(&m.output.offsets[*first..end], *base);
+                }
             }
             pos.next_offset = chunk.next;
             pos.written_ms = now;
@@ -785,10 +779,7 @@ impl Runner {
             ));
             let bytes: u64 = out
                 .iter()
-                .map(|r| {
-                    (r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
-                        as u64
-                })
+                .map(|r| (r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len)) as u64)
                 .sum();
             let mut report = self.report.lock();
             report.count(appended.written, bytes, now);
@@ -797,7 +788,7 @@ impl Runner {
             if let (Some(first), Some(last)) = (out.first(), out.last()) {
                 report
                     .latencies
-                    .record_batch(now, first.timestamp, last.timestamp);
+                    .record_batch(now, first.timestamp(), last.timestamp());
             }
             set_position(
                 &mut report,
@@ -928,68 +919,87 @@ fn set_position(report: &mut MirrorReport, topic: &str, partition: i32, position
     }
 }
 
-/// Whether a record's provenance names cluster `id`.
-fn came_from(record: &DecodedRecord, id: &str) -> bool {
-    record
-        .headers
-        .iter()
-        .filter(|(k, _)| k == PROVENANCE_HEADER)
-        .filter_map(|(_, v)| v.as_deref())
+/// Whether a record's provenance (among `headers`) names cluster `id`.
+fn came_from<'a>(headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>, id: &str) -> bool {
+    headers
+        .filter(|(k, _)| *k == PROVENANCE_HEADER.as_bytes())
+        .filter_map(|(_, v)| v)
         .any(|v| v.split(|b| *b == b',').any(|c| c == id.as_bytes()))
 }
 
-/// The provenance chain of a record, as it arrived.
-fn chain_of(record: &DecodedRecord) -> Option<&[u8]> {
-    record
-        .headers
-        .iter()
-        .rev()
-        .find(|(k, _)| k == PROVENANCE_HEADER)
-        .and_then(|(_, v)| v.as_deref())
+/// The provenance chain among `headers` (the last such header), as it arrived.
+fn chain_of<'a>(headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Option<&'a [u8]> {
+    headers
+        .filter(|(k, _)| *k == PROVENANCE_HEADER.as_bytes())
+        .last()
+        .and_then(|(_, v)| v)
+}
+
+/// One record as the target gets it: the plugin's record, borrowed from its output
+/// columns, its provenance replaced by the chain of the input record it stands for.
+#[derive(Debug)]
+struct Outgoing<'a> {
+    record: Record<'a>,
+    chain: Cow<'a, [u8]>,
+}
+
+impl OutRecord for Outgoing<'_> {
+    fn key(&self) -> Option<&[u8]> {
+        self.record.key()
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.record.value()
+    }
+
+    fn timestamp(&self) -> i64 {
+        self.record.timestamp()
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.record
+            .headers()
+            .filter(|(k, _)| *k != PROVENANCE_HEADER.as_bytes())
+            .chain(std::iter::once((
+                PROVENANCE_HEADER.as_bytes(),
+                Some(&*self.chain),
+            )))
+    }
 }
 
 /// The plugin's records as target records, their provenance that of the input record
 /// each stands for (whatever the plugin did to the header) with the source cluster's id
 /// appended. `inputs` are the records the plugin was given, in offset order; the
-/// plugin's offsets were checked to be a subsequence of theirs.
-fn with_provenance(
-    mapped: &Columns,
-    inputs: &[&DecodedRecord],
-    source_cluster: &str,
-) -> Result<Vec<RecordData>, String> {
+/// plugin's offsets were checked to be a subsequence of theirs. Nothing is copied but
+/// the chains that grow: a record new to mirroring shares one.
+fn with_provenance<'a>(
+    mapped: &'a Columns,
+    inputs: &'a Columns,
+    source_cluster: &'a str,
+) -> Result<Vec<Outgoing<'a>>, String> {
     if mapped.offsets.is_empty() {
         return Ok(Vec::new());
     }
     let batch = mapped.batch().map_err(|e| e.to_string())?;
+    let given = inputs.batch().map_err(|e| e.to_string())?;
+    let mut inputs = given.iter();
     let mut out = Vec::with_capacity(mapped.offsets.len());
-    let mut inputs = inputs.iter();
     for record in batch.iter() {
         let input = inputs
             .by_ref()
-            .find(|r| r.offset == record.offset())
+            .find(|r| r.offset() == record.offset())
             .ok_or_else(|| format!("mapped offset {} is not an input record", record.offset()))?;
-        let mut headers: Vec<(String, Option<Bytes>)> =
-            Vec::with_capacity(record.header_count() + 1);
-        for (k, v) in record.headers() {
-            if k != PROVENANCE_HEADER.as_bytes() {
-                headers.push((
-                    String::from_utf8_lossy(k).into_owned(),
-                    v.map(Bytes::copy_from_slice),
-                ));
+        let chain = match chain_of(input.headers()) {
+            Some(before) if !before.is_empty() => {
+                let mut chain = Vec::with_capacity(before.len() + 1 + source_cluster.len());
+                chain.extend_from_slice(before);
+                chain.push(b',');
+                chain.extend_from_slice(source_cluster.as_bytes());
+                Cow::Owned(chain)
             }
-        }
-        let mut chain = chain_of(input).map(<[u8]>::to_vec).unwrap_or_default();
-        if !chain.is_empty() {
-            chain.push(b',');
-        }
-        chain.extend_from_slice(source_cluster.as_bytes());
-        headers.push((PROVENANCE_HEADER.to_string(), Some(Bytes::from(chain))));
-        out.push(RecordData {
-            key: record.key().map(Bytes::copy_from_slice),
-            value: record.value().map(Bytes::copy_from_slice),
-            headers,
-            timestamp: record.timestamp(),
-        });
+            _ => Cow::Borrowed(source_cluster.as_bytes()),
+        };
+        out.push(Outgoing { record, chain });
     }
     Ok(out)
 }
@@ -1008,6 +1018,7 @@ async fn fetch_loop(
     mut source: Source,
     leader: i32,
     mut partitions: Vec<(String, i32, i64)>,
+    here: String,
     tx: mpsc::Sender<Result<Vec<Chunk>, String>>,
 ) {
     loop {
@@ -1060,11 +1071,20 @@ async fn fetch_loop(
                     from: f.offset,
                     next: f.log_start,
                     high_watermark: f.high_watermark,
-                    records: Vec::new(),
+                    records: Columns::default(),
+                    loops: 0,
                 });
                 continue;
             }
-            let (next, records) = match decode_records(&f.records, f.offset, f.high_watermark) {
+            let decoded = decode_columns(
+                &f.records,
+                &f.topic,
+                f.partition,
+                f.offset,
+                f.high_watermark,
+                &here,
+            );
+            let (next, records, loops) = match decoded {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     let _ = tx
@@ -1084,12 +1104,38 @@ async fn fetch_loop(
                 next: next.max(f.offset),
                 high_watermark: f.high_watermark,
                 records,
+                loops,
             });
         }
         if tx.send(Ok(chunks)).await.is_err() {
             return;
         }
     }
+}
+
+/// The records of `bytes` (whole batches from the source) in `start..hw` as a plugin's
+/// columns, copied once; records whose provenance names cluster `here` are left out
+/// (and counted), since a record never returns to a cluster it passed through.
+fn decode_columns(
+    bytes: &[u8],
+    topic: &str,
+    partition: i32,
+    start: i64,
+    hw: i64,
+    here: &str,
+) -> Result<(i64, Columns, u64), BatchError> {
+    let mut columns = ColumnsBuilder::new(topic, partition);
+    // Record and header counts are not known before the walk; the bytes bound the data.
+    columns.reserve(0, 0, bytes.len());
+    let mut loops = 0;
+    let next = visit_records(bytes, start, hw, |offset, timestamp, raw| {
+        if came_from(raw.header_iter(), here) {
+            loops += 1;
+            return;
+        }
+        columns.push_with(raw.key, raw.value, raw.header_iter(), timestamp, offset);
+    })?;
+    Ok((next, columns.build(), loops))
 }
 
 /// Positions and checkpoints of every mirror, as `__quiver_mirrors` holds them.
@@ -1134,43 +1180,101 @@ pub(super) fn orphans(stored: &Stored, mirrors: &BTreeMap<String, MirrorSpec>) -
 mod tests {
     use super::*;
 
-    fn record(offset: i64, headers: &[(&str, Option<&str>)]) -> DecodedRecord {
-        DecodedRecord {
-            offset,
-            timestamp: 1000 + offset,
-            key: Some(Bytes::from(format!("k{offset}"))),
-            value: Some(Bytes::from(format!("v{offset}"))),
+    use crate::log::batch::{decode_records, DecodedRecord};
+    use crate::partition::encode::{encode_batch, RecordData};
+    use bytes::Bytes;
+
+    fn record(timestamp: i64, headers: &[(&str, Option<&str>)]) -> RecordData {
+        RecordData {
+            key: Some(Bytes::from(format!("k{timestamp}"))),
+            value: Some(Bytes::from(format!("v{timestamp}"))),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.map(|v| Bytes::from(v.to_string()))))
                 .collect(),
+            timestamp,
         }
+    }
+
+    /// `records` as the source's log holds them: one batch from offset `base`.
+    fn source_batch(base: i64, records: &[RecordData]) -> Bytes {
+        let mut batch = encode_batch(records, Compression::None).unwrap().to_vec();
+        batch[..8].copy_from_slice(&base.to_be_bytes());
+        Bytes::from(batch)
+    }
+
+    fn headers(r: &DecodedRecord) -> Vec<(&str, Option<&str>)> {
+        r.headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    v.as_deref().map(|v| std::str::from_utf8(v).unwrap()),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn a_record_that_passed_through_a_cluster_is_known_by_its_id() {
-        let r = record(1, &[(PROVENANCE_HEADER, Some("us-east,eu-west"))]);
-        assert!(came_from(&r, "us-east"));
-        assert!(came_from(&r, "eu-west"));
-        assert!(!came_from(&r, "eu"));
-        assert!(!came_from(
-            &record(2, &[("other", Some("eu-west"))]),
-            "eu-west"
-        ));
+        let chain = [(PROVENANCE_HEADER.as_bytes(), Some(&b"us-east,eu-west"[..]))];
+        assert!(came_from(chain.into_iter(), "us-east"));
+        assert!(came_from(chain.into_iter(), "eu-west"));
+        assert!(!came_from(chain.into_iter(), "eu"));
+        let other = [(&b"other"[..], Some(&b"eu-west"[..]))];
+        assert!(!came_from(other.into_iter(), "eu-west"));
+    }
+
+    #[test]
+    fn fetched_records_become_columns_less_those_that_were_here_before() {
+        let records = [
+            record(1000, &[("h", Some("1")), ("h", Some("2"))]),
+            record(1001, &[(PROVENANCE_HEADER, Some("us-east,here"))]),
+            record(1002, &[(PROVENANCE_HEADER, Some("us-east"))]),
+            record(1003, &[("x", None)]),
+        ];
+        let bytes = source_batch(40, &records);
+        // From offset 40 up to (not including) the high watermark 43.
+        let (next, columns, loops) = decode_columns(&bytes, "orders", 2, 40, 43, "here").unwrap();
+        assert_eq!((next, loops), (43, 1));
+        assert_eq!((columns.topic.as_str(), columns.partition), ("orders", 2));
+        let batch = columns.batch().unwrap();
+        let seen: Vec<(i64, i64, Option<&[u8]>, Vec<(&[u8], Option<&[u8]>)>)> = batch
+            .iter()
+            .map(|r| (r.offset(), r.timestamp(), r.key(), r.headers().collect()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    40,
+                    1000,
+                    Some(&b"k1000"[..]),
+                    vec![(&b"h"[..], Some(&b"1"[..])), (&b"h"[..], Some(&b"2"[..]))]
+                ),
+                (
+                    42,
+                    1002,
+                    Some(&b"k1002"[..]),
+                    vec![(PROVENANCE_HEADER.as_bytes(), Some(&b"us-east"[..]))]
+                ),
+            ]
+        );
     }
 
     #[test]
     fn provenance_extends_the_input_chain_whatever_the_plugin_wrote() {
         let inputs = [
             record(
-                5,
+                1005,
                 &[("a", Some("1")), (PROVENANCE_HEADER, Some("ap-south"))],
             ),
-            record(6, &[]),
-            record(7, &[("b", None)]),
+            record(1006, &[]),
+            record(1007, &[("b", None)]),
         ];
-        let refs: Vec<&DecodedRecord> = inputs.iter().collect();
-        // The plugin dropped 6 and rewrote 5's provenance.
+        let (_, inputs, _) =
+            decode_columns(&source_batch(5, &inputs), "orders", 0, 0, 100, "here").unwrap();
+        // The plugin dropped 6, rewrote 5's provenance and 7's value.
         let mut mapped = ColumnsBuilder::new("orders", 0);
         mapped.push::<&str>(
             Some(b"k5"),
@@ -1179,27 +1283,37 @@ mod tests {
             1005,
             5,
         );
-        mapped.push::<&str>(Some(b"k7"), Some(b"v7"), &[("b", None)], 1007, 7);
-        let out = with_provenance(&mapped.build(), &refs, "us-east").unwrap();
-        assert_eq!(out.len(), 2);
+        mapped.push::<&str>(Some(b"k7"), Some(b"new"), &[("b", None)], 1007, 7);
+        let mapped = mapped.build();
+        let out = with_provenance(&mapped, &inputs, "us-east").unwrap();
+        // What the target's log gets.
+        let written = encode_batch(&out, Compression::None).unwrap();
+        let (_, written) = decode_records(&written, 0, i64::MAX).unwrap();
+        assert_eq!(written.len(), 2);
         assert_eq!(
-            out[0].headers,
+            headers(&written[0]),
             vec![
-                ("a".to_string(), Some(Bytes::from("1"))),
-                (
-                    PROVENANCE_HEADER.to_string(),
-                    Some(Bytes::from("ap-south,us-east"))
-                ),
+                ("a", Some("1")),
+                (PROVENANCE_HEADER, Some("ap-south,us-east"))
             ]
         );
+        assert_eq!(written[0].value.as_deref(), Some(&b"v5"[..]));
         assert_eq!(
-            out[1].headers,
-            vec![
-                ("b".to_string(), None),
-                (PROVENANCE_HEADER.to_string(), Some(Bytes::from("us-east"))),
-            ]
+            headers(&written[1]),
+            vec![("b", None), (PROVENANCE_HEADER, Some("us-east"))]
         );
-        assert_eq!(out[1].timestamp, 1007);
+        assert_eq!(written[1].value.as_deref(), Some(&b"new"[..]));
+        assert_eq!(written[1].timestamp, 1007);
+    }
+
+    #[test]
+    fn a_mapped_record_that_was_not_given_is_refused() {
+        let (_, inputs, _) =
+            decode_columns(&source_batch(5, &[record(1, &[])]), "t", 0, 0, 100, "here").unwrap();
+        let mut mapped = ColumnsBuilder::new("t", 0);
+        mapped.push::<&str>(None, None, &[], 1, 9);
+        let e = with_provenance(&mapped.build(), &inputs, "us-east").unwrap_err();
+        assert_eq!(e, "mapped offset 9 is not an input record");
     }
 
     #[test]

@@ -199,8 +199,7 @@ impl ConnectorSession {
         engine: &PluginEngine,
         alias: &str,
         batch: Columns,
-    ) -> Result<Columns, CallError> {
-        let input_offsets = batch.offsets.clone();
+    ) -> Result<Mapped, CallError> {
         let input = RecordBatch {
             topic: batch.topic,
             partition: batch.partition,
@@ -211,13 +210,13 @@ impl ConnectorSession {
             data: batch.data,
         };
         let max_output = self.deployment.limits.max_output_bytes;
-        let output = self.with_instance(engine, input_offsets.len(), "map-records", |i| {
+        let output = self.with_instance(engine, input.offsets.len(), "map-records", |i| {
             i.bindings
                 .quiver_plugin_mirror()
                 .call_map_records(&mut i.store, alias, &input)
         })?;
         let records = Columns {
-            topic: input.topic,
+            topic: input.topic.clone(),
             partition: input.partition,
             offsets: output.offsets,
             timestamps: output.timestamps,
@@ -236,9 +235,32 @@ impl ConnectorSession {
         records
             .validate()
             .map_err(|e| CallError::Output(format!("malformed records: {e}")))?;
-        check_subsequence(&input_offsets, &records.offsets).map_err(CallError::Output)?;
-        Ok(records)
+        check_subsequence(&input.offsets, &records.offsets).map_err(CallError::Output)?;
+        let input = Columns {
+            topic: input.topic,
+            partition: input.partition,
+            offsets: input.offsets,
+            timestamps: input.timestamps,
+            ends: input.ends,
+            header_ends: input.header_ends,
+            data: input.data,
+        };
+        Ok(Mapped {
+            input,
+            output: records,
+        })
     }
+}
+
+/// What `map-records` made of a batch: the records to write, checked, and the batch
+/// the plugin was given, handed back so the host can read the input record each
+/// output record stands for (its provenance) without having kept a copy.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The batch as given to the plugin.
+    pub input: Columns,
+    /// The plugin's records, offsets a subsequence of the input's.
+    pub output: Columns,
 }
 
 /// Whether `output` is `input` with some offsets left out, order kept.

@@ -39,7 +39,7 @@ use wasmtime::component::Linker;
 use crate::broker::now_ms;
 use crate::config::PluginsConfig;
 use crate::controller::state::{Component, PluginMeta};
-use connector::{ConnectorSession, WasmConnector};
+use connector::{ConnectorSession, Mapped, WasmConnector};
 use engine::PluginEngine;
 use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
 use native::NativePartitioner;
@@ -1301,7 +1301,7 @@ impl Plugins {
         session: &mut ConnectorSession,
         alias: &str,
         batch: Columns,
-    ) -> Result<Columns, CallError> {
+    ) -> Result<Mapped, CallError> {
         session.map_records(&self.engine, alias, batch)
     }
 
