@@ -21,8 +21,14 @@ tests' proxy, which spends more CPU on the same traffic. In one run, --runs time
 
     python3 tests/bench/mirror_bench.py --binary target/release/quiver --runs 3
 
-Options: --records, --size, --delay-ms, --seconds, --plugins DIR, --out FILE (JSON,
-default target/bench/mirror.json). Figures go in docs/perf.md.
+Each latency phase also prints the cores each process used meanwhile (the producer is
+this program) and how busy the whole machine was: on one machine the brokers, the proxy
+and the producer share the cores, and a saturated machine queues every step.
+--sweep 0.1,0.2,0.3 adds latency phases at those shares of the peak, to find where the
+tail starts to grow.
+
+Options: --records, --size, --delay-ms, --seconds, --sweep, --plugins DIR, --out FILE
+(JSON, default target/bench/mirror.json). Figures go in docs/perf.md.
 
 --transports compares the two ways a mirror reaches a Quiver source, --via kafka and
 --via quic, at 0% and then --loss % (1) packet loss, instead of the above. It needs root:
@@ -152,9 +158,37 @@ def mirror_report(target: Broker, name: str) -> dict:
     return body
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, all) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_shares(procs: dict) -> "tuple[dict, callable]":
+    """Starts measuring the CPU of `procs` (name -> pid; None for this process, the
+    producer) and of the machine; the returned function gives cores used by each, and
+    `machine` (busy cores, whatever ran) over the time since."""
+    t0 = time.monotonic()
+    this = time.process_time()
+    start = {n: proc_cpu_seconds(pid) for n, pid in procs.items() if pid is not None}
+    busy0, all0 = cpu_ticks()
+
+    def done() -> dict:
+        wall = max(time.monotonic() - t0, 1e-3)
+        out = {n: (proc_cpu_seconds(pid) - start[n]) / wall for n, pid in procs.items() if pid is not None}
+        out.update({n: (time.process_time() - this) / wall for n, pid in procs.items() if pid is None})
+        busy1, all1 = cpu_ticks()
+        out["machine"] = (busy1 - busy0) / max(all1 - all0, 1) * os.cpu_count()
+        return out
+    return done
+
+
 def latency_phase(args, source: Broker, target: Broker, topic: str, name: str, rate: float) -> dict:
     """Produces into `topic` at `rate` for --seconds through a mirror of its own; returns
-    the mirror's replication latency figures."""
+    the mirror's replication latency figures and the cores each process used meanwhile
+    (the producer is this process: with `--proxy python` the proxy's threads too)."""
     body = {"name": name, "source": source.link.address, "source_alias": "us-east",
             "topics": topic, "discovery_interval_ms": 500}
     status, reply = target.api("POST", "/v1/mirrors", json.dumps(body).encode())
@@ -162,11 +196,18 @@ def latency_phase(args, source: Broker, target: Broker, topic: str, name: str, r
         raise SystemExit(f"mirror create failed: {status} {reply}")
     while not (mirror_report(target, name).get("report") or {}).get("topics"):
         time.sleep(0.05)
+    link = getattr(getattr(source.link, "proc", None), "pid", None)
+    procs = {"producer": None, "source": source.proc.pid, "target": target.proc.pid}
+    if link is not None:
+        procs["proxy"] = link
+    shares = cpu_shares(procs)
     produce_at_rate(source.bootstrap, topic, rate, args.seconds, args.size)
+    cores = shares()
     time.sleep(1)
     report = mirror_report(target, name).get("report") or {}
     target.api("DELETE", f"/v1/mirrors/{name}")
-    return {"latency_p50_ms": report.get("latency_p50_ms"), "latency_p99_ms": report.get("latency_p99_ms")}
+    return {"latency_p50_ms": report.get("latency_p50_ms"), "latency_p99_ms": report.get("latency_p99_ms"),
+            "cores": cores}
 
 
 def one_run(args, source: Broker, target: Broker) -> dict:
@@ -216,8 +257,16 @@ def one_run(args, source: Broker, target: Broker) -> dict:
     rate = mirror_rate / 2
     half = latency_phase(args, source, target, lat, f"l-{tag}", rate)
     modest = latency_phase(args, source, target, f"{lat}-b", f"lb-{tag}", args.modest_rate)
+    sweep = {}
+    for i, share in enumerate(args.sweep):
+        topic_i = f"{lat}-s{i}"
+        create(source.bootstrap, topic_i, {"message.timestamp.type": "LogAppendTime"})
+        r = latency_phase(args, source, target, topic_i, f"ls{i}-{tag}", mirror_rate * share)
+        sweep.update({f"sweep_{share:g}_p50_ms": r["latency_p50_ms"], f"sweep_{share:g}_p99_ms": r["latency_p99_ms"],
+                      f"sweep_{share:g}_cores_machine": r["cores"]["machine"],
+                      f"sweep_{share:g}_cores_target": r["cores"]["target"]})
     for b, topics in ((target, [local, f"us-east.{topic}", f"us-east.{lat}", f"us-east.{lat}-b"]),
-                      (source, [topic, lat, f"{lat}-b"])):
+                      (source, [topic, lat, f"{lat}-b"] + [f"{lat}-s{i}" for i in range(len(args.sweep))])):
         a = AdminClient({"bootstrap.servers": b.bootstrap})
         for f in a.delete_topics(topics).values():
             try:
@@ -230,7 +279,9 @@ def one_run(args, source: Broker, target: Broker) -> dict:
         "ratio": mirror_rate / local_rate, "mirror_cpu_s_per_gib": cpu / (mb / 1073.741824),
         "latency_rate_rec_s": rate, "latency_p50_ms": half["latency_p50_ms"],
         "latency_p99_ms": half["latency_p99_ms"],
+        **{f"half_cores_{k}": v for k, v in half["cores"].items()},
         "modest_p50_ms": modest["latency_p50_ms"], "modest_p99_ms": modest["latency_p99_ms"],
+        **sweep,
         "load_start": load_start, "load_end": os.getloadavg()[0],
     }
 
@@ -460,6 +511,8 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=40.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--modest-rate", type=float, default=5000.0)
+    ap.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",") if x], default=[],
+                    help="more latency phases, each at this share of the mirror's peak (e.g. 0.1,0.2,0.3)")
     ap.add_argument("--plugins", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"),
                                                        "wasm32-wasip2", "release"))
     ap.add_argument("--out", default="target/bench/mirror.json")
@@ -536,7 +589,19 @@ def main():
                       ("latency_p50_ms", "replication latency p50, ms"),
                       ("latency_p99_ms", f"replication latency p99, ms (target <= {rtt + 50:.0f})"),
                       ("modest_p50_ms", f"latency p50 at {args.modest_rate:.0f} records/s, ms"),
-                      ("modest_p99_ms", f"latency p99 at {args.modest_rate:.0f} records/s, ms")):
+                      ("modest_p99_ms", f"latency p99 at {args.modest_rate:.0f} records/s, ms"),
+                      ("half_cores_machine", f"cores busy at half of peak (of {os.cpu_count()}), all work"),
+                      ("half_cores_producer", "  of which the producer (this program)"),
+                      ("half_cores_source", "  the source broker"),
+                      ("half_cores_proxy", "  the delay proxy"),
+                      ("half_cores_target", "  the target broker (the mirror)"),
+                      *((f"sweep_{share:g}_{k}", f"at {share:g} of peak: {what}")
+                        for share in args.sweep
+                        for k, what in (("p50_ms", "latency p50, ms"), ("p99_ms", "latency p99, ms"),
+                                        ("cores_machine", "cores busy, all work"),
+                                        ("cores_target", "cores of the target broker")))):
+        if not any(key in r for r in runs):
+            continue
         m, lo, hi = med(key)
         print(f"  {what:<50} {m:>10.3g}  ({lo:.3g}..{hi:.3g})")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
