@@ -40,6 +40,31 @@ pub fn pack(out: &mut BytesMut, body: &[u8], zstd: bool) {
     out.put_slice(body);
 }
 
+/// Starts a body written in place behind its codec byte: returns where the codec byte
+/// is, for [`finish`] once the body is written. A large body (a replica's fetch answer)
+/// is then written once, where [`pack`] would copy it behind the codec byte.
+pub fn begin(out: &mut BytesMut) -> usize {
+    let at = out.len();
+    out.put_u8(CODEC_NONE);
+    at
+}
+
+/// Ends a body started at `at` by [`begin`]: compresses it in its place when `zstd` is
+/// asked for and worth it, as [`pack`] would have; leaves it as it is otherwise.
+pub fn finish(out: &mut BytesMut, at: usize, zstd: bool) {
+    let plain = out.len() - at - 1;
+    if !zstd || !(COMPRESS_MIN_BYTES..=MAX_PLAIN_BYTES).contains(&plain) {
+        return;
+    }
+    if let Ok(packed) = zstd::bulk::compress(&out[at + 1..], 1) {
+        out.truncate(at);
+        out.reserve(5 + packed.len());
+        out.put_u8(CODEC_ZSTD);
+        out.put_u32(plain as u32);
+        out.put_slice(&packed);
+    }
+}
+
 /// The body of a packed message (codec byte first); the error says what is wrong.
 pub fn unpack(mut packed: Bytes) -> Result<Bytes, String> {
     if packed.is_empty() {
@@ -90,6 +115,28 @@ mod tests {
             pack(&mut out, body, zstd);
             assert_eq!(out[0], codec);
             assert_eq!(unpack(out.freeze()).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn a_body_written_in_place_reads_as_a_packed_one() {
+        let big = vec![7u8; 10_000];
+        for (body, zstd, codec) in [
+            (&big[..], true, CODEC_ZSTD),
+            (&big[..], false, CODEC_NONE),
+            (&b"small"[..], true, CODEC_NONE),
+        ] {
+            let mut out = BytesMut::new();
+            out.put_slice(b"hd");
+            let at = begin(&mut out);
+            out.put_slice(body);
+            finish(&mut out, at, zstd);
+            assert_eq!(&out[..2], b"hd");
+            assert_eq!(out[2], codec);
+            let mut packed = BytesMut::new();
+            pack(&mut packed, body, zstd);
+            assert_eq!(&out[2..], &packed[..]);
+            assert_eq!(unpack(out.freeze().slice(2..)).unwrap(), body);
         }
     }
 

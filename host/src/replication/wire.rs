@@ -295,25 +295,27 @@ impl FetchResponse {
             .iter()
             .map(|p| RESPONSE_PARTITION_FIXED + p.topic.len() + p.records.len())
             .sum();
-        let mut body = BytesMut::with_capacity(4 + size);
-        body.put_u32(self.partitions.len() as u32);
-        for p in &self.partitions {
-            put_topic(&mut body, &p.topic);
-            body.put_i32(p.partition);
-            body.put_i16(p.error.code());
-            body.put_i64(p.high_watermark);
-            body.put_i64(p.log_start_offset);
-            body.put_i64(p.log_end_offset);
-            let (epoch, end) = p.diverging.unwrap_or((-1, -1));
-            body.put_i32(epoch);
-            body.put_i64(end);
-            body.put_u32(p.records.len() as u32);
-            body.put_slice(&p.records);
-        }
-        let mut out = BytesMut::with_capacity(8 + body.len());
+        // The records are copied once, into the message; compressing (when asked) is
+        // done in place after.
+        let mut out = BytesMut::with_capacity(8 + 4 + size);
         out.put_u8(KIND_FETCH);
         out.put_u16(VERSION);
-        crate::net::compress::pack(&mut out, &body, zstd);
+        let body = crate::net::compress::begin(&mut out);
+        out.put_u32(self.partitions.len() as u32);
+        for p in &self.partitions {
+            put_topic(&mut out, &p.topic);
+            out.put_i32(p.partition);
+            out.put_i16(p.error.code());
+            out.put_i64(p.high_watermark);
+            out.put_i64(p.log_start_offset);
+            out.put_i64(p.log_end_offset);
+            let (epoch, end) = p.diverging.unwrap_or((-1, -1));
+            out.put_i32(epoch);
+            out.put_i64(end);
+            out.put_u32(p.records.len() as u32);
+            out.put_slice(&p.records);
+        }
+        crate::net::compress::finish(&mut out, body, zstd);
         out.freeze()
     }
 
