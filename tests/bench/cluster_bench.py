@@ -359,6 +359,9 @@ def main(argv=None):
     try:
         if not os.access(cfg.binary, os.X_OK):
             raise BenchError(f"broker binary {cfg.binary} not found (build it or pass --binary)")
+        # The cluster's brokers start in their own directories: a relative path would
+        # not find the binary there.
+        cfg.binary = os.path.abspath(cfg.binary)
         os.environ["QUIVER_BIN"] = cfg.binary
         # three replicas of the largest phase, plus the single broker's copy, plus slack
         need = max(cfg.records * cfg.record_size * 4 if "throughput" not in cfg.skip else 0,

@@ -304,7 +304,7 @@ def run_consume(cfg, sc, broker):
     if not w["ok"]:
         return w
     args = ["consume", "--bootstrap", broker.bootstrap, "--topic", "bench",
-            "--consumers", str(p.get("consumers", 1))]
+            "--consumers", str(cfg.consumers)]
     return loadgen(cfg, args, timeout=600), w
 
 
@@ -647,6 +647,8 @@ def parse_args(argv):
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (3 s produce, fewer NATS messages)")
     ap.add_argument("--producers", type=int, default=1, help="producer threads of loadgen per run")
+    ap.add_argument("--consumers", type=int, default=1,
+                    help="consumer threads of loadgen per consume run (partitions split among them)")
     ap.add_argument("--workdir", default=None, help="parent of the brokers' temp directories")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench" / "compare.json"))
     ap.add_argument("--markdown", default=None, help="write the Markdown section to this file")
