@@ -101,8 +101,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(ControllerIsr(controller.clone())),
         Arc::new(QuicLinks {
             endpoint: endpoint.clone(),
-            timeout: Duration::from_millis(broker.config().cluster.replica_fetch_wait_max_ms)
-                + REPLICA_FETCH_GRACE,
         }),
     );
     broker.attach_replication(replication.clone());
@@ -452,10 +450,6 @@ impl crate::controller::UsageExchange for TenantUsage {
     }
 }
 
-/// How much longer than the leader's long-poll a replica fetch may take before the
-/// follower gives up on the session.
-const REPLICA_FETCH_GRACE: Duration = Duration::from_secs(5);
-
 /// ISR changes go through the controller as `AlterPartition` commands.
 struct ControllerIsr(Arc<Controller>);
 
@@ -493,7 +487,6 @@ const ISR_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Replica fetch sessions to leaders over the QUIC endpoint.
 struct QuicLinks {
     endpoint: crate::net::Endpoint,
-    timeout: Duration,
 }
 
 impl LinkFactory for QuicLinks {
@@ -503,27 +496,29 @@ impl LinkFactory for QuicLinks {
         addr: std::net::SocketAddr,
     ) -> BoxFuture<'static, Result<Box<dyn LeaderLink>, String>> {
         let endpoint = self.endpoint.clone();
-        let timeout = self.timeout;
         Box::pin(async move {
             let session = endpoint
                 .open_session(leader, addr, crate::net::Channel::Replica)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Box::new(QuicLink { session, timeout }) as Box<dyn LeaderLink>)
+            Ok(Box::new(QuicLink { session }) as Box<dyn LeaderLink>)
         })
     }
 }
 
 struct QuicLink {
     session: crate::net::Session,
-    timeout: Duration,
 }
 
 impl LeaderLink for QuicLink {
-    fn call(&mut self, request: bytes::Bytes) -> BoxFuture<'_, Result<bytes::Bytes, String>> {
+    fn call(
+        &mut self,
+        request: bytes::Bytes,
+        quiet: Duration,
+    ) -> BoxFuture<'_, Result<bytes::Bytes, String>> {
         Box::pin(async move {
             self.session
-                .call(request, self.timeout)
+                .call(request, quiet)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -1239,7 +1239,13 @@ mod tests {
         assert_eq!((next, loops), (43, 1));
         assert_eq!((columns.topic.as_str(), columns.partition), ("orders", 2));
         let batch = columns.batch().unwrap();
-        let seen: Vec<(i64, i64, Option<&[u8]>, Vec<(&[u8], Option<&[u8]>)>)> = batch
+        type Seen<'a> = (
+            i64,
+            i64,
+            Option<&'a [u8]>,
+            Vec<(&'a [u8], Option<&'a [u8]>)>,
+        );
+        let seen: Vec<Seen> = batch
             .iter()
             .map(|r| (r.offset(), r.timestamp(), r.key(), r.headers().collect()))
             .collect();

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::certs::Identity;
 use super::frame::{self, FrameError, Kind};
+use super::stall::{unless_stalled, Counted};
 use super::tls::{self, ClusterTls};
 use super::{BrokerId, Channel, NetError, Service};
 use crate::config::CongestionControl;
@@ -399,8 +400,12 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    /// One request on the session's stream; fails with NetError::Timeout after `timeout`.
-    pub async fn call(&mut self, request: Bytes, timeout: Duration) -> Result<Bytes, NetError> {
+    /// One request on the session's stream. It fails with NetError::Stalled when no
+    /// byte of the answer arrives for a whole `stall`, the first byte included: a peer
+    /// that does not answer fails after `stall`, while an answer that keeps arriving is
+    /// waited for however long it takes (several MiB of replica fetch over a lossy
+    /// link, which a fixed deadline would cut and have asked for again and again).
+    pub async fn call(&mut self, request: Bytes, stall: Duration) -> Result<Bytes, NetError> {
         if let Some(reason) = &self.broken {
             return Err(NetError::SessionBroken {
                 peer: self.peer,
@@ -410,22 +415,27 @@ impl Session {
         if let Err((size, max)) = frame::check_size(request.len(), self.max_frame) {
             return Err(NetError::FrameTooLarge { size, max });
         }
+        let received = AtomicU64::new(0);
+        let mut recv = Counted {
+            recv: &mut self.recv,
+            received: &received,
+        };
         let exchange = exchange(
             &mut self.send,
-            &mut self.recv,
+            &mut recv,
             self.channel,
             request,
             self.max_frame,
             false,
         );
-        let error = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(Failure::Remote(message))) => return Err(NetError::Remote(message)),
-            Ok(Err(failure)) => failure.into_error(self.peer, self.addr),
-            Err(_) => NetError::Timeout {
+        let error = match unless_stalled(exchange, &received, stall).await {
+            Some(Ok(response)) => return Ok(response),
+            Some(Err(Failure::Remote(message))) => return Err(NetError::Remote(message)),
+            Some(Err(failure)) => failure.into_error(self.peer, self.addr),
+            None => NetError::Stalled {
                 peer: self.peer,
                 addr: self.addr,
-                after: timeout,
+                after: stall,
             },
         };
         self.broken = Some(error.to_string());

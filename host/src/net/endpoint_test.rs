@@ -159,12 +159,23 @@ async fn session_answers_in_order() {
         "1 replica"
     );
 
-    // A timed-out call leaves the stream out of step: the session refuses more.
+    // A call whose answer does not come leaves the stream out of step: the session
+    // refuses more.
     let err = session
         .call("slow".into(), Duration::from_millis(100))
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err, NetError::Stalled { peer: 2, after, .. } if after == Duration::from_millis(100)),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "call to broker 2 at {} stalled: no byte of the answer for 100ms",
+            b.local_addr()
+        )
+    );
     let err = session.call("x".into(), TIMEOUT).await.unwrap_err();
     assert!(matches!(err, NetError::SessionBroken { .. }), "{err}");
 }

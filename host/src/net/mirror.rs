@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,8 @@ use parking_lot::Mutex;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::endpoint::{exchange, transport_config, udp_socket, Failure};
-use super::frame::{self, FrameSource};
+use super::frame;
+use super::stall::{unless_stalled, Counted};
 use super::{tls, Channel, NetError};
 use crate::config::CongestionControl;
 
@@ -29,50 +29,6 @@ use crate::config::CongestionControl;
 const UNKNOWN_PEER: i32 = -1;
 
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
-
-/// A stream's receiving side that counts what it delivers, so a call can tell an
-/// answer still arriving from one that stopped.
-struct Counted<'a> {
-    recv: quinn::RecvStream,
-    received: &'a AtomicU64,
-}
-
-impl FrameSource for Counted<'_> {
-    async fn read_some(&mut self, buf: &mut [u8]) -> Result<Option<usize>, quinn::ReadError> {
-        let read = self.recv.read(buf).await?;
-        if let Some(n) = read {
-            self.received.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        Ok(read)
-    }
-}
-
-/// Runs `call` until it ends, or until `received` has not grown for a whole `stall`.
-async fn unless_stalled(
-    call: impl Future<Output = Result<Bytes, NetError>>,
-    received: &AtomicU64,
-    stall: Duration,
-    addr: SocketAddr,
-) -> Result<Bytes, NetError> {
-    tokio::pin!(call);
-    let mut seen = 0;
-    loop {
-        tokio::select! {
-            result = &mut call => return result,
-            () = tokio::time::sleep(stall) => {
-                let now = received.load(Ordering::Relaxed);
-                if now == seen {
-                    return Err(NetError::Stalled {
-                        peer: UNKNOWN_PEER,
-                        addr,
-                        after: stall,
-                    });
-                }
-                seen = now;
-            }
-        }
-    }
-}
 
 /// Connections to one source cluster. Cheap to share behind an `Arc`.
 pub struct MirrorClient {
@@ -171,7 +127,13 @@ impl MirrorClient {
         }
         let received = AtomicU64::new(0);
         let call = self.call_inner(channel, addr, request, &received);
-        unless_stalled(call, &received, stall, addr).await
+        unless_stalled(call, &received, stall)
+            .await
+            .unwrap_or(Err(NetError::Stalled {
+                peer: UNKNOWN_PEER,
+                addr,
+                after: stall,
+            }))
     }
 
     async fn call_inner(
@@ -183,8 +145,11 @@ impl MirrorClient {
     ) -> Result<Bytes, NetError> {
         let conn = self.connection(addr).await?;
         let result = match conn.open_bi().await {
-            Ok((mut send, recv)) => {
-                let mut recv = Counted { recv, received };
+            Ok((mut send, mut recv)) => {
+                let mut recv = Counted {
+                    recv: &mut recv,
+                    received,
+                };
                 exchange(&mut send, &mut recv, channel, request, self.max_frame, true).await
             }
             Err(error) => Err(Failure::Connection {
@@ -234,59 +199,5 @@ impl MirrorClient {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ADDR: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
-
-    /// An answer arriving in `chunks` pieces `every` apart, counted as it comes.
-    async fn trickle(
-        received: &AtomicU64,
-        chunks: u64,
-        every: Duration,
-    ) -> Result<Bytes, NetError> {
-        for _ in 0..chunks {
-            tokio::time::sleep(every).await;
-            received.fetch_add(1200, Ordering::Relaxed);
-        }
-        Ok(Bytes::from_static(b"done"))
-    }
-
-    #[tokio::test]
-    async fn a_slow_answer_that_keeps_coming_is_waited_for() {
-        let received = AtomicU64::new(0);
-        // 1.5 s in all, five times the stall bound, but never 300 ms without a byte.
-        let call = trickle(&received, 15, Duration::from_millis(100));
-        let answer = unless_stalled(call, &received, Duration::from_millis(300), ADDR).await;
-        assert_eq!(answer.unwrap(), Bytes::from_static(b"done"));
-    }
-
-    #[tokio::test]
-    async fn an_answer_that_stops_coming_fails_naming_the_stall() {
-        let received = AtomicU64::new(0);
-        let call = async {
-            trickle(&received, 3, Duration::from_millis(100)).await?;
-            std::future::pending().await
-        };
-        let started = tokio::time::Instant::now();
-        let stall = Duration::from_millis(300);
-        let error = unless_stalled(call, &received, stall, ADDR)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, NetError::Stalled { after, .. } if after == stall),
-            "{error:?}"
-        );
-        // The last byte came at 300 ms: the stall is seen one to two bounds after it.
-        assert!(started.elapsed() >= Duration::from_millis(600));
-        assert_eq!(
-            error.to_string(),
-            "call to broker -1 at 127.0.0.1:1 stalled: no byte of the answer for 300ms"
-        );
     }
 }

@@ -58,6 +58,7 @@ mod endpoint;
 pub mod frame;
 mod mirror;
 pub mod probe;
+mod stall;
 pub mod tls;
 
 #[cfg(test)]

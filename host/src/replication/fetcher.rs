@@ -40,8 +40,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const STALE_METADATA_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a partition waits for a leader that has not learned its epoch yet.
 const UNKNOWN_EPOCH_BACKOFF: Duration = Duration::from_millis(100);
-/// Allowance on top of the long poll before a call counts as failed.
-const CALL_GRACE: Duration = Duration::from_secs(10);
+/// How long opening a link may take.
+const OPEN_GRACE: Duration = Duration::from_secs(10);
+/// How long past its long poll a leader may send nothing of its answer before the call
+/// counts as failed. An answer that is arriving is waited for however long it takes:
+/// over a lossy link a fixed deadline would cut a large answer and ask for it again and
+/// again.
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
 /// Most record bytes asked for in one response.
 const RESPONSE_MAX_BYTES: u32 = 10 * 1024 * 1024;
 
@@ -143,8 +148,8 @@ impl Fetcher {
                 })
                 .collect(),
         };
-        let timeout = Duration::from_millis(u64::from(request.max_wait_ms)) + CALL_GRACE;
-        let response = match self.call(manager, request.encode(), timeout).await {
+        let quiet = Duration::from_millis(u64::from(request.max_wait_ms)) + ANSWER_GRACE;
+        let response = match self.call(manager, request.encode(), quiet).await {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(leader = self.leader, addr = %self.addr, %reason, "replica fetch failed");
@@ -173,19 +178,17 @@ impl Fetcher {
         &mut self,
         manager: &ReplicaManager,
         request: bytes::Bytes,
-        timeout: Duration,
+        quiet: Duration,
     ) -> Result<FetchResponse, String> {
         if self.link.is_none() {
             let open = manager.links.open(self.leader, self.addr);
-            let link = tokio::time::timeout(CALL_GRACE, open)
+            let link = tokio::time::timeout(OPEN_GRACE, open)
                 .await
                 .map_err(|_| "opening the link timed out".to_string())??;
             self.link = Some(link);
         }
         let link = self.link.as_mut().expect("opened above");
-        let bytes = tokio::time::timeout(timeout, link.call(request))
-            .await
-            .map_err(|_| format!("no response within {timeout:?}"))??;
+        let bytes = link.call(request, quiet).await?;
         FetchResponse::decode(bytes).map_err(|e| e.to_string())
     }
 

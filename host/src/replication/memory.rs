@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -108,10 +109,13 @@ struct MemoryLink {
 }
 
 impl LeaderLink for MemoryLink {
-    fn call(&mut self, request: Bytes) -> BoxFuture<'_, Result<Bytes, String>> {
+    fn call(&mut self, request: Bytes, quiet: Duration) -> BoxFuture<'_, Result<Bytes, String>> {
         Box::pin(async move {
             let leader = self.network.target(self.from, self.to)?;
-            let response = leader.handle(self.from, request).await;
+            // In memory an answer arrives whole or not at all.
+            let response = tokio::time::timeout(quiet, leader.handle(self.from, request))
+                .await
+                .map_err(|_| format!("no answer within {quiet:?}"))?;
             // A cut during the call loses the response, as a real network would.
             self.network.target(self.from, self.to)?;
             response

@@ -72,10 +72,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// In production a QUIC session on the replica channel; calls on one link are made one
 /// at a time (`&mut self`), so a link may be a single stream.
 pub trait LeaderLink: Send {
-    /// Sends one request and returns the leader's response, or why there is none. An
-    /// error means the session is unusable: the fetcher drops the link and opens a new
-    /// one after a backoff.
-    fn call(&mut self, request: Bytes) -> BoxFuture<'_, Result<Bytes, String>>;
+    /// Sends one request and returns the leader's response, or why there is none: it
+    /// gives up when the leader has sent nothing of its answer for `quiet` (the long
+    /// poll plus a grace), and waits for an answer that keeps arriving however slowly.
+    /// An error means the session is unusable: the fetcher drops the link and opens a
+    /// new one after a backoff.
+    fn call(&mut self, request: Bytes, quiet: Duration) -> BoxFuture<'_, Result<Bytes, String>>;
 }
 
 /// Opens [`LeaderLink`]s.
