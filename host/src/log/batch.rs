@@ -806,18 +806,24 @@ pub fn decode_records(
             timestamp,
             key: raw.key.map(Bytes::copy_from_slice),
             value: raw.value.map(Bytes::copy_from_slice),
-            headers: raw
-                .header_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(k).into_owned(),
-                        v.map(Bytes::copy_from_slice),
-                    )
-                })
-                .collect(),
+            headers: owned_headers(raw.header_iter()),
         });
     })?;
     Ok((next, out))
+}
+
+/// Borrowed headers as owned ones (a name that is not UTF-8 is shown lossily).
+pub fn owned_headers<'a>(
+    headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> Vec<(String, Option<Bytes>)> {
+    headers
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                v.map(Bytes::copy_from_slice),
+            )
+        })
+        .collect()
 }
 
 /// Calls `visit` with each record of `bytes` (whole batches as read from the log) in

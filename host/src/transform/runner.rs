@@ -41,7 +41,7 @@ use super::spec::{OnError, StartFrom, TransformSpec};
 use crate::broker::produce::{choose_partitions, NewRecord};
 use crate::broker::writer::{ClusterWriter, Sequence, WriteError};
 use crate::broker::{now_ms, Broker};
-use crate::log::batch::{decode_records, DecodedRecord};
+use crate::log::batch::{decode_records, owned_headers, DecodedRecord};
 use crate::metrics::latency::LatencyWindow;
 use crate::partition::encode::RecordData;
 use crate::partition::producer_state::{continues_across_epochs, INTERNAL_PRODUCER_IDS};
@@ -660,15 +660,7 @@ impl Work {
                 data: RecordData {
                     key: record.key().map(Bytes::copy_from_slice),
                     value: record.value().map(Bytes::copy_from_slice),
-                    headers: record
-                        .headers()
-                        .map(|(k, v)| {
-                            (
-                                String::from_utf8_lossy(k).into_owned(),
-                                v.map(Bytes::copy_from_slice),
-                            )
-                        })
-                        .collect(),
+                    headers: owned_headers(record.headers()),
                     timestamp: record.timestamp(),
                 },
             });
