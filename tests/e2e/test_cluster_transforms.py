@@ -9,11 +9,19 @@ When the leader of an input partition is frozen (SIGSTOP) mid-stream, another re
 leads and its task takes over with a higher producer epoch; the frozen one, woken up,
 still believes it leads and may go on writing, but with the older epoch, which the
 output partitions refuse. The output is exactly the redacted input and the epoch
-describe shows went up."""
+describe shows went up.
+
+When the leader of an input partition is cut off from the controller by the network
+(nftables in network namespaces) but still reaches the brokers that lead the outputs,
+it keeps running as a zombie: it cannot learn that it lost the partition, and goes on
+writing with its old epoch until the new leader's task has written with a newer one;
+then the outputs refuse it and it stops, still cut off. The output holds every input
+exactly once."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -162,3 +170,85 @@ def test_input_leadership_moves_epoch_goes_up_outputs_exact(cluster_factory):
            f"brokers other than {runner} to give the partition up")
 
     assert_each_input_once(c, dst, n)
+
+
+def numbered(i: int) -> dict:
+    # ~10 KiB values: a runner step (1 MiB of input) holds ~100 records, so the task
+    # moves in many steps and a cut lands mid-stream
+    return {"key": b"k%d" % i, "value": b"%d:" % i + b"x" * 10_000}
+
+
+def test_a_leader_cut_off_from_the_controller_is_fenced_by_the_outputs(cluster_factory):
+    c = cluster_factory(3, netns=True)
+    topo = c.topology
+    ctl = c.wait_controller()
+    cut_off, out_leader = [i for i in c.ids if i != ctl]
+    apis = {i: TransformApi(c.broker(i).admin) for i in c.ids}
+    from plugins_kit import wasm_path
+    r = c.call(apis[ctl].deploy, "hostile", wasm_path("transform-hostile").read_bytes(), kind="transform")
+    assert r.status == 201, r
+    src, dst, dlq = "zombie-in", "zombie-out", "zombie-dlq"
+    # the input led by the broker to be cut off; the outputs led by the third broker
+    # and replicated away from it, so the cut-off broker still reaches their leader
+    # and nothing of theirs depends on it
+    topics = [NewTopic(src, num_partitions=1, replication_factor=-1,
+                       replica_assignment=[[cut_off, ctl, out_leader]], config={"min.insync.replicas": "2"})]
+    for t in (dst, dlq):
+        topics.append(NewTopic(t, num_partitions=1, replication_factor=-1,
+                               replica_assignment=[[out_leader, ctl]], config={"min.insync.replicas": "2"}))
+    for f in c.admin().create_topics(topics, operation_timeout=30).values():
+        f.result(timeout=30)
+    c.wait_topic(src, 1, 3)
+    for t in (dst, dlq):
+        c.wait_topic(t, 1, 2)
+    assert c.wait_leader(src, 0) == cut_off
+    n = 3000
+    placed = c.call(produce, c.bootstrap, src, [numbered(i) for i in range(n)], acks="all")
+    assert [o for _, o in placed] == list(range(n))
+    # every 50th record traps: the task retries it with backoff before it goes to the
+    # dead-letter topic, so each step takes a while
+    r = c.call(apis[ctl].deploy_transform, {"name": "z", "plugin": "hostile", "input": src, "outputs": [dst],
+                                            "dead_letter": dlq, "config": {"behaviour": "trap-every", "every": "50"}})
+    assert r.status == 201, r
+
+    def report(i):
+        reply = c.call(apis[i].transform, "z")
+        return reply.body["partitions"][0] if reply.status == 200 and reply.body["partitions"] else None
+
+    def mid_stream():
+        p = report(cut_off)
+        return p and p["state"] == "running" and 300 <= p["position"] < n // 2 and p
+    first = c.wait(mid_stream, 60, f"the task on broker {cut_off} to be mid-stream")
+
+    topo.isolate(f"b{cut_off}", peers=[f"b{ctl}"])
+    try:
+        new = c.wait_leader(src, 0, exclude=[cut_off], via=ctl, timeout=30)
+        # still cut off, the old leader is stopped by the outputs: the new leader's
+        # task wrote with a newer producer epoch, and the output partitions refused
+        # the old one's next write
+        zombie = c.wait(lambda: (p := report(cut_off)) and p["state"] == "fenced" and p, 60,
+                        f"the task on the cut-off broker {cut_off} to be fenced")
+        assert c.leader_of(src, 0, via=cut_off) == cut_off, "the cut-off broker learnt it lost the partition"
+        assert zombie["producer_epoch"] == first["producer_epoch"], (first, zombie)
+        print(f"cut-off task fenced at position {zombie['position']} (epoch {zombie['producer_epoch']}): "
+              f"{zombie.get('reason')}")
+        # by an output partition, not by news of the leadership it cannot receive
+        assert re.search(rf"of '({dst}|{dlq})' holds producer \d+'s epoch \d+, newer than this writer's "
+                         rf"{first['producer_epoch']}$", zombie["reason"] or ""), zombie
+
+        def done():
+            p = report(new)
+            return p and p["state"] == "running" and p["position"] == n and p
+        p = c.wait(done, 120, f"the task on the new leader {new} to reach the end")
+        assert p["producer_epoch"] > first["producer_epoch"], (first, p)
+    finally:
+        topo.heal(f"b{cut_off}")
+    c.wait_isr(src, 0, lambda isr: cut_off in isr, 60, f"to take {cut_off} back")
+
+    def failing(i):
+        return (i + 1) % 50 == 0
+    out = c.call(read_topic, c.bootstrap, dst, 1)[0]
+    assert [k for _, k, *_ in out] == [b"k%d" % i for i in range(n) if not failing(i)]
+    assert all(v == numbered(int(k[1:]))["value"] for _, k, v, *_ in out)
+    dead = c.call(read_topic, c.bootstrap, dlq, 1)[0]
+    assert [k for _, k, *_ in dead] == [b"k%d" % i for i in range(n) if failing(i)]
