@@ -125,6 +125,16 @@ impl EpochCache {
         }
     }
 
+    /// The epoch `offset` was written in: that of the last entry starting at or
+    /// before it; `None` when the cache knows no epoch that old.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// Drops the entries of epochs that start at or after `end_offset` (the log was
     /// truncated there); true if any went.
     pub fn truncate_from_end(&mut self, end_offset: i64) -> bool {
@@ -238,6 +248,19 @@ mod tests {
         assert_eq!(c.end_offset_for(5, 40), None);
         assert_eq!(c.end_offset_for(-1, 40), None);
         assert_eq!(cache(&[]).end_offset_for(0, 0), None);
+    }
+
+    #[test]
+    fn an_offset_belongs_to_the_epoch_it_was_written_in() {
+        let c = cache(&[(1, 4), (3, 10), (4, 25)]);
+        assert_eq!(c.epoch_at(3), None, "before every known epoch");
+        assert_eq!(c.epoch_at(4), Some(1));
+        assert_eq!(c.epoch_at(9), Some(1));
+        assert_eq!(c.epoch_at(10), Some(3));
+        assert_eq!(c.epoch_at(24), Some(3));
+        assert_eq!(c.epoch_at(25), Some(4));
+        assert_eq!(c.epoch_at(1000), Some(4));
+        assert_eq!(cache(&[]).epoch_at(0), None);
     }
 
     #[test]

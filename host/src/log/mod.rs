@@ -840,6 +840,11 @@ impl Log {
         state.epochs.end_offset_for(epoch, state.log_end_offset)
     }
 
+    /// The leader epoch `offset` was written in (see [`EpochCache::epoch_at`]).
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.state.lock().epochs.epoch_at(offset)
+    }
+
     /// The epoch of the last batch written (or begun with [`Log::begin_epoch`]).
     pub fn latest_epoch(&self) -> Option<i32> {
         self.state.lock().epochs.latest().map(|e| e.epoch)
