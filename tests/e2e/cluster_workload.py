@@ -176,19 +176,11 @@ def _consumer(args, extra: dict, rec: Recorder):
 
 
 def run_consume(args) -> int:
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
     rec = Recorder(args.out, args.worker)
     c = _consumer(args, {"auto.offset.reset": "error"}, rec)
-    # Offset 0, not OFFSET_BEGINNING: these topics never delete records, so both name
-    # the same place, but a logical start makes librdkafka resolve it with ListOffsets,
-    # and librdkafka (2.16, and its master as of 2026-07) answers a late reply to that
-    # from a former leader -- one cut off while the request was in flight -- by
-    # resolving BEGINNING again, rewinding a partition it is already reading to 0 with
-    # no error (rd_kafka_toppar_handle_Offset: an outdated reply restarts the offset
-    # query). The checker would count those re-reads as non-monotonic; they are the
-    # client's doing, not the broker's (docs/reliability.md).
-    nxt = {p: 0 for p in range(args.partitions)}
+    nxt = {p: OFFSET_BEGINNING for p in range(args.partitions)}
     sess = 0
 
     def new_session():
@@ -213,7 +205,7 @@ def run_consume(args) -> int:
                         # our position vanished (the log was truncated under us; the
                         # checker will say whether we had read lost data): read that
                         # partition again from the start, as a new session
-                        nxt[m.partition()] = 0
+                        nxt[m.partition()] = OFFSET_BEGINNING
                         new_session()
                         break
                     continue

@@ -8,7 +8,7 @@ and what it was told, one JSON object per line, in a file of its own:
   {"ev": "ack",  "w": "p0", "s": 17, "v": ..., "topic": T, "p": 2, "o": 1234, "t": ...}
   {"ev": "fail", "w": "p0", "s": 17, "v": ..., "topic": T, "p": 2, "err": "_MSG_TIMED_OUT",
    "definite": false, "t": ...}
-  {"ev": "session", "w": "c0", "sess": 1, "topic": T, "parts": {"0": 0, ...}, "t": ...}
+  {"ev": "session", "w": "c0", "sess": 1, "topic": T, "parts": {"0": -2, ...}, "t": ...}
   {"ev": "poll", "w": "c0", "sess": 1, "topic": T, "p": 2, "o": 1234, "k": ..., "v": ...,
    "h": [...], "t": ...}
   {"ev": "drain", "w": "drain", "topic": T, "p": 2, "o": 1234, "k": ..., "v": ..., "h": [...]}
