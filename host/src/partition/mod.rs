@@ -544,7 +544,12 @@ fn rebuild_producer_state(log: &Log) -> Result<ProducerStates, LogError> {
         },
         Err(_) => (ProducerStates::default(), 0),
     };
-    next = next.max(log.log_start_offset());
+    if next < log.log_start_offset() {
+        // Batches between what the snapshot covers (or the log's beginning) and the
+        // log start are gone: producers that wrote only there are unknown here.
+        state.forget_everything();
+        next = log.log_start_offset();
+    }
     while next < end {
         let read = log.read(next, REPLAY_CHUNK, end, true)?;
         if read.records.is_empty() {

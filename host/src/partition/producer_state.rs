@@ -11,6 +11,18 @@
 //! from a snapshot (written at clean shutdown and whenever the log rolls a segment) so
 //! that recovery replays only the tail. Everything here is pure; the partition does I/O.
 //!
+//! A producer this partition has no state for may start only at sequence 0, unless the
+//! partition may have forgotten it (its state expired, or the history that held it is
+//! gone): a first batch at a later sequence from a producer that never wrote here means
+//! its earlier batches went somewhere else -- typically to a former leader that
+//! appended them and lost them to truncation -- and accepting it would let the client
+//! take those for written (librdkafka acknowledges a failed request's records once a
+//! later sequence succeeds). It is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, which
+//! makes the client bump its epoch and send everything unacknowledged again. Which
+//! producers may have been forgotten is kept as the largest such id (ids are handed
+//! out counting up); when it cannot be known (state rebuilt from a log whose start was
+//! deleted), every unknown producer is accepted, as Kafka does.
+//!
 //! Producer ids from [`INTERNAL_PRODUCER_IDS`] on are the broker's own writers (a
 //! transform partition's outputs): their epoch is bumped by every runner that takes
 //! over, to fence the runner before it, but their sequence numbers are derived from
@@ -107,9 +119,28 @@ pub enum Verdict {
 }
 
 /// The idempotent producer state of a partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// The largest producer id this state may have forgotten (expired, or lost with
+    /// history it was rebuilt without): unknown producers up to it may continue at any
+    /// sequence. -1 when nothing was forgotten; a snapshot from before it was kept
+    /// reads as "anything may have been".
+    #[serde(default = "anything_forgotten")]
+    forgotten_up_to: i64,
+}
+
+impl Default for ProducerStates {
+    fn default() -> Self {
+        ProducerStates {
+            producers: HashMap::new(),
+            forgotten_up_to: -1,
+        }
+    }
+}
+
+fn anything_forgotten() -> i64 {
+    i64::MAX
 }
 
 /// Sequence numbers wrap from i32::MAX to 0.
@@ -138,9 +169,11 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
-    /// Copies one producer's state from `other` unless this state already has it; used
-    /// to judge a request's batches without cloning every producer.
+    /// Copies one producer's state from `other` unless this state already has it (and
+    /// what `other` may have forgotten); used to judge a request's batches without
+    /// cloning every producer.
     pub fn adopt(&mut self, producer_id: i64, other: &ProducerStates) {
+        self.forgotten_up_to = self.forgotten_up_to.max(other.forgotten_up_to);
         if let (std::collections::hash_map::Entry::Vacant(slot), Some(entry)) = (
             self.producers.entry(producer_id),
             other.producers.get(&producer_id),
@@ -149,18 +182,35 @@ impl ProducerStates {
         }
     }
 
+    /// Marks every producer as possibly forgotten: the state was rebuilt from a log
+    /// whose beginning is gone, so producers that wrote only there are unknown here.
+    pub fn forget_everything(&mut self) {
+        self.forgotten_up_to = i64::MAX;
+    }
+
     /// Decides whether a batch from an idempotent producer may be appended.
     /// Batches without a producer id (-1) or sequence (-1) are always appended.
     pub fn check(&self, header: &BatchHeader) -> Result<Verdict, SequenceError> {
         if header.producer_id < 0 || header.base_sequence < 0 {
             return Ok(Verdict::Append);
         }
+        let first = header.base_sequence;
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            // No state: a new producer, or one whose state expired or was deleted with
-            // old segments. Accepting is what lets such producers continue.
+            // No state: a new producer, which starts at 0, or one this partition
+            // forgot, which may continue where it was (see the module documentation).
+            if first != 0
+                && header.producer_id > self.forgotten_up_to
+                && !continues_across_epochs(header.producer_id)
+            {
+                return Err(SequenceError::OutOfOrder {
+                    producer_id: header.producer_id,
+                    epoch: header.producer_epoch,
+                    expected: 0,
+                    got: first,
+                });
+            }
             return Ok(Verdict::Append);
         };
-        let first = header.base_sequence;
         let last = seq_add(first, header.last_offset_delta);
         if header.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidEpoch {
@@ -241,8 +291,15 @@ impl ProducerStates {
     /// Forgets producers whose last batch is older than `now_ms - max_age_ms`, as Kafka's
     /// `producer.id.expiration.ms` does.
     pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) {
-        self.producers
-            .retain(|_, e| e.last_timestamp < 0 || e.last_timestamp >= now_ms - max_age_ms);
+        let mut forgotten = self.forgotten_up_to;
+        self.producers.retain(|&id, e| {
+            let keep = e.last_timestamp < 0 || e.last_timestamp >= now_ms - max_age_ms;
+            if !keep {
+                forgotten = forgotten.max(id);
+            }
+            keep
+        });
+        self.forgotten_up_to = forgotten;
     }
 }
 
@@ -437,5 +494,76 @@ mod tests {
         assert_eq!(s.len(), 1);
         s.expire(1000 + 101, 100);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_producer_starts_at_sequence_zero() {
+        let s = ProducerStates::default();
+        assert_eq!(s.check(&header(7, 0, 0, 3, 0)), Ok(Verdict::Append));
+        // Its first batch went elsewhere (a former leader that lost it): refused, so the
+        // client sends it again instead of taking it for written.
+        assert_eq!(
+            s.check(&header(7, 0, 17, 3, 0)),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 7,
+                epoch: 0,
+                expected: 0,
+                got: 17
+            })
+        );
+        // The broker's own writers continue their sequences wherever they write.
+        let internal = INTERNAL_PRODUCER_IDS + 3;
+        assert_eq!(s.check(&header(internal, 4, 17, 3, 0)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn a_forgotten_producer_continues_where_it_was() {
+        let mut s = ProducerStates::default();
+        let mut h = header(7, 0, 0, 3, 0);
+        h.max_timestamp = 1_000;
+        s.record(&h);
+        let mut h = header(20, 0, 0, 1, 3);
+        h.max_timestamp = 9_000;
+        s.record(&h);
+        s.expire(10_000, 5_000);
+        assert!(s.get(7).is_none() && s.get(20).is_some());
+        // Expired: it may continue at any sequence, and so may any id up to its own
+        // (handed out before it, so possibly forgotten too)...
+        assert_eq!(s.check(&header(7, 0, 3, 1, 4)), Ok(Verdict::Append));
+        assert_eq!(s.check(&header(5, 0, 40, 1, 4)), Ok(Verdict::Append));
+        // ...but not a later id, which this partition never knew.
+        assert!(matches!(
+            s.check(&header(8, 0, 40, 1, 4)),
+            Err(SequenceError::OutOfOrder {
+                expected: 0,
+                got: 40,
+                ..
+            })
+        ));
+        // A request's batches are judged with what the partition may have forgotten.
+        let mut pending = ProducerStates::default();
+        pending.adopt(7, &s);
+        assert_eq!(pending.check(&header(7, 0, 3, 1, 4)), Ok(Verdict::Append));
+        // Rebuilt without the log's beginning: anyone may have been forgotten.
+        s.forget_everything();
+        assert_eq!(s.check(&header(8, 0, 40, 1, 4)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn a_snapshot_from_before_forgetting_was_kept_forgets_everything() {
+        let old = r#"{"version":1,"offset":3,"producers":{"producers":{}}}"#;
+        let snapshot: Snapshot = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            snapshot.producers.check(&header(8, 0, 40, 1, 4)),
+            Ok(Verdict::Append)
+        );
+        let fresh = serde_json::to_string(&Snapshot {
+            version: 1,
+            offset: 0,
+            producers: ProducerStates::default(),
+        })
+        .unwrap();
+        let back: Snapshot = serde_json::from_str(&fresh).unwrap();
+        assert!(back.producers.check(&header(8, 0, 40, 1, 4)).is_err());
     }
 }

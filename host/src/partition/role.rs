@@ -528,6 +528,10 @@ impl Partition {
         let mut producers = self.producers.lock();
         self.log.reset_to(start, now_ms)?;
         *producers = ProducerStates::default();
+        if start > 0 {
+            // Whoever wrote below `start` is unknown to this replica.
+            producers.forget_everything();
+        }
         self.write_producer_snapshot(&mut producers, now_ms);
         drop(producers);
         self.replicas.lock().high_watermark = start;
