@@ -28,6 +28,27 @@
 //! The `#[partitioner]` and `register_partitioner!` macros generate these symbols when
 //! the SDK's `native` feature is on and the target is not wasm32; see the crate docs.
 //!
+//! # The symbols a native transform exports
+//!
+//! ```c
+//! uint32_t quiver_plugin_api_version(void);   // as above
+//! const char *quiver_plugin_kind(void);        // "transform"
+//! void *quiver_transform_open(const QuiverStr *keys, const QuiverStr *values, size_t n,
+//!                             QuiverBuf *err);
+//! int32_t quiver_transform_transform(void *instance, const QuiverBatch *batch,
+//!                                    QuiverTransformOutput *out, QuiverBuf *err);
+//! void quiver_transform_close(void *instance);
+//! ```
+//!
+//! Unlike a partitioner, whose one configuration is the deployment's, a transform is
+//! configured per running transform, so the library hands out instances: `open` runs
+//! the plugin's `init` with the configuration and returns an instance, or null with the
+//! message in `err`; `close` frees one. An instance is used by one thread at a time.
+//! `transform` fills [`QuiverTransformOutput`] with pointers into memory the instance
+//! owns, valid until the next call on that instance or its close; the host copies what
+//! it keeps. After a panic ([`QUIVER_ERR_PANIC`]) every later call on that instance
+//! fails: the host closes it and opens another, as it replaces a trapped WASM instance.
+//!
 //! This module has no dependencies and compiles on every target.
 
 use crate::columns::{Batch, Columns};
@@ -196,6 +217,27 @@ impl QuiverBatch {
         }
     }
 
+    /// No records, no topic, partition -1: every pointer null.
+    pub fn empty() -> Self {
+        QuiverBatch {
+            topic: std::ptr::null(),
+            topic_len: 0,
+            partition: -1,
+            count: 0,
+            header_total: 0,
+            offsets: std::ptr::null(),
+            offsets_len: 0,
+            timestamps: std::ptr::null(),
+            timestamps_len: 0,
+            ends: std::ptr::null(),
+            ends_len: 0,
+            header_ends: std::ptr::null(),
+            header_ends_len: 0,
+            data: std::ptr::null(),
+            data_len: 0,
+        }
+    }
+
     /// A borrowed view of the described columns. The view is not validated: call
     /// [`Batch::validate`] before trusting it (iterating an invalid view never panics
     /// or reads out of bounds, but yields meaningless records).
@@ -220,6 +262,73 @@ impl QuiverBatch {
                 data: slice_or_empty(self.data, self.data_len),
             }
         }
+    }
+}
+
+/// One native transform call's answer: the output records in columns (their `topic` is
+/// empty and `partition` -1; `offsets` holds the input offset each came from), per
+/// record an output index and a partition (-1: the output topic's partitioner), and
+/// the input record the call stopped at, if any. Filled by the plugin; every pointer
+/// points into the instance's memory (see the module docs for how long it is valid).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct QuiverTransformOutput {
+    /// The output records.
+    pub records: QuiverBatch,
+    /// `targets[targets_len]`: per output record, its output index.
+    pub targets: *const u32,
+    /// Entries at `targets`.
+    pub targets_len: usize,
+    /// `partitions[partitions_len]`: per output record, its partition or -1.
+    pub partitions: *const i32,
+    /// Entries at `partitions`.
+    pub partitions_len: usize,
+    /// [`QUIVER_OK`] when every input record was transformed; otherwise the error code
+    /// of the record at `failed_offset`, whose output is not among `records`.
+    pub failed_code: i32,
+    /// The offset of the input record the call stopped at (when `failed_code` is set).
+    pub failed_offset: i64,
+    /// Why it failed (when `failed_code` is set).
+    pub failed_message: QuiverStr,
+}
+
+impl QuiverTransformOutput {
+    /// An answer with nothing in it, for the host to pass in.
+    pub fn empty() -> Self {
+        QuiverTransformOutput {
+            records: QuiverBatch::empty(),
+            targets: std::ptr::null(),
+            targets_len: 0,
+            partitions: std::ptr::null(),
+            partitions_len: 0,
+            failed_code: QUIVER_OK,
+            failed_offset: -1,
+            failed_message: QuiverStr {
+                ptr: std::ptr::null(),
+                len: 0,
+            },
+        }
+    }
+
+    /// The per-record output indices.
+    ///
+    /// # Safety
+    ///
+    /// Unless `targets_len` is 0, `targets` must point to that many `u32`s valid for `'a`.
+    pub unsafe fn targets<'a>(&self) -> &'a [u32] {
+        // SAFETY: forwarded to the caller.
+        unsafe { slice_or_empty(self.targets, self.targets_len) }
+    }
+
+    /// The per-record partitions.
+    ///
+    /// # Safety
+    ///
+    /// Unless `partitions_len` is 0, `partitions` must point to that many `i32`s valid
+    /// for `'a`.
+    pub unsafe fn partitions<'a>(&self) -> &'a [i32] {
+        // SAFETY: forwarded to the caller.
+        unsafe { slice_or_empty(self.partitions, self.partitions_len) }
     }
 }
 

@@ -6,8 +6,8 @@
 //! - on wasm32 (with the `guest` feature): a `__quiver_system` module holding the world's
 //!   bindings (`bindings!`), `Guest` implementations on top of [`crate::glue`], the
 //!   `export!` call, and the `quiver:api-version` custom section;
-//! - elsewhere, with the `native` feature and for partitioners: the C ABI symbols of
-//!   [`crate::abi`] in a `__quiver_native` module;
+//! - elsewhere, with the `native` feature and for partitioners and transforms: the C
+//!   ABI symbols of [`crate::abi`] in a `__quiver_native` module;
 //! - elsewhere otherwise: nothing, so the crate builds as a plain library whose plugin
 //!   type the [`crate::testing`] harness drives.
 //!
@@ -48,6 +48,7 @@ macro_rules! register_transform {
         #[doc(hidden)]
         type __QuiverTransform = $plugin;
         $crate::__transform_wasm_glue!();
+        $crate::__transform_native_glue!();
     };
 }
 
@@ -500,6 +501,77 @@ mod native {
             }
         };
     }
+
+    #[doc(hidden)]
+    #[macro_export]
+    macro_rules! __transform_native_glue {
+        () => {
+            #[doc(hidden)]
+            mod __quiver_native {
+                use ::core::ffi::c_void;
+                use $crate::__private::native;
+                use $crate::abi::{QuiverBatch, QuiverBuf, QuiverStr, QuiverTransformOutput};
+
+                type Plugin = super::__QuiverTransform;
+
+                /// The API version this plugin was built against.
+                #[unsafe(no_mangle)]
+                pub extern "C" fn quiver_plugin_api_version() -> u32 {
+                    $crate::abi::QUIVER_API_VERSION
+                }
+
+                /// The plugin kind, a static NUL-terminated string.
+                #[unsafe(no_mangle)]
+                pub extern "C" fn quiver_plugin_kind() -> *const ::core::ffi::c_char {
+                    native::TRANSFORM_KIND.as_ptr()
+                }
+
+                /// Creates and configures an instance.
+                ///
+                /// # Safety
+                ///
+                /// As `quiver_plugin_sdk::__private::native::transform_open` documents.
+                #[unsafe(no_mangle)]
+                pub unsafe extern "C" fn quiver_transform_open(
+                    keys: *const QuiverStr,
+                    values: *const QuiverStr,
+                    n: usize,
+                    err: *mut QuiverBuf,
+                ) -> *mut c_void {
+                    // SAFETY: forwarded to the host, which calls with valid arguments.
+                    unsafe { native::transform_open::<Plugin>(keys, values, n, err) }
+                }
+
+                /// Transforms one batch.
+                ///
+                /// # Safety
+                ///
+                /// As `quiver_plugin_sdk::__private::native::transform_transform`
+                /// documents.
+                #[unsafe(no_mangle)]
+                pub unsafe extern "C" fn quiver_transform_transform(
+                    instance: *mut c_void,
+                    batch: *const QuiverBatch,
+                    out: *mut QuiverTransformOutput,
+                    err: *mut QuiverBuf,
+                ) -> i32 {
+                    // SAFETY: forwarded to the host, which calls with valid arguments.
+                    unsafe { native::transform_transform::<Plugin>(instance, batch, out, err) }
+                }
+
+                /// Frees an instance.
+                ///
+                /// # Safety
+                ///
+                /// As `quiver_plugin_sdk::__private::native::transform_close` documents.
+                #[unsafe(no_mangle)]
+                pub unsafe extern "C" fn quiver_transform_close(instance: *mut c_void) {
+                    // SAFETY: forwarded to the host, which calls with valid arguments.
+                    unsafe { native::transform_close::<Plugin>(instance) }
+                }
+            }
+        };
+    }
 }
 
 #[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
@@ -507,6 +579,11 @@ mod native {
     #[doc(hidden)]
     #[macro_export]
     macro_rules! __partitioner_native_glue {
+        () => {};
+    }
+    #[doc(hidden)]
+    #[macro_export]
+    macro_rules! __transform_native_glue {
         () => {};
     }
 }

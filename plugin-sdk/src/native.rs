@@ -6,17 +6,48 @@
 //! tested once, in the SDK.
 
 use crate::abi::{
-    QuiverBatch, QuiverBuf, QuiverStr, QUIVER_ERR_FAILED, QUIVER_ERR_INVALID_CONFIG,
-    QUIVER_ERR_INVALID_INPUT, QUIVER_ERR_PANIC, QUIVER_OK,
+    QuiverBatch, QuiverBuf, QuiverStr, QuiverTransformOutput, QUIVER_ERR_FAILED,
+    QUIVER_ERR_INVALID_CONFIG, QUIVER_ERR_INVALID_INPUT, QUIVER_ERR_PANIC, QUIVER_OK,
 };
 use crate::config::Config;
 use crate::error::{PluginError, Result};
 use crate::partitioner::{run_partition, Partitioner};
 use crate::slot::{init_into, Slot};
+use crate::transform::{Transform, TransformInstance, TransformOutput};
+use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// `quiver_plugin_kind` for partitioners.
 pub const PARTITIONER_KIND: &std::ffi::CStr = c"partitioner";
+
+/// `quiver_plugin_kind` for transforms.
+pub const TRANSFORM_KIND: &std::ffi::CStr = c"transform";
+
+/// The configuration the host passed as two arrays of `n` strings.
+///
+/// # Safety
+///
+/// As [`partitioner_init`] requires of `keys`, `values` and `n`.
+unsafe fn read_config(
+    keys: *const QuiverStr,
+    values: *const QuiverStr,
+    n: usize,
+) -> Result<Config> {
+    if n > 0 && (keys.is_null() || values.is_null()) {
+        return Err(PluginError::invalid_config("null configuration arrays"));
+    }
+    let mut entries = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: the caller guarantees `n` valid entries behind both pointers.
+        let (key, value) = unsafe { ((*keys.add(i)).as_bytes(), (*values.add(i)).as_bytes()) };
+        let utf8 = |bytes: &[u8], what: &str| {
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| PluginError::invalid_config(format!("config {what} {i} is not UTF-8")))
+        };
+        entries.push((utf8(key, "key")?, utf8(value, "value")?));
+    }
+    Ok(Config::new(entries))
+}
 
 /// Body of `quiver_partitioner_init`.
 ///
@@ -33,18 +64,8 @@ pub unsafe fn partitioner_init<T: Partitioner + Default>(
     err: *mut QuiverBuf,
 ) -> i32 {
     let outcome = guard(slot, || {
-        let mut entries = Vec::with_capacity(n);
-        for i in 0..n {
-            // SAFETY: the caller guarantees `n` valid entries behind both pointers.
-            let (key, value) = unsafe { ((*keys.add(i)).as_bytes(), (*values.add(i)).as_bytes()) };
-            let utf8 = |bytes: &[u8], what: &str| {
-                String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    PluginError::invalid_config(format!("config {what} {i} is not UTF-8"))
-                })
-            };
-            entries.push((utf8(key, "key")?, utf8(value, "value")?));
-        }
-        let config = Config::new(entries);
+        // SAFETY: forwarded to the caller.
+        let config = unsafe { read_config(keys, values, n) }?;
         init_into(slot, |plugin| plugin.init(&config))
     });
     // SAFETY: forwarded to the caller.
@@ -90,19 +111,149 @@ pub unsafe fn partitioner_partition<T: Partitioner>(
     unsafe { report(outcome, err) }
 }
 
+/// One configured transform behind a `void *` handed to the host.
+struct NativeTransform<T> {
+    instance: TransformInstance<T>,
+    /// The last call's answer, which the output pointers point into.
+    last: Option<TransformOutput>,
+    /// Set by a panic: the plugin value may be half-updated, so the instance refuses
+    /// every later call and the host replaces it.
+    poisoned: bool,
+}
+
+/// Body of `quiver_transform_open`: a configured instance, or null with the reason in
+/// `err`.
+///
+/// # Safety
+///
+/// As [`partitioner_init`] requires of `keys`, `values`, `n` and `err`.
+pub unsafe fn transform_open<T: Transform + Default>(
+    keys: *const QuiverStr,
+    values: *const QuiverStr,
+    n: usize,
+    err: *mut QuiverBuf,
+) -> *mut c_void {
+    let mut opened = None;
+    let outcome = catch(|| {
+        // SAFETY: forwarded to the caller.
+        let config = unsafe { read_config(keys, values, n) }?;
+        let mut instance = TransformInstance::<T>::default();
+        instance.init(&config)?;
+        opened = Some(Box::new(NativeTransform {
+            instance,
+            last: None,
+            poisoned: false,
+        }));
+        Ok(())
+    });
+    // SAFETY: forwarded to the caller.
+    match unsafe { report(outcome, err) } {
+        QUIVER_OK => opened.map_or(std::ptr::null_mut(), |b| Box::into_raw(b).cast()),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// Body of `quiver_transform_transform`.
+///
+/// # Safety
+///
+/// `instance` came from [`transform_open`] for the same `T` and is not closed, nor used
+/// by another thread during the call; `batch` is valid as [`QuiverBatch::as_batch`]
+/// requires; `out` is valid for writes; `err` is null or a valid [`QuiverBuf`].
+pub unsafe fn transform_transform<T: Transform>(
+    instance: *mut c_void,
+    batch: *const QuiverBatch,
+    out: *mut QuiverTransformOutput,
+    err: *mut QuiverBuf,
+) -> i32 {
+    if instance.is_null() || batch.is_null() || out.is_null() {
+        let outcome = Outcome::Done(Err(PluginError::invalid_input(
+            "null instance, batch or output pointer",
+        )));
+        // SAFETY: forwarded to the caller.
+        return unsafe { report(outcome, err) };
+    }
+    // SAFETY: the caller guarantees a live instance of `T` used by this thread alone.
+    let state = unsafe { &mut *instance.cast::<NativeTransform<T>>() };
+    if state.poisoned {
+        let outcome = Outcome::Done(Err(PluginError::failed(
+            "the instance panicked earlier; close it and open another",
+        )));
+        // SAFETY: forwarded to the caller.
+        return unsafe { report(outcome, err) };
+    }
+    state.last = None;
+    let outcome = catch(|| {
+        // SAFETY: the caller guarantees `batch` is valid; the instance validates the
+        // columns before reading records.
+        let raw = unsafe { &*batch };
+        let view = unsafe { raw.as_batch() };
+        if view.len() != raw.count {
+            return Err(PluginError::invalid_input(format!(
+                "batch count is {} but the offsets column has {} entries",
+                raw.count,
+                view.len()
+            )));
+        }
+        state.last = Some(state.instance.transform(&view)?);
+        Ok(())
+    });
+    if matches!(outcome, Outcome::Panicked(_)) {
+        state.poisoned = true;
+        state.last = None;
+    }
+    if let (Outcome::Done(Ok(())), Some(last)) = (&outcome, &state.last) {
+        let (failed_code, failed_offset, failed_message) = match &last.failed {
+            None => (QUIVER_OK, -1, QuiverStr::new("")),
+            Some((offset, error)) => (code(error), *offset, QuiverStr::new(error.message())),
+        };
+        // SAFETY: the caller guarantees `out` is valid for writes; what it points to
+        // lives in `state.last` until the next call or the close.
+        unsafe {
+            out.write(QuiverTransformOutput {
+                records: QuiverBatch::from_columns(&last.records),
+                targets: last.targets.as_ptr(),
+                targets_len: last.targets.len(),
+                partitions: last.partitions.as_ptr(),
+                partitions_len: last.partitions.len(),
+                failed_code,
+                failed_offset,
+                failed_message,
+            })
+        };
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe { report(outcome, err) }
+}
+
+/// Body of `quiver_transform_close`.
+///
+/// # Safety
+///
+/// `instance` is null or came from [`transform_open`] for the same `T`, is not in use
+/// and is never used again.
+pub unsafe fn transform_close<T: Transform>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: the caller hands over a live instance of `T` for good. A plugin whose
+    // drop panics must not unwind into C; what it leaks then is its own.
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+        drop(Box::from_raw(instance.cast::<NativeTransform<T>>()))
+    }));
+}
+
 /// Outcome of a guarded call: the plugin's result, or the message of a caught panic.
 enum Outcome {
     Done(Result<()>),
     Panicked(String),
 }
 
-/// Runs `f`, catching a panic so it never unwinds into C. After a panic the plugin value
-/// may be half-updated, so it is discarded.
-fn guard<T>(slot: &Slot<T>, f: impl FnOnce() -> Result<()>) -> Outcome {
+/// Runs `f`, catching a panic so it never unwinds into C.
+fn catch(f: impl FnOnce() -> Result<()>) -> Outcome {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => Outcome::Done(result),
         Err(payload) => {
-            slot.set(None);
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -110,6 +261,25 @@ fn guard<T>(slot: &Slot<T>, f: impl FnOnce() -> Result<()>) -> Outcome {
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
             Outcome::Panicked(format!("plugin panicked: {message}"))
         }
+    }
+}
+
+/// [`catch`] for a plugin in a slot: after a panic the plugin value may be
+/// half-updated, so it is discarded.
+fn guard<T>(slot: &Slot<T>, f: impl FnOnce() -> Result<()>) -> Outcome {
+    let outcome = catch(f);
+    if matches!(outcome, Outcome::Panicked(_)) {
+        slot.set(None);
+    }
+    outcome
+}
+
+/// The C code of a plugin error.
+fn code(error: &PluginError) -> i32 {
+    match error {
+        PluginError::InvalidConfig(_) => QUIVER_ERR_INVALID_CONFIG,
+        PluginError::InvalidInput(_) => QUIVER_ERR_INVALID_INPUT,
+        PluginError::Failed(_) => QUIVER_ERR_FAILED,
     }
 }
 
@@ -121,14 +291,7 @@ fn guard<T>(slot: &Slot<T>, f: impl FnOnce() -> Result<()>) -> Outcome {
 unsafe fn report(outcome: Outcome, err: *mut QuiverBuf) -> i32 {
     let (code, message) = match outcome {
         Outcome::Done(Ok(())) => return QUIVER_OK,
-        Outcome::Done(Err(e)) => {
-            let code = match e {
-                PluginError::InvalidConfig(_) => QUIVER_ERR_INVALID_CONFIG,
-                PluginError::InvalidInput(_) => QUIVER_ERR_INVALID_INPUT,
-                PluginError::Failed(_) => QUIVER_ERR_FAILED,
-            };
-            (code, e.message().to_owned())
-        }
+        Outcome::Done(Err(e)) => (code(&e), e.message().to_owned()),
         Outcome::Panicked(message) => (QUIVER_ERR_PANIC, message),
     };
     if !err.is_null() {
@@ -265,5 +428,177 @@ mod tests {
             partitioner_partition(&slot, &raw, 2, out.as_mut_ptr(), std::ptr::null_mut())
         };
         assert_eq!(code, QUIVER_ERR_FAILED);
+    }
+
+    /// Upper-cases values to output 0; fails records whose value is "bad"; panics on
+    /// "boom".
+    #[derive(Default)]
+    struct Upper;
+
+    impl Transform for Upper {
+        fn init(&mut self, config: &Config) -> Result<()> {
+            config.check_known(&["quiver.input", "quiver.outputs"])?;
+            Ok(())
+        }
+
+        fn transform(
+            &mut self,
+            record: &crate::columns::Record<'_>,
+            out: &mut crate::transform::Outputs,
+        ) -> Result<()> {
+            let value = record.value().unwrap_or_default();
+            assert!(value != b"boom", "boom at {}", record.offset());
+            if value == b"bad" {
+                return Err(PluginError::invalid_input("bad value"));
+            }
+            let upper = value.to_ascii_uppercase();
+            out.write(
+                0,
+                record.key(),
+                Some(&upper),
+                record.headers(),
+                record.timestamp(),
+            );
+            Ok(())
+        }
+    }
+
+    fn open_upper(pairs: &[(&str, &str)], err: &mut QuiverBuf) -> *mut c_void {
+        let keys: Vec<_> = pairs.iter().map(|(k, _)| QuiverStr::new(k)).collect();
+        let values: Vec<_> = pairs.iter().map(|(_, v)| QuiverStr::new(v)).collect();
+        // SAFETY: both arrays hold `pairs.len()` strings borrowed from `pairs`.
+        unsafe { transform_open::<Upper>(keys.as_ptr(), values.as_ptr(), pairs.len(), err) }
+    }
+
+    fn call_upper(
+        instance: *mut c_void,
+        values: &[&str],
+        err: &mut QuiverBuf,
+    ) -> (i32, QuiverTransformOutput) {
+        let mut b = ColumnsBuilder::new("in", 0);
+        for (i, v) in values.iter().enumerate() {
+            b.push(
+                Some(b"k"),
+                Some(v.as_bytes()),
+                &[("h", Some(&b"x"[..]))],
+                100 + i as i64,
+                10 + i as i64,
+            );
+        }
+        let columns = b.build();
+        let raw = QuiverBatch::from_columns(&columns);
+        let mut out = QuiverTransformOutput::empty();
+        // SAFETY: a live instance of `Upper`, a batch describing `columns`, a writable
+        // output.
+        let code = unsafe { transform_transform::<Upper>(instance, &raw, &mut out, err) };
+        (code, out)
+    }
+
+    #[test]
+    fn a_transform_instance_answers_through_the_c_entry_points() {
+        let mut storage = [0u8; 256];
+        let mut err = QuiverBuf::new(&mut storage);
+        let instance = open_upper(&[("quiver.outputs", "a")], &mut err);
+        assert!(!instance.is_null());
+        let (code, out) = call_upper(instance, &["a", "b", "bad", "c"], &mut err);
+        assert_eq!(code, QUIVER_OK);
+        // SAFETY: `out` points into the instance, alive and not called again yet.
+        let records = unsafe { out.records.as_batch() };
+        records.validate().unwrap();
+        let values: Vec<_> = records
+            .iter()
+            .map(|r| r.value().unwrap().to_vec())
+            .collect();
+        assert_eq!(values, [b"A".to_vec(), b"B".to_vec()]);
+        assert_eq!(records.offsets, [10, 11]);
+        assert_eq!(records.timestamps, [100, 101]);
+        assert_eq!(
+            records.iter().next().unwrap().header("h"),
+            Some(Some(&b"x"[..]))
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { out.targets() }, [0, 0]);
+        // SAFETY: as above.
+        assert_eq!(unsafe { out.partitions() }, [-1, -1]);
+        assert_eq!(out.failed_code, QUIVER_ERR_INVALID_INPUT);
+        assert_eq!(out.failed_offset, 12);
+        // SAFETY: as above.
+        assert_eq!(unsafe { out.failed_message.as_bytes() }, b"bad value");
+        // SAFETY: the instance is not used again.
+        unsafe { transform_close::<Upper>(instance) };
+    }
+
+    #[test]
+    fn a_bad_configuration_opens_no_instance() {
+        let mut storage = [0u8; 256];
+        let mut err = QuiverBuf::new(&mut storage);
+        let instance = open_upper(&[("nope", "1")], &mut err);
+        assert!(instance.is_null());
+        // SAFETY: `err` wrote into `storage`.
+        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        assert!(
+            message.starts_with("unknown config key `nope`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_transform_panic_is_caught_and_poisons_the_instance() {
+        let mut storage = [0u8; 256];
+        let mut err = QuiverBuf::new(&mut storage);
+        let instance = open_upper(&[], &mut err);
+        let (code, _) = call_upper(instance, &["a", "boom"], &mut err);
+        assert_eq!(code, QUIVER_ERR_PANIC);
+        // SAFETY: `err` wrote into `storage`.
+        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        assert_eq!(message, "plugin panicked: boom at 11");
+        let (code, _) = call_upper(instance, &["a"], &mut err);
+        assert_eq!(code, QUIVER_ERR_FAILED);
+        // SAFETY: as above.
+        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        assert_eq!(
+            message,
+            "the instance panicked earlier; close it and open another"
+        );
+        // SAFETY: the instance is not used again.
+        unsafe { transform_close::<Upper>(instance) };
+        // Another instance of the same library is unaffected.
+        let fresh = open_upper(&[], &mut err);
+        assert_eq!(call_upper(fresh, &["a"], &mut err).0, QUIVER_OK);
+        // SAFETY: as above.
+        unsafe { transform_close::<Upper>(fresh) };
+    }
+
+    #[test]
+    fn malformed_input_and_null_pointers_fail_the_call() {
+        let mut storage = [0u8; 256];
+        let mut err = QuiverBuf::new(&mut storage);
+        let instance = open_upper(&[], &mut err);
+        let mut columns = {
+            let mut b = ColumnsBuilder::new("in", 0);
+            b.push(
+                Some(b"k"),
+                Some(b"v"),
+                &[] as &[(&str, Option<&[u8]>)],
+                0,
+                0,
+            );
+            b.build()
+        };
+        columns.ends[1] = 99;
+        let raw = QuiverBatch::from_columns(&columns);
+        let mut out = QuiverTransformOutput::empty();
+        // SAFETY: a live instance; `raw` describes `columns`.
+        let code = unsafe { transform_transform::<Upper>(instance, &raw, &mut out, &mut err) };
+        assert_eq!(code, QUIVER_ERR_INVALID_INPUT);
+        // SAFETY: null pointers are refused before use.
+        let code =
+            unsafe { transform_transform::<Upper>(std::ptr::null_mut(), &raw, &mut out, &mut err) };
+        assert_eq!(code, QUIVER_ERR_INVALID_INPUT);
+        // SAFETY: the instance is not used again; closing null does nothing.
+        unsafe {
+            transform_close::<Upper>(instance);
+            transform_close::<Upper>(std::ptr::null_mut());
+        }
     }
 }
