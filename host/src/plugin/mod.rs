@@ -42,7 +42,7 @@ use crate::controller::state::{Component, PluginMeta};
 use connector::{ConnectorSession, Mapped, WasmConnector};
 use engine::PluginEngine;
 use metrics::{MetricsSnapshot, Outcome, PluginMetrics};
-use native::NativePartitioner;
+use native::{NativePartitioner, NativeTransform};
 use partitioner::WasmPartitioner;
 use quota::{PolicyClient, PolicyLimits, PolicyUsage, QuotaPolicySession, WasmQuotaPolicy};
 use sandbox::{HostState, LogLine, PluginLog};
@@ -496,6 +496,7 @@ enum Runner {
     WasmPartitioner(WasmPartitioner),
     NativePartitioner(NativePartitioner),
     WasmTransform(WasmTransform),
+    NativeTransform(NativeTransform),
     WasmConnector(WasmConnector),
     WasmQuotaPolicy(WasmQuotaPolicy),
 }
@@ -694,9 +695,9 @@ impl Plugins {
                 (runner, cached)
             }
             Source::Native { path } => {
-                if kind != Kind::Partitioner {
+                if !matches!(kind, Kind::Partitioner | Kind::Transform) {
                     return Err(PluginError::UnsupportedKind(format!(
-                        "native plugins can only be partitioners, not {kind}s"
+                        "native plugins can be partitioners or transforms; a {kind} must be a WASM component"
                     )));
                 }
                 if !self.settings.native.enabled {
@@ -704,10 +705,12 @@ impl Plugins {
                         "disabled (set plugins.native.enabled = true)".into(),
                     ));
                 }
-                (
-                    Runner::NativePartitioner(NativePartitioner::load(path, &version.config)?),
-                    false,
-                )
+                let runner = if kind == Kind::Transform {
+                    Runner::NativeTransform(NativeTransform::load(path)?)
+                } else {
+                    Runner::NativePartitioner(NativePartitioner::load(path, &version.config)?)
+                };
+                (runner, false)
             }
         };
         let deployment = Deployment {
@@ -730,7 +733,7 @@ impl Plugins {
             Runner::WasmTransform(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::WasmConnector(runner) => runner.warm_up(&self.engine, &deployment),
             Runner::WasmQuotaPolicy(runner) => runner.warm_up(&self.engine, &deployment),
-            Runner::NativePartitioner(_) => Ok(()),
+            Runner::NativePartitioner(_) | Runner::NativeTransform(_) => Ok(()),
         };
         warmed.map_err(|e| match e {
             CallError::Init(m) => PluginError::Init(m),
@@ -1420,12 +1423,13 @@ impl Deployment {
         let result = match &self.runner {
             Runner::WasmPartitioner(r) => r.partition(engine, self, batch, partitions),
             Runner::NativePartitioner(r) => r.partition(self, &batch, partitions),
-            Runner::WasmTransform(_) | Runner::WasmConnector(_) | Runner::WasmQuotaPolicy(_) => {
-                Err(CallError::WrongKind(format!(
-                    "plugin '{}' is a {}, not a partitioner",
-                    self.name, self.kind
-                )))
-            }
+            Runner::WasmTransform(_)
+            | Runner::NativeTransform(_)
+            | Runner::WasmConnector(_)
+            | Runner::WasmQuotaPolicy(_) => Err(CallError::WrongKind(format!(
+                "plugin '{}' is a {}, not a partitioner",
+                self.name, self.kind
+            ))),
         };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,

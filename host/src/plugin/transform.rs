@@ -10,6 +10,11 @@
 //! Since instances are per session, so are their limits: a session runs with its
 //! transform's limits (resolved over the deployment's), so two transforms of one
 //! plugin can have different memory caps, deadlines and output caps.
+//!
+//! A trusted native library (`plugins.native`) runs the same contract through the C
+//! ABI: the session opens an instance of it with the same merged configuration, and
+//! its answers get the same checks. It has no deadline or memory cap; a panic in it
+//! is caught and handled as a trap.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,9 +27,10 @@ use super::bindings::transform::quiver::plugin::types::RecordBatch;
 use super::bindings::transform::{Transform, TransformPre};
 use super::engine::PluginEngine;
 use super::metrics::Outcome;
+use super::native::NativeTransformInstance;
 use super::partitioner::trap_reason_within;
 use super::sandbox::HostState;
-use super::{CallError, Deployment, Limits, PluginError};
+use super::{CallError, Deployment, Limits, PluginError, Runner};
 
 /// The linked component of one transform deployment.
 pub struct WasmTransform {
@@ -40,6 +46,13 @@ impl std::fmt::Debug for WasmTransform {
 struct Instance {
     store: Store<HostState>,
     bindings: Transform,
+}
+
+/// A session's live instance: a WASM one or, for a trusted native library, one the
+/// library opened.
+enum Live {
+    Wasm(Instance),
+    Native(NativeTransformInstance),
 }
 
 impl WasmTransform {
@@ -109,6 +122,19 @@ pub struct TransformOutput {
     pub failed: Option<(i64, String)>,
 }
 
+/// A transform call's answer as the plugin gave it, before the host's checks.
+#[derive(Debug)]
+pub(super) struct Unchecked {
+    /// The output records.
+    pub records: Columns,
+    /// Per output record: its output index.
+    pub targets: Vec<u32>,
+    /// Per output record: its partition or -1.
+    pub partitions: Vec<i32>,
+    /// The input record the call stopped at, and why.
+    pub failed: Option<(i64, String)>,
+}
+
 /// One running transform's instance of its plugin: the deployment it came from (a new
 /// plugin version means a new session), the merged configuration `init` receives and
 /// the transform's effective limits.
@@ -116,7 +142,7 @@ pub struct TransformSession {
     deployment: Arc<Deployment>,
     config: Vec<(String, String)>,
     limits: Limits,
-    instance: Option<Instance>,
+    instance: Option<Live>,
 }
 
 impl std::fmt::Debug for TransformSession {
@@ -140,15 +166,20 @@ impl TransformSession {
         config: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Self, CallError> {
-        let super::Runner::WasmTransform(runner) = &deployment.runner else {
-            return Err(CallError::WrongKind(format!(
-                "plugin '{}' is a {}, not a transform",
-                deployment.name, deployment.kind
-            )));
-        };
         let mut merged = deployment.config.clone();
         merged.extend(config);
-        let instance = runner.instantiate(engine, &deployment, &limits, Some(&merged))?;
+        let instance = match &deployment.runner {
+            Runner::WasmTransform(runner) => {
+                Live::Wasm(runner.instantiate(engine, &deployment, &limits, Some(&merged))?)
+            }
+            Runner::NativeTransform(library) => Live::Native(library.open(&merged)?),
+            _ => {
+                return Err(CallError::WrongKind(format!(
+                    "plugin '{}' is a {}, not a transform",
+                    deployment.name, deployment.kind
+                )))
+            }
+        };
         Ok(Self {
             deployment,
             config: merged,
@@ -204,14 +235,78 @@ impl TransformSession {
         deployment: &Deployment,
         batch: Columns,
     ) -> Result<TransformOutput, CallError> {
-        let super::Runner::WasmTransform(runner) = &deployment.runner else {
-            return Err(CallError::WrongKind("not a transform".into()));
-        };
         let limits = self.limits.clone();
-        let mut instance = match self.instance.take() {
-            Some(instance) => instance,
-            None => runner.instantiate(engine, deployment, &limits, Some(&self.config))?,
+        let Unchecked {
+            records,
+            targets,
+            partitions,
+            failed,
+        } = match &deployment.runner {
+            Runner::WasmTransform(runner) => {
+                let mut instance = match self.instance.take() {
+                    Some(Live::Wasm(instance)) => instance,
+                    _ => runner.instantiate(engine, deployment, &limits, Some(&self.config))?,
+                };
+                let output = Self::call_wasm(&mut instance, deployment, &limits, batch);
+                // A trap leaves the instance unusable: the next call makes a fresh one.
+                if !matches!(output, Err(CallError::Trap(_))) {
+                    self.instance = Some(Live::Wasm(instance));
+                }
+                output?
+            }
+            Runner::NativeTransform(library) => {
+                let mut instance = match self.instance.take() {
+                    Some(Live::Native(instance)) => instance,
+                    _ => library.open(&self.config)?,
+                };
+                let answer = instance.transform(&batch);
+                // A caught panic poisons the instance: dropping it closes it.
+                if !matches!(answer, Err(CallError::Trap(_))) {
+                    self.instance = Some(Live::Native(instance));
+                }
+                answer?
+            }
+            _ => return Err(CallError::WrongKind("not a transform".into())),
         };
+        let size = records.data.len() as u64
+            + 4 * (records.ends.len() + records.header_ends.len()) as u64
+            + 16 * records.offsets.len() as u64;
+        if size > limits.max_output_bytes {
+            return Err(CallError::Output(format!(
+                "returned {size} bytes of output, more than the {} allowed",
+                limits.max_output_bytes
+            )));
+        }
+        records
+            .validate()
+            .map_err(|e| CallError::Output(format!("malformed output records: {e}")))?;
+        let n = records.offsets.len();
+        if targets.len() != n || partitions.len() != n {
+            return Err(CallError::Output(format!(
+                "returned {n} records with {} targets and {} partitions",
+                targets.len(),
+                partitions.len()
+            )));
+        }
+        Ok(TransformOutput {
+            records: Columns {
+                topic: String::new(),
+                partition: -1,
+                ..records
+            },
+            targets,
+            partitions,
+            failed,
+        })
+    }
+
+    /// One call into a WASM instance: the output as it came back, unchecked.
+    fn call_wasm(
+        instance: &mut Instance,
+        deployment: &Deployment,
+        limits: &Limits,
+        batch: Columns,
+    ) -> Result<Unchecked, CallError> {
         instance
             .store
             .set_epoch_deadline(PluginEngine::ticks(limits.call_timeout()));
@@ -238,13 +333,9 @@ impl TransformSession {
                     limits.call_timeout_ms,
                 )));
             }
-            Ok(Err(e)) => {
-                self.instance = Some(instance);
-                return Err(CallError::Plugin(e.text()));
-            }
+            Ok(Err(e)) => return Err(CallError::Plugin(e.text())),
             Ok(Ok(output)) => output,
         };
-        self.instance = Some(instance);
         let records = Columns {
             topic: String::new(),
             partition: -1,
@@ -254,27 +345,7 @@ impl TransformSession {
             header_ends: output.records.header_ends,
             data: output.records.data,
         };
-        let size = records.data.len() as u64
-            + 4 * (records.ends.len() + records.header_ends.len()) as u64
-            + 16 * records.offsets.len() as u64;
-        if size > limits.max_output_bytes {
-            return Err(CallError::Output(format!(
-                "returned {size} bytes of output, more than the {} allowed",
-                limits.max_output_bytes
-            )));
-        }
-        records
-            .validate()
-            .map_err(|e| CallError::Output(format!("malformed output records: {e}")))?;
-        let n = records.offsets.len();
-        if output.targets.len() != n || output.partitions.len() != n {
-            return Err(CallError::Output(format!(
-                "returned {n} records with {} targets and {} partitions",
-                output.targets.len(),
-                output.partitions.len()
-            )));
-        }
-        Ok(TransformOutput {
+        Ok(Unchecked {
             records,
             targets: output.targets,
             partitions: output.partitions,
