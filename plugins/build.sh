@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds every WASM plugin component: the built-in plugins, the starter example and
 # the hostile test plugins, for wasm32-wasip2 in release, and prints the .wasm paths;
-# then the murmur2 plugin as a native library (C ABI) and prints its path.
+# then murmur2 and the built-in transforms as native libraries (C ABI) and prints their
+# paths.
 # Output: ${CARGO_TARGET_DIR:-<workspace>/target}/wasm32-wasip2/release/*.wasm
-#         ${CARGO_TARGET_DIR:-<workspace>/target}/native-plugins/libquiver_plugin_murmur2.so
+#         ${CARGO_TARGET_DIR:-<workspace>/target}/native-plugins/libquiver_plugin_*.so
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,18 +56,35 @@ for package in "${packages[@]}"; do
     echo "$wasm"
 done
 
-# The native build of murmur2, for the native plugin path (plugins.native.*). A plain
-# `cargo build --release` of the workspace rebuilds release/libquiver_plugin_murmur2.so
-# without the `native` feature (no C ABI symbols), so the native library is copied to
-# native-plugins/, which no other build writes, and that copy's path is printed.
-cargo build --release -p quiver-plugin-murmur2 --features native >&2
+# The native builds (C ABI) of murmur2 and the built-in transforms, for the native
+# plugin path (plugins.native.*). A plain `cargo build --release` of the workspace
+# rebuilds release/libquiver_plugin_*.so without the `native` feature (no C ABI
+# symbols), so the native libraries are copied to native-plugins/, which no other
+# build writes, and those copies' paths are printed.
+native=(
+    quiver-plugin-murmur2
+    quiver-plugin-repartition
+    quiver-plugin-json-redact
+    quiver-plugin-filter
+    quiver-plugin-split
+)
+args=()
+features=()
+for package in "${native[@]}"; do
+    args+=(-p "$package")
+    features+=("$package/native")
+done
+cargo build --release "${args[@]}" --features "$(IFS=,; echo "${features[*]}")" >&2
 target="${CARGO_TARGET_DIR:-$root/target}"
-built="$target/release/libquiver_plugin_murmur2.so"
-if [[ ! -f "$built" ]]; then
-    echo "build.sh: expected $built was not produced" >&2
-    exit 1
-fi
 mkdir -p "$target/native-plugins"
-cp "$built" "$target/native-plugins/libquiver_plugin_murmur2.so.tmp"
-mv "$target/native-plugins/libquiver_plugin_murmur2.so.tmp" "$target/native-plugins/libquiver_plugin_murmur2.so"
-echo "$target/native-plugins/libquiver_plugin_murmur2.so"
+for package in "${native[@]}"; do
+    lib="lib${package//-/_}.so"
+    built="$target/release/$lib"
+    if [[ ! -f "$built" ]]; then
+        echo "build.sh: expected $built was not produced" >&2
+        exit 1
+    fi
+    cp "$built" "$target/native-plugins/$lib.tmp"
+    mv "$target/native-plugins/$lib.tmp" "$target/native-plugins/$lib"
+    echo "$target/native-plugins/$lib"
+done

@@ -72,15 +72,19 @@ def wasm_path(plugin: str) -> Path:
     return p
 
 
-def native_murmur2_path() -> Path:
-    """The native murmur2 library that plugins/build.sh builds: $QUIVER_NATIVE_PLUGINS,
-    or <target>/native-plugins next to the wasm32-wasip2 directory of $QUIVER_PLUGINS."""
+def native_path(lib: str) -> Path:
+    """A native library that plugins/build.sh builds (murmur2 and the built-in
+    transforms): in $QUIVER_NATIVE_PLUGINS, or <target>/native-plugins next to the
+    wasm32-wasip2 directory of $QUIVER_PLUGINS."""
     d = os.environ.get("QUIVER_NATIVE_PLUGINS")
-    p = Path(d) / NATIVE_MURMUR2 if d else plugins_dir().parent.parent / "native-plugins" / NATIVE_MURMUR2
+    p = Path(d) / lib if d else plugins_dir().parent.parent / "native-plugins" / lib
     if not p.is_file():
-        pytest.fail(f"native murmur2 plugin not built: {p} is missing; run `bash plugins/build.sh`",
-                    pytrace=False)
+        pytest.fail(f"native plugin not built: {p} is missing; run `bash plugins/build.sh`", pytrace=False)
     return p
+
+
+def native_murmur2_path() -> Path:
+    return native_path(NATIVE_MURMUR2)
 
 
 # --- the admin API -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Native (C ABI) partitioner plugins: refused unless plugins.native.enabled, loaded
-only from plugins.native.dirs, and then the murmur2 library places 100k records
-exactly like the Java client's murmur2, readable at their acknowledged offsets."""
+"""Native (C ABI) plugins: refused unless plugins.native.enabled, loaded only from
+plugins.native.dirs, and then the murmur2 library places 100k records exactly like the
+Java client's murmur2, readable at their acknowledged offsets; the json-redact library
+runs a transform whose every output record is the redacted input."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import json
 import os
 import random
 import shutil
+import time
 
 import pytest
 
 from clients import unique_topic
 from plugins_kit import (AdminApi, create_topic, expect_log, make_records, murmur2_partition, native_murmur2_path,
-                         plugin_cli, produce_all)
+                         native_path, plugin_cli, produce_all)
 
 LIB = "libquiver_plugin_murmur2.so"
+REDACT_LIB = "libquiver_plugin_json_redact.so"
 
 
 def deploy_native(broker, name: str, file: str, check: bool = True):
@@ -131,3 +134,54 @@ def test_plugin_native_deployment_that_no_longer_loads_explains_itself(broker_fa
     assert r.status == 200, r
     r = api.produce(topic, [{"key": "k", "value": "v"}])
     assert "not deployed" not in r.message, r.message
+
+
+@pytest.mark.timeout(180)
+def test_plugin_native_transform_redacts_every_record(broker_factory, tmp_path):
+    """The json-redact library built natively runs a transform as its WASM build does:
+    every record comes out redacted, with its key, headers and timestamp, in input order,
+    in the partition murmur2 of its key picks; a bad configuration is refused by the
+    library's init; and a native library is only accepted as the kind it declares."""
+    from test_transforms import assert_transformed, expected_outputs, order_records, redact
+    from transforms_kit import TransformApi, counts_of, produce, read_topic, transform_cli, wait_caught_up
+
+    libdir = tmp_path / "native"
+    libdir.mkdir()
+    shutil.copy(native_path(REDACT_LIB), libdir / REDACT_LIB)
+    broker = broker_factory(sets={"plugins.native.enabled": "true",
+                                  "plugins.native.dirs": json.dumps([str(libdir)])})
+    api = TransformApi(broker.admin)
+
+    r = api.request("PUT", f"/v1/plugins/nat?kind=partitioner&native={REDACT_LIB}")
+    assert (r.status, r.code, r.message) == (
+        422, "wrong_kind", f"{libdir / REDACT_LIB} is a 'transform' plugin, not a partitioner"), r
+    r = api.request("PUT", f"/v1/plugins/nat?kind=quota-policy&native={REDACT_LIB}")
+    assert (r.status, r.code, r.message) == (
+        422, "unsupported_kind",
+        "native plugins can be partitioners or transforms; a quota-policy must be a WASM component"), r
+    out = json.loads(plugin_cli(broker, "deploy", "redact", "--kind", "transform", "--native", REDACT_LIB,
+                                "--json").stdout)
+    assert (out["name"], out["version"], out["kind"]) == ("redact", 1, "transform"), out
+    assert api.describe("redact").body["versions"][0]["source"] == {"native": {"path": str(libdir / REDACT_LIB)}}
+
+    src, dst = unique_topic("orders"), unique_topic("orders-clean")
+    create_topic(broker, src, 3)
+    create_topic(broker, dst, 4)
+    proc = transform_cli(broker, "deploy", "--name", "bad", "--plugin", "redact", "--input", src,
+                         "--output", dst, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert ("plugin 'redact' init failed: invalid config: set `paths` to the comma-separated JSON paths to "
+            "redact, e.g. paths=customer.email (init_failed, HTTP 422)") in proc.stderr, proc.stderr
+
+    records = order_records(0, 5000, int(time.time() * 1000) - 3_600_000)
+    placed = produce(broker.bootstrap, src, records)
+    transform_cli(broker, "deploy", "--name", "clean", "--plugin", "redact", "--input", src, "--output", dst,
+                  "--config", "paths=user.email,card.number", "--config", "mask=<hidden>")
+    counts = counts_of(placed, 3)
+    body = wait_caught_up(api, "clean", counts, broker=broker)
+    assert (body["status"], body["records_in"], body["records_out"], body["errors"]) == \
+        ("running", 5000, 5000, 0), body
+    clean = lambda v: redact(v, ["user.email", "card.number"], mask="<hidden>")  # noqa: E731
+    assert_transformed(read_topic(broker.bootstrap, dst, 4), expected_outputs(records, placed, clean),
+                       lambda rec: murmur2_partition(rec[0], 4), "native clean")
+    assert broker.alive()
