@@ -5,7 +5,10 @@
    from `earliest`; the time until its position reaches the input's end, and the
    broker's CPU time meanwhile (utime + stime from /proc). One input partition is one
    runner task, so records per CPU second is the per-core figure. For `repartition`
-   (pass-through) and `json-redact`, with 100 B and 1 KiB JSON values.
+   (pass-through) and `json-redact`, with 100 B and 1 KiB JSON values; each run once
+   with the WASM component and once with the same plugin crate built as a native
+   library (the C ABI of `plugins.native`, no sandbox), alternating, so the ratio WASM
+   ÷ native is the sandbox's cost in what a transform delivers.
 2. Latency: `repartition` between two topics that stamp records with the broker's
    append time (`message.timestamp.type=LogAppendTime`), input produced at a fixed rate;
    latency is the output record's append time minus its input record's, matched by key.
@@ -13,7 +16,8 @@
     python3 tests/bench/transform_bench.py --binary /tmp/quiver --runs 3
 
 Options: `--records-100` / `--records-1k` (input sizes), `--rate` and `--seconds` (the
-latency phase), `--plugins DIR` (wasm files), `--out FILE` (JSON, default
+latency phase), `--plugins DIR` (wasm files), `--native DIR` (the native libraries
+plugins/build.sh puts in <target>/native-plugins), `--out FILE` (JSON, default
 target/bench/transform.json). Figures go in docs/perf.md.
 """
 
@@ -251,6 +255,7 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/quiver/target"))
     ap.add_argument("--binary", default=os.path.join(target, "release", "quiver"))
     ap.add_argument("--plugins", default=os.path.join(target, "wasm32-wasip2", "release"))
+    ap.add_argument("--native", default=os.path.join(target, "native-plugins"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--records-100", type=int, default=1_000_000)
     ap.add_argument("--records-1k", type=int, default=300_000)
@@ -261,32 +266,52 @@ def main():
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
-    b = Broker(args.binary)
+    native_dir = os.path.abspath(args.native)
+    b = Broker(args.binary, {"plugins.native.enabled": "true", "plugins.native.dirs": json.dumps([native_dir])})
     try:
-        for name, file in (("repartition", "quiver_plugin_repartition.wasm"),
-                           ("json-redact", "quiver_plugin_json_redact.wasm")):
-            with open(os.path.join(args.plugins, file), "rb") as f:
+        for name, lib in (("repartition", "quiver_plugin_repartition"),
+                          ("json-redact", "quiver_plugin_json_redact")):
+            with open(os.path.join(args.plugins, f"{lib}.wasm"), "rb") as f:
                 status, body = b.api("PUT", f"/v1/plugins/{name}?kind=transform", f.read(), "application/wasm")
             if status != 201:
                 raise SystemExit(f"plugin deploy failed: {status} {body}")
+            if not os.path.isfile(os.path.join(native_dir, f"lib{lib}.so")):
+                raise SystemExit(f"{native_dir}/lib{lib}.so is missing: run `bash plugins/build.sh`")
+            status, body = b.api("PUT", f"/v1/plugins/{name}-native?kind=transform&native=lib{lib}.so")
+            if status != 201:
+                raise SystemExit(f"native plugin deploy failed: {status} {body}")
         results = {"machine": machine_info(), "throughput": [], "latency": []}
         cases = [("repartition", {}, 100, args.records_100), ("repartition", {}, 1024, args.records_1k),
                  ("json-redact", {"paths": "user.email"}, 100, args.records_100),
                  ("json-redact", {"paths": "user.email"}, 1024, args.records_1k)]
-        print(f"{'plugin':<12} {'value':>6} {'records/s':>22} {'per CPU s':>22} {'MB/s':>16}")
+        print(f"{'plugin':<12} {'value':>6} {'runtime':>8} {'records/s':>22} {'per CPU s':>22} {'MB/s':>16}"
+              f" {'WASM ÷ native: rec/s, rec/CPU s':>32}")
         for plugin, config, size, n in ([] if "throughput" in skip else cases):
-            runs = []
+            runs = {"wasm": [], "native": []}
             for _ in range(args.runs):
-                r = throughput(b, plugin, config, size, n)
-                log(f"{plugin} {size} B: {r}")
-                runs.append(r)
+                # alternating, so a drift of the machine meets both alike
+                for runtime in ("wasm", "native"):
+                    name = plugin if runtime == "wasm" else f"{plugin}-native"
+                    r = throughput(b, name, config, size, n)
+                    log(f"{plugin} {size} B {runtime}: {r}")
+                    runs[runtime].append(r)
 
-            def fig(key, digits=0):
-                vals = sorted(r[key] for r in runs)
+            def fig(rs, key, digits=0):
+                vals = sorted(r[key] for r in rs)
                 return f"{statistics.median(vals):.{digits}f} ({vals[0]:.{digits}f}–{vals[-1]:.{digits}f})"
-            print(f"{plugin:<12} {size:>5}B {fig('records_per_s'):>22} {fig('records_per_cpu_s'):>22} "
-                  f"{fig('mb_per_s', 1):>16}")
-            results["throughput"].append({"plugin": plugin, "value_bytes": size, "records": n, "runs": runs})
+
+            def ratio(key):
+                return statistics.median(w[key] / nat[key] for w, nat in zip(runs["wasm"], runs["native"]))
+            for runtime in ("wasm", "native"):
+                rs = runs[runtime]
+                ratios = f"{ratio('records_per_s'):.2f}x, {ratio('records_per_cpu_s'):.2f}x" \
+                    if runtime == "native" else ""
+                print(f"{plugin:<12} {size:>5}B {runtime:>8} {fig(rs, 'records_per_s'):>22} "
+                      f"{fig(rs, 'records_per_cpu_s'):>22} {fig(rs, 'mb_per_s', 1):>16} {ratios:>32}")
+            results["throughput"].append({"plugin": plugin, "value_bytes": size, "records": n, "runs": runs["wasm"],
+                                          "native_runs": runs["native"],
+                                          "wasm_over_native": {"records_per_s": ratio("records_per_s"),
+                                                               "records_per_cpu_s": ratio("records_per_cpu_s")}})
         lats = [] if "latency" in skip else [latency(b, args.rate, args.seconds) for _ in range(args.runs)]
         if lats:
             p50 = sorted(x["p50_ms"] for x in lats)
