@@ -33,8 +33,8 @@
 //! ```c
 //! uint32_t quiver_plugin_api_version(void);   // as above
 //! const char *quiver_plugin_kind(void);        // "transform"
-//! void *quiver_transform_open(const QuiverStr *keys, const QuiverStr *values, size_t n,
-//!                             QuiverBuf *err);
+//! int32_t quiver_transform_open(const QuiverStr *keys, const QuiverStr *values, size_t n,
+//!                               void **instance, QuiverBuf *err);
 //! int32_t quiver_transform_transform(void *instance, const QuiverBatch *batch,
 //!                                    QuiverTransformOutput *out, QuiverBuf *err);
 //! void quiver_transform_close(void *instance);
@@ -42,8 +42,8 @@
 //!
 //! Unlike a partitioner, whose one configuration is the deployment's, a transform is
 //! configured per running transform, so the library hands out instances: `open` runs
-//! the plugin's `init` with the configuration and returns an instance, or null with the
-//! message in `err`; `close` frees one. An instance is used by one thread at a time.
+//! the plugin's `init` with the configuration and, on success, stores the new instance
+//! in `*instance`; `close` frees one. Codes and messages are as above. An instance is used by one thread at a time.
 //! `transform` fills [`QuiverTransformOutput`] with pointers into memory the instance
 //! owns, valid until the next call on that instance or its close; the host copies what
 //! it keeps. After a panic ([`QUIVER_ERR_PANIC`]) every later call on that instance

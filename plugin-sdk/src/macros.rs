@@ -536,10 +536,11 @@ mod native {
                     keys: *const QuiverStr,
                     values: *const QuiverStr,
                     n: usize,
+                    instance: *mut *mut c_void,
                     err: *mut QuiverBuf,
-                ) -> *mut c_void {
+                ) -> i32 {
                     // SAFETY: forwarded to the host, which calls with valid arguments.
-                    unsafe { native::transform_open::<Plugin>(keys, values, n, err) }
+                    unsafe { native::transform_open::<Plugin>(keys, values, n, instance, err) }
                 }
 
                 /// Transforms one batch.

@@ -121,18 +121,25 @@ struct NativeTransform<T> {
     poisoned: bool,
 }
 
-/// Body of `quiver_transform_open`: a configured instance, or null with the reason in
-/// `err`.
+/// Body of `quiver_transform_open`: stores a configured instance in `*instance`, or
+/// returns the error's code with the reason in `err`.
 ///
 /// # Safety
 ///
-/// As [`partitioner_init`] requires of `keys`, `values`, `n` and `err`.
+/// As [`partitioner_init`] requires of `keys`, `values`, `n` and `err`; `instance` is
+/// valid for a write.
 pub unsafe fn transform_open<T: Transform + Default>(
     keys: *const QuiverStr,
     values: *const QuiverStr,
     n: usize,
+    instance: *mut *mut c_void,
     err: *mut QuiverBuf,
-) -> *mut c_void {
+) -> i32 {
+    if instance.is_null() {
+        let outcome = Outcome::Done(Err(PluginError::invalid_input("null instance pointer")));
+        // SAFETY: forwarded to the caller.
+        return unsafe { report(outcome, err) };
+    }
     let mut opened = None;
     let outcome = catch(|| {
         // SAFETY: forwarded to the caller.
@@ -147,10 +154,12 @@ pub unsafe fn transform_open<T: Transform + Default>(
         Ok(())
     });
     // SAFETY: forwarded to the caller.
-    match unsafe { report(outcome, err) } {
-        QUIVER_OK => opened.map_or(std::ptr::null_mut(), |b| Box::into_raw(b).cast()),
-        _ => std::ptr::null_mut(),
+    let code = unsafe { report(outcome, err) };
+    if let (QUIVER_OK, Some(opened)) = (code, opened) {
+        // SAFETY: the caller guarantees `instance` is valid for a write.
+        unsafe { instance.write(Box::into_raw(opened).cast()) };
     }
+    code
 }
 
 /// Body of `quiver_transform_transform`.
@@ -466,8 +475,20 @@ mod tests {
     fn open_upper(pairs: &[(&str, &str)], err: &mut QuiverBuf) -> *mut c_void {
         let keys: Vec<_> = pairs.iter().map(|(k, _)| QuiverStr::new(k)).collect();
         let values: Vec<_> = pairs.iter().map(|(_, v)| QuiverStr::new(v)).collect();
-        // SAFETY: both arrays hold `pairs.len()` strings borrowed from `pairs`.
-        unsafe { transform_open::<Upper>(keys.as_ptr(), values.as_ptr(), pairs.len(), err) }
+        let mut instance = std::ptr::null_mut();
+        // SAFETY: both arrays hold `pairs.len()` strings borrowed from `pairs`; the
+        // instance pointer is writable.
+        let code = unsafe {
+            transform_open::<Upper>(
+                keys.as_ptr(),
+                values.as_ptr(),
+                pairs.len(),
+                &mut instance,
+                err,
+            )
+        };
+        assert_eq!(code == QUIVER_OK, !instance.is_null(), "code {code}");
+        instance
     }
 
     fn call_upper(

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use libloading::{Library, Symbol};
 use parking_lot::Mutex;
 use quiver_plugin_sdk::abi::{
-    QuiverBatch, QuiverBuf, QuiverStr, QuiverTransformOutput, QUIVER_ERR_PANIC,
+    QuiverBatch, QuiverBuf, QuiverStr, QuiverTransformOutput, QUIVER_ERR_INVALID_CONFIG,
+    QUIVER_ERR_INVALID_INPUT, QUIVER_ERR_PANIC,
 };
 use quiver_plugin_sdk::columns::Columns;
 
@@ -27,8 +28,13 @@ type KindFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
 type InitFn =
     unsafe extern "C" fn(*const QuiverStr, *const QuiverStr, usize, *mut QuiverBuf) -> i32;
 type PartitionFn = unsafe extern "C" fn(*const QuiverBatch, u32, *mut u32, *mut QuiverBuf) -> i32;
-type OpenFn =
-    unsafe extern "C" fn(*const QuiverStr, *const QuiverStr, usize, *mut QuiverBuf) -> *mut c_void;
+type OpenFn = unsafe extern "C" fn(
+    *const QuiverStr,
+    *const QuiverStr,
+    usize,
+    *mut *mut c_void,
+    *mut QuiverBuf,
+) -> i32;
 type TransformFn = unsafe extern "C" fn(
     *mut c_void,
     *const QuiverBatch,
@@ -86,6 +92,16 @@ pub fn resolve(file: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
 fn error_text(buf: &[u8], err: &QuiverBuf) -> String {
     let len = err.len.min(buf.len());
     String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// A plugin's message with its error code, worded as a WASM plugin's `plugin-error` is,
+/// so an operator reads the same text whichever way the plugin was built.
+fn coded(code: i32, message: String) -> String {
+    match code {
+        QUIVER_ERR_INVALID_CONFIG => format!("invalid config: {message}"),
+        QUIVER_ERR_INVALID_INPUT => format!("invalid input: {message}"),
+        _ => message,
+    }
 }
 
 /// Loads the library at `path` (already resolved), checks its API version and that it
@@ -158,8 +174,9 @@ impl NativePartitioner {
                 cap: message.len(),
                 len: 0,
             };
-            if init(keys.as_ptr(), values.as_ptr(), keys.len(), &mut err) != 0 {
-                return Err(PluginError::Init(error_text(&message, &err)));
+            let code = init(keys.as_ptr(), values.as_ptr(), keys.len(), &mut err);
+            if code != 0 {
+                return Err(PluginError::Init(coded(code, error_text(&message, &err))));
             }
             Ok(Self {
                 path: path.to_path_buf(),
@@ -190,7 +207,7 @@ impl NativePartitioner {
         // partition per record, as the contract says; `err` describes the locked buffer.
         let code = unsafe { (self.partition)(&abi, partitions, out.as_mut_ptr(), &mut err) };
         if code != 0 {
-            return Err(CallError::Plugin(error_text(&message, &err)));
+            return Err(CallError::Plugin(coded(code, error_text(&message, &err))));
         }
         drop(message);
         super::partitioner::check_output(
@@ -249,11 +266,20 @@ impl NativeTransform {
         let (keys, values) = config_strs(config);
         let mut message = vec![0u8; ERROR_CAPACITY];
         let mut err = QuiverBuf::new(&mut message);
+        let mut ptr = std::ptr::null_mut();
         // SAFETY: both arrays hold `config.len()` strings borrowed from `config`, alive
-        // for the call; `err` describes `message`.
-        let ptr = unsafe { (self.open)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut err) };
-        if ptr.is_null() {
-            return Err(CallError::Init(error_text(&message, &err)));
+        // for the call; `ptr` is writable; `err` describes `message`.
+        let code = unsafe {
+            (self.open)(
+                keys.as_ptr(),
+                values.as_ptr(),
+                keys.len(),
+                &mut ptr,
+                &mut err,
+            )
+        };
+        if code != 0 || ptr.is_null() {
+            return Err(CallError::Init(coded(code, error_text(&message, &err))));
         }
         Ok(NativeTransformInstance {
             ptr,
@@ -299,7 +325,7 @@ impl NativeTransformInstance {
         // `abi` describes `batch`, alive for the call; `out` and `err` are writable.
         let code = unsafe { (self.transform)(self.ptr, &abi, &mut out, &mut err) };
         if code != 0 {
-            let text = error_text(&self.message, &err);
+            let text = coded(code, error_text(&self.message, &err));
             return Err(if code == QUIVER_ERR_PANIC {
                 CallError::Trap(text)
             } else {
@@ -310,11 +336,8 @@ impl NativeTransformInstance {
         // again nor closed before these copies are made.
         unsafe {
             let failed = (out.failed_code != 0).then(|| {
-                let text = out.failed_message.as_bytes();
-                (
-                    out.failed_offset,
-                    String::from_utf8_lossy(text).into_owned(),
-                )
+                let text = String::from_utf8_lossy(out.failed_message.as_bytes()).into_owned();
+                (out.failed_offset, coded(out.failed_code, text))
             });
             Ok(Unchecked {
                 records: out.records.as_batch().to_columns(),
