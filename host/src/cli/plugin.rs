@@ -73,7 +73,7 @@ Examples:
             conflicts_with = "native"
         )]
         file: Option<PathBuf>,
-        /// A native library file inside plugins.native.dirs (trusted plugins only).
+        /// A native library file inside plugins.native.dirs (trusted partitioners and transforms only).
         #[arg(long)]
         native: Option<String>,
         /// Plugin configuration, e.g. --config vip.partitions=8 (repeatable).
