@@ -363,4 +363,49 @@ mod tests {
             (0, below, 1)
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_producer_new_to_a_partition_must_start_at_sequence_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path()).await;
+        b.create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let client = Client::new();
+        let ctx = client.context(&b);
+        let sequenced = |seq: i32, n: usize| {
+            let data = vec![RecordData::default(); n];
+            encode_sequenced_batch(&data, Compression::None, (11, 0, seq)).unwrap()
+        };
+        let answer = |response: kafka_protocol::messages::ProduceResponse| {
+            let p = &response.responses[0].partition_responses[0];
+            (
+                p.error_code,
+                p.base_offset,
+                p.error_message.as_ref().map(|m| m.to_string()),
+            )
+        };
+        // Sequences 0-16 went to a former leader and were lost with its truncated log:
+        // the batch after them is refused, so the client sends them again.
+        let response = handle(&ctx, produce(vec![(0, sequenced(17, 3))]), 9)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer(response),
+            (
+                ResponseError::OutOfOrderSequenceNumber.code(),
+                -1,
+                Some("producer 11 epoch 0: expected sequence 0, got 17".to_string())
+            )
+        );
+        assert_eq!(b.partition("t", 0).unwrap().log().log_end_offset(), 0);
+        let response = handle(&ctx, produce(vec![(0, sequenced(0, 17))]), 9)
+            .await
+            .unwrap();
+        assert_eq!(answer(response), (0, 0, None));
+        let response = handle(&ctx, produce(vec![(0, sequenced(17, 3))]), 9)
+            .await
+            .unwrap();
+        assert_eq!(answer(response), (0, 17, None));
+    }
 }
