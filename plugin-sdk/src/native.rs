@@ -315,6 +315,12 @@ mod tests {
     use super::*;
     use crate::columns::{Batch, ColumnsBuilder};
 
+    /// What a call wrote into `err`, which points into a live buffer of the test.
+    fn written(err: &QuiverBuf) -> String {
+        // SAFETY: every test's `err` writes into storage that outlives this call.
+        String::from_utf8(unsafe { err.written() }.to_vec()).unwrap()
+    }
+
     #[derive(Default)]
     struct Modulo {
         panic_on: Option<Vec<u8>>,
@@ -396,8 +402,7 @@ mod tests {
             init(&slot, &[("nope", "1")], &mut err),
             QUIVER_ERR_INVALID_CONFIG
         );
-        // SAFETY: as above.
-        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        let message = written(&err);
         assert!(
             message.starts_with("unknown config key `nope`"),
             "{message}"
@@ -412,8 +417,7 @@ mod tests {
         assert_eq!(init(&slot, &[("panic.on", "x")], &mut err), QUIVER_OK);
         let (code, _) = partition(&slot, &["x"], 2, &mut err);
         assert_eq!(code, QUIVER_ERR_PANIC);
-        // SAFETY: `err` wrote into `storage`.
-        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        let message = written(&err);
         assert!(message.starts_with("plugin panicked: boom on"), "{message}");
         let (code, _) = partition(&slot, &["y"], 2, &mut err);
         assert_eq!(
@@ -555,8 +559,7 @@ mod tests {
         let mut err = QuiverBuf::new(&mut storage);
         let instance = open_upper(&[("nope", "1")], &mut err);
         assert!(instance.is_null());
-        // SAFETY: `err` wrote into `storage`.
-        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        let message = written(&err);
         assert!(
             message.starts_with("unknown config key `nope`"),
             "{message}"
@@ -570,13 +573,11 @@ mod tests {
         let instance = open_upper(&[], &mut err);
         let (code, _) = call_upper(instance, &["a", "boom"], &mut err);
         assert_eq!(code, QUIVER_ERR_PANIC);
-        // SAFETY: `err` wrote into `storage`.
-        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        let message = written(&err);
         assert_eq!(message, "plugin panicked: boom at 11");
         let (code, _) = call_upper(instance, &["a"], &mut err);
         assert_eq!(code, QUIVER_ERR_FAILED);
-        // SAFETY: as above.
-        let message = String::from_utf8(unsafe { err.written() }.to_vec()).unwrap();
+        let message = written(&err);
         assert_eq!(
             message,
             "the instance panicked earlier; close it and open another"
