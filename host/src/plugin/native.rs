@@ -12,7 +12,7 @@ use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use libloading::{Library, Symbol};
+use libloading::Library;
 use parking_lot::Mutex;
 use quiver_plugin_sdk::abi::{
     QuiverBatch, QuiverBuf, QuiverStr, QuiverTransformOutput, QUIVER_ERR_INVALID_CONFIG,
@@ -113,9 +113,7 @@ fn open_library(path: &Path, kind: &str) -> Result<Library, PluginError> {
     let library = unsafe { Library::new(path) }.map_err(|e| bad(format!("cannot load: {e}")))?;
     // SAFETY: the symbols are looked up with the types the C contract declares.
     unsafe {
-        let version: Symbol<VersionFn> = library
-            .get(b"quiver_plugin_api_version\0")
-            .map_err(|_| bad("does not export quiver_plugin_api_version".into()))?;
+        let version: VersionFn = symbol(&library, path, "quiver_plugin_api_version")?;
         let v = version();
         if v != API_VERSION {
             return Err(bad(format!(
@@ -125,9 +123,7 @@ fn open_library(path: &Path, kind: &str) -> Result<Library, PluginError> {
                 v & 0xff
             )));
         }
-        let declared: Symbol<KindFn> = library
-            .get(b"quiver_plugin_kind\0")
-            .map_err(|_| bad("does not export quiver_plugin_kind".into()))?;
+        let declared: KindFn = symbol(&library, path, "quiver_plugin_kind")?;
         let declared = CStr::from_ptr(declared()).to_string_lossy().into_owned();
         if declared != kind {
             return Err(PluginError::WrongKind(format!(
